@@ -1,0 +1,60 @@
+"""Validate a composed config: types and keys against the schema, then value ranges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vista.config.schema import VistaConf
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the key."""
+
+
+# key -> (lowest allowed value, what it means)
+_MINIMUM = {
+    "fl.rounds": 1,
+    "fl.clients_per_round": 1,
+    "fl.local_epochs": 1,
+    "fl.batch_size": 1,
+    "fl.max_seq_len": 4,
+    "fl.eval_every": 1,
+    "fl.eval_batch_size": 1,
+    "scheduler.num_workers": 0,
+    "scheduler.gpu_mem_per_worker_mb": 0,
+    "scheduler.threads_per_worker": 0,
+    "peft.r": 1,
+}
+_SELECTIONS = ("none",)
+_DRIVERS = ("fedpeft",)
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or "config"
+    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
+    return f"{key}: {msg}"
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """Return the resolved config as plain containers, or raise ConfigError."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        plain = {k: v for k, v in plain.items() if k != "hydra"}
+        merged = OmegaConf.merge(OmegaConf.structured(VistaConf), plain)
+        out = OmegaConf.to_container(merged, resolve=True, enum_to_str=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from None
+    for dotted, low in _MINIMUM.items():
+        group, key = dotted.split(".")
+        if out[group][key] < low:
+            raise ConfigError(f"{dotted}: must be >= {low}, got {out[group][key]}")
+    if not out["fl"]["lr"] > 0:
+        raise ConfigError(f"fl.lr: must be > 0, got {out['fl']['lr']}")
+    if out["selection"]["name"] not in _SELECTIONS:
+        raise ConfigError(f"selection.name: {out['selection']['name']!r} is not available yet; known: {list(_SELECTIONS)}")
+    if out["driver"] not in _DRIVERS:
+        raise ConfigError(f"driver: unknown driver {out['driver']!r}; known: {list(_DRIVERS)}")
+    return out

@@ -1,0 +1,235 @@
+"""Reading FedNLP's ``*_data.h5`` and ``*_partition.h5`` files (layout: FEDNLP_FORMAT.md).
+
+The pipeline process reads only metadata and index lists; texts are read by the worker
+that trains a client, for that client only, and cached there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class DataFileError(ValueError):
+    """A FedNLP file is missing, truncated or does not hold what it should."""
+
+
+_NUMBER = re.compile(r"=(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+def canonical_method(name: str) -> str:
+    """``niid_label_clients=100_alpha=1`` and ``..._alpha=1.0`` name the same partition."""
+    return _NUMBER.sub(lambda m: "=" + repr(float(m.group(1))), name.strip())
+
+
+def _open(path: str | Path, what: str) -> Any:
+    import h5py
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataFileError(f"{what} {p} does not exist")
+    try:
+        return h5py.File(p, "r")
+    except OSError as err:
+        raise DataFileError(f"{what} {p} is not a readable HDF5 file (truncated or corrupt?): {err}") from None
+
+
+def _decode(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+class FedNLPData:
+    """One ``*_data.h5`` file: attributes eagerly, texts and labels on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._h5: Any = None
+        with _open(self.path, "FedNLP data file") as f:
+            for key in ("attributes", "X", "Y"):
+                if key not in f:
+                    raise DataFileError(f"FedNLP data file {self.path} has no '{key}' entry")
+            try:
+                self.attributes: dict[str, Any] = json.loads(_decode(f["attributes"][()]))
+            except (json.JSONDecodeError, TypeError) as err:
+                raise DataFileError(f"FedNLP data file {self.path}: 'attributes' is not JSON: {err}") from None
+        vocab = self.attributes.get("label_vocab")
+        if not isinstance(vocab, dict) or not vocab:
+            raise DataFileError(f"FedNLP data file {self.path}: attributes has no label_vocab")
+        # num_labels in the file is often -1: derive it, and make ids contiguous 0..C-1
+        names_by_id = sorted(vocab, key=lambda n: vocab[n])
+        self.label_names: list[str] = names_by_id
+        self.label_ids: dict[str, int] = {n: i for i, n in enumerate(names_by_id)}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def _index_list(self, key: str) -> np.ndarray | None:
+        v = self.attributes.get(key)
+        return None if v is None else np.asarray(v, dtype=np.int64)
+
+    @property
+    def train_indices(self) -> np.ndarray | None:
+        return self._index_list("train_index_list")
+
+    @property
+    def test_indices(self) -> np.ndarray | None:
+        return self._index_list("test_index_list")
+
+    def _file(self) -> Any:
+        if self._h5 is None:
+            self._h5 = _open(self.path, "FedNLP data file")
+        return self._h5
+
+    def texts(self, indices: np.ndarray | list[int]) -> list[str]:
+        X = self._file()["X"]
+        try:
+            return [_decode(X[str(int(i))][()]) for i in indices]
+        except KeyError as err:
+            raise DataFileError(f"{self.path}: example index missing from X ({err})") from None
+
+    def labels(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        Y = self._file()["Y"]
+        out = np.empty(len(indices), dtype=np.int64)
+        for j, i in enumerate(indices):
+            try:
+                name = _decode(Y[str(int(i))][()])
+            except KeyError:
+                raise DataFileError(f"{self.path}: example index {int(i)} missing from Y") from None
+            if name not in self.label_ids:
+                raise DataFileError(
+                    f"{self.path}: label {name!r} of example {int(i)} is not in label_vocab {self.label_names}"
+                )
+            out[j] = self.label_ids[name]
+        return out
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __getstate__(self) -> dict[str, Any]:  # h5py handles do not pickle
+        return {**self.__dict__, "_h5": None}
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    train: np.ndarray
+    test: np.ndarray
+
+
+class FedNLPPartition:
+    """One partition method (an h5 group) of a ``*_partition.h5`` file, read eagerly:
+    index lists are small, texts are not."""
+
+    def __init__(self, path: str | Path, method: str) -> None:
+        self.path = Path(path).expanduser()
+        with _open(self.path, "FedNLP partition file") as f:
+            available = sorted(f.keys())
+            wanted = canonical_method(method)
+            found = [g for g in available if canonical_method(g) == wanted]
+            if not found:
+                raise DataFileError(
+                    f"partition method {method!r} is not in {self.path}; it has: {', '.join(available)}"
+                )
+            self.method = found[0]
+            g = f[self.method]
+            if "partition_data" not in g:
+                raise DataFileError(f"{self.path}: group {self.method!r} has no partition_data")
+            pdata = g["partition_data"]
+            self.clients: dict[int, ClientSplit] = {}
+            for cid in sorted(pdata.keys(), key=int):
+                c = pdata[cid]
+                train = np.asarray(c["train"][()], dtype=np.int64) if "train" in c else np.zeros(0, np.int64)
+                test = np.asarray(c["test"][()], dtype=np.int64) if "test" in c else np.zeros(0, np.int64)
+                self.clients[int(cid)] = ClientSplit(train, test)
+            if "n_clients" in g and int(g["n_clients"][()]) != len(self.clients):
+                raise DataFileError(
+                    f"{self.path}: group {self.method!r} says n_clients={int(g['n_clients'][()])} "
+                    f"but holds {len(self.clients)} clients"
+                )
+        if not self.clients:
+            raise DataFileError(f"{self.path}: partition {self.method!r} has no clients")
+
+    @property
+    def client_ids(self) -> list[int]:
+        return list(self.clients)
+
+
+@dataclass(frozen=True)
+class FedNLPDataSpec:
+    """``dataset=`` group: where the data file is (and, optionally, its partition file)."""
+
+    name: str
+    data_file: str | None = None
+    partition_file: str | None = None
+
+    def data_path(self) -> Path:
+        if not self.data_file:
+            raise DataFileError(
+                f"dataset {self.name!r}: dataset.data_file is not set; pass dataset.data_file=PATH "
+                f"to a FedNLP *_data.h5 file"
+            )
+        return Path(self.data_file).expanduser()
+
+
+@dataclass(frozen=True)
+class FedNLPFilePartitionSpec:
+    """``partition=fednlp_file``: a named group of a FedNLP partition file."""
+
+    file: str | None
+    method: str
+
+    def partition_path(self) -> Path:
+        if not self.file:
+            raise DataFileError(
+                "partition.file is not set: pass partition.file=PATH to a FedNLP *_partition.h5 file"
+            )
+        return Path(self.file).expanduser()
+
+
+@dataclass(frozen=True)
+class FederatedDataSpec:
+    """What a worker needs to read its clients' examples: two paths and a method name."""
+
+    data_file: str
+    partition_file: str
+    method: str
+
+
+class FederatedData:
+    """The federation as the pipeline sees it: client ids, sizes, labels, the test split."""
+
+    def __init__(self, spec: FederatedDataSpec) -> None:
+        self.spec = spec
+        self.data = FedNLPData(spec.data_file)
+        self.partition = FedNLPPartition(spec.partition_file, spec.method)
+        empty = [c for c, s in self.partition.clients.items() if len(s.train) == 0]
+        if empty:
+            raise DataFileError(f"{spec.partition_file}: clients {empty[:10]} of {self.partition.method!r} have no training examples")
+
+    @property
+    def client_ids(self) -> list[int]:
+        return self.partition.client_ids
+
+    @property
+    def num_labels(self) -> int:
+        return self.data.num_labels
+
+    @cached_property
+    def test_indices(self) -> np.ndarray:
+        """The global test split: the data file's list, else the union of client test lists."""
+        t = self.data.test_indices
+        if t is not None and len(t):
+            return t
+        parts = [s.test for s in self.partition.clients.values()]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def client_size(self, cid: int) -> int:
+        return len(self.partition.clients[cid].train)

@@ -1,0 +1,1 @@
+"""Drivers: the pipeline runner functions that assemble an experiment's Tasks."""

@@ -1,0 +1,1 @@
+"""Federated learning pieces: client training/eval, aggregation, sampling, the worker runtime."""

@@ -1,0 +1,67 @@
+"""``python -m vista.main`` / ``vista``: compose the config, validate it, run, name the run dir."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from vista.config import ConfigError, register_resolvers, validate
+
+register_resolvers()
+log = logging.getLogger("vista")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vista.data.fednlp import DataFileError
+    from vista.models.hub import ModelNotFoundError
+    from vista.pipeline import JobFailedError
+    from vista.scheduler import DevicePlanError, WorkerStartError
+
+    return (ModelNotFoundError, DataFileError, JobFailedError, DevicePlanError, WorkerStartError)
+
+
+def _fail(kind: str, err: BaseException, code: int) -> None:
+    print(f"vista: {kind}: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> Any:
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    try:
+        resolved = validate(cfg)
+    except ConfigError as err:
+        _fail("config error", err, 2)
+    from vista.build import build_parts
+    from vista.drivers.run import DRIVERS
+
+    errors = _user_errors()
+    try:
+        parts = build_parts(resolved)
+        summary = DRIVERS[resolved["driver"]](parts, run_dir, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    except KeyboardInterrupt:
+        print(f"vista: interrupted; workers stopped. run directory: {run_dir}", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    except errors as err:
+        print(f"vista: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        print(f"run directory: {run_dir}", flush=True)
+        raise SystemExit(1)
+    acc = summary.get("test_accuracy")
+    print(f"final test_accuracy {acc:.4f} (best {summary['best_test_accuracy']:.4f} at round {summary['best_round']})"
+          if acc is not None else "finished", flush=True)
+    print(f"run directory: {run_dir}", flush=True)
+    return summary
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

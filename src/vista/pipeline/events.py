@@ -1,0 +1,118 @@
+"""EventManager: the eventloop that runs task functions, and the job monitor.
+
+Task functions are registered under a name and emitted by the pipeline; every emission is
+appended to the event_pipeline (with its wall time) and announced to subscribers
+(progress display, recorder). The JobMonitor gives every job of a parallel task a unique
+id inside a *group* (one group per parallel task per round) and tracks its state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from vista.pipeline.event_pipeline import IMPLICIT, TASK, EventPipeline
+from vista.pipeline.protocol import JobRequest, JobResult, JobSpec, JobState
+
+
+class JobMonitor:
+    """Job ids and states (pending -> running -> done | failed), per parallel task group."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, list[str]] = {}
+        self._state: dict[str, JobState] = {}
+        self._worker: dict[str, int | None] = {}
+        self._results: dict[str, JobResult] = {}
+        self._counter = itertools.count()
+
+    def open_group(self, task: str, round: int) -> str:
+        group_id = f"r{round}.{task}.g{next(self._counter)}"
+        self._groups[group_id] = []
+        return group_id
+
+    def add(self, group_id: str, spec: JobSpec) -> JobRequest:
+        jobs = self._groups[group_id]
+        job_id = f"{group_id}.j{len(jobs)}"
+        jobs.append(job_id)
+        self._state[job_id] = JobState.PENDING
+        self._worker[job_id] = None
+        return JobRequest(job_id, group_id, spec.fn, spec.key, spec.payload)
+
+    def mark_running(self, job_id: str, worker: int) -> None:
+        self._expect(job_id, JobState.PENDING)
+        self._state[job_id] = JobState.RUNNING
+        self._worker[job_id] = worker
+
+    def finish(self, result: JobResult) -> None:
+        if self._state.get(result.job_id) not in (JobState.PENDING, JobState.RUNNING):
+            raise ValueError(f"job {result.job_id} finished twice or is unknown")
+        self._state[result.job_id] = result.state
+        self._worker[result.job_id] = result.worker
+        self._results[result.job_id] = result
+
+    def state(self, job_id: str) -> JobState:
+        return self._state[job_id]
+
+    def states(self, group_id: str) -> dict[str, JobState]:
+        return {j: self._state[j] for j in self._groups[group_id]}
+
+    def counts(self, group_id: str) -> dict[str, int]:
+        c = {s.value: 0 for s in JobState}
+        for s in self.states(group_id).values():
+            c[s.value] += 1
+        return c
+
+    def worker_of(self, job_id: str) -> int | None:
+        return self._worker[job_id]
+
+    def failed(self, group_id: str) -> list[JobResult]:
+        return [self._results[j] for j in self._groups[group_id] if self._state[j] is JobState.FAILED]
+
+    def _expect(self, job_id: str, state: JobState) -> None:
+        if self._state.get(job_id) is not state:
+            raise ValueError(f"job {job_id} is {self._state.get(job_id)}, expected {state.value}")
+
+
+class EventManager:
+    def __init__(self, event_pipeline: EventPipeline | None = None) -> None:
+        self.steps = event_pipeline if event_pipeline is not None else EventPipeline()
+        self.monitor = JobMonitor()
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._subscribers: dict[str, list[Callable[..., None]]] = defaultdict(list)
+
+    # -- eventloop -----------------------------------------------------------------------
+    def register(self, name: str, fn: Callable[..., Any]) -> None:
+        if name in self._functions:
+            raise ValueError(f"a task function named {name!r} is already registered")
+        self._functions[name] = fn
+
+    def registered(self) -> list[str]:
+        return list(self._functions)
+
+    def emit(self, name: str, *args: Any, round: int = 0, kind: str = TASK, **info: Any) -> Any:
+        """Run the function registered as ``name`` and log the step."""
+        try:
+            fn = self._functions[name]
+        except KeyError:
+            raise KeyError(f"no task function registered as {name!r}; known: {self.registered()}") from None
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.record(name, kind=kind, round=round, seconds=time.perf_counter() - t0, **info)
+        return out
+
+    def record(self, name: str, *, kind: str = IMPLICIT, round: int = 0, seconds: float = 0.0, **info: Any) -> None:
+        """Log a step that already happened (implicit steps: broadcast, refresh, record ...)."""
+        step = self.steps.append(name, kind, round, seconds, **info)
+        for fn in self._subscribers["step"]:
+            fn(step)
+
+    # -- observers ------------------------------------------------------------------------
+    def subscribe(self, event: str, fn: Callable[..., None]) -> None:
+        """Events: ``step`` (a Step), ``job`` (job_id, JobState)."""
+        self._subscribers[event].append(fn)
+
+    def job_event(self, job_id: str, state: JobState) -> None:
+        for fn in self._subscribers["job"]:
+            fn(job_id, state)

@@ -1,0 +1,165 @@
+"""Task and Pipeline: what a federated experiment runs, round after round.
+
+A ``single`` task runs once in the pipeline process: ``fn(ctx)`` reads and writes the
+FLContext. A ``parallel`` task's ``fn(ctx)`` decides which logical workers run and with what
+(it returns ``Jobs``); each becomes a job with a unique id, run by an Executor (the
+NodeScheduler's worker processes, or inline), and ``collect(ctx, results)`` folds the
+results back into the context. A job that fails stops the run with its traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+
+from vista.pipeline.context import FLContext
+from vista.pipeline.event_pipeline import IMPLICIT
+from vista.pipeline.events import EventManager
+from vista.pipeline.protocol import JobRequest, JobResult, JobSpec, JobState
+
+
+class JobFailedError(RuntimeError):
+    """A worker job raised: carries the job id and the worker's traceback."""
+
+    def __init__(self, result: JobResult, fn: str) -> None:
+        self.result = result
+        self.job_id = result.job_id
+        super().__init__(
+            f"job {result.job_id} ({fn} for {result.key!r}) failed on worker {result.worker}: "
+            f"{result.error}\n--- worker traceback ---\n{result.traceback}"
+        )
+
+
+class Executor(Protocol):
+    def run_jobs(
+        self,
+        requests: Sequence[JobRequest],
+        shared: Any,
+        on_start: Callable[[str, int], None],
+    ) -> list[JobResult]:
+        """Run the jobs; stop dispatching at the first failure and return what finished."""
+
+
+def payload_nbytes(obj: Any) -> int:
+    """Bytes of the tensors/arrays inside a payload (what actually crosses the wire)."""
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
+        return int(obj.numel() * obj.element_size())
+    if hasattr(obj, "nbytes") and hasattr(obj, "dtype"):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(payload_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_nbytes(v) for v in obj)
+    return 0
+
+
+@dataclass
+class Jobs:
+    """A parallel task's plan: one JobSpec per chosen worker, plus a payload broadcast to all."""
+
+    specs: list[JobSpec]
+    shared: Any = None
+
+
+@dataclass
+class Task:
+    name: str
+    fn: Callable[[FLContext], Any]
+    mode: Literal["single", "parallel"] = "single"
+    collect: Callable[[FLContext, list[JobResult]], None] | None = None
+    every: int = 1
+    also_last: bool = False  # also run in the final round when it is off the ``every`` grid
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "parallel"):
+            raise ValueError(f"task {self.name!r}: mode must be 'single' or 'parallel', not {self.mode!r}")
+        if self.mode == "parallel" and self.collect is None:
+            raise ValueError(f"parallel task {self.name!r} needs a collect(ctx, results) function")
+        if self.every < 1:
+            raise ValueError(f"task {self.name!r}: every must be >= 1, got {self.every}")
+
+    def due(self, round: int, rounds: int) -> bool:
+        return round % self.every == 0 or (self.also_last and round == rounds)
+
+
+@dataclass
+class Pipeline:
+    tasks: list[Task]
+    rounds: int
+    setup: list[Task] = field(default_factory=list)
+    teardown: list[Task] = field(default_factory=list)
+    on_round_end: Callable[[FLContext], None] | None = None
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self._all()]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate task names in pipeline: {sorted(dupes)}")
+
+    def _all(self) -> Iterable[Task]:
+        return [*self.setup, *self.tasks, *self.teardown]
+
+    def run(self, ctx: FLContext, events: EventManager, executor: Executor | None) -> FLContext:
+        for task in self._all():
+            events.register(task.name, self._runner(task, events, executor))
+        for task in self.setup:
+            events.emit(task.name, ctx, round=ctx.round, mode=task.mode)
+        for r in range(1, self.rounds + 1):
+            t0 = time.perf_counter()
+            dropped = ctx.refresh(r)
+            events.record("context_refresh", round=r, seconds=time.perf_counter() - t0, dropped=len(dropped))
+            for task in self.tasks:
+                if task.due(r, self.rounds):
+                    events.emit(task.name, ctx, round=r, mode=task.mode)
+            if self.on_round_end is not None:
+                t0 = time.perf_counter()
+                self.on_round_end(ctx)
+                events.record("record", round=r, seconds=time.perf_counter() - t0)
+        for task in self.teardown:
+            events.emit(task.name, ctx, round=ctx.round, mode=task.mode)
+        return ctx
+
+    @staticmethod
+    def _runner(task: Task, events: EventManager, executor: Executor | None) -> Callable[[FLContext], Any]:
+        if task.mode == "single":
+            return task.fn
+
+        def run_parallel(ctx: FLContext) -> None:
+            if executor is None:
+                raise RuntimeError(f"parallel task {task.name!r} needs an executor (a NodeScheduler)")
+            plan = task.fn(ctx)
+            if not isinstance(plan, Jobs):
+                raise TypeError(f"parallel task {task.name!r} must return Jobs, got {type(plan).__name__}")
+            monitor = events.monitor
+            group = monitor.open_group(task.name, ctx.round)
+            requests = [monitor.add(group, spec) for spec in plan.specs]
+            if plan.shared is not None:
+                events.record(
+                    "broadcast",
+                    kind=IMPLICIT,
+                    round=ctx.round,
+                    task=task.name,
+                    receivers=len(requests),
+                    bytes_each=payload_nbytes(plan.shared),
+                )
+
+            def on_start(job_id: str, worker: int) -> None:
+                monitor.mark_running(job_id, worker)
+                events.job_event(job_id, JobState.RUNNING)
+
+            results = executor.run_jobs(requests, plan.shared, on_start) if requests else []
+            for res in results:
+                monitor.finish(res)
+                events.job_event(res.job_id, res.state)
+            for res in results:
+                if not res.ok:
+                    by_id = {q.job_id: q for q in requests}
+                    raise JobFailedError(res, by_id[res.job_id].fn)
+            if len(results) != len(requests):
+                missing = sorted({q.job_id for q in requests} - {r.job_id for r in results})
+                raise RuntimeError(f"parallel task {task.name!r}: no result for jobs {missing}")
+            order = {q.job_id: i for i, q in enumerate(requests)}
+            task.collect(ctx, sorted(results, key=lambda r: order[r.job_id]))  # type: ignore[misc]
+
+        return run_parallel
