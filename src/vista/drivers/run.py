@@ -60,6 +60,17 @@ class ExperimentParts:
     recorder: RecorderSpec
 
 
+ADAPTER_FILE = "adapter.safetensors"
+
+
+def save_adapter(state: dict[str, Any], path: Path, parts: ExperimentParts) -> None:
+    """The final global trainable tensors (adapters + head), loadable with safetensors."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+              metadata={"model": parts.model.name, "peft": type(parts.peft).__name__})
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -103,6 +114,9 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config_yaml: str | 
         events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,
                       workers=max(parts.scheduler.num_workers, 1), devices=list(executor.devices))
         pipeline.run(ctx, events, executor)
+        t0 = time.perf_counter()
+        save_adapter(ctx["global_state"], run_dir / ADAPTER_FILE, parts)
+        events.record("checkpoint", round=ctx.round, seconds=time.perf_counter() - t0, file=ADAPTER_FILE)
         summary = summarize(ctx)
         summary.update(model=parts.model.name, partition=fed.partition.method, num_clients=len(fed.client_ids),
                        num_labels=fed.num_labels, seed=parts.seed)

@@ -82,6 +82,7 @@ def load_classifier(model_dir: Path, num_labels: int, pad_token_id: int | None, 
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=any(model_dir.glob("*.safetensors")) or None,
+            ignore_mismatched_sizes=True,  # a checkpoint's own head may have another label count
         )
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -1,0 +1,103 @@
+"""The composed config surface: keys users rely on, presets, and validation errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from vista.build import build_parts
+from vista.config import ConfigError, validate
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="vista.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_config_has_the_documented_keys():
+    cfg = validate(_compose())
+    for dotted in ["seed", "paths.model_hub", "paths.data_dir", "fl.rounds", "fl.clients_per_round",
+                   "fl.local_epochs", "fl.batch_size", "fl.lr", "fl.max_seq_len", "fl.eval_every",
+                   "scheduler.num_workers", "scheduler.device", "scheduler.gpu_mem_per_worker_mb", "recorder.mode"]:
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+    assert cfg["model"]["name"] == "minilm" and cfg["peft"]["r"] == 8
+    assert cfg["partition"]["method"] == "niid_label_clients=10_alpha=1.0"
+    assert cfg["scheduler"]["device"] == "auto"
+
+
+def test_default_parts_point_at_the_shipped_data_and_model():
+    parts = build_parts(validate(_compose()))
+    from pathlib import Path
+
+    assert Path(parts.data.data_file).name == "20news5_data.h5" and Path(parts.data.data_file).is_file()
+    assert (parts.model.resolve() / "model.safetensors").is_file()  # the real MiniLM from its PyPI package
+    assert type(parts.aggregator).__name__ == "FedAvg"
+
+
+@pytest.mark.parametrize("model,hub_name", [("roberta", "roberta-base"), ("distilbert", "distilbert-base-uncased"),
+                                            ("bert", "bert-base-uncased")])
+def test_hub_models_resolve_under_model_hub(model, hub_name, tmp_path):
+    parts = build_parts(validate(_compose(f"model={model}", f"paths.model_hub={tmp_path}")))
+    with pytest.raises(FileNotFoundError) as info:
+        parts.model.resolve()
+    msg = str(info.value)
+    assert str(tmp_path / hub_name) in msg and "model.path" in msg and "paths.model_hub" in msg
+
+
+def test_experiment_preset_overrides_primary_config():
+    cfg = validate(_compose("experiment=smoke"))
+    assert cfg["fl"]["rounds"] == 2 and cfg["fl"]["clients_per_round"] == 2 and cfg["experiment_name"] == "smoke"
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("+fl.roundz=3", "fl.roundz"),
+        ("fl.rounds=abc", "fl.rounds"),
+        ("fl.lr=fast", "fl.lr"),
+        ("scheduler.device=gpu", "scheduler.device"),
+        ("+model.colour=red", "model.colour"),
+        ("fl.rounds=0", "fl.rounds"),
+        ("fl.lr=-1", "fl.lr"),
+        ("scheduler.num_workers=-2", "scheduler.num_workers"),
+        ("recorder.mode=loud", "recorder.mode"),
+        ("selection.name=logme", "selection.name"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        validate(_compose(override))
+    msg = str(info.value)
+    assert msg.startswith(key + ":") and "\n" not in msg
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vista.main", *args, f"hydra.run.dir={cwd}/run"],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_cli_rejects_a_wrong_type_before_loading_anything(tmp_path):
+    p = _cli("fl.rounds=three", cwd=tmp_path)
+    assert p.returncode == 2
+    err = [line for line in p.stderr.splitlines() if line.strip()]
+    assert err == [err[0]] and err[0].startswith("vista: config error: fl.rounds:")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_cli_rejects_an_unknown_key(tmp_path):
+    p = _cli("+fl.local_epoch=2", cwd=tmp_path)
+    assert p.returncode == 2 and "vista: config error: fl.local_epoch:" in p.stderr
+    # without '+', Hydra itself refuses the key and names it
+    p = _cli("fl.local_epoch=2", cwd=tmp_path)
+    assert p.returncode != 0 and "fl.local_epoch" in p.stderr
+
+
+def test_cli_missing_model_names_the_directory(tmp_path):
+    p = _cli("model=roberta", f"paths.model_hub={tmp_path}/hub", cwd=tmp_path)
+    assert p.returncode == 1
+    assert f"{tmp_path}/hub/roberta-base" in p.stderr and "model.path" in p.stderr

@@ -1,0 +1,41 @@
+"""Small worker runtimes for scheduler tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+INITS = 0
+
+
+class EchoRuntime:
+    """Records its process and how many times it was built and used."""
+
+    def __init__(self, args: Any, env: Any) -> None:
+        global INITS
+        INITS += 1
+        self.worker_id, self.jobs = env.worker_id, 0
+        if isinstance(args, dict) and args.get("fail_init"):
+            raise RuntimeError("cannot build this runtime")
+
+    def run(self, fn: str, key: Any, payload: dict, shared: Any) -> Any:
+        self.jobs += 1
+        if fn == "sleep":
+            time.sleep(payload.get("seconds", 0.1))
+        elif fn == "boom":
+            raise ValueError(f"boom on {key}")
+        elif fn == "die":
+            os._exit(7)
+        return {"pid": os.getpid(), "inits": INITS, "jobs": self.jobs, "key": key,
+                "worker": self.worker_id, "shared": shared, "threads": _threads()}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def make_echo(args: Any, env: Any) -> EchoRuntime:
+    return EchoRuntime(args, env)
