@@ -9,7 +9,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vista.config import ConfigError, register_resolvers, validate
 
@@ -44,7 +44,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
     errors = _user_errors()
     try:
         parts = build_parts(resolved)
-        summary = DRIVERS[resolved["driver"]](parts, run_dir, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        summary = DRIVERS[resolved["driver"]](parts, run_dir, resolved)
     except KeyboardInterrupt:
         print(f"vista: interrupted; workers stopped. run directory: {run_dir}", file=sys.stderr, flush=True)
         raise SystemExit(130)

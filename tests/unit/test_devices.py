@@ -86,11 +86,6 @@ def test_zero_budget_never_raises() -> None:
     assert plan_devices("cuda", 3, 0, gpus=gpus) == ["cuda:0"] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: with gpu_mem_per_worker_mb=0 (the default, 'no cap') no memory is charged, "
-    "so every worker lands on the single freest GPU instead of spreading",
-)
 def test_zero_budget_still_spreads_over_equal_gpus() -> None:
     gpus = [GpuInfo(0, 80000, 80000), GpuInfo(1, 80000, 80000)]
     assert sorted(set(plan_devices("cuda", 2, 0, gpus=gpus))) == ["cuda:0", "cuda:1"]

@@ -255,11 +255,6 @@ def test_save_non_json_info_is_stringified(tmp_path) -> None:
     assert data["steps"][0]["info"] == {"path": str(tmp_path)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Step.started is taken when the step is appended, i.e. after an emitted "
-    "task function has returned, so a task's 'started' is really its end time",
-)
 def test_emitted_step_started_is_when_the_task_started() -> None:
     import time
 

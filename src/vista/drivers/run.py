@@ -23,7 +23,7 @@ from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
 from vista.pipeline import EventManager, FLContext
-from vista.recording.local import LocalRecorder
+from vista.recording.recorder import ExpRecorder
 from vista.recording.progress import RoundProgress
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import InlineExecutor, NodeScheduler, SchedulerSpec
@@ -85,17 +85,17 @@ def make_executor(parts: ExperimentParts, args: RuntimeArgs, run_dir: Path) -> A
     return NodeScheduler(parts.scheduler, FedPEFTRuntime.create, args, log_dir=run_dir / "workers")
 
 
-def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config_yaml: str | None = None,
+def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
                 progress_stream: Any = None) -> dict[str, Any]:
     """Run a federated PEFT experiment; returns the summary (also in ``summary.json``)."""
     run_dir = Path(run_dir)
     seed_everything(parts.seed)
     fed = FederatedData(parts.data)  # metadata only: fails fast on a bad file or method
-    recorder = LocalRecorder(run_dir)
-    if config_yaml is not None:
-        recorder.write_config(config_yaml)
-    args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl.train_spec(), fed.num_labels, parts.seed)
     parts.model.resolve()  # a missing model is reported here, before any process starts
+    recorder = ExpRecorder(parts.recorder, run_dir, config)
+    if config is not None:
+        recorder.write_config(config)
+    args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl.train_spec(), fed.num_labels, parts.seed)
     run = FedPEFTRun(parts.fl.rounds, parts.fl.clients_per_round, parts.fl.eval_every, parts.seed)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)

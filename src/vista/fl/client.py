@@ -119,6 +119,8 @@ def evaluate(
 
 
 def macro_f1(confusion: np.ndarray) -> float:
+    """Mean F1 over the classes present in the true labels (a class only ever predicted,
+    never true, does not enter the mean; sklearn's ``average="macro"`` would count it as 0)."""
     tp = np.diag(confusion).astype(np.float64)
     precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
     recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)

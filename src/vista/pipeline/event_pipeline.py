@@ -48,10 +48,16 @@ class EventPipeline:
         self._len = 0
         self._t0 = time.perf_counter()
 
+    def clock(self) -> float:
+        """Seconds since this pipeline began: what ``Step.started`` is measured in."""
+        return time.perf_counter() - self._t0
+
     def append(
-        self, name: str, kind: str, round: int, seconds: float = 0.0, **info: Any
+        self, name: str, kind: str, round: int, seconds: float = 0.0, started: float | None = None, **info: Any
     ) -> Step:
-        step = Step(self._len, name, kind, round, time.perf_counter() - self._t0, seconds, info)
+        """``started`` defaults to ``now - seconds`` (a step logged right after it ran)."""
+        start = self.clock() - seconds if started is None else started
+        step = Step(self._len, name, kind, round, start, seconds, info)
         if self.tail is None:
             self.head = step
         else:

@@ -97,14 +97,15 @@ class EventManager:
             fn = self._functions[name]
         except KeyError:
             raise KeyError(f"no task function registered as {name!r}; known: {self.registered()}") from None
-        t0 = time.perf_counter()
+        started, t0 = self.steps.clock(), time.perf_counter()
         out = fn(*args)
-        self.record(name, kind=kind, round=round, seconds=time.perf_counter() - t0, **info)
+        self.record(name, kind=kind, round=round, seconds=time.perf_counter() - t0, started=started, **info)
         return out
 
-    def record(self, name: str, *, kind: str = IMPLICIT, round: int = 0, seconds: float = 0.0, **info: Any) -> None:
+    def record(self, name: str, *, kind: str = IMPLICIT, round: int = 0, seconds: float = 0.0,
+               started: float | None = None, **info: Any) -> None:
         """Log a step that already happened (implicit steps: broadcast, refresh, record ...)."""
-        step = self.steps.append(name, kind, round, seconds, **info)
+        step = self.steps.append(name, kind, round, seconds, started, **info)
         for fn in self._subscribers["step"]:
             fn(step)
 

@@ -25,8 +25,10 @@ class LocalRecorder:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.metrics_path.write_text("")
 
-    def write_config(self, config_yaml: str) -> None:
-        (self.run_dir / "config.yaml").write_text(config_yaml)
+    def write_config(self, config: dict[str, Any]) -> None:
+        from omegaconf import OmegaConf
+
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
 
     def log(self, metrics: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as f:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RecorderSpec:
-    # W&B mode: online | offline | disabled. The local run directory is always written;
-    # the W&B sink arrives with the ExpRecorder issue, until then only "disabled" records.
+    # W&B: online (falls back to offline without a login) | offline | disabled.
+    # The local run directory is written in every mode.
     mode: str = "disabled"
     project: str = "vista"
     entity: str | None = None

@@ -72,8 +72,9 @@ def plan_devices(
 ) -> list[str]:
     """One device string per worker. ``auto`` uses CUDA when present, else CPU, quietly.
 
-    With CUDA, each worker goes to the GPU with the most free memory left after the
-    workers already placed there; a GPU that cannot hold another worker's budget is skipped.
+    With CUDA and a per-worker budget, each worker goes to the GPU with the most free memory
+    left after the workers already placed there (an error when even that one cannot hold the
+    budget); without a budget, workers spread evenly, freest GPU first.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise DevicePlanError(f"scheduler.device must be auto, cpu or cuda, not {device!r}")
@@ -88,9 +89,13 @@ def plan_devices(
             )
         return ["cpu"] * num_workers
     free = {g.index: g.free_mb for g in gpus}
+    placed = {g.index: 0 for g in gpus}
     plan = []
     for w in range(num_workers):
-        best = max(free, key=lambda i: free[i])
+        if gpu_mem_per_worker_mb > 0:
+            best = max(free, key=lambda i: free[i])
+        else:  # no budget to charge: spread by worker count, then by free memory
+            best = min(free, key=lambda i: (placed[i], -free[i]))
         if gpu_mem_per_worker_mb > 0 and free[best] < gpu_mem_per_worker_mb:
             raise DevicePlanError(
                 f"worker {w} needs {gpu_mem_per_worker_mb} MB of GPU memory but the freest GPU "
@@ -98,6 +103,7 @@ def plan_devices(
                 f"scheduler.gpu_mem_per_worker_mb"
             )
         free[best] -= gpu_mem_per_worker_mb
+        placed[best] += 1
         plan.append(f"cuda:{best}")
     return plan
 
