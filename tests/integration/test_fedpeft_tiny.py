@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from support.tiny import write_fednlp_pair
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts, FLSpec, run_fedpeft
+from vista.drivers.run import ExperimentParts, run_fedpeft
+from vista.fl.spec import FLSpec
 from vista.fl.aggregators import FedAvg
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.sampling import client_seed
@@ -102,7 +103,7 @@ def test_fedavg_of_one_client_equals_training_it_alone(tiny_hub, tmp_path):
     from vista.data.fednlp import FederatedData
 
     fed = FederatedData(parts.data)
-    runtime = FedPEFTRuntime(RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl.train_spec(), fed.num_labels,
+    runtime = FedPEFTRuntime(RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels,
                                          parts.seed), WorkerEnv(0, "cpu"))
     init = runtime.init_state("init", {}, None)["state"]
     alone = runtime.train(0, {"seed": client_seed(parts.seed, 1, 0)}, {"state": init})["state"]

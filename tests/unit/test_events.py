@@ -210,8 +210,12 @@ def test_linked_list_order_head_to_tail() -> None:
     assert ep.names() == names
     assert ep.names(round=1) == ["context_refresh", "client_train"]
     assert ep.names(round=2) == ["context_refresh", "aggregate"]
-    started = [s.started for s in ep]
-    assert started == sorted(started)
+    # steps are appended when they end: end times are in append order, and a step that
+    # says it took 0.5 s started 0.5 s before it was appended
+    ends = [s.started + s.seconds for s in ep]
+    assert ends == sorted(ends)
+    steps = list(ep)
+    assert steps[2].started < steps[1].started
     assert ep.format() == "setup@0 -> context_refresh@1 -> client_train@1 -> context_refresh@2 -> aggregate@2"
 
 

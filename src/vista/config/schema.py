@@ -10,6 +10,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from vista.fl.spec import FLSpec
+
 
 class DeviceKind(str, enum.Enum):
     auto = "auto"
@@ -27,19 +29,6 @@ class RecorderMode(str, enum.Enum):
 class PathsConf:
     model_hub: str = MISSING
     data_dir: str = MISSING
-
-
-@dataclass
-class FLConf:
-    rounds: int = 3
-    clients_per_round: int = 5
-    local_epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-3
-    max_seq_len: int = 128
-    eval_every: int = 1
-    eval_batch_size: int = 64
-    weight_decay: float = 0.0
 
 
 @dataclass
@@ -113,7 +102,7 @@ class VistaConf:
     driver: str = "fedpeft"
     experiment_name: str = "default"
     paths: PathsConf = field(default_factory=PathsConf)
-    fl: FLConf = field(default_factory=FLConf)
+    fl: FLSpec = field(default_factory=FLSpec)
     model: ModelConf = field(default_factory=ModelConf)
     dataset: DatasetConf = field(default_factory=DatasetConf)
     partition: PartitionConf = field(default_factory=PartitionConf)

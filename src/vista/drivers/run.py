@@ -18,7 +18,7 @@ import numpy as np
 
 from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.fedpeft import FedPEFTRun, fedpeft_pipeline, summarize
-from vista.fl.client import TrainSpec
+from vista.fl.spec import FLSpec
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
@@ -29,23 +29,6 @@ from vista.recording.spec import RecorderSpec
 from vista.scheduler import InlineExecutor, NodeScheduler, SchedulerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FLSpec:
-    rounds: int = 3
-    clients_per_round: int = 5
-    local_epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-3
-    max_seq_len: int = 128
-    eval_every: int = 1
-    eval_batch_size: int = 64
-    weight_decay: float = 0.0
-
-    def train_spec(self) -> TrainSpec:
-        return TrainSpec(self.local_epochs, self.batch_size, self.lr, self.max_seq_len,
-                         self.weight_decay, self.eval_batch_size)
 
 
 @dataclass(frozen=True)
@@ -95,7 +78,7 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
     recorder = ExpRecorder(parts.recorder, run_dir, config)
     if config is not None:
         recorder.write_config(config)
-    args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl.train_spec(), fed.num_labels, parts.seed)
+    args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels, parts.seed)
     run = FedPEFTRun(parts.fl.rounds, parts.fl.clients_per_round, parts.fl.eval_every, parts.seed)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)

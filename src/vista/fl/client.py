@@ -12,15 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class TrainSpec:
-    local_epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-3
-    max_seq_len: int = 128
-    weight_decay: float = 0.0
-    eval_batch_size: int = 64
+from vista.fl.spec import FLSpec
 
 
 @dataclass
@@ -63,7 +55,7 @@ def local_train(
     model: torch.nn.Module,
     params: dict[str, torch.nn.Parameter],
     data: Encoded,
-    spec: TrainSpec,
+    spec: FLSpec,
     seed: int,
     pad_id: int,
     device: str = "cpu",

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
-from vista.fl.client import Encoded, TrainSpec, encode, evaluate, local_train
+from vista.fl.client import Encoded, encode, evaluate, local_train
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
 from vista.peft.lora import LoraSpec
 from vista.peft.state import count_parameters, load_trainable_state, trainable_parameters, trainable_state
@@ -30,7 +31,7 @@ class RuntimeArgs:
     model: ModelSpec
     peft: LoraSpec
     data: FederatedDataSpec
-    train: TrainSpec
+    train: FLSpec
     num_labels: int
     seed: int
 
