@@ -75,6 +75,7 @@ def load_classifier(model_dir: Path, num_labels: int, pad_token_id: int | None, 
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected here
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir),
