@@ -64,6 +64,7 @@ def test_experiment_preset_overrides_primary_config():
         ("+model.colour=red", "model.colour"),
         ("fl.rounds=0", "fl.rounds"),
         ("fl.lr=-1", "fl.lr"),
+        ("seed=-3", "seed"),
         ("scheduler.num_workers=-2", "scheduler.num_workers"),
         ("recorder.mode=loud", "recorder.mode"),
         ("selection.name=logme", "selection.name"),

@@ -51,6 +51,8 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         group, key = dotted.split(".")
         if out[group][key] < low:
             raise ConfigError(f"{dotted}: must be >= {low}, got {out[group][key]}")
+    if out["seed"] < 0:
+        raise ConfigError(f"seed: must be >= 0, got {out['seed']}")
     if not out["fl"]["lr"] > 0:
         raise ConfigError(f"fl.lr: must be > 0, got {out['fl']['lr']}")
     if out["selection"]["name"] not in _SELECTIONS:
