@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from vista.config import ConfigError, register_resolvers, validate
 
 register_resolvers()
-log = logging.getLogger("vista")
+# Offline first: models load from local directories; set HF_HUB_OFFLINE=0 to allow the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

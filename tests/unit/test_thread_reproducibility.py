@@ -37,7 +37,7 @@ torch.save(g, sys.argv[2])
 """
 
 
-def _grads(tmp_path, threads: int, env: dict, mode: str = "vista") -> "torch.Tensor":
+def _grads(tmp_path, threads: int, env: dict, mode: str = "vista"):
     import torch
 
     out = tmp_path / f"g{threads}{mode}.pt"

@@ -20,7 +20,6 @@ from vista.fl.client import EvalSums, macro_f1
 from vista.fl.sampling import client_seed, sample_clients
 from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 
-ROUND_KEYS = ("round_started",)
 KEPT = ("global_state", "trainable_params", "total_params", "bytes_up_total", "bytes_down_total",
         "best_test_accuracy", "best_round", "run_started", "history")
 

@@ -7,7 +7,6 @@ The run directory always receives ``metrics.jsonl``, ``summary.json`` and
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from vista.recording.recorder import ExpRecorder
 from vista.recording.progress import RoundProgress
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import InlineExecutor, NodeScheduler, SchedulerSpec
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
