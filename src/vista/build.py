@@ -17,7 +17,7 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
     data = FederatedDataSpec(
         data_file=str(dataset.data_path().resolve()),
         partition_file=str(partition.partition_path().resolve()),
-        method=partition.method,
+        method=partition.method_name(),
     )
     return ExperimentParts(
         seed=cfg["seed"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,27 @@ def _hydra_main(cfg: DictConfig) -> Any:
     return summary
 
 
+_OVERRIDE = re.compile(r"^[+~]{0,2}([\w.@/-]+)=(.*)$", re.S)
+
+
+def unquoted_equals_hint(argv: list[str]) -> str | None:
+    """Hydra's grammar rejects ``key=a=b``; say how to write it instead of a parser error."""
+    for arg in argv:
+        m = _OVERRIDE.match(arg)
+        if m and "=" in m.group(2) and m.group(2)[:1] not in "'\"[{(" and not m.group(1).startswith("hydra."):
+            key, value = m.groups()
+            hint = f"vista: the value of {key} contains '=': quote it for Hydra: '{key}=\"{value}\"'"
+            if key == "partition.method":
+                hint += " (or give it as parts: partition.kind=niid_label partition.clients=N partition.alpha=X)"
+            return hint
+    return None
+
+
 def main() -> None:
+    hint = unquoted_equals_hint(sys.argv[1:])
+    if hint:
+        print(hint, file=sys.stderr)
+        raise SystemExit(2)
     _hydra_main()
 
 

@@ -50,3 +50,17 @@ def test_cli_unknown_partition_lists_the_known_ones(tiny_hub, tiny_data, tmp_pat
              cwd=tmp_path)
     assert p.returncode == 1
     assert "kmeans_clusters=4" in p.stderr and "uniform" in p.stderr and "niid_label_clients=4_alpha=1.0" in p.stderr
+
+
+def test_cli_partition_given_as_parts(tiny_hub, tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    p = _run("model=roberta", *_common(tiny_hub, *tiny_data, run_dir), "partition.kind=niid_label",
+             "partition.clients=4", "partition.alpha=1", "scheduler.num_workers=0", "fl.rounds=1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["partition"] == "niid_label_clients=4_alpha=1.0"
+
+
+def test_cli_unquoted_equals_gets_a_hint_not_only_a_parser_error(tmp_path):
+    p = _run("partition.method=niid_label_clients=100_alpha=1", cwd=tmp_path, timeout=60)
+    assert p.returncode == 2
+    assert "'partition.method=\"niid_label_clients=100_alpha=1\"'" in p.stderr and "partition.kind" in p.stderr

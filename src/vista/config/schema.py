@@ -55,7 +55,11 @@ class DatasetConf:
 class PartitionConf:
     _target_: str = "vista.data.fednlp.FedNLPFilePartitionSpec"
     file: Optional[str] = None
-    method: str = MISSING
+    method: Optional[str] = None
+    kind: Optional[str] = None  # uniform | niid_label | niid_quantity | kmeans (parts form of method)
+    clients: Optional[int] = None
+    alpha: Optional[float] = None
+    beta: Optional[float] = None
 
 
 @dataclass

@@ -179,12 +179,46 @@ class FedNLPDataSpec:
         return Path(self.data_file).expanduser()
 
 
+KINDS = {"uniform": None, "niid_label": "alpha", "niid_quantity": "beta", "kmeans": None}
+
+
+def method_from_parts(kind: str, clients: int | None = None, alpha: float | None = None,
+                      beta: float | None = None) -> str:
+    """``kind=niid_label clients=100 alpha=1`` -> ``niid_label_clients=100_alpha=1.0``: the
+    parts form, for command lines where Hydra's grammar makes ``=`` inside a value awkward."""
+    if kind not in KINDS:
+        raise DataFileError(f"partition.kind {kind!r} is unknown; known: {', '.join(KINDS)}")
+    if kind == "uniform":
+        return "uniform"
+    if clients is None:
+        raise DataFileError(f"partition.kind={kind} needs partition.clients=N")
+    if kind == "kmeans":
+        return f"kmeans_clusters={clients}"
+    param = KINDS[kind]
+    value = alpha if param == "alpha" else beta
+    if value is None:
+        raise DataFileError(f"partition.kind={kind} needs partition.{param}=X")
+    return f"{kind}_clients={int(clients)}_{param}={float(value)}"
+
+
 @dataclass(frozen=True)
 class FedNLPFilePartitionSpec:
-    """``partition=fednlp_file``: a named group of a FedNLP partition file."""
+    """``partition=fednlp_file``: a named group of a FedNLP partition file, given whole
+    (``method``) or as parts (``kind`` + ``clients`` + ``alpha``/``beta``), parts winning."""
 
     file: str | None
-    method: str
+    method: str | None = None
+    kind: str | None = None
+    clients: int | None = None
+    alpha: float | None = None
+    beta: float | None = None
+
+    def method_name(self) -> str:
+        if self.kind:
+            return method_from_parts(self.kind, self.clients, self.alpha, self.beta)
+        if not self.method:
+            raise DataFileError("set partition.method=NAME, or partition.kind (with clients and alpha/beta)")
+        return self.method
 
     def partition_path(self) -> Path:
         if not self.file:

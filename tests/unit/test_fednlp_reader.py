@@ -1,0 +1,133 @@
+"""The FedNLP reader on files written by hand in FedNLP's layout, good and bad."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from support.tiny import write_fednlp_pair
+from vista.data.fednlp import (
+    DataFileError,
+    FedNLPData,
+    FedNLPFilePartitionSpec,
+    FedNLPPartition,
+    FederatedData,
+    FederatedDataSpec,
+    canonical_method,
+    method_from_parts,
+)
+from vista.main import unquoted_equals_hint
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    return write_fednlp_pair(tmp_path, methods=("uniform", "niid_label_clients=4_alpha=1.0", "niid_label_clients=4_alpha=10"))
+
+
+def test_texts_and_labels_map_through_label_vocab(pair):
+    data = FedNLPData(pair[0])
+    with h5py.File(pair[0]) as f:
+        attrs = json.loads(f["attributes"][()])
+        assert data.texts([0, 5]) == [f["X"]["0"][()].decode(), f["X"]["5"][()].decode()]
+        names = [f["Y"][str(i)][()].decode() for i in range(10)]
+    assert data.num_labels == 3 and attrs["num_labels"] == -1  # derived, not trusted
+    assert list(data.labels(range(10))) == [attrs["label_vocab"][n] for n in names]
+
+
+@pytest.mark.parametrize("asked,found", [("niid_label_clients=4_alpha=1", "niid_label_clients=4_alpha=1.0"),
+                                         ("niid_label_clients=4_alpha=10.0", "niid_label_clients=4_alpha=10"),
+                                         ("uniform", "uniform")])
+def test_both_alpha_spellings_find_the_group(pair, asked, found):
+    assert FedNLPPartition(pair[1], asked).method == found
+
+
+def test_partition_parts_form():
+    assert method_from_parts("niid_label", 100, 1) == "niid_label_clients=100_alpha=1.0"
+    assert method_from_parts("niid_quantity", 10, beta=5) == "niid_quantity_clients=10_beta=5.0"
+    assert method_from_parts("uniform") == "uniform" and method_from_parts("kmeans", 8) == "kmeans_clusters=8"
+    spec = FedNLPFilePartitionSpec(file="x", method="uniform", kind="niid_label", clients=4, alpha=1)
+    assert canonical_method(spec.method_name()) == canonical_method("niid_label_clients=4_alpha=1.0")
+    with pytest.raises(DataFileError, match="partition.alpha"):
+        method_from_parts("niid_label", 4)
+    with pytest.raises(DataFileError, match="known: uniform"):
+        method_from_parts("dirichlet", 4, 1)
+
+
+def test_unquoted_equals_gets_a_hint():
+    hint = unquoted_equals_hint(["model=roberta", "partition.method=niid_label_clients=100_alpha=1"])
+    assert "partition.method=\"niid_label_clients=100_alpha=1\"" in hint and "partition.kind=niid_label" in hint
+    assert unquoted_equals_hint(['partition.method="niid_label_clients=100_alpha=1"', "seed=1,2"]) is None
+
+
+def test_unknown_partition_lists_what_exists(pair):
+    with pytest.raises(DataFileError) as info:
+        FedNLPPartition(pair[1], "kmeans_clusters=4")
+    msg = str(info.value)
+    assert "kmeans_clusters=4" in msg and "uniform" in msg and "niid_label_clients=4_alpha=1.0" in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataFileError, match="does not exist"):
+        FedNLPData(tmp_path / "nope_data.h5")
+
+
+def test_truncated_file(pair, tmp_path):
+    bad = tmp_path / "cut_data.h5"
+    bad.write_bytes(pair[0].read_bytes()[:2000])
+    with pytest.raises(DataFileError, match="truncated or corrupt"):
+        FedNLPData(bad)
+
+
+def test_missing_keys(tmp_path):
+    p = tmp_path / "d.h5"
+    with h5py.File(p, "w") as f:
+        f["X/0"] = "text"
+        f["Y/0"] = "a"
+    with pytest.raises(DataFileError, match="no 'attributes'"):
+        FedNLPData(p)
+    with h5py.File(p, "a") as f:
+        f["attributes"] = json.dumps({"index_list": [0]})
+    with pytest.raises(DataFileError, match="label_vocab"):
+        FedNLPData(p)
+
+
+def test_label_not_in_vocab_and_index_out_of_range(pair):
+    with h5py.File(pair[0], "a") as f:
+        del f["Y/3"]
+        f["Y/3"] = "weather"
+    data = FedNLPData(pair[0])
+    with pytest.raises(DataFileError, match="'weather'.*not in label_vocab"):
+        data.labels([3])
+    with pytest.raises(DataFileError, match="missing"):
+        data.texts([10_000])
+    with pytest.raises(DataFileError, match="10000 missing from Y"):
+        data.labels([10_000])
+
+
+def test_empty_client_and_wrong_client_count(pair):
+    with h5py.File(pair[1], "a") as f:
+        g = f["uniform"]
+        del g["partition_data/2/train"]
+        g["partition_data/2/train"] = np.zeros(0, dtype=np.int64)
+    with pytest.raises(DataFileError, match=r"clients \[2\].*no training examples"):
+        FederatedData(FederatedDataSpec(str(pair[0]), str(pair[1]), "uniform"))
+    with h5py.File(pair[1], "a") as f:
+        del f["uniform/n_clients"]
+        f["uniform/n_clients"] = 7
+    with pytest.raises(DataFileError, match="n_clients=7 but holds 4"):
+        FedNLPPartition(pair[1], "uniform")
+
+
+def test_test_split_falls_back_to_client_test_lists(pair):
+    with h5py.File(pair[0], "a") as f:
+        attrs = json.loads(f["attributes"][()])
+        del attrs["test_index_list"]
+        del f["attributes"]
+        f["attributes"] = json.dumps(attrs)
+    fed = FederatedData(FederatedDataSpec(str(pair[0]), str(pair[1]), "uniform"))
+    with h5py.File(pair[1]) as f:
+        expected = np.unique(np.concatenate([f[f"uniform/partition_data/{c}/test"][()] for c in range(4)]))
+    assert np.array_equal(fed.test_indices, expected)
