@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["uniform_partition", "dirichlet_label_partition"]
+__all__ = [
+    "dirichlet_label_partition",
+    "dirichlet_quantity_partition",
+    "kmeans_partition",
+    "natural_partition",
+    "uniform_partition",
+]
 
 
 def _check_inputs(indices: np.ndarray, n_clients: int) -> np.ndarray:
@@ -157,3 +163,142 @@ def dirichlet_label_partition(
         assert int(take.sum()) == size and np.all(taken <= counts)  # by construction
         result[client] = np.sort(np.concatenate(parts)).astype(np.int64, copy=False)
     return result
+
+
+def dirichlet_quantity_partition(
+    indices: np.ndarray,
+    n_clients: int,
+    beta: float,
+    seed: int,
+    min_size: int = 1,
+) -> dict[int, np.ndarray]:
+    """Quantity-skewed split: client sizes are ``Dir(beta)`` shares, labels IID.
+
+    FedNLP's ``niid_quantity_clients=<n>_beta=<beta>`` partition. The indices are
+    shuffled with ``seed`` and cut into consecutive chunks whose sizes follow one draw
+    of ``Dir(beta * 1)``. Every client first gets ``min_size`` examples; the
+    remainder is apportioned by the Dirichlet shares (largest remainder, so the sizes
+    sum exactly). There is no retry loop (FedNLP's can spin forever at small beta).
+    Small beta gives a few large clients and many tiny ones; large beta near-equal sizes.
+    """
+    idx = _check_inputs(indices, n_clients)
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    if int(min_size) != min_size or min_size < 1:
+        raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
+    if n_clients * min_size > len(idx):
+        raise ValueError(
+            f"cannot give {n_clients} clients at least {min_size} of {len(idx)} indices each"
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(idx)
+    uniform = np.full(n_clients, 1.0 / n_clients)
+    q = _draw_proportions(rng, np.full(n_clients, float(beta)), uniform)
+    sizes = int(min_size) + _apportion(len(idx) - n_clients * int(min_size), q)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return {c: np.sort(shuffled[bounds[c] : bounds[c + 1]]) for c in range(n_clients)}
+
+
+def natural_partition(indices: np.ndarray, groups: np.ndarray) -> dict[int, np.ndarray]:
+    """One client per distinct value of ``groups`` (e.g. author or user id).
+
+    ``groups[i]`` is the group of ``indices[i]``; client ``k`` holds the examples of
+    the ``k``-th distinct group value in sorted order. Needs no seed.
+    """
+    idx = np.asarray(indices)
+    grp = np.asarray(groups)
+    if grp.shape != idx.shape:
+        raise ValueError(f"groups shape {grp.shape} does not match indices shape {idx.shape}")
+    if idx.size == 0:
+        raise ValueError("natural_partition needs at least one index")
+    idx = _check_inputs(idx, 1)
+    _, inverse = np.unique(grp, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    cuts = np.flatnonzero(np.diff(inverse[order])) + 1
+    return {c: np.sort(part) for c, part in enumerate(np.split(idx[order], cuts))}
+
+
+def _kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding; when all remaining points coincide with centres, pick uniformly."""
+    n = len(x)
+    centres = np.empty((k, x.shape[1]), dtype=np.float64)
+    centres[0] = x[rng.integers(n)]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = d2.sum()
+        pick = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
+        centres[j] = x[pick]
+        d2 = np.minimum(d2, ((x - centres[j]) ** 2).sum(1))
+    return centres
+
+
+def _sq_dists(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def kmeans_partition(
+    embeddings: np.ndarray,
+    indices: np.ndarray,
+    n_clients: int,
+    seed: int,
+    max_iter: int = 100,
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Label-free split: k-means on L2-normalised embeddings; client = cluster.
+
+    FedNLP's ``kmeans_clusters=<n>`` partition. ``embeddings[i]`` is the sentence
+    embedding of ``indices[i]``. Lloyd's algorithm with k-means++ initialisation, all
+    randomness from ``seed``. Returns ``(clients, assignment)`` where
+    ``assignment[i]`` is the cluster (= client id) of ``indices[i]`` (FedNLP's
+    ``client_assignment``).
+
+    Empty clusters: during the iterations an empty cluster is re-seeded with the point
+    farthest from its current centre; after the last iteration any cluster still empty
+    (possible with duplicate points) takes the point farthest from its centre among
+    clusters holding more than one point. So no client is ever empty (this needs
+    ``n_clients <= len(indices)``, checked).
+    """
+    idx = _check_inputs(indices, n_clients)
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(idx):
+        raise ValueError(f"embeddings shape {x.shape} does not match {len(idx)} indices")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embeddings contain NaN or inf")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms > 0, norms, 1.0)
+    k = int(n_clients)
+    rng = np.random.default_rng(seed)
+    centres = _kmeans_pp_init(x, k, rng)
+    assign = np.full(len(x), -1, dtype=np.int64)
+    for _ in range(max_iter):
+        d = _sq_dists(x, centres)
+        new = d.argmin(1)
+        counts = np.bincount(new, minlength=k)
+        taken: set[int] = set()
+        for c in np.flatnonzero(counts == 0):
+            own = d[np.arange(len(x)), new].copy()
+            if taken:
+                own[list(taken)] = -1.0
+            far = int(own.argmax())
+            taken.add(far)
+            centres[c] = x[far]
+        if (counts == 0).any():
+            continue
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        for c in range(k):
+            centres[c] = x[assign == c].mean(0)
+    assign = _sq_dists(x, centres).argmin(1)
+    # Final guarantee: no empty cluster.
+    for c in range(k):
+        counts = np.bincount(assign, minlength=k)
+        if counts[c] > 0:
+            continue
+        own = ((x - centres[assign]) ** 2).sum(1)
+        own[counts[assign] <= 1] = -1.0
+        assign[int(own.argmax())] = c
+    assign = assign.astype(np.int64)
+    clients = {c: np.sort(idx[assign == c]) for c in range(k)}
+    return clients, assign

@@ -1,0 +1,246 @@
+"""``vista-data partition``: add a FedNLP-style partition group to a partition file.
+
+Usage::
+
+    vista-data partition --data D_data.h5 --out D_partition.h5 --method uniform --clients 100
+    vista-data partition --data D_data.h5 --out D_partition.h5 --method niid_label --clients 100 --alpha 0.1
+    vista-data partition --data D_data.h5 --out D_partition.h5 --method niid_quantity --clients 100 --beta 5 [--min-size 1]
+    vista-data partition --data D_data.h5 --out D_partition.h5 --method kmeans --clients 10 --model DIR
+    vista-data partition --data D_data.h5 --out D_partition.h5 --method natural --group-column author
+
+Group names are FedNLP's: ``uniform``, ``niid_label_clients=N_alpha=A``,
+``niid_quantity_clients=N_beta=B``, ``kmeans_clusters=N`` and ``natural_<column>``
+(alpha/beta written as Python floats, e.g. ``alpha=1.0``; readers accept ``alpha=1`` too).
+Train indices come from the data file's ``train_index_list``; each client's local
+``test`` list is the data file's ``test_index_list`` shuffled with the seed and cut
+into near-equal chunks (empty when there are fewer test examples than clients).
+
+If ``--out`` exists the new group is added to it; a group of the same (canonical) name
+is only replaced with ``--overwrite``. Writes go to a temporary copy moved into place
+with ``os.replace``, so a crash never leaves a half-written file.
+
+``natural`` reads the group value of each example from the data file's attributes:
+``attributes[<column>]`` is a list aligned with ``attributes["index_list"]``
+(``attributes[<column>][j]`` belongs to example ``index_list[j]``). If attributes have
+no such key, a per-example scalar dataset ``<column>/<idx>`` in the data file is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vista.data.fednlp import DataFileError, FedNLPData, canonical_method
+from vista.data.partition import (
+    dirichlet_label_partition,
+    dirichlet_quantity_partition,
+    kmeans_partition,
+    natural_partition,
+    uniform_partition,
+)
+
+METHODS = ("uniform", "niid_label", "niid_quantity", "kmeans", "natural")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "partition",
+        help="add a partition group (uniform, niid_label, niid_quantity, kmeans, natural) to a partition file",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--data", required=True, type=Path, help="FedNLP *_data.h5 file")
+    p.add_argument("--out", required=True, type=Path, help="partition file to create or add a group to")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--clients", type=int, help="number of clients (clusters for kmeans)")
+    p.add_argument("--alpha", type=float, help="niid_label: Dirichlet concentration (small = skewed)")
+    p.add_argument("--beta", type=float, help="niid_quantity: Dirichlet concentration of client sizes")
+    p.add_argument("--min-size", type=int, default=1, help="niid_quantity: minimum examples per client")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", type=Path, help="kmeans: local Hugging Face model dir for sentence embeddings")
+    p.add_argument("--batch-size", type=int, default=32, help="kmeans: embedding batch size")
+    p.add_argument("--max-seq-len", type=int, default=128, help="kmeans: embedding max sequence length")
+    p.add_argument("--group-column", help="natural: attribute (or per-example dataset) holding each example's group")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing group of the same name")
+    p.set_defaults(func=run)
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def _need(args: argparse.Namespace, attr: str, flag: str) -> Any:
+    v = getattr(args, attr)
+    if v is None:
+        raise ValueError(f"--method {args.method} needs {flag}")
+    return v
+
+
+def _natural_groups(data: FedNLPData, column: str, train: np.ndarray) -> np.ndarray:
+    attrs = data.attributes
+    if column in attrs:
+        values = attrs[column]
+        index_list = attrs.get("index_list")
+        if not isinstance(values, list) or index_list is None or len(values) != len(index_list):
+            raise DataFileError(
+                f"{data.path}: attributes[{column!r}] must be a list aligned with attributes['index_list']"
+            )
+        by_index = {int(i): v for i, v in zip(index_list, values)}
+        missing = [int(i) for i in train if int(i) not in by_index]
+        if missing:
+            raise DataFileError(f"{data.path}: train indices {missing[:5]} are not in index_list")
+        raw = [by_index[int(i)] for i in train]
+    else:
+        f = data._file()
+        if column not in f:
+            raise DataFileError(
+                f"{data.path}: no attributes[{column!r}] list and no '{column}/<idx>' datasets; "
+                f"--group-column must name one of them"
+            )
+        g = f[column]
+        try:
+            raw = [g[str(int(i))][()] for i in train]
+        except KeyError as err:
+            raise DataFileError(f"{data.path}: example missing from '{column}' ({err})") from None
+        raw = [v.decode("utf-8") if isinstance(v, bytes) else v for v in raw]
+    # Mixed types do not sort; compare as strings then.
+    kinds = {type(v) for v in raw}
+    if len(kinds) > 1 or not kinds <= {int, float, str, np.int64, np.float64, np.str_}:
+        raw = [str(v) for v in raw]
+    return np.asarray(raw)
+
+
+def _split_test(test: np.ndarray, n_clients: int, seed: int) -> dict[int, np.ndarray]:
+    shuffled = np.random.default_rng(seed).permutation(np.asarray(test, dtype=np.int64))
+    return {c: np.sort(part).astype(np.int64) for c, part in enumerate(np.array_split(shuffled, n_clients))}
+
+
+def write_group(
+    path: Path,
+    name: str,
+    train: dict[int, np.ndarray],
+    test: dict[int, np.ndarray],
+    params: dict[str, float] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Add group ``name`` to the partition file ``path`` (created if absent), atomically.
+
+    An existing group whose name is the same up to number spelling (``alpha=1`` vs
+    ``alpha=1.0``) raises FileExistsError unless ``overwrite``, which deletes it first.
+    ``extra`` holds additional int64 arrays (e.g. ``client_assignment``).
+    """
+    import h5py
+
+    path = Path(path)
+    if set(train) != set(test):
+        raise ValueError("train and test client ids differ")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                clash = [g for g in f if canonical_method(g) == canonical_method(name)]
+        except OSError as err:
+            raise DataFileError(f"partition file {path} is not a readable HDF5 file: {err}") from None
+        if clash and not overwrite:
+            raise FileExistsError(
+                f"{path} already has a partition group {clash[0]!r}; pass --overwrite to replace it"
+            )
+    else:
+        clash = []
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+            mode = "a"
+        else:
+            mode = "w"
+        with h5py.File(tmp, mode) as f:
+            for g in clash:
+                del f[g]
+            grp = f.create_group(name)
+            grp.create_dataset("n_clients", data=np.int64(len(train)))
+            for pname, value in (params or {}).items():
+                grp.create_dataset(pname, data=np.float64(value))
+            for ename, arr in (extra or {}).items():
+                grp.create_dataset(ename, data=np.asarray(arr, dtype=np.int64).reshape(-1))
+            pdata = grp.create_group("partition_data")
+            for cid in sorted(train, key=int):
+                cg = pdata.create_group(str(int(cid)))
+                cg.create_dataset("train", data=np.asarray(train[cid], dtype=np.int64).reshape(-1))
+                cg.create_dataset("test", data=np.asarray(test[cid], dtype=np.int64).reshape(-1))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    data = FedNLPData(args.data)
+    try:
+        train = data.train_indices
+        if train is None or len(train) == 0:
+            raise DataFileError(
+                f"{args.data}: attributes has no train_index_list, so there is no train split to partition; "
+                f"rebuild the data file with a train/test split (e.g. `vista-data convert`)"
+            )
+        test = data.test_indices
+        if test is None:
+            test = np.zeros(0, dtype=np.int64)
+        params: dict[str, float] = {}
+        extra: dict[str, np.ndarray] = {}
+        method = args.method
+        if method != "natural":
+            n = _need(args, "clients", "--clients N")
+        if method == "uniform":
+            name = "uniform"
+            parts = uniform_partition(train, n, args.seed)
+        elif method == "niid_label":
+            alpha = _need(args, "alpha", "--alpha")
+            name = f"niid_label_clients={n}_alpha={_fmt(alpha)}"
+            parts = dirichlet_label_partition(train, data.labels(train), n, alpha, args.seed)
+            params["alpha"] = float(alpha)
+        elif method == "niid_quantity":
+            beta = _need(args, "beta", "--beta")
+            name = f"niid_quantity_clients={n}_beta={_fmt(beta)}"
+            parts = dirichlet_quantity_partition(train, n, beta, args.seed, min_size=args.min_size)
+            params["beta"] = float(beta)
+        elif method == "kmeans":
+            model = _need(args, "model", "--model DIR (a local Hugging Face model for sentence embeddings)")
+            from vista.data.embed import embed_texts
+            from vista.models.hub import ModelSpec
+
+            model_dir = ModelSpec(name=str(model), path=str(model)).resolve()
+            name = f"kmeans_clusters={n}"
+            emb = embed_texts(model_dir, data.texts(train), batch_size=args.batch_size, max_seq_len=args.max_seq_len)
+            parts, assignment = kmeans_partition(emb, train, n, args.seed)
+            extra["client_assignment"] = assignment
+        elif method == "natural":
+            column = _need(args, "group_column", "--group-column NAME")
+            name = f"natural_{column}"
+            parts = natural_partition(train, _natural_groups(data, column, train))
+        else:  # argparse choices prevent this
+            raise ValueError(f"unknown method {method!r}")
+    finally:
+        data.close()
+
+    n_clients = len(parts)
+    test_parts = _split_test(test, n_clients, args.seed)
+    write_group(args.out, name, parts, test_parts, params, extra, overwrite=args.overwrite)
+    sizes = np.array([len(v) for v in parts.values()])
+    print(
+        f"wrote partition {name!r} to {args.out}: {n_clients} clients, {int(sizes.sum())} train examples "
+        f"(per client min {int(sizes.min())}, median {float(np.median(sizes)):g}, max {int(sizes.max())}), "
+        f"{len(test)} test examples"
+    )
+    return 0
