@@ -14,11 +14,9 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
     """``cfg`` is the validated, resolved config (plain containers)."""
     dataset = instantiate(cfg["dataset"], _convert_="all")
     partition = instantiate(cfg["partition"], _convert_="all")
-    data = FederatedDataSpec(
-        data_file=str(dataset.data_path().resolve()),
-        partition_file=str(partition.partition_path().resolve()),
-        method=partition.method_name(),
-    )
+    data_file = dataset.data_path().resolve()
+    partition_file, method = partition.resolve(data_file)
+    data = FederatedDataSpec(data_file=str(data_file), partition_file=str(partition_file.resolve()), method=method)
     return ExperimentParts(
         seed=cfg["seed"],
         fl=FLSpec(**cfg["fl"]),

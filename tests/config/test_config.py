@@ -102,3 +102,44 @@ def test_cli_missing_model_names_the_directory(tmp_path):
     p = _cli("model=roberta", f"paths.model_hub={tmp_path}/hub", cwd=tmp_path)
     assert p.returncode == 1
     assert f"{tmp_path}/hub/roberta-base" in p.stderr and "model.path" in p.stderr
+
+
+def test_partitions_computed_on_the_fly_are_cached_in_a_fednlp_file(tiny_data, tmp_path):
+    from vista.data.fednlp import DataFileError, FedNLPPartition
+
+    data, _ = tiny_data
+    cache = tmp_path / "tiny_partition.h5"
+    common = ["dataset=fednlp", f"dataset.data_file={data}", f"partition.file={cache}"]
+    parts = build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5")))
+    assert parts.data.method == "niid_label_clients=4_alpha=0.5" and parts.data.partition_file == str(cache)
+    first = FedNLPPartition(cache, "niid_label_clients=4_alpha=0.5")
+    mtime = cache.stat().st_mtime_ns
+    build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5")))
+    assert cache.stat().st_mtime_ns == mtime  # reused, not recomputed
+    # other kinds add their own groups next to it
+    build_parts(validate(_compose(*common, "partition=niid_quantity", "partition.clients=3", "partition.beta=2")))
+    build_parts(validate(_compose(*common, "partition=uniform", "partition.clients=4")))
+    assert {"niid_quantity_clients=3_beta=2.0", "uniform"} <= set(__import__("h5py").File(cache).keys())
+    assert all((first.clients[c].train == FedNLPPartition(cache, "niid_label_clients=4_alpha=0.5").clients[c].train).all()
+               for c in first.clients)
+    # the same name made with another seed is not silently reused
+    with pytest.raises(DataFileError, match="seed"):
+        build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5",
+                                      "seed=5")))
+
+
+def test_kmeans_partition_needs_a_model():
+    with pytest.raises(ConfigError, match="^partition.model:"):
+        validate(_compose("partition=kmeans"))
+
+
+@pytest.mark.parametrize("name", ["20news", "agnews", "sst_2", "semeval_2010_task8", "sentiment140", "r8", "bbc",
+                                  "rotten_tomatoes"])
+def test_dataset_presets_say_which_file_is_missing_and_how_to_get_it(name, tmp_path):
+    cfg = validate(_compose(f"dataset={name}", f"paths.data_dir={tmp_path}", "partition.method=uniform"))
+    from vista.data.fednlp import DataFileError
+
+    with pytest.raises(DataFileError) as info:
+        build_parts(cfg)
+    msg = str(info.value)
+    assert str(tmp_path / f"{name}_data.h5") in msg and ("vista-data import" in msg or "FedNLP" in msg)

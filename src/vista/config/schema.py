@@ -60,6 +60,10 @@ class PartitionConf:
     clients: Optional[int] = None
     alpha: Optional[float] = None
     beta: Optional[float] = None
+    min_size: int = 1
+    seed: int = 42
+    model: Optional[str] = None
+    group_column: Optional[str] = None
 
 
 @dataclass

@@ -40,6 +40,10 @@ def _one_line(err: OmegaConfBaseException) -> str:
 
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Return the resolved config as plain containers, or raise ConfigError."""
+    if isinstance(cfg, DictConfig):
+        missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+        if missing:
+            raise ConfigError(f"{missing[0]}: missing mandatory value; set it, e.g. {missing[0]}=...")
     try:
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
         plain = {k: v for k, v in plain.items() if k != "hydra"}
@@ -47,6 +51,10 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         out = OmegaConf.to_container(merged, resolve=True, enum_to_str=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err)) from None
+    # a group option gets only the keys it sets: the schema's union of fields is for checking
+    for group, node in plain.items():
+        if isinstance(node, dict) and "_target_" in node:
+            out[group] = {k: v for k, v in out[group].items() if k in node}
     for dotted, low in _MINIMUM.items():
         group, key = dotted.split(".")
         if out[group][key] < low:

@@ -185,7 +185,19 @@ class FedNLPDataSpec:
                 f"dataset {self.name!r}: dataset.data_file is not set; pass dataset.data_file=PATH "
                 f"to a FedNLP *_data.h5 file"
             )
-        return Path(self.data_file).expanduser()
+        path = Path(self.data_file).expanduser()
+        if not path.is_file():
+            raise DataFileError(f"dataset {self.name!r}: {path} does not exist; {self.how_to_get()}")
+        return path
+
+    def how_to_get(self) -> str:
+        from vista.data.importers import CORPORA
+
+        if self.name in CORPORA:
+            return (f"build it with `vista-data import {self.name} --data-dir {Path(self.data_file).parent}` "
+                    f"(or copy FedNLP's published {self.name}_data.h5 / {self.name}_partition.h5 there)")
+        return (f"copy FedNLP's published {self.name}_data.h5 and {self.name}_partition.h5 into "
+                f"{Path(self.data_file).parent} (paths.data_dir), or convert your own data with `vista-data convert`")
 
 
 KINDS = {"uniform": None, "niid_label": "alpha", "niid_quantity": "beta", "kmeans": None}
@@ -221,6 +233,10 @@ class FedNLPFilePartitionSpec:
     clients: int | None = None
     alpha: float | None = None
     beta: float | None = None
+
+    def resolve(self, data_file: str | Path) -> tuple[Path, str]:
+        """(partition file, group name): what every ``partition=`` option answers."""
+        return self.partition_path(), self.method_name()
 
     def method_name(self) -> str:
         if self.kind:

@@ -31,6 +31,7 @@ import argparse
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,6 @@ def register(subparsers: Any) -> None:
 
 def _fmt(x: float) -> str:
     return repr(float(x))
-
-
-def _need(args: argparse.Namespace, attr: str, flag: str) -> Any:
-    v = getattr(args, attr)
-    if v is None:
-        raise ValueError(f"--method {args.method} needs {flag}")
-    return v
 
 
 def _natural_groups(data: FedNLPData, column: str, train: np.ndarray) -> np.ndarray:
@@ -185,62 +179,116 @@ def write_group(
         raise
 
 
-def run(args: argparse.Namespace) -> int:
-    data = FedNLPData(args.data)
+@dataclass(frozen=True)
+class GroupRequest:
+    """What to partition: the method and its parameters (CLI flags or config keys)."""
+
+    method: str
+    clients: int | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    min_size: int = 1
+    seed: int = 42
+    model: str | None = None
+    group_column: str | None = None
+    batch_size: int = 32
+    max_seq_len: int = 128
+
+
+@dataclass
+class Group:
+    name: str
+    train: dict[int, np.ndarray]
+    params: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _need_value(value: Any, flag: str, method: str) -> Any:
+    if value is None:
+        raise ValueError(f"method {method} needs {flag}")
+    return value
+
+
+def group_name(r: GroupRequest) -> str:
+    """The FedNLP name of the group a request makes (ValueError when a parameter is missing)."""
+    if r.method == "natural":
+        return f"natural_{_need_value(r.group_column, '--group-column NAME', r.method)}"
+    n = _need_value(r.clients, "--clients N", r.method)
+    if r.method == "niid_label":
+        return f"niid_label_clients={n}_alpha={_fmt(_need_value(r.alpha, '--alpha', r.method))}"
+    if r.method == "niid_quantity":
+        return f"niid_quantity_clients={n}_beta={_fmt(_need_value(r.beta, '--beta', r.method))}"
+    return f"kmeans_clusters={n}" if r.method == "kmeans" else "uniform"
+
+
+def _uniform(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
+    return Group(group_name(r), uniform_partition(train, r.clients, r.seed))
+
+
+def _niid_label(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
+    name = group_name(r)
+    parts = dirichlet_label_partition(train, data.labels(train), r.clients, r.alpha, r.seed)
+    return Group(name, parts, {"alpha": float(r.alpha)})
+
+
+def _niid_quantity(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
+    name = group_name(r)
+    parts = dirichlet_quantity_partition(train, r.clients, r.beta, r.seed, min_size=r.min_size)
+    return Group(name, parts, {"beta": float(r.beta)})
+
+
+def _kmeans(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
+    name = group_name(r)
+    model = _need_value(r.model, "--model DIR (a local Hugging Face model for sentence embeddings)", r.method)
+    from vista.data.embed import embed_texts
+    from vista.models.hub import ModelSpec
+
+    model_dir = ModelSpec(name=str(model), path=str(model)).resolve()
+    emb = embed_texts(model_dir, data.texts(train), batch_size=r.batch_size, max_seq_len=r.max_seq_len)
+    parts, assignment = kmeans_partition(emb, train, r.clients, r.seed)
+    return Group(name, parts, extra={"client_assignment": assignment})
+
+
+def _natural(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
+    name = group_name(r)
+    return Group(name, natural_partition(train, _natural_groups(data, r.group_column, train)))
+
+
+BUILDERS = {"uniform": _uniform, "niid_label": _niid_label, "niid_quantity": _niid_quantity,
+            "kmeans": _kmeans, "natural": _natural}
+
+
+def build_group(data_file: str | Path, request: GroupRequest) -> tuple[Group, dict[int, np.ndarray], int]:
+    """Partition a data file's train split; returns the group, per-client test lists, #test."""
+    if request.method not in BUILDERS:
+        raise ValueError(f"unknown partition method {request.method!r}; known: {', '.join(BUILDERS)}")
+    data = FedNLPData(data_file)
     try:
         train = data.train_indices
         if train is None or len(train) == 0:
             raise DataFileError(
-                f"{args.data}: attributes has no train_index_list, so there is no train split to partition; "
+                f"{data_file}: attributes has no train_index_list, so there is no train split to partition; "
                 f"rebuild the data file with a train/test split (e.g. `vista-data convert`)"
             )
         test = data.test_indices
         if test is None:
             test = np.zeros(0, dtype=np.int64)
-        params: dict[str, float] = {}
-        extra: dict[str, np.ndarray] = {}
-        method = args.method
-        if method != "natural":
-            n = _need(args, "clients", "--clients N")
-        if method == "uniform":
-            name = "uniform"
-            parts = uniform_partition(train, n, args.seed)
-        elif method == "niid_label":
-            alpha = _need(args, "alpha", "--alpha")
-            name = f"niid_label_clients={n}_alpha={_fmt(alpha)}"
-            parts = dirichlet_label_partition(train, data.labels(train), n, alpha, args.seed)
-            params["alpha"] = float(alpha)
-        elif method == "niid_quantity":
-            beta = _need(args, "beta", "--beta")
-            name = f"niid_quantity_clients={n}_beta={_fmt(beta)}"
-            parts = dirichlet_quantity_partition(train, n, beta, args.seed, min_size=args.min_size)
-            params["beta"] = float(beta)
-        elif method == "kmeans":
-            model = _need(args, "model", "--model DIR (a local Hugging Face model for sentence embeddings)")
-            from vista.data.embed import embed_texts
-            from vista.models.hub import ModelSpec
-
-            model_dir = ModelSpec(name=str(model), path=str(model)).resolve()
-            name = f"kmeans_clusters={n}"
-            emb = embed_texts(model_dir, data.texts(train), batch_size=args.batch_size, max_seq_len=args.max_seq_len)
-            parts, assignment = kmeans_partition(emb, train, n, args.seed)
-            extra["client_assignment"] = assignment
-        elif method == "natural":
-            column = _need(args, "group_column", "--group-column NAME")
-            name = f"natural_{column}"
-            parts = natural_partition(train, _natural_groups(data, column, train))
-        else:  # argparse choices prevent this
-            raise ValueError(f"unknown method {method!r}")
+        group = BUILDERS[request.method](data, train, request)
     finally:
         data.close()
+    group.params["seed"] = float(request.seed)
+    return group, _split_test(test, len(group.train), request.seed), len(test)
 
-    n_clients = len(parts)
-    test_parts = _split_test(test, n_clients, args.seed)
-    write_group(args.out, name, parts, test_parts, params, extra, overwrite=args.overwrite)
-    sizes = np.array([len(v) for v in parts.values()])
+
+def run(args: argparse.Namespace) -> int:
+    request = GroupRequest(args.method, args.clients, args.alpha, args.beta, args.min_size, args.seed, args.model,
+                           args.group_column, args.batch_size, args.max_seq_len)
+    group, test_parts, n_test = build_group(args.data, request)
+    write_group(args.out, group.name, group.train, test_parts, group.params, group.extra, overwrite=args.overwrite)
+    sizes = np.array([len(v) for v in group.train.values()])
     print(
-        f"wrote partition {name!r} to {args.out}: {n_clients} clients, {int(sizes.sum())} train examples "
+        f"wrote partition {group.name!r} to {args.out}: {len(sizes)} clients, {int(sizes.sum())} train examples "
         f"(per client min {int(sizes.min())}, median {float(np.median(sizes)):g}, max {int(sizes.max())}), "
-        f"{len(test)} test examples"
+        f"{n_test} test examples"
     )
     return 0
