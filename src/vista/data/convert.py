@@ -301,6 +301,28 @@ def _label(v: Any) -> str:
     return str(v).strip() if isinstance(v, str) else str(v)
 
 
+def _read_parquet(p: Path, needed: list[str], label_column: str) -> tuple[Any, Any]:
+    return _arrow_records(_pyarrow().parquet.read_table(p), needed, str(p), label_column, None)
+
+
+def _read_arrow(p: Path, needed: list[str], label_column: str) -> tuple[Any, Any]:
+    return _arrow_records(_read_arrow_stream_files([p]), needed, str(p), label_column, None)
+
+
+# file suffix -> reader(path, needed columns, label column) -> (columns, records)
+FILE_READERS = {
+    ".csv": lambda p, needed, label: _read_csv(p, ",", needed),
+    ".tsv": lambda p, needed, label: _read_csv(p, "\t", needed),
+    ".tab": lambda p, needed, label: _read_csv(p, "\t", needed),
+    ".jsonl": lambda p, needed, label: _read_jsonl(p, needed),
+    ".json": lambda p, needed, label: _read_jsonl(p, needed),
+    ".ndjson": lambda p, needed, label: _read_jsonl(p, needed),
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
+    ".arrow": _read_arrow,
+}
+
+
 def read_table(
     path: str | os.PathLike[str],
     text_column: str,
@@ -326,22 +348,12 @@ def read_table(
     suffix = p.suffix.lower()
     if p.is_dir():
         columns, records, inherent_splits = _read_directory(p, needed, label_column)
-    elif suffix == ".csv":
-        columns, records = _read_csv(p, ",", needed)
-    elif suffix in (".tsv", ".tab"):
-        columns, records = _read_csv(p, "\t", needed)
-    elif suffix in (".jsonl", ".json", ".ndjson"):
-        columns, records = _read_jsonl(p, needed)
-    elif suffix in (".parquet", ".pq"):
-        pa = _pyarrow()
-        columns, records = _arrow_records(pa.parquet.read_table(p), needed, str(p), label_column, None)
-    elif suffix == ".arrow":
-        table = _read_arrow_stream_files([p])
-        columns, records = _arrow_records(table, needed, str(p), label_column, None)
+    elif suffix in FILE_READERS:
+        columns, records = FILE_READERS[suffix](p, needed, label_column)
     else:
         raise ValueError(
-            f"{p}: unknown input type {suffix or '(no suffix)'}; use .csv, .tsv, .tab, .jsonl, .json, "
-            f".parquet or a Hugging Face datasets directory"
+            f"{p}: unknown input type {suffix or '(no suffix)'}; use {', '.join(FILE_READERS)} "
+            f"or a Hugging Face datasets directory"
         )
     if not records:
         raise ValueError(f"{p}: no rows")
