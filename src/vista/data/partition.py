@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def _check_inputs(indices: np.ndarray, n_clients: int) -> np.ndarray:
+def _check_inputs(indices: np.ndarray, n_clients: int, allow_empty: bool = False) -> np.ndarray:
     """Validate common arguments; return the indices as a 1-d int64 array."""
     idx = np.asarray(indices)
     if idx.ndim != 1:
@@ -35,7 +35,7 @@ def _check_inputs(indices: np.ndarray, n_clients: int) -> np.ndarray:
         raise ValueError("indices contain duplicates")
     if int(n_clients) != n_clients or n_clients < 1:
         raise ValueError(f"n_clients must be a positive integer, got {n_clients!r}")
-    if n_clients > len(idx):
+    if n_clients > len(idx) and not allow_empty:
         # Otherwise some client would be empty, which breaks weighted aggregation.
         raise ValueError(f"cannot give {n_clients} clients a non-empty share of {len(idx)} indices")
     return idx
@@ -84,13 +84,16 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
     return base
 
 
-def uniform_partition(indices: np.ndarray, n_clients: int, seed: int) -> dict[int, np.ndarray]:
+def uniform_partition(
+    indices: np.ndarray, n_clients: int, seed: int, allow_empty: bool = False
+) -> dict[int, np.ndarray]:
     """IID split: shuffle the indices with ``seed``, cut into near-equal chunks.
 
     This is FedNLP's ``uniform`` partition, the IID baseline that the non-IID ones are
-    compared against. Chunk sizes differ by at most one.
+    compared against. Chunk sizes differ by at most one. ``allow_empty`` permits fewer
+    indices than clients (for clients' local test lists, where an empty one is harmless).
     """
-    idx = _check_inputs(indices, n_clients)
+    idx = _check_inputs(indices, n_clients, allow_empty)
     shuffled = np.random.default_rng(seed).permutation(idx)
     sizes = _client_sizes(len(idx), n_clients)
     bounds = np.concatenate([[0], np.cumsum(sizes)])

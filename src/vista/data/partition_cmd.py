@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vista.data.fednlp import DataFileError, FedNLPData, canonical_method
+from vista.data.fednlp import DataFileError, FedNLPData, canonical_method, method_from_parts
 from vista.data.partition import (
     dirichlet_label_partition,
     dirichlet_quantity_partition,
@@ -69,10 +69,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group-column", help="natural: attribute (or per-example dataset) holding each example's group")
     p.add_argument("--overwrite", action="store_true", help="replace an existing group of the same name")
     p.set_defaults(func=run)
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))
 
 
 def _natural_groups(data: FedNLPData, column: str, train: np.ndarray) -> np.ndarray:
@@ -107,11 +103,6 @@ def _natural_groups(data: FedNLPData, column: str, train: np.ndarray) -> np.ndar
     if len(kinds) > 1 or not kinds <= {int, float, str, np.int64, np.float64, np.str_}:
         raw = [str(v) for v in raw]
     return np.asarray(raw)
-
-
-def _split_test(test: np.ndarray, n_clients: int, seed: int) -> dict[int, np.ndarray]:
-    shuffled = np.random.default_rng(seed).permutation(np.asarray(test, dtype=np.int64))
-    return {c: np.sort(part).astype(np.int64) for c, part in enumerate(np.array_split(shuffled, n_clients))}
 
 
 def write_group(
@@ -210,15 +201,15 @@ def _need_value(value: Any, flag: str, method: str) -> Any:
 
 
 def group_name(r: GroupRequest) -> str:
-    """The FedNLP name of the group a request makes (ValueError when a parameter is missing)."""
+    """The FedNLP name of the group a request makes (ValueError naming the missing flag)."""
     if r.method == "natural":
         return f"natural_{_need_value(r.group_column, '--group-column NAME', r.method)}"
     n = _need_value(r.clients, "--clients N", r.method)
     if r.method == "niid_label":
-        return f"niid_label_clients={n}_alpha={_fmt(_need_value(r.alpha, '--alpha', r.method))}"
+        _need_value(r.alpha, "--alpha", r.method)
     if r.method == "niid_quantity":
-        return f"niid_quantity_clients={n}_beta={_fmt(_need_value(r.beta, '--beta', r.method))}"
-    return f"kmeans_clusters={n}" if r.method == "kmeans" else "uniform"
+        _need_value(r.beta, "--beta", r.method)
+    return method_from_parts(r.method, n, r.alpha, r.beta)
 
 
 def _uniform(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
@@ -277,7 +268,7 @@ def build_group(data_file: str | Path, request: GroupRequest) -> tuple[Group, di
     finally:
         data.close()
     group.params["seed"] = float(request.seed)
-    return group, _split_test(test, len(group.train), request.seed), len(test)
+    return group, uniform_partition(test, len(group.train), request.seed, allow_empty=True), len(test)
 
 
 def run(args: argparse.Namespace) -> int:
