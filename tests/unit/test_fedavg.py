@@ -30,17 +30,23 @@ def _updates(n_examples: list[int], dtype: torch.dtype = torch.float32, seed: in
 # ---- FedAvg ----------------------------------------------------------------------------------
 
 
+def _fedavg(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate]) -> dict[str, torch.Tensor]:
+    out, state = FedAvg().aggregate(global_state, updates, [], None)
+    assert state is None  # stateless
+    return out
+
+
 def test_fedavg_is_the_example_weighted_mean() -> None:
     ns = [10, 30, 60]
     updates = _updates(ns)
     global_state = {k: torch.zeros_like(v) for k, v in updates[0].state.items()}
-    out = FedAvg().aggregate(global_state, updates)
+    out = _fedavg(global_state, updates)
     assert set(out) == set(global_state)
-    for name in global_state:
+    for name, ref in global_state.items():
         stacked = np.stack([u.state[name].double().numpy() for u in updates])
         expected = (stacked * np.array([0.1, 0.3, 0.6]).reshape(-1, *[1] * (stacked.ndim - 1))).sum(0)
         np.testing.assert_allclose(out[name].double().numpy(), expected, rtol=1e-6, atol=1e-7)
-        assert out[name].shape == global_state[name].shape
+        assert out[name].shape == ref.shape
     # a hand check on one element
     a = updates[0].state["head.bias"][1].item()
     b = updates[1].state["head.bias"][1].item()
@@ -50,7 +56,7 @@ def test_fedavg_is_the_example_weighted_mean() -> None:
 
 def test_fedavg_equal_weights_is_plain_mean() -> None:
     updates = _updates([5, 5, 5, 5], dtype=torch.float64)
-    out = FedAvg().aggregate({k: torch.zeros_like(v) for k, v in updates[0].state.items()}, updates)
+    out = _fedavg({k: torch.zeros_like(v) for k, v in updates[0].state.items()}, updates)
     for name, t in out.items():
         expected = torch.stack([u.state[name] for u in updates]).mean(0)
         torch.testing.assert_close(t, expected, rtol=1e-12, atol=1e-12)
@@ -59,16 +65,16 @@ def test_fedavg_equal_weights_is_plain_mean() -> None:
 def test_fedavg_only_aggregates_global_keys() -> None:
     updates = _updates([1, 2])
     global_state = {"lora_A": torch.zeros(4, 8)}
-    out = FedAvg().aggregate(global_state, updates)
+    out = _fedavg(global_state, updates)
     assert list(out) == ["lora_A"]
 
 
 def test_fedavg_does_not_depend_on_update_order() -> None:
     updates = _updates([7, 1, 13, 4, 9], seed=3)
     global_state = {k: torch.zeros_like(v) for k, v in updates[0].state.items()}
-    ref = FedAvg().aggregate(global_state, updates)
+    ref = _fedavg(global_state, updates)
     for perm in itertools.islice(itertools.permutations(updates), 0, 120, 7):
-        out = FedAvg().aggregate(global_state, list(perm))
+        out = _fedavg(global_state, list(perm))
         for name in ref:
             assert torch.equal(out[name], ref[name])  # bit for bit
 
@@ -78,7 +84,7 @@ def test_fedavg_does_not_depend_on_update_order() -> None:
 def test_fedavg_single_client_is_bit_exact(n: int, dtype: torch.dtype) -> None:
     (upd,) = _updates([n], dtype=dtype, seed=n)
     global_state = {k: torch.full_like(v, 123.0) for k, v in upd.state.items()}
-    out = FedAvg().aggregate(global_state, [upd])
+    out = _fedavg(global_state, [upd])
     for name, t in upd.state.items():
         assert out[name].dtype == dtype
         assert torch.equal(out[name], t)
@@ -88,7 +94,7 @@ def test_fedavg_single_client_is_bit_exact(n: int, dtype: torch.dtype) -> None:
 def test_fedavg_preserves_global_dtype(dtype: torch.dtype) -> None:
     updates = _updates([2, 3], dtype=torch.float32)
     global_state = {k: torch.zeros_like(v, dtype=dtype) for k, v in updates[0].state.items()}
-    out = FedAvg().aggregate(global_state, updates)
+    out = _fedavg(global_state, updates)
     assert all(t.dtype == dtype for t in out.values())
     # the value is the float64 mean, rounded once to dtype
     for name, t in out.items():
@@ -100,7 +106,7 @@ def test_fedavg_does_not_modify_inputs() -> None:
     updates = _updates([2, 3])
     copies = [{k: v.clone() for k, v in u.state.items()} for u in updates]
     global_state = {k: torch.zeros_like(v) for k, v in updates[0].state.items()}
-    FedAvg().aggregate(global_state, updates)
+    _fedavg(global_state, updates)
     for u, c in zip(updates, copies):
         assert all(torch.equal(u.state[k], c[k]) for k in c)
     assert all(torch.count_nonzero(v) == 0 for v in global_state.values())
@@ -108,18 +114,30 @@ def test_fedavg_does_not_modify_inputs() -> None:
 
 def test_fedavg_no_updates_raises() -> None:
     with pytest.raises(ValueError, match="no client updates"):
-        FedAvg().aggregate({"w": torch.zeros(2)}, [])
+        _fedavg({"w": torch.zeros(2)}, [])
+
+
+def test_fedavg_no_updates_error_names_the_failures() -> None:
+    with pytest.raises(ValueError, match=r"no client updates this round \(2 failed job\(s\): client 3 OOM"):
+        FedAvg().aggregate({"w": torch.zeros(2)}, [], ["client 3 OOM", "client 4 OOM"], None)
+
+
+def test_fedavg_ignores_failures_in_the_weights() -> None:
+    updates = _updates([10, 30])
+    g = {k: torch.zeros_like(v) for k, v in updates[0].state.items()}
+    with_failures, _ = FedAvg().aggregate(g, updates, ["client 9 died"], None)
+    assert all(torch.equal(with_failures[k], v) for k, v in _fedavg(g, updates).items())
 
 
 def test_fedavg_zero_examples_raises() -> None:
     updates = [ClientUpdate(0, {"w": torch.ones(2)}, 0), ClientUpdate(1, {"w": torch.ones(2)}, 0)]
     with pytest.raises(ValueError, match="no training examples"):
-        FedAvg().aggregate({"w": torch.zeros(2)}, updates)
+        _fedavg({"w": torch.zeros(2)}, updates)
 
 
 def test_fedavg_client_with_zero_examples_has_no_weight() -> None:
     updates = [ClientUpdate(0, {"w": torch.full((2,), 5.0)}, 4), ClientUpdate(1, {"w": torch.full((2,), 99.0)}, 0)]
-    out = FedAvg().aggregate({"w": torch.zeros(2)}, updates)
+    out = _fedavg({"w": torch.zeros(2)}, updates)
     assert torch.equal(out["w"], torch.full((2,), 5.0))
 
 

@@ -1,42 +1,29 @@
-"""Server aggregation: pure functions of (global state, client updates, failures)."""
+"""Server aggregation: pure functions of (global state, client updates, failures) plus the
+aggregator's own state. Each strategy is a frozen dataclass chosen by its config file's
+``_target_`` (``conf/aggregator/*.yaml``); the code lives in ``vista.fl.aggregation``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from vista.fl.aggregation.base import Aggregator, ClientUpdate, State
+from vista.fl.aggregation.lora import RESIDUAL_PREFIX, ExactLoRA, FFALoRA, FlexLoRA, residual_key
+from vista.fl.aggregation.mean import FedAvg, FedProx, HetLoRA
+from vista.fl.aggregation.server_opt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
-import torch
-
-State = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ClientUpdate:
-    client: int
-    state: State
-    num_examples: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FedAvg:
-    """McMahan et al. 2017: the example-weighted mean of the clients' trainable tensors.
-
-    Summed in float64 in client-id order, so the result does not depend on which worker
-    finished first; a single client with weight 1 gives back its own tensors bit for bit.
-    """
-
-    def aggregate(self, global_state: State, updates: Sequence[ClientUpdate], failures: Sequence[Any] = ()) -> State:
-        if not updates:
-            raise ValueError("FedAvg got no client updates this round")
-        total = sum(u.num_examples for u in updates)
-        if total <= 0:
-            raise ValueError("FedAvg: the clients reported no training examples")
-        ordered = sorted(updates, key=lambda u: u.client)
-        out: State = {}
-        for name, ref in global_state.items():
-            acc = torch.zeros(ref.shape, dtype=torch.float64)
-            for u in ordered:
-                acc += u.state[name].to(torch.float64) * (u.num_examples / total)
-            out[name] = acc.to(ref.dtype)
-        return out
+__all__ = [
+    "RESIDUAL_PREFIX",
+    "Aggregator",
+    "ClientUpdate",
+    "ExactLoRA",
+    "FFALoRA",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
+    "FlexLoRA",
+    "HetLoRA",
+    "State",
+    "residual_key",
+]

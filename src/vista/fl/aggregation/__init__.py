@@ -1,0 +1,1 @@
+"""Server-side aggregation strategies, one small module per family (see vista.fl.aggregators)."""
