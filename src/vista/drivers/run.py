@@ -8,6 +8,7 @@ The run directory always receives ``metrics.jsonl``, ``summary.json`` and
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from vista.drivers.fedpeft import FedPEFTRun, fedpeft_pipeline, summarize
 from vista.fl.spec import FLSpec
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.models.hub import ModelSpec
-from vista.peft.lora import LoraSpec
 from vista.pipeline import EventManager, FLContext
 from vista.recording.recorder import ExpRecorder
 from vista.recording.progress import RoundProgress
@@ -33,7 +33,7 @@ class ExperimentParts:
     seed: int
     fl: FLSpec
     model: ModelSpec
-    peft: LoraSpec
+    peft: Any  # a vista.peft spec: LoraSpec, IA3Spec, BitFitSpec, ...
     data: FederatedDataSpec
     aggregator: Any
     scheduler: SchedulerSpec
@@ -41,6 +41,7 @@ class ExperimentParts:
 
 
 ADAPTER_FILE = "adapter.safetensors"
+BEST_ADAPTER_FILE = "adapter_best.safetensors"  # written when the best round is not the last
 
 
 def save_adapter(state: dict[str, Any], path: Path, parts: ExperimentParts) -> None:
@@ -48,7 +49,8 @@ def save_adapter(state: dict[str, Any], path: Path, parts: ExperimentParts) -> N
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in state.items()}, str(path),
-              metadata={"model": parts.model.name, "peft": type(parts.peft).__name__})
+              metadata={"model": parts.model.name, "peft": type(parts.peft).__name__,
+                        "aggregator": type(parts.aggregator).__name__})
 
 
 def seed_everything(seed: int) -> None:
@@ -76,14 +78,19 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
     if config is not None:
         recorder.write_config(config)
     args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels, parts.seed)
-    run = FedPEFTRun(parts.fl.rounds, parts.fl.clients_per_round, parts.fl.eval_every, parts.seed)
+    fl = parts.fl
+    run = FedPEFTRun(fl.rounds, fl.clients_per_round, fl.eval_every, parts.seed,
+                     transfer_dtype=getattr(fl.transfer_dtype, "value", fl.transfer_dtype),
+                     eval_clients=fl.eval_clients, personal_eval=fl.personal_eval)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)
 
     def on_round(ctx: FLContext, metrics: dict[str, Any] | None) -> None:
         progress.update(ctx.round, metrics, time.perf_counter() - ctx["round_started"])
 
-    pipeline = fedpeft_pipeline(run, fed, parts.aggregator, recorder.log, on_round)
+    rank_of = getattr(parts.peft, "client_rank", None) or (lambda client: None)
+    pipeline = fedpeft_pipeline(run, fed, parts.aggregator, recorder.log, on_round, rank_of=rank_of,
+                                announce=lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True))
     ctx = FLContext()
     executor = None
     try:
@@ -97,9 +104,13 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
         t0 = time.perf_counter()
         save_adapter(ctx["global_state"], run_dir / ADAPTER_FILE, parts)
         events.record("checkpoint", round=ctx.round, seconds=time.perf_counter() - t0, file=ADAPTER_FILE)
+        if ctx["best_state"] is not None and ctx["best_round"] != ctx.round:
+            save_adapter(ctx["best_state"], run_dir / BEST_ADAPTER_FILE, parts)
+            events.record("checkpoint", round=ctx["best_round"], file=BEST_ADAPTER_FILE)
         summary = summarize(ctx)
         summary.update(model=parts.model.name, partition=fed.partition.method, num_clients=len(fed.client_ids),
-                       num_labels=fed.num_labels, seed=parts.seed)
+                       num_labels=fed.num_labels, seed=parts.seed, aggregator=type(parts.aggregator).__name__,
+                       transfer_dtype=run.transfer_dtype)
         recorder.summary(summary)
         events.record("summary", round=ctx.round)
         return summary

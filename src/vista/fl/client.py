@@ -51,6 +51,40 @@ class TrainStats:
     loss: float  # mean training loss over the steps
 
 
+@dataclass(frozen=True)
+class LocalOptions:
+    """What the server's strategy asks of a client's local training.
+
+    ``prox_mu``: FedProx's proximal term (mu/2)·||w - w_global||² over the trained tensors.
+    ``frozen``: substrings of parameter names the client keeps fixed (FFA-LoRA: "lora_A").
+    """
+
+    prox_mu: float = 0.0
+    frozen: tuple[str, ...] = ()
+
+    @classmethod
+    def from_payload(cls, options: dict[str, Any] | None) -> "LocalOptions":
+        options = dict(options or {})
+        known = {"prox_mu", "frozen"}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown client options {sorted(unknown)}; the client understands {sorted(known)}")
+        return cls(float(options.get("prox_mu", 0.0)), tuple(options.get("frozen", ())))
+
+    def is_frozen(self, name: str) -> bool:
+        return any(f in name for f in self.frozen)
+
+
+class NoHooks:
+    """Per-step hooks of a PEFT method (AdaLoRA's rank allocation, extra losses): none."""
+
+    def on_step(self, model: torch.nn.Module, step: int) -> None:
+        return None
+
+    def loss_extra(self, model: torch.nn.Module) -> torch.Tensor | None:
+        return None
+
+
 def local_train(
     model: torch.nn.Module,
     params: dict[str, torch.nn.Parameter],
@@ -59,23 +93,51 @@ def local_train(
     seed: int,
     pad_id: int,
     device: str = "cpu",
+    options: LocalOptions = LocalOptions(),
+    hooks: Any = None,
 ) -> TrainStats:
-    """``spec.local_epochs`` of AdamW over ``data`` in a seeded order; updates ``params``."""
+    """``spec.local_epochs`` of AdamW over ``data`` in a seeded order; updates ``params``.
+
+    Frozen tensors are left out of the optimiser and get no gradient, so they stay bit for
+    bit what the server sent. ``hooks`` (the PEFT spec) may add a loss term and act after
+    each optimiser step.
+    """
+    on_step = getattr(hooks, "on_step", None) or NoHooks().on_step
+    loss_extra = getattr(hooks, "loss_extra", None) or NoHooks().loss_extra
     torch.manual_seed(seed)  # dropout
     order = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(list(params.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+    trained = {n: p for n, p in params.items() if not options.is_frozen(n)}
+    frozen = [p for n, p in params.items() if n not in trained]
+    if not trained:
+        raise ValueError(f"every trainable tensor is frozen by {options.frozen}: nothing to train")
+    anchor = {n: p.detach().clone() for n, p in trained.items()} if options.prox_mu > 0 else None
+    opt = torch.optim.AdamW(list(trained.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+    for p in frozen:
+        p.requires_grad_(False)
     model.train()
     steps, loss_sum = 0, 0.0
-    for _ in range(spec.local_epochs):
-        perm = torch.randperm(len(data), generator=order).numpy()
-        for start in range(0, len(perm), spec.batch_size):
-            batch = collate(data, perm[start : start + spec.batch_size], pad_id, device)
-            loss = model(**batch).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            steps += 1
-            loss_sum += float(loss.detach())
+    try:
+        for _ in range(spec.local_epochs):
+            perm = torch.randperm(len(data), generator=order).numpy()
+            for start in range(0, len(perm), spec.batch_size):
+                batch = collate(data, perm[start : start + spec.batch_size], pad_id, device)
+                task_loss = model(**batch).loss
+                loss = task_loss
+                extra = loss_extra(model)
+                if extra is not None:
+                    loss = loss + extra
+                if anchor is not None:
+                    prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
+                    loss = loss + 0.5 * options.prox_mu * prox
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                steps += 1
+                on_step(model, steps)
+                loss_sum += float(task_loss.detach())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     return TrainStats(len(data), steps, loss_sum / max(steps, 1))
 
 
@@ -93,21 +155,41 @@ class EvalSums:
                         self.confusion + other.confusion)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Per-example predictions and losses: any split of the examples can be scored from them."""
+
+    pred: np.ndarray  # int64 (n,)
+    loss: np.ndarray  # float64 (n,)
+
+
 @torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, data: Encoded, batch_size: int, pad_id: int, num_labels: int, device: str = "cpu"
-) -> EvalSums:
+def predict(model: torch.nn.Module, data: Encoded, batch_size: int, pad_id: int, device: str = "cpu") -> Predictions:
     model.eval()
-    loss_sum, confusion = 0.0, np.zeros((num_labels, num_labels), dtype=np.int64)
+    preds, losses = [], []
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
         batch = collate(data, idx, pad_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
-        pred = logits.argmax(-1).cpu().numpy()
-        np.add.at(confusion, (data.labels[idx], pred), 1)
-    correct = int(np.trace(confusion))
-    return EvalSums(loss_sum, correct, len(data), confusion)
+        losses.append(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none").double().cpu().numpy())
+        preds.append(logits.argmax(-1).cpu().numpy().astype(np.int64))
+    if not preds:
+        return Predictions(np.zeros(0, np.int64), np.zeros(0, np.float64))
+    return Predictions(np.concatenate(preds), np.concatenate(losses))
+
+
+def score(labels: np.ndarray, pred: np.ndarray, loss: np.ndarray, num_labels: int) -> EvalSums:
+    """Additive sums of a set of examples from their labels, predictions and losses."""
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(labels, np.int64), np.asarray(pred, np.int64)), 1)
+    return EvalSums(float(np.sum(loss, dtype=np.float64)), int(np.trace(confusion)), len(labels), confusion)
+
+
+def evaluate(
+    model: torch.nn.Module, data: Encoded, batch_size: int, pad_id: int, num_labels: int, device: str = "cpu"
+) -> EvalSums:
+    p = predict(model, data, batch_size, pad_id, device)
+    return score(data.labels, p.pred, p.loss, num_labels)
 
 
 def macro_f1(confusion: np.ndarray) -> float:

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
-from vista.fl.client import Encoded, encode, evaluate, local_train
+from vista.fl.client import Encoded, LocalOptions, Predictions, encode, local_train, predict, score
+from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
+from vista.fl.transfer import to_wire
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
-from vista.peft.lora import LoraSpec
 from vista.peft.state import count_parameters, load_trainable_state, trainable_parameters, trainable_state
 from vista.pipeline.protocol import WorkerEnv
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RuntimeArgs:
     model: ModelSpec
-    peft: LoraSpec
+    peft: Any  # a spec from vista.peft (LoraSpec, IA3Spec, ...): has apply(model)
     data: FederatedDataSpec
     train: FLSpec
     num_labels: int
@@ -48,6 +49,7 @@ class FedPEFTRuntime:
         base = load_classifier(model_dir, args.num_labels, self.pad_id, args.model.trust_remote_code)
         self.model = args.peft.apply(base).to(self.device)
         self.params = trainable_parameters(self.model)
+        self.residuals = ResidualFolder(self.model)
         self.data = FedNLPData(args.data.data_file)
         self._partition: FedNLPPartition | None = None
         self._cache: dict[Any, Encoded] = {}
@@ -65,30 +67,80 @@ class FedPEFTRuntime:
     # -- jobs ------------------------------------------------------------------------------
     def init_state(self, key: Any, payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         trainable, total = count_parameters(self.model)
-        return {"state": trainable_state(self.model), "trainable_params": trainable, "total_params": total}
+        return {"state": trainable_state(self.model), "trainable_params": trainable, "total_params": total,
+                "method": getattr(self.args.peft, "name", type(self.args.peft).__name__)}
 
     def train(self, client: int, payload: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-        load_trainable_state(self.params, shared["state"])
-        data = self._client_data(client)
-        stats = local_train(self.model, self.params, data, self.args.train, payload["seed"], self.pad_id, self.device)
-        return {"state": trainable_state(self.model), "num_examples": stats.num_examples,
-                "steps": stats.steps, "loss": stats.loss}
+        """Local training from the broadcast state; uploads only what the client trained.
 
-    def evaluate(self, shard: Any, payload: dict[str, Any], shared: dict[str, Any]) -> Any:
-        load_trainable_state(self.params, shared["state"])
+        A client of LoRA rank r < r_max trains the first r components (the rest start and,
+        having zero gradients, stay at zero) and uploads A[:r], B[:, :r].
+        """
+        options = LocalOptions.from_payload(payload.get("options"))
+        rank = self._client_rank(client)
+        self._load_global(shared["state"], rank)
+        data = self._client_data(client)
+        stats = local_train(self.model, self.params, data, self.args.train, payload["seed"], self.pad_id,
+                            self.device, options, hooks=self.args.peft)
+        state = {k: v for k, v in trainable_state(self.model).items() if not options.is_frozen(k)}
+        if rank is not None:
+            from vista.fl.lora_math import truncate_to_rank
+
+            state = truncate_to_rank(state, rank)
+        out = {"state": to_wire(state, self.args.train.transfer_dtype), "num_examples": stats.num_examples,
+               "steps": stats.steps, "loss": stats.loss, "rank": rank}
+        if payload.get("personal_eval"):
+            test = self._client_test(client)
+            if len(test):
+                p = predict(self.model, test, self.args.train.eval_batch_size, self.pad_id, self.device)
+                out["personal"] = score(test.labels, p.pred, p.loss, self.args.num_labels)
+        return out
+
+    def evaluate(self, shard: Any, payload: dict[str, Any], shared: dict[str, Any]) -> Predictions:
+        """Per-example predictions of the global model on a fixed shard of test indices."""
+        self._load_global(shared["state"], None)
         key = ("eval", shard)
         if key not in self._cache:
             self._cache[key] = self._encode(np.asarray(payload["indices"], dtype=np.int64))
-        t = self.args.train
-        return evaluate(self.model, self._cache[key], t.eval_batch_size, self.pad_id, self.args.num_labels, self.device)
+        return predict(self.model, self._cache[key], self.args.train.eval_batch_size, self.pad_id, self.device)
+
+    # -- state -----------------------------------------------------------------------------
+    def _load_global(self, state: dict[str, Any], rank: int | None) -> None:
+        trainable, residuals = split_residuals(state)
+        if residuals:
+            self.residuals.apply(residuals)
+        load_trainable_state(self.params, trainable)
+        if rank is not None:
+            self._mask_rank(rank)
+
+    @torch.no_grad()
+    def _mask_rank(self, rank: int) -> None:
+        for name, p in self.params.items():
+            if ".lora_A." in name:
+                p[rank:].zero_()
+            elif ".lora_B." in name:
+                p[:, rank:].zero_()
+
+    def _client_rank(self, client: int) -> int | None:
+        rank_of = getattr(self.args.peft, "client_rank", None)
+        return rank_of(client) if rank_of is not None else None
 
     # -- data ------------------------------------------------------------------------------
+    def _partition_of(self) -> FedNLPPartition:
+        if self._partition is None:
+            self._partition = FedNLPPartition(self.args.data.partition_file, self.args.data.method)
+        return self._partition
+
     def _client_data(self, client: int) -> Encoded:
         if client not in self._cache:
-            if self._partition is None:
-                self._partition = FedNLPPartition(self.args.data.partition_file, self.args.data.method)
-            self._cache[client] = self._encode(self._partition.clients[client].train)
+            self._cache[client] = self._encode(self._partition_of().clients[client].train)
         return self._cache[client]
+
+    def _client_test(self, client: int) -> Encoded:
+        key = ("test", client)
+        if key not in self._cache:
+            self._cache[key] = self._encode(self._partition_of().clients[client].test)
+        return self._cache[key]
 
     def _encode(self, indices: np.ndarray) -> Encoded:
         return encode(self.tokenizer, self.data.texts(indices), self.data.labels(indices), self.args.train.max_seq_len)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class TransferDtype(str, enum.Enum):
+    """dtype of floating tensors in transit between server and clients."""
+
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
 
 
 @dataclass
@@ -16,3 +25,9 @@ class FLSpec:
     eval_every: int = 1
     eval_batch_size: int = 64
     weight_decay: float = 0.0
+    # dtype of the tensors in transit (server <-> clients); training stays in float32
+    transfer_dtype: TransferDtype = TransferDtype.float32
+    # also score the global model on every client's own test split (personalised view)
+    eval_clients: bool = True
+    # also score each sampled client's locally trained model on its own test split
+    personal_eval: bool = False

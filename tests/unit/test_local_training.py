@@ -1,0 +1,107 @@
+"""Client-side behaviour the server's strategy asks for: FedProx's proximal term, frozen
+tensors (FFA-LoRA), per-example predictions, and what travels in which dtype."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from support.tiny import make_texts
+from vista.fl.client import LocalOptions, encode, evaluate, local_train, predict, score
+from vista.fl.spec import FLSpec
+from vista.fl.transfer import state_nbytes, to_wire
+from vista.models.hub import load_classifier, load_tokenizer
+from vista.peft.lora import LoraSpec
+from vista.peft.state import trainable_parameters, trainable_state
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_hub):
+    tok = load_tokenizer(tiny_hub / "roberta-base")
+    texts, names = make_texts(6, seed=3)
+    vocab = {n: i for i, n in enumerate(sorted(set(names)))}
+    data = encode(tok, texts, np.array([vocab[n] for n in names]), 32)
+
+    def build():
+        torch.manual_seed(0)
+        model = LoraSpec(r=4, alpha=8, dropout=0.0).apply(load_classifier(tiny_hub / "roberta-base", 3, tok.pad_token_id))
+        return model, trainable_parameters(model)
+
+    return build, data, tok.pad_token_id
+
+
+SPEC = FLSpec(local_epochs=2, batch_size=4, lr=1e-2)
+
+
+def _train(build, data, pad, options=LocalOptions()):
+    model, params = build()
+    start = trainable_state(model)
+    local_train(model, params, data, SPEC, seed=5, pad_id=pad, options=options)
+    return start, trainable_state(model)
+
+
+def _dist(a, b):
+    return sum(float(((a[k] - b[k]) ** 2).sum()) for k in a) ** 0.5
+
+
+def test_prox_mu_zero_is_plain_training_bit_for_bit(lora_model):
+    build, data, pad = lora_model
+    _, plain = _train(build, data, pad)
+    _, prox0 = _train(build, data, pad, LocalOptions(prox_mu=0.0))
+    assert all(torch.equal(plain[k], prox0[k]) for k in plain)
+
+
+def test_proximal_term_keeps_the_client_near_the_global_model(lora_model):
+    build, data, pad = lora_model
+    start, plain = _train(build, data, pad)
+    _, prox = _train(build, data, pad, LocalOptions(prox_mu=50.0))
+    assert _dist(prox, start) < 0.7 * _dist(plain, start)
+
+
+def test_frozen_tensors_stay_exactly_as_sent(lora_model):
+    build, data, pad = lora_model
+    start, after = _train(build, data, pad, LocalOptions(frozen=("lora_A",)))
+    a_keys = [k for k in start if "lora_A" in k]
+    b_keys = [k for k in start if "lora_B" in k]
+    assert a_keys and b_keys
+    assert all(torch.equal(start[k], after[k]) for k in a_keys)
+    assert all(not torch.equal(start[k], after[k]) for k in b_keys)
+
+
+def test_freezing_everything_is_refused(lora_model):
+    build, data, pad = lora_model
+    model, params = build()
+    with pytest.raises(ValueError, match="nothing to train"):
+        local_train(model, params, data, SPEC, 1, pad, options=LocalOptions(frozen=("",)))
+
+
+def test_unknown_client_option_is_refused():
+    with pytest.raises(ValueError, match="unknown client options"):
+        LocalOptions.from_payload({"prox_mu": 0.1, "mystery": 1})
+
+
+def test_predictions_score_to_the_same_sums_as_evaluate(lora_model):
+    build, data, pad = lora_model
+    model, _ = build()
+    p = predict(model, data, 5, pad)
+    sums = evaluate(model, data, 7, pad, 3)
+    again = score(data.labels, p.pred, p.loss, 3)
+    assert sums.correct == again.correct and sums.n == again.n == len(data)
+    assert sums.loss_sum == pytest.approx(again.loss_sum, rel=1e-12)
+    np.testing.assert_array_equal(sums.confusion, again.confusion)
+
+
+@pytest.mark.parametrize("dtype,size", [("float32", 4), ("float16", 2), ("bfloat16", 2)])
+def test_wire_bytes_are_the_tensor_bytes_in_the_transfer_dtype(dtype, size):
+    state = {"a": torch.randn(3, 5), "b": torch.randn(7), "ids": torch.arange(4)}
+    wire = to_wire(state, dtype)
+    assert state_nbytes(wire) == (15 + 7) * size + 4 * 8  # integer tensors travel as they are
+    assert wire["ids"].dtype == torch.int64
+    tol = {"float32": 0, "float16": 1e-3, "bfloat16": 1e-2}[dtype]
+    assert torch.allclose(wire["a"].float(), state["a"], rtol=tol, atol=tol)
+
+
+def test_unknown_transfer_dtype_is_refused():
+    with pytest.raises(ValueError, match="transfer_dtype"):
+        to_wire({"a": torch.zeros(1)}, "float8")
