@@ -52,10 +52,20 @@ class ModelSpec:
         return _check_dir(where, self.name, hint)
 
 
+# transformers 5 quietly builds a tokenizer of special tokens only when none of these exists
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
 def _check_dir(where: Path, name: str, hint: str) -> Path:
     if not (where / "config.json").is_file():
         what = "does not exist" if not where.exists() else "has no config.json"
         raise ModelNotFoundError(f"model {name!r}: {where.resolve()} {what}; {hint}")
+    if not any((where / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelNotFoundError(
+            f"model {name!r}: {where.resolve()} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+            f"copy the tokenizer that belongs to this model into it (`vista-hub add DIR` checks a directory)"
+        )
     return where
 
 
