@@ -3,8 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from support.tiny import build_tiny_roberta, write_fednlp_pair
+from support.tiny import TINY_BUILDERS, build_tiny_roberta, write_fednlp_pair
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +17,13 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_fednlp_pair(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def arch_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model hub with one tiny model per architecture Vista supports, each under its
+    ``model_type``: bert (MiniLM's), distilbert, mpnet, roberta, gpt2, llama (SmolLM2's)."""
+    hub = tmp_path_factory.mktemp("arch_hub")
+    for name, build in TINY_BUILDERS.items():
+        build(hub / name)
+    return hub

@@ -87,3 +87,111 @@ def write_fednlp_pair(directory: Path, n_clients: int = 4, n_per_label: int = 16
             if "alpha=" in m:
                 g["alpha"] = float(m.rsplit("alpha=", 1)[1])
     return data, part
+
+
+# -- more tiny architectures: each saves a base model (no head) and its tokenizer, offline ----------
+
+def _bpe(corpus: list[str], specials: list[str]) -> object:
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=specials, show_progress=False)
+    return bpe._tokenizer
+
+
+def _wordpiece(corpus: list[str], specials: list[str]) -> object:
+    from tokenizers import BertWordPieceTokenizer
+
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(corpus, vocab_size=200, min_frequency=1, special_tokens=specials, show_progress=False)
+    return wp._tokenizer
+
+
+_SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _save(model_cls: type, cfg: object, directory: Path, seed: int) -> Path:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    model_cls(cfg).save_pretrained(str(directory))
+    return directory
+
+
+def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT (the MiniLM architecture) with a WordPiece tokenizer; pooler included."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, _ = make_texts(20, seed)
+    tok = BertTokenizerFast(tokenizer_object=_wordpiece(corpus, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+                            pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                            mask_token="[MASK]")
+    tok.save_pretrained(str(directory))
+    cfg = BertConfig(vocab_size=len(tok), max_position_embeddings=64, pad_token_id=tok.pad_token_id, **_SMALL)
+    return _save(BertModel, cfg, directory, seed)
+
+
+def build_tiny_distilbert(directory: Path, seed: int = 0) -> Path:
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, _ = make_texts(20, seed)
+    tok = DistilBertTokenizerFast(tokenizer_object=_wordpiece(corpus, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+                                  pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  mask_token="[MASK]")
+    tok.save_pretrained(str(directory))
+    cfg = DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                           max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+    return _save(DistilBertModel, cfg, directory, seed)
+
+
+def build_tiny_mpnet(directory: Path, seed: int = 0) -> Path:
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, _ = make_texts(20, seed)
+    tok = MPNetTokenizerFast(tokenizer_object=_wordpiece(corpus, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]),
+                             bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                             mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    tok.save_pretrained(str(directory))
+    cfg = MPNetConfig(vocab_size=len(tok), max_position_embeddings=80, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **_SMALL)
+    return _save(MPNetModel, cfg, directory, seed)
+
+
+def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 whose tokenizer, like the real one, has no pad token (the runtime pads with eos)."""
+    from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, _ = make_texts(20, seed)
+    tok = GPT2TokenizerFast(tokenizer_object=_bpe(corpus, ["<|endoftext|>"]), bos_token="<|endoftext|>",
+                            eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.save_pretrained(str(directory))
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_inner=64, n_positions=64,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return _save(GPT2Model, cfg, directory, seed)
+
+
+def build_tiny_llama(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama shaped like SmolLM2 (GQA, tied embeddings, a GPT-2 style BPE tokenizer, no pad token)."""
+    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, _ = make_texts(20, seed)
+    tok = GPT2TokenizerFast(tokenizer_object=_bpe(corpus, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+                            bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.save_pretrained(str(directory))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return _save(LlamaModel, cfg, directory, seed)
+
+
+TINY_BUILDERS = {
+    "bert": build_tiny_bert, "distilbert": build_tiny_distilbert, "mpnet": build_tiny_mpnet,
+    "roberta": build_tiny_roberta, "gpt2": build_tiny_gpt2, "llama": build_tiny_llama,
+}

@@ -68,17 +68,53 @@ class PartitionConf:
 
 @dataclass
 class PeftConf:
+    """The union of every ``peft=`` option's fields (vista.peft.METHODS), for type checking; an
+    option keeps only the keys its yaml sets (validate drops the rest)."""
+
     _target_: str = "vista.peft.LoraSpec"
+    # LoRA family: lora, adalora, loha, vera
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
     target_modules: Any = "auto"
     extra_trainable: List[str] = field(default_factory=list)
+    client_ranks: List[int] = field(default_factory=list)  # lora: heterogeneous ranks
+    # adalora
+    init_r: int = 12
+    target_r: int = 8
+    orth_reg_weight: float = 0.5
+    allocate: bool = False
+    total_step: int = 100
+    tinit: int = 0
+    tfinal: int = 0
+    deltaT: int = 1
+    beta1: float = 0.85
+    beta2: float = 0.85
+    # ia3
+    feedforward_modules: Any = "auto"
+    # loha
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    # vera
+    d_initial: float = 0.1
+    projection_prng_key: int = 0
+    # prefix, prompt, p_tuning
+    num_virtual_tokens: int = 16
+    prefix_projection: bool = True
+    encoder_hidden_size: int = 512
+    encoder_reparameterization_type: str = "MLP"
 
 
 @dataclass
 class AggregatorConf:
+    # the union of the aggregators' fields; each option sets only its own (None = unused)
     _target_: str = "vista.fl.aggregators.FedAvg"
+    mu: Optional[float] = None  # fedprox
+    server_lr: Optional[float] = None  # fedavgm, fedadam, fedyogi, fedadagrad
+    momentum: Optional[float] = None  # fedavgm
+    beta1: Optional[float] = None  # fedadam, fedyogi, fedadagrad
+    beta2: Optional[float] = None  # fedadam, fedyogi
+    tau: Optional[float] = None  # fedadam, fedyogi, fedadagrad
 
 
 @dataclass
@@ -100,8 +136,12 @@ class SchedulerConf:
 class RecorderConf:
     _target_: str = "vista.recording.RecorderSpec"
     mode: RecorderMode = RecorderMode.disabled
-    project: str = "vista"
-    entity: Optional[str] = None
+    project: Optional[str] = None  # None: WANDB_PROJECT, else "vista"
+    entity: Optional[str] = None  # None: WANDB_ENTITY, else your default entity
+    group: Optional[str] = None  # None: the sweep directory's name in a multirun
+    name: Optional[str] = None  # None: the job's overrides (Hydra's override_dirname)
+    tags: List[str] = field(default_factory=list)  # experiment_name is always added
+    job_type: Optional[str] = None  # None: the driver
 
 
 @dataclass

@@ -27,6 +27,10 @@ _MINIMUM = {
     "scheduler.gpu_mem_per_worker_mb": 0,
     "scheduler.threads_per_worker": 0,
     "peft.r": 1,
+    "peft.init_r": 1,
+    "peft.target_r": 1,
+    "peft.num_virtual_tokens": 1,
+    "peft.encoder_hidden_size": 1,
 }
 _SELECTIONS = ("none",)
 _DRIVERS = ("fedpeft",)
@@ -57,6 +61,8 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             out[group] = {k: v for k, v in out[group].items() if k in node}
     for dotted, low in _MINIMUM.items():
         group, key = dotted.split(".")
+        if key not in out.get(group, {}):  # e.g. peft.r for a method without a rank
+            continue
         if out[group][key] < low:
             raise ConfigError(f"{dotted}: must be >= {low}, got {out[group][key]}")
     if out["seed"] < 0:

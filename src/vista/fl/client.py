@@ -131,9 +131,9 @@ def local_train(
                     loss = loss + 0.5 * options.prox_mu * prox
                 loss.backward()
                 opt.step()
-                opt.zero_grad(set_to_none=True)
                 steps += 1
-                on_step(model, steps)
+                on_step(model, steps)  # before zero_grad: AdaLoRA's allocator reads the gradients
+                opt.zero_grad(set_to_none=True)
                 loss_sum += float(task_loss.detach())
     finally:
         for p in frozen:

@@ -31,6 +31,13 @@ def load_trainable_state(params: dict[str, torch.nn.Parameter], state: dict[str,
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+    """(trainable, total) parameter counts. ``total`` leaves out peft's frozen ``original_module``
+    copy of each module it trains in full (the classification head), which is never used in
+    training, so it reads as base model + what the method adds."""
+    trainable = total = 0
+    for name, p in model.named_parameters():
+        if ".original_module." in name:
+            continue
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
