@@ -10,7 +10,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vista.config import ConfigError, register_resolvers, validate
 
@@ -33,32 +33,111 @@ def _fail(kind: str, err: BaseException, code: int) -> None:
     raise SystemExit(code)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def _hydra_main(cfg: DictConfig) -> Any:
-    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+def _recorder_spec(resolved: dict[str, Any] | None, cfg: DictConfig) -> Any:
+    """The job's RecorderSpec, best effort (to record a job that failed, maybe before validation)."""
     try:
-        resolved = validate(cfg)
-    except ConfigError as err:
-        _fail("config error", err, 2)
+        from vista.recording import RecorderSpec
+        from vista.recording.sweep import recorder_names
+
+        if resolved is not None:
+            rec = dict(resolved["recorder"])
+        else:
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            rec = dict(OmegaConf.to_container(cfg.recorder, resolve=True))
+            rec = recorder_names(rec, HydraConfig.get(), str(raw.get("experiment_name") or ""),
+                                 str(raw.get("driver") or ""))
+        rec["mode"] = str(getattr(rec.get("mode"), "value", rec.get("mode") or "disabled"))
+        fields = set(RecorderSpec.__dataclass_fields__)
+        return RecorderSpec(**{k: v for k, v in rec.items() if k in fields})
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Validate, build and run one job; raises on any failure (ConfigError, user errors, ...)."""
+    hc = HydraConfig.get()
+    resolved = validate(cfg)
+    from vista.recording.sweep import recorder_names
+
+    resolved["recorder"] = recorder_names(resolved["recorder"], hc, resolved.get("experiment_name"),
+                                          resolved.get("driver"))
+    state["resolved"] = resolved
     from vista.build import build_parts
     from vista.drivers.run import DRIVERS
 
-    errors = _user_errors()
-    try:
-        parts = build_parts(resolved)
-        summary = DRIVERS[resolved["driver"]](parts, run_dir, resolved)
-    except KeyboardInterrupt:
-        print(f"vista: interrupted; workers stopped. run directory: {run_dir}", file=sys.stderr, flush=True)
-        raise SystemExit(130)
-    except errors as err:
-        print(f"vista: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-        print(f"run directory: {run_dir}", flush=True)
-        raise SystemExit(1)
+    parts = build_parts(resolved)
+    return DRIVERS[resolved["driver"]](parts, run_dir, resolved)
+
+
+def _finished(summary: dict[str, Any], run_dir: Path) -> None:
     acc = summary.get("test_accuracy")
     print(f"final test_accuracy {acc:.4f} (best {summary['best_test_accuracy']:.4f} at round {summary['best_round']})"
           if acc is not None else "finished", flush=True)
     print(f"run directory: {run_dir}", flush=True)
+
+
+def _record_failure(run_dir: Path, err: BaseException, state: dict[str, Any], cfg: DictConfig,
+                    with_wandb: bool) -> None:
+    from vista.recording.recorder import record_failure
+
+    resolved = state.get("resolved")
+    spec = _recorder_spec(resolved, cfg) if with_wandb else None
+    record_failure(run_dir, err, spec, resolved)
+
+
+def _single_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    errors = _user_errors()
+    try:
+        summary = _run(cfg, run_dir, state)
+    except ConfigError as err:
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        _fail("config error", err, 2)
+    except KeyboardInterrupt as err:
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        print(f"vista: interrupted; workers stopped. run directory: {run_dir}", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    except errors as err:
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        print(f"vista: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        print(f"run directory: {run_dir}", flush=True)
+        raise SystemExit(1)
+    except Exception as err:
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        raise
+    _finished(summary, run_dir)
     return summary
+
+
+def _sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One job of a multirun: a failure is recorded (summary.json, W&B run marked failed) and
+    returned, not raised, so that the other jobs run; ``main`` exits non-zero at the end."""
+    state: dict[str, Any] = {}
+    try:
+        summary = _run(cfg, run_dir, state)
+    except KeyboardInterrupt:
+        raise  # stops the whole sweep
+    except BaseException as err:  # noqa: BLE001 - one job's failure must not end the sweep
+        if isinstance(err, SystemExit) and err.code in (0, None):
+            return {"status": "finished"}
+        _record_failure(run_dir, err, state, cfg, with_wandb=True)
+        kind = "config error" if isinstance(err, ConfigError) else type(err).__name__
+        print(f"vista: job failed: {kind}: {err}", file=sys.stderr, flush=True)
+        print(f"run directory: {run_dir}", flush=True)
+        return {"status": "failed", "error": f"{kind}: {err}", "run_dir": str(run_dir)}
+    _finished(summary, run_dir)
+    return {**summary, "status": "finished"}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> Any:
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir).resolve()
+    if hc.mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg, run_dir)
+    return _single_run(cfg, run_dir)
 
 
 _OVERRIDE = re.compile(r"^[+~]{0,2}([\w.@/-]+)=(.*)$", re.S)
@@ -78,11 +157,25 @@ def unquoted_equals_hint(argv: list[str]) -> str | None:
 
 
 def main() -> None:
-    hint = unquoted_equals_hint(sys.argv[1:])
+    argv = sys.argv[1:]
+    if argv[:1] == ["compare"]:  # `vista compare PATH_OR_GROUP ...`; anything else goes to Hydra
+        from vista.compare import main as compare_main
+
+        raise SystemExit(compare_main(argv[1:]))
+    hint = unquoted_equals_hint(argv)
     if hint:
         print(hint, file=sys.stderr)
         raise SystemExit(2)
-    _hydra_main()
+    from vista.recording import sweep
+
+    sweep.FAILED.clear()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("vista: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    if sweep.FAILED:  # a multirun in which some job failed (listed by the sweep callback)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

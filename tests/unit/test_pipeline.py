@@ -60,8 +60,8 @@ class ReversingExecutor:
     def __init__(self, inner: InlineExecutor) -> None:
         self.inner = inner
 
-    def run_jobs(self, requests, shared, on_start):  # noqa: ANN001
-        return list(reversed(self.inner.run_jobs(requests, shared, on_start)))
+    def run_jobs(self, requests, shared, on_start, on_done):  # noqa: ANN001
+        return list(reversed(self.inner.run_jobs(requests, shared, on_start, on_done)))
 
 
 # ---- the InlineExecutor itself ---------------------------------------------------------
@@ -129,10 +129,10 @@ def test_job_events_and_monitor_states_during_a_group(executor: InlineExecutor) 
 
     Pipeline([Task("t", plan, "parallel", lambda c, r: None)], rounds=1).run(FLContext(), em, executor)
     g = "r1.t.g0"
-    assert events == [
+    assert events == [  # live: each job's DONE is reported as it finishes (the inline executor runs in turn)
         (f"{g}.j0", JobState.RUNNING),
-        (f"{g}.j1", JobState.RUNNING),
         (f"{g}.j0", JobState.DONE),
+        (f"{g}.j1", JobState.RUNNING),
         (f"{g}.j1", JobState.DONE),
     ]
     assert em.monitor.worker_of(f"{g}.j1") == 0
@@ -331,7 +331,7 @@ def test_failed_job_raises_job_failed_error_with_id_and_traceback(executor: Inli
 
 def test_missing_results_raise() -> None:
     class Lossy:
-        def run_jobs(self, requests, shared, on_start):  # noqa: ANN001
+        def run_jobs(self, requests, shared, on_start, on_done):  # noqa: ANN001
             return []
 
     p = Pipeline([Task("t", lambda c: Jobs([JobSpec("f", 0)]), "parallel", lambda c, r: None)], rounds=1)

@@ -84,6 +84,7 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
                      eval_clients=fl.eval_clients, personal_eval=fl.personal_eval)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)
+    progress.attach(events)  # a job bar per parallel task
 
     def on_round(ctx: FLContext, metrics: dict[str, Any] | None) -> None:
         progress.update(ctx.round, metrics, time.perf_counter() - ctx["round_started"])

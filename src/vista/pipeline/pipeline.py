@@ -37,6 +37,7 @@ class Executor(Protocol):
         requests: Sequence[JobRequest],
         shared: Any,
         on_start: Callable[[str, int], None],
+        on_done: Callable[[JobResult], None],
     ) -> list[JobResult]:
         """Run the jobs; stop dispatching at the first failure and return what finished."""
 
@@ -148,10 +149,11 @@ class Pipeline:
                 monitor.mark_running(job_id, worker)
                 events.job_event(job_id, JobState.RUNNING)
 
-            results = executor.run_jobs(requests, plan.shared, on_start) if requests else []
-            for res in results:
+            def on_done(res: JobResult) -> None:  # as each job finishes, so progress is live
                 monitor.finish(res)
                 events.job_event(res.job_id, res.state)
+
+            results = executor.run_jobs(requests, plan.shared, on_start, on_done) if requests else []
             for res in results:
                 if not res.ok:
                     by_id = {q.job_id: q for q in requests}

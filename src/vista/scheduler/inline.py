@@ -22,12 +22,14 @@ class InlineExecutor:
         requests: Sequence[JobRequest],
         shared: Any,
         on_start: Callable[[str, int], None] = lambda job_id, worker: None,
+        on_done: Callable[[JobResult], None] = lambda result: None,
     ) -> list[JobResult]:
         results = []
         for req in requests:
             on_start(req.job_id, 0)
             res = run_job(self.runtime, RunJob(req.job_id, req.fn, req.key, req.payload), shared, 0)
             results.append(res)
+            on_done(res)
             if not res.ok:
                 break
         return results

@@ -162,6 +162,7 @@ class NodeScheduler:
         requests: Sequence[JobRequest],
         shared: Any,
         on_start: Callable[[str, int], None] = lambda job_id, worker: None,
+        on_done: Callable[[JobResult], None] = lambda result: None,
     ) -> list[JobResult]:
         """Run a group of jobs on idle workers; stop dispatching at the first failure."""
         if not self._procs:
@@ -195,6 +196,7 @@ class NodeScheduler:
                     idle.append(msg.worker)
                     idle.sort()
                 results.append(msg)
+                on_done(msg)
                 if msg.state is not JobState.DONE:
                     failed = True
                     break
