@@ -277,7 +277,7 @@ def markdown(results: list[ConfigResult], metrics: list[str]) -> str:
 def plain(results: list[ConfigResult], metrics: list[str]) -> str:
     head, body = table_rows(results, metrics)
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = lambda row: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))  # noqa: E731
+    fmt = lambda row: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)]) + "\n"
 
 
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             try:
                 found = load_wandb_group(src, args.project, args.entity, args.metric or DEFAULT_METRICS)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 print(f"vista compare: could not read W&B group {src!r}: {type(err).__name__}: {err}", file=sys.stderr)
                 return 1
             if not found:

@@ -21,11 +21,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vista.data.fednlp import DataFileError
+    from vista.drivers.fedpeft import TooFewClientsError
     from vista.models.hub import ModelNotFoundError
     from vista.pipeline import JobFailedError
     from vista.scheduler import DevicePlanError, WorkerStartError
 
-    return (ModelNotFoundError, DataFileError, JobFailedError, DevicePlanError, WorkerStartError)
+    return (ModelNotFoundError, DataFileError, JobFailedError, TooFewClientsError, DevicePlanError, WorkerStartError)
 
 
 def _fail(kind: str, err: BaseException, code: int) -> None:
@@ -49,7 +50,7 @@ def _recorder_spec(resolved: dict[str, Any] | None, cfg: DictConfig) -> Any:
         rec["mode"] = str(getattr(rec.get("mode"), "value", rec.get("mode") or "disabled"))
         fields = set(RecorderSpec.__dataclass_fields__)
         return RecorderSpec(**{k: v for k, v in rec.items() if k in fields})
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -117,7 +118,7 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary = _run(cfg, run_dir, state)
     except KeyboardInterrupt:
         raise  # stops the whole sweep
-    except BaseException as err:  # noqa: BLE001 - one job's failure must not end the sweep
+    except BaseException as err:
         if isinstance(err, SystemExit) and err.code in (0, None):
             return {"status": "finished"}
         _record_failure(run_dir, err, state, cfg, with_wandb=True)

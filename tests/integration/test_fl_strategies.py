@@ -3,7 +3,6 @@ trains, uploads and downloads, and what the server computes from it."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,29 +10,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.experiments import tiny_parts as parts
 
-from vista.data.fednlp import FederatedDataSpec
 from vista.drivers.run import ExperimentParts, run_fedpeft
 from vista.fl.aggregators import ExactLoRA, FedAdam, FedAvg, FedProx, FFALoRA, FlexLoRA
-from vista.fl.spec import FLSpec
-from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
-from vista.recording.spec import RecorderSpec
-from vista.scheduler import SchedulerSpec
-
-
-def parts(hub: Path, data: Path, part: Path, aggregator=None, peft=None, **fl) -> ExperimentParts:
-    spec = FLSpec(**{"rounds": 2, "clients_per_round": 2, "batch_size": 8, "lr": 5e-3, "max_seq_len": 32,
-                     "eval_batch_size": 16, **fl})
-    return ExperimentParts(
-        seed=11, fl=spec,
-        model=ModelSpec(name="roberta", hub_dir=str(hub), hub_name="roberta-base"),
-        peft=peft or LoraSpec(r=4, alpha=8, dropout=0.0),
-        data=FederatedDataSpec(str(data), str(part), "uniform"),
-        aggregator=aggregator or FedAvg(),
-        scheduler=SchedulerSpec(num_workers=0, device="cpu"),
-        recorder=RecorderSpec(),
-    )
 
 
 def run(tmp_path: Path, name: str, p: ExperimentParts) -> tuple[dict, list[dict], dict[str, torch.Tensor]]:

@@ -39,3 +39,17 @@ def _threads() -> int:
 
 def make_echo(args: Any, env: Any) -> EchoRuntime:
     return EchoRuntime(args, env)
+
+
+def make_flaky_fedpeft(args: Any, env: Any) -> Any:
+    """The real FedPEFT runtime, except that training fails for the clients in FLAKY_CLIENTS
+    (an environment variable, so spawned workers see it too)."""
+    from vista.fl.runtime import FedPEFTRuntime
+
+    class Flaky(FedPEFTRuntime):
+        def train(self, client: int, payload: dict, shared: dict) -> dict:
+            if str(client) in os.environ.get("FLAKY_CLIENTS", "").split(","):
+                raise RuntimeError(f"client {client} lost its connection")
+            return super().train(client, payload, shared)
+
+    return Flaky(args, env)

@@ -34,10 +34,10 @@ def lora_model(tiny_hub):
 SPEC = FLSpec(local_epochs=2, batch_size=4, lr=1e-2)
 
 
-def _train(build, data, pad, options=LocalOptions()):
+def _train(build, data, pad, options=None):
     model, params = build()
     start = trainable_state(model)
-    local_train(model, params, data, SPEC, seed=5, pad_id=pad, options=options)
+    local_train(model, params, data, SPEC, seed=5, pad_id=pad, options=options or LocalOptions())
     return start, trainable_state(model)
 
 

@@ -184,3 +184,31 @@ def test_killed_parent_leaves_no_orphans(tmp_path):
     proc.kill()  # SIGKILL: no cleanup code runs in the parent
     proc.wait(timeout=10)
     assert _wait_gone(pids, timeout=10) == []
+
+
+def _mixed(fns_keys) -> list[JobRequest]:
+    return [JobRequest(f"m.j{i}", "m", fn, k, {}) for i, (fn, k) in enumerate(fns_keys)]
+
+
+def test_without_stop_on_failure_every_job_gets_a_result(sched):
+    res = sched.run_jobs(_mixed([("echo", 0), ("boom", 1), ("echo", 2), ("echo", 3)]), shared=None,
+                         stop_on_failure=False)
+    assert sorted((r.key, r.ok) for r in res) == [(0, True), (1, False), (2, True), (3, True)]
+    assert len(set(sched.pids)) == 2 and all(_alive(p) for p in sched.pids)
+
+
+def test_a_dead_worker_fails_its_job_and_the_others_carry_on(tmp_path):
+    with NodeScheduler(SchedulerSpec(num_workers=2, device="cpu"), make_echo, {}, log_dir=tmp_path) as s:
+        res = s.run_jobs(_mixed([("die", 0), ("sleep", 1), ("echo", 2), ("echo", 3)]), shared=None,
+                         stop_on_failure=False)
+        by_key = {r.key: r for r in res}
+        assert sorted(by_key) == [0, 1, 2, 3]
+        assert not by_key[0].ok and "died with exit code 7" in by_key[0].error
+        assert all(by_key[k].ok for k in (1, 2, 3))
+        assert len({by_key[k].value["pid"] for k in (1, 2, 3)}) == 1  # the survivor ran them
+        # the next group goes to the live worker only
+        assert all(r.ok for r in s.run_jobs(_mixed([("echo", 5), ("echo", 6)]), shared=None))
+        # when the last worker dies, the jobs not run fail with that reason
+        res = s.run_jobs(_mixed([("die", 7), ("echo", 8)]), shared=None, stop_on_failure=False)
+        assert [r.ok for r in res] == [False, False]
+        assert "no live worker left" in {r.key: r for r in res}[8].error

@@ -60,8 +60,8 @@ class ReversingExecutor:
     def __init__(self, inner: InlineExecutor) -> None:
         self.inner = inner
 
-    def run_jobs(self, requests, shared, on_start, on_done):  # noqa: ANN001
-        return list(reversed(self.inner.run_jobs(requests, shared, on_start, on_done)))
+    def run_jobs(self, requests, shared, on_start, on_done, stop_on_failure=True):
+        return list(reversed(self.inner.run_jobs(requests, shared, on_start, on_done, stop_on_failure)))
 
 
 # ---- the InlineExecutor itself ---------------------------------------------------------
@@ -331,7 +331,7 @@ def test_failed_job_raises_job_failed_error_with_id_and_traceback(executor: Inli
 
 def test_missing_results_raise() -> None:
     class Lossy:
-        def run_jobs(self, requests, shared, on_start, on_done):  # noqa: ANN001
+        def run_jobs(self, requests, shared, on_start, on_done, stop_on_failure=True):
             return []
 
     p = Pipeline([Task("t", lambda c: Jobs([JobSpec("f", 0)]), "parallel", lambda c, r: None)], rounds=1)
@@ -389,3 +389,24 @@ def test_payload_nbytes_nested() -> None:
     assert payload_nbytes({}) == 0
     assert payload_nbytes([1, 2.0, "x"]) == 0
     assert payload_nbytes(None) == 0
+
+
+def test_collect_failures_runs_every_job_and_hands_failures_to_collect(executor: InlineExecutor) -> None:
+    collected: list[list[JobResult]] = []
+    em = EventManager()
+
+    def plan(ctx: FLContext) -> Jobs:
+        return Jobs([JobSpec("boom", k, {"bad": 2}) for k in range(4)])
+
+    task = Task("client_train", plan, "parallel", lambda c, r: collected.append(r), failures="collect")
+    Pipeline([task], rounds=1).run(FLContext(), em, executor)
+    (results,) = collected
+    assert [(r.key, r.ok) for r in results] == [(0, True), (1, True), (2, False), (3, True)]
+    assert "bad key 2 exploded" in results[2].error
+    g = "r1.client_train.g0"
+    assert em.monitor.counts(g)["failed"] == 1 and em.monitor.counts(g)["done"] == 3
+
+
+def test_task_bad_failures_policy() -> None:
+    with pytest.raises(ValueError, match="failures must be 'raise' or 'collect'"):
+        Task("t", lambda c: None, "parallel", lambda c, r: None, failures="ignore")  # type: ignore[arg-type]

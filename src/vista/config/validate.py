@@ -23,6 +23,7 @@ _MINIMUM = {
     "fl.max_seq_len": 4,
     "fl.eval_every": 1,
     "fl.eval_batch_size": 1,
+    "fl.min_clients": 1,
     "scheduler.num_workers": 0,
     "scheduler.gpu_mem_per_worker_mb": 0,
     "scheduler.threads_per_worker": 0,

@@ -125,7 +125,7 @@ def _read_jsonl(path: Path, needed: Sequence[str]) -> tuple[list[str], list[Reco
             raise ValueError(f"{path}: not valid JSON: {err}") from None
         for i, obj in enumerate(items, start=1):
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}: item {i} is not a JSON object")  # noqa: TRY004 (CLI reports ValueError)
+                raise ValueError(f"{path}: item {i} is not a JSON object")
             records.append((f"row {i}", obj))
     else:
         row = 0
@@ -137,7 +137,7 @@ def _read_jsonl(path: Path, needed: Sequence[str]) -> tuple[list[str], list[Reco
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {lineno} is not valid JSON: {err}") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}: line {lineno} is not a JSON object")  # noqa: TRY004
+                raise ValueError(f"{path}: line {lineno} is not a JSON object")
             row += 1
             records.append((f"row {row} (line {lineno})", obj))
     columns: list[str] = []

@@ -12,6 +12,7 @@ bytes each client sends and receives are counted exactly.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,6 +25,8 @@ from vista.fl.client import EvalSums, Predictions, macro_f1, score
 from vista.fl.sampling import client_seed, sample_clients
 from vista.fl.transfer import state_nbytes, to_wire
 from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task
+
+log = logging.getLogger(__name__)
 
 KEPT = ("global_state", "aggregator_state", "trainable_params", "total_params", "method",
         "bytes_up_total", "bytes_down_total", "best_test_accuracy", "best_round", "best_state",
@@ -40,6 +43,12 @@ class FedPEFTRun:
     transfer_dtype: str = "float32"
     eval_clients: bool = True  # score the global model on each client's own test split
     personal_eval: bool = False  # score each sampled client's local model on its test split
+    client_failures: str = "stop"  # "drop": a failed client job leaves the round, the rest aggregate
+    min_clients: int = 1  # with "drop": fewer successful clients than this stops the run
+
+
+class TooFewClientsError(RuntimeError):
+    """With ``fl.client_failures=drop``: a round kept fewer clients than ``fl.min_clients``."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,19 @@ def fedpeft_pipeline(
     def collect_train(ctx: FLContext, results: list[JobResult]) -> None:
         glob = ctx["global_state"]
         updates, rows = [], []
-        for r in results:
+        failed = [r for r in results if not r.ok]
+        failures = [{"client": r.key, "job_id": r.job_id, "worker": r.worker, "error": r.error} for r in failed]
+        for f in failures:
+            log.warning("round %d: client %s dropped, job %s failed on worker %s: %s",
+                        ctx.round, f["client"], f["job_id"], f["worker"], f["error"])
+        ok = [r for r in results if r.ok]
+        if len(ok) < max(run.min_clients, 1):
+            detail = "; ".join(f"client {f['client']} (job {f['job_id']}): {f['error']}" for f in failures[:5])
+            raise TooFewClientsError(
+                f"round {ctx.round}: {len(ok)} of {len(results)} client jobs succeeded, fl.min_clients="
+                f"{run.min_clients}; failures: {detail}\n--- first worker traceback ---\n{failed[0].traceback}"
+            )
+        for r in ok:
             v = r.value
             state = {k: t.to(glob[k].dtype) if k in glob else t for k, t in v["state"].items()}
             up, down = state_nbytes(v["state"]), down_bytes(ctx["wire_state"], r.key)
@@ -147,10 +168,11 @@ def fedpeft_pipeline(
             role = f"client:{r.key}"
             for k in ("train_loss", "num_examples", "bytes_up", "bytes_down"):
                 ctx.set(k, row[k], role=role)
-        ctx["updates"], ctx["per_client"] = updates, rows
+        rows += [{"client": f["client"], "failed": True, "error": f["error"]} for f in failures]
+        ctx["updates"], ctx["per_client"], ctx["failures"] = updates, rows, failures
         ctx["wire_state"] = None
-        ctx["bytes_up"] = sum(r["bytes_up"] for r in rows)
-        ctx["bytes_down"] = sum(r["bytes_down"] for r in rows)
+        ctx["bytes_up"] = sum(r.get("bytes_up", 0) for r in rows)
+        ctx["bytes_down"] = sum(r.get("bytes_down", 0) for r in rows)  # a failed client's download is not counted
         ctx["bytes_up_total"] += ctx["bytes_up"]
         ctx["bytes_down_total"] += ctx["bytes_down"]
         n = sum(u.num_examples for u in updates)
@@ -160,7 +182,7 @@ def fedpeft_pipeline(
 
     def aggregate(ctx: FLContext) -> None:
         ctx["global_state"], ctx["aggregator_state"] = aggregator.aggregate(
-            ctx["global_state"], ctx["updates"], [], ctx["aggregator_state"])
+            ctx["global_state"], ctx["updates"], ctx["failures"], ctx["aggregator_state"])
         ctx["updates"] = None  # the client tensors are no longer needed this round
 
     def plan_eval(ctx: FLContext) -> Jobs:
@@ -188,6 +210,7 @@ def fedpeft_pipeline(
                 "bytes_up_total": ctx["bytes_up_total"],
                 "bytes_down_total": ctx["bytes_down_total"],
                 "round_seconds": time.perf_counter() - ctx["round_started"],
+                "clients_failed": len(ctx["failures"]),
                 **client_summary(ctx["per_client"], "personal_accuracy", "personal_accuracy"),
                 "clients": ctx["clients"],
                 "per_client": ctx["per_client"],
@@ -213,7 +236,8 @@ def fedpeft_pipeline(
         setup=[Task("init_global", plan_init, mode="parallel", collect=collect_init)],
         tasks=[
             Task("sample_clients", sample),
-            Task("client_train", plan_train, mode="parallel", collect=collect_train),
+            Task("client_train", plan_train, mode="parallel", collect=collect_train,
+                 failures="collect" if run.client_failures == "drop" else "raise"),
             Task("aggregate", aggregate),
             Task("evaluate", plan_eval, mode="parallel", collect=collect_eval, every=run.eval_every, also_last=True),
         ],

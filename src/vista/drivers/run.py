@@ -61,14 +61,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_executor(parts: ExperimentParts, args: RuntimeArgs, run_dir: Path) -> Any:
+def make_executor(parts: ExperimentParts, args: RuntimeArgs, run_dir: Path, factory: Any = None) -> Any:
+    """``factory(args, env)`` builds each worker's runtime (a picklable top-level function)."""
+    factory = factory or FedPEFTRuntime.create
     if parts.scheduler.num_workers == 0:
-        return InlineExecutor(FedPEFTRuntime.create, args, device="cpu" if parts.scheduler.device == "auto" else parts.scheduler.device)
-    return NodeScheduler(parts.scheduler, FedPEFTRuntime.create, args, log_dir=run_dir / "workers")
+        return InlineExecutor(factory, args, device="cpu" if parts.scheduler.device == "auto" else parts.scheduler.device)
+    return NodeScheduler(parts.scheduler, factory, args, log_dir=run_dir / "workers")
 
 
 def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
-                progress_stream: Any = None) -> dict[str, Any]:
+                progress_stream: Any = None, runtime_factory: Any = None) -> dict[str, Any]:
     """Run a federated PEFT experiment; returns the summary (also in ``summary.json``)."""
     run_dir = Path(run_dir)
     seed_everything(parts.seed)
@@ -81,7 +83,8 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
     fl = parts.fl
     run = FedPEFTRun(fl.rounds, fl.clients_per_round, fl.eval_every, parts.seed,
                      transfer_dtype=getattr(fl.transfer_dtype, "value", fl.transfer_dtype),
-                     eval_clients=fl.eval_clients, personal_eval=fl.personal_eval)
+                     eval_clients=fl.eval_clients, personal_eval=fl.personal_eval,
+                     client_failures=getattr(fl.client_failures, "value", fl.client_failures), min_clients=fl.min_clients)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)
     progress.attach(events)  # a job bar per parallel task
@@ -96,7 +99,7 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
     executor = None
     try:
         t0 = time.perf_counter()
-        executor = make_executor(parts, args, run_dir)
+        executor = make_executor(parts, args, run_dir, runtime_factory)
         if isinstance(executor, NodeScheduler):
             executor.start()
         events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,

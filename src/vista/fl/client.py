@@ -93,7 +93,7 @@ def local_train(
     seed: int,
     pad_id: int,
     device: str = "cpu",
-    options: LocalOptions = LocalOptions(),
+    options: LocalOptions | None = None,
     hooks: Any = None,
 ) -> TrainStats:
     """``spec.local_epochs`` of AdamW over ``data`` in a seeded order; updates ``params``.
@@ -102,6 +102,7 @@ def local_train(
     bit what the server sent. ``hooks`` (the PEFT spec) may add a loss term and act after
     each optimiser step.
     """
+    options = options or LocalOptions()
     on_step = getattr(hooks, "on_step", None) or NoHooks().on_step
     loss_extra = getattr(hooks, "loss_extra", None) or NoHooks().loss_extra
     torch.manual_seed(seed)  # dropout

@@ -14,6 +14,13 @@ class TransferDtype(str, enum.Enum):
     bfloat16 = "bfloat16"
 
 
+class ClientFailures(str, enum.Enum):
+    """What a failed client training job does to the round."""
+
+    stop = "stop"  # the run stops with the job's error and traceback
+    drop = "drop"  # the round goes on without it (the aggregator is told); see fl.min_clients
+
+
 @dataclass
 class FLSpec:
     rounds: int = 3
@@ -31,3 +38,7 @@ class FLSpec:
     eval_clients: bool = True
     # also score each sampled client's locally trained model on its own test split
     personal_eval: bool = False
+    # a failed client job stops the run, or is dropped from its round
+    client_failures: ClientFailures = ClientFailures.stop
+    # with client_failures=drop: the fewest successful clients a round may aggregate
+    min_clients: int = 1

@@ -37,7 +37,7 @@ def count_parameters(model_dir: Path) -> int | None:
     total = 0
     for file in files:
         with safe_open(str(file), framework="numpy") as f:
-            for key in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+            for key in f.keys():
                 tensor = f.get_slice(key)
                 if tensor.get_dtype() in FLOAT_DTYPES:
                     n = 1

@@ -38,8 +38,10 @@ class Executor(Protocol):
         shared: Any,
         on_start: Callable[[str, int], None],
         on_done: Callable[[JobResult], None],
+        stop_on_failure: bool = True,
     ) -> list[JobResult]:
-        """Run the jobs; stop dispatching at the first failure and return what finished."""
+        """Run the jobs and return their results; unless ``stop_on_failure`` is False, stop
+        dispatching at the first failure and return what finished."""
 
 
 def payload_nbytes(obj: Any) -> int:
@@ -71,6 +73,9 @@ class Task:
     collect: Callable[[FLContext, list[JobResult]], None] | None = None
     every: int = 1
     also_last: bool = False  # also run in the final round when it is off the ``every`` grid
+    # "raise": the first failed job stops the run (JobFailedError); "collect": every job runs
+    # and collect() receives failed results too (``result.ok`` False), to drop or retry them
+    failures: Literal["raise", "collect"] = "raise"
 
     def __post_init__(self) -> None:
         if self.mode not in ("single", "parallel"):
@@ -79,6 +84,8 @@ class Task:
             raise ValueError(f"parallel task {self.name!r} needs a collect(ctx, results) function")
         if self.every < 1:
             raise ValueError(f"task {self.name!r}: every must be >= 1, got {self.every}")
+        if self.failures not in ("raise", "collect"):
+            raise ValueError(f"task {self.name!r}: failures must be 'raise' or 'collect', not {self.failures!r}")
 
     def due(self, round: int, rounds: int) -> bool:
         return round % self.every == 0 or (self.also_last and round == rounds)
@@ -153,9 +160,11 @@ class Pipeline:
                 monitor.finish(res)
                 events.job_event(res.job_id, res.state)
 
-            results = executor.run_jobs(requests, plan.shared, on_start, on_done) if requests else []
+            collect_failures = task.failures == "collect"
+            results = executor.run_jobs(requests, plan.shared, on_start, on_done,
+                                        stop_on_failure=not collect_failures) if requests else []
             for res in results:
-                if not res.ok:
+                if not res.ok and not collect_failures:
                     by_id = {q.job_id: q for q in requests}
                     raise JobFailedError(res, by_id[res.job_id].fn)
             if len(results) != len(requests):

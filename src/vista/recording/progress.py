@@ -8,6 +8,8 @@ rounds and job counts at most every ``interval`` seconds.
 
 from __future__ import annotations
 
+import math
+
 import sys
 import time
 from typing import Any, Callable
@@ -19,12 +21,12 @@ SHOWN = ("test_accuracy", "test_macro_f1", "test_loss", "train_loss")
 def is_tty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
 def fmt_seconds(s: float | None) -> str:
-    if s is None or s != s or s < 0:
+    if s is None or math.isnan(s) or s < 0:
         return "?"
     s = int(round(s))
     h, rem = divmod(s, 3600)
@@ -98,7 +100,7 @@ class RoundProgress:
             return
         try:
             counts = self._monitor.counts(group)
-        except Exception:  # noqa: BLE001 - progress must never break a run
+        except Exception:
             return
         total = sum(counts.values())
         finished = counts.get("done", 0) + counts.get("failed", 0)

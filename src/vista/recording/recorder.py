@@ -201,5 +201,5 @@ def record_failure(run_dir: str | Path, err: BaseException, spec: RecorderSpec |
             rec.close(error=err)
         else:
             path.write_text(json.dumps(failure_fields(err), indent=2) + "\n")
-    except Exception as e:  # noqa: BLE001 - recording a failure must not raise another
+    except Exception as e:
         print(f"vista: could not record the failure in {run_dir}: {e}", file=sys.stderr, flush=True)

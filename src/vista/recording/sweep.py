@@ -35,7 +35,6 @@ def recorder_names(recorder: dict[str, Any], hydra_cfg: Any, experiment_name: st
     from hydra.types import RunMode
 
     out = dict(recorder)
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     if not out.get("name"):
         out["name"] = job_label(hydra_cfg)
     if not out.get("group") and hydra_cfg.mode == RunMode.MULTIRUN:
@@ -72,7 +71,7 @@ def dir_label(job_dir: Path, swept: list[str] | None) -> str:
 
         return _swept_only([str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())],
                            swept) or job_dir.name
-    except Exception:  # noqa: BLE001
+    except Exception:
         return job_dir.name
 
 
@@ -88,7 +87,7 @@ def swept_keys(multirun_yaml: Path) -> list[str] | None:
         args += [f"{k}={v}" for k, v in params.items()]
         return [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(args)
                 if o.is_sweep_override()]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -125,7 +124,7 @@ def count_jobs(config: Any) -> int | None:
         args = [f"{k}={v}" for k, v in params.items()] + args
         overrides = OverridesParser.create().parse_overrides(args)
         return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
-    except Exception:  # noqa: BLE001 - progress only
+    except Exception:
         return None
 
 
@@ -142,7 +141,7 @@ class SweepCallback(Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
             self._job_line(config, job_return)
-        except Exception:  # noqa: BLE001 - progress only
+        except Exception:
             pass
 
     @staticmethod

@@ -34,7 +34,7 @@ def _wandb_hosts() -> set[str]:
         import wandb
 
         urls.append(str(wandb.Settings().base_url))
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return {h for h in (urlparse(u).hostname for u in urls if u) if h}
 
@@ -111,7 +111,7 @@ class WandbSink:
                       group=group, tags=list(tags or []) or None, job_type=job_type, config=config or {})
         try:
             self.run = self._init(self.mode, kwargs)
-        except Exception as err:  # noqa: BLE001 - W&B must never kill the experiment
+        except Exception as err:
             if self.mode == "online":
                 try:
                     self.run = self._init("offline", kwargs)
@@ -119,7 +119,7 @@ class WandbSink:
                     _say(f"W&B could not start online ({type(err).__name__}: {err}); recording offline: "
                          f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`")
                     return
-                except Exception as err2:  # noqa: BLE001
+                except Exception as err2:
                     err = err2
             self._fallback("start", err)
 
@@ -131,7 +131,7 @@ class WandbSink:
         if mode == "online":
             try:
                 settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - an older wandb without the setting
+            except Exception:
                 settings = None
         extra = {"settings": settings} if settings is not None else {}
         return wandb.init(mode=mode, **kwargs, **extra)
@@ -144,7 +144,7 @@ class WandbSink:
         if run is not None:
             try:
                 run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     @property
@@ -162,7 +162,7 @@ class WandbSink:
                 if rows:
                     data[name] = to_table(rows)
             self.run.log(data, step=step)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self._fallback("log", err)
 
     def table(self, name: str, rows: list[dict[str, Any]], step: int | None = None) -> None:
@@ -170,7 +170,7 @@ class WandbSink:
             return
         try:
             self.run.log({name: to_table(rows)}, step=step)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self._fallback("log a table", err)
 
     def artifact(self, path: Path, name: str | None = None, type: str = "file") -> None:
@@ -188,7 +188,7 @@ class WandbSink:
             else:
                 art.add_file(str(path))
             self.run.log_artifact(art)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self._fallback("upload an artifact", err)
 
     def summary(self, summary: dict[str, Any]) -> None:
@@ -197,13 +197,13 @@ class WandbSink:
         try:
             self.run.summary.update({k: _finite(v) for k, v in summary.items()
                                      if v is not None and (is_scalar(v) or isinstance(v, (str, list, dict)))})
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self._fallback("write the summary", err)
 
     def close(self, exit_code: int = 0) -> None:
         if self.run is not None:
             try:
                 self.run.finish(exit_code=exit_code)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 log.warning("W&B finish failed: %s", err)
             self.run = None

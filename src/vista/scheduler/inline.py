@@ -23,6 +23,7 @@ class InlineExecutor:
         shared: Any,
         on_start: Callable[[str, int], None] = lambda job_id, worker: None,
         on_done: Callable[[JobResult], None] = lambda result: None,
+        stop_on_failure: bool = True,
     ) -> list[JobResult]:
         results = []
         for req in requests:
@@ -30,7 +31,7 @@ class InlineExecutor:
             res = run_job(self.runtime, RunJob(req.job_id, req.fn, req.key, req.payload), shared, 0)
             results.append(res)
             on_done(res)
-            if not res.ok:
+            if not res.ok and stop_on_failure:
                 break
         return results
 

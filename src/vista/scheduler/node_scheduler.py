@@ -127,7 +127,7 @@ class NodeScheduler:
         for inbox in self._inboxes:
             try:
                 inbox.put_nowait(Shutdown())
-            except Exception:  # noqa: BLE001 - a broken queue must not stop the cleanup
+            except Exception:
                 pass
         deadline = time.monotonic() + 2.0
         for proc in self._procs:
@@ -163,14 +163,21 @@ class NodeScheduler:
         shared: Any,
         on_start: Callable[[str, int], None] = lambda job_id, worker: None,
         on_done: Callable[[JobResult], None] = lambda result: None,
+        stop_on_failure: bool = True,
     ) -> list[JobResult]:
-        """Run a group of jobs on idle workers; stop dispatching at the first failure."""
+        """Run a group of jobs on idle workers.
+
+        By default dispatching stops at the first failure. With ``stop_on_failure=False``
+        every job gets a result: a job's exception leaves its worker alive for the next job;
+        a dead worker's job fails and the rest go to the live workers; when none is left,
+        the jobs not yet run fail with that reason.
+        """
         if not self._procs:
             raise RuntimeError("NodeScheduler.run_jobs before start()")
         shared_id = f"s{next(self._shared_ids)}" if shared is not None else None
         pending = deque(requests)
         wanted = {r.job_id for r in requests}
-        idle = list(range(len(self._procs)))
+        idle = [i for i, proc in enumerate(self._procs) if proc.is_alive()]
         running: dict[int, JobRequest] = {}
         results: list[JobResult] = []
         failed = False
@@ -197,9 +204,17 @@ class NodeScheduler:
                     idle.sort()
                 results.append(msg)
                 on_done(msg)
-                if msg.state is not JobState.DONE:
+                if msg.state is not JobState.DONE and stop_on_failure:
                     failed = True
                     break
+            if pending and not idle and not running:  # every worker is dead
+                for req in pending:
+                    res = JobResult(req.job_id, req.key, JobState.FAILED,
+                                    error="no live worker left to run this job (all worker processes died)",
+                                    traceback="(not run)")
+                    results.append(res)
+                    on_done(res)
+                pending.clear()
         return results
 
     # -- internals ---------------------------------------------------------------------------

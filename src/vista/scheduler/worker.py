@@ -57,7 +57,7 @@ def run_job(runtime: Any, msg: RunJob, shared: Any, worker_id: int) -> JobResult
     try:
         value = runtime.run(msg.fn, msg.key, msg.payload, shared)
         state, error, tb = JobState.DONE, None, None
-    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+    except BaseException as err:
         value, state = None, JobState.FAILED
         error, tb = f"{type(err).__name__}: {err}", traceback.format_exc()
         logging.getLogger("vista.worker").error("job %s failed:\n%s", msg.job_id, tb)
@@ -79,7 +79,7 @@ def worker_main(init: WorkerInit, inbox: Any, outbox: Any, parent_pid: int) -> N
 
         cap_gpu_memory(init.device, init.gpu_mem_mb)
         runtime = init.runtime_factory(init.runtime_args, WorkerEnv(init.worker_id, init.device))
-    except BaseException as err:  # noqa: BLE001
+    except BaseException as err:
         log.error("worker %d failed to start:\n%s", init.worker_id, traceback.format_exc())
         outbox.put(WorkerStartFailed(init.worker_id, f"{type(err).__name__}: {err}", traceback.format_exc()))
         return

@@ -47,6 +47,16 @@ class Aggregator(Protocol):
         ...
 
 
+class Stateless:
+    """The defaults of an aggregator with no server state and nothing to ask of clients."""
+
+    def client_options(self) -> dict[str, Any]:
+        return {}
+
+    def init_state(self, global_state: State) -> Any:
+        return None
+
+
 @dataclass(frozen=True)
 class Contribution:
     """An update as the server uses it: global keys only, full shapes, normalised weight."""

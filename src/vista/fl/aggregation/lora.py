@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from vista.fl.aggregation.base import ClientUpdate, Contribution, State, cast_like, contributions, mean64
+from vista.fl.aggregation.base import (ClientUpdate, Contribution, State, Stateless, cast_like, contributions,
+                                      mean64)
 from vista.fl.lora_math import as_matrix, lora_pairs, rank_of
 
 RESIDUAL_PREFIX = "residual:"
@@ -54,7 +55,7 @@ def _refuse_keys(name: str, updates: Sequence[ClientUpdate], bad: Any, why: str)
 
 
 @dataclass(frozen=True)
-class FFALoRA:
+class FFALoRA(Stateless):
     """Sun et al. 2024 (FFA-LoRA): A stays at its (random) initialisation, only B and the
     non-LoRA tensors train. With A shared and fixed, ``avg(B) @ A == avg(B @ A)``: plain
     averaging is exact, and clients upload half the LoRA bytes.
@@ -67,9 +68,6 @@ class FFALoRA:
     def client_options(self) -> dict[str, Any]:
         return {"frozen": ["lora_A"]}
 
-    def init_state(self, global_state: State) -> Any:
-        return None
-
     def aggregate(self, global_state: State, updates: Sequence[ClientUpdate], failures: Sequence[Any] = (),
                   state: Any = None) -> tuple[State, Any]:
         name = type(self).__name__
@@ -79,7 +77,7 @@ class FFALoRA:
 
 
 @dataclass(frozen=True)
-class ExactLoRA:
+class ExactLoRA(Stateless):
     """Singhal et al. 2024 (FedEx-LoRA): A and B averaged as FedAvg does, and the error
     ``avg(B @ A) - avg(B) @ avg(A)`` folded into a per-module residual, so the served model
     equals the exact average of the client models.
@@ -92,12 +90,6 @@ class ExactLoRA:
     the served weight matches ``avg(B @ A)`` as closely as that dtype allows. Clients never
     upload residual keys (an error if one does). Failures: as FedAvg. Stateless.
     """
-
-    def client_options(self) -> dict[str, Any]:
-        return {}
-
-    def init_state(self, global_state: State) -> Any:
-        return None
 
     def aggregate(self, global_state: State, updates: Sequence[ClientUpdate], failures: Sequence[Any] = (),
                   state: Any = None) -> tuple[State, Any]:
@@ -121,7 +113,7 @@ class ExactLoRA:
 
 
 @dataclass(frozen=True)
-class FlexLoRA:
+class FlexLoRA(Stateless):
     """Bai et al. 2024 (FlexLoRA): heterogeneous ranks merged in weight space.
 
     Per LoRA module ``W = sum_c w_c B_c @ A_c`` (each client at its own rank), then the
@@ -131,12 +123,6 @@ class FlexLoRA:
     ``r`` is dropped (no residual). Non-LoRA tensors: example-weighted mean. Failures: as
     FedAvg. Stateless.
     """
-
-    def client_options(self) -> dict[str, Any]:
-        return {}
-
-    def init_state(self, global_state: State) -> Any:
-        return None
 
     def aggregate(self, global_state: State, updates: Sequence[ClientUpdate], failures: Sequence[Any] = (),
                   state: Any = None) -> tuple[State, Any]:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vista.fl.aggregation.base import ClientUpdate, State, cast_like, check_range, contributions, mean64
+from vista.fl.aggregation.base import ClientUpdate, State, Stateless, cast_like, check_range, contributions, mean64
 
 
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(Stateless):
     """McMahan et al. 2017: the example-weighted mean of the clients' trainable tensors.
 
     Summed in float64 in client-id order, so the result does not depend on which worker
@@ -19,12 +19,6 @@ class FedAvg:
     upload count as the global value; keys the global state lacks are ignored. Failures are
     not reweighted: the mean is over the clients that came back. Stateless (state is None).
     """
-
-    def client_options(self) -> dict[str, Any]:
-        return {}
-
-    def init_state(self, global_state: State) -> Any:
-        return None
 
     def aggregate(self, global_state: State, updates: Sequence[ClientUpdate], failures: Sequence[Any] = (),
                   state: Any = None) -> tuple[State, Any]:
