@@ -155,14 +155,22 @@ def _ignored(key: str, extra: Iterable[str] = ()) -> bool:
                for p in (*IGNORED_KEYS, *extra))
 
 
+def item(key: str, value: Any) -> str:
+    """``key=value``, with a group's ``_target_`` shown as the group and the class name
+    (``peft._target_=vista.peft.LoraSpec`` reads ``peft=LoraSpec``)."""
+    if key.endswith("._target_") and isinstance(value, str):
+        return f"{key[: -len('._target_')]}={value.rsplit('.', 1)[-1]}"
+    return f"{key}={value}"
+
+
 def config_items(run: Run, varying: list[str], by: list[str] | None, ignore: Iterable[str]) -> list[str]:
     """What makes a run's configuration: ``key=value`` items (its overrides minus the seed,
     paths and recorder settings; or the config keys that vary between the runs; or ``by``)."""
     if by:
-        return [f"{k}={run.config.get(k)}" for k in by]
+        return [item(k, run.config.get(k)) for k in by]
     if run.overrides is not None:
         return sorted({o.lstrip("+~") for o in run.overrides if not _ignored(o.split("=", 1)[0], ignore)})
-    return [f"{k}={run.config.get(k)}" for k in varying]
+    return [item(k, run.config.get(k)) for k in varying]
 
 
 def varying_keys(runs: list[Run], ignore: Iterable[str]) -> list[str]:

@@ -135,3 +135,10 @@ def test_wandb_group_is_read_through_the_api(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     assert main(["g1", "--wandb", "--out", str(out), "--metric", "test_accuracy"]) == 0
     assert "0.7000 ± 0.1414" in capsys.readouterr().out and (out / "curves_test_accuracy.png").is_file()
+
+
+def test_a_groups_target_reads_as_the_group_and_class_name():
+    from vista.compare import item
+
+    assert item("peft._target_", "vista.peft.LoraSpec") == "peft=LoraSpec"
+    assert item("fl.lr", 0.002) == "fl.lr=0.002"
