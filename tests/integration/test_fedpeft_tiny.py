@@ -62,9 +62,9 @@ def test_two_rounds_on_two_worker_processes(tiny_hub, tiny_data, tmp_path):
     steps = json.loads((run_dir / "event_pipeline.json").read_text())["steps"]
     per_round = ["context_refresh", "sample_clients", "broadcast", "client_train", "aggregate", "broadcast",
                  "evaluate", "record"]
-    # teardown: the best round is scored again (a broadcast) unless it is the last round
-    best_again = ["broadcast", "evaluate_best", "checkpoint", "checkpoint"] if summary["best_round"] != 2 \
-        else ["evaluate_best", "checkpoint"]
+    # teardown: the best round's evaluation is kept; its adapter is saved too when it is not the last
+    best_again = ["best_round", "checkpoint", "checkpoint"] if summary["best_round"] != 2 \
+        else ["best_round", "checkpoint"]
     assert [s["name"] for s in steps] == ["scheduler_start", "init_global", *per_round, *per_round,
                                           *best_again, "summary", "scheduler_shutdown"]
     assert summary["best"]["round"] == summary["best_round"]

@@ -114,3 +114,5 @@ def test_per_client_evaluation_and_the_best_round(tiny_hub, tiny_data, tmp_path)
     assert s["best_round"] == rows[best]["round"]
     assert s["best"]["test_accuracy"] == rows[best]["test_accuracy"]
     assert s["best"]["test_macro_f1"] == pytest.approx(rows[best]["test_macro_f1"])
+    best_rows = _jsonl(tmp_path / "eval" / "best_client_eval.jsonl")
+    assert best_rows == rows[best]["client_eval"]

@@ -5,8 +5,8 @@ Per round: sample clients (seeded) -> broadcast the global trainable state (in
 (the aggregator's own state, e.g. a server optimiser's moments, is kept across rounds) ->
 every ``eval_every`` rounds and in the last, score the global model on the test split and
 on every client's own test split (parallel, fixed shards, per-example predictions) ->
-record. After the last round the best round's global state is scored again in full
-(teardown). Only trainable tensors and small arrays cross process boundaries, and the
+record. The best round's state and full evaluation (global and per client) are kept for
+the summary and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross process boundaries, and the
 bytes each client sends and receives are counted exactly.
 """
 
@@ -220,17 +220,12 @@ def fedpeft_pipeline(
             ctx["history"].append({k: v for k, v in metrics.items() if not isinstance(v, list)})
         on_round(ctx, metrics)
 
-    # -- teardown: the best round, scored again in full ----------------------------------------
-    def plan_best(ctx: FLContext) -> Jobs:
-        last = ctx["history"][-1]["round"] if ctx["history"] else None
-        if ctx["best_state"] is None or ctx["best_round"] == last:
-            return Jobs([])  # the last evaluation already is the best round's
-        return _eval_jobs(shards, ctx["best_state"], run.transfer_dtype)
-
-    def collect_best(ctx: FLContext, results: list[JobResult]) -> None:
-        best = _score(plan, results) if results else ctx["best_eval"]
-        if best is not None:
-            ctx["best_eval"] = {**best, "round": ctx["best_round"]}
+    # -- teardown: the best round's full evaluation -------------------------------------------
+    def best_round(ctx: FLContext) -> None:
+        """Evaluation is deterministic (fixed shards, per-example predictions), so the best
+        round's scores from its own evaluation *are* its final evaluation: kept, not re-run."""
+        if ctx["best_eval"] is not None:
+            ctx["best_eval"] = {**ctx["best_eval"], "round": ctx["best_round"]}
 
     return Pipeline(
         setup=[Task("init_global", plan_init, mode="parallel", collect=collect_init)],
@@ -241,7 +236,7 @@ def fedpeft_pipeline(
             Task("aggregate", aggregate),
             Task("evaluate", plan_eval, mode="parallel", collect=collect_eval, every=run.eval_every, also_last=True),
         ],
-        teardown=[Task("evaluate_best", plan_best, mode="parallel", collect=collect_best)],
+        teardown=[Task("best_round", best_round)],
         rounds=run.rounds,
         on_round_end=end_round,
     )

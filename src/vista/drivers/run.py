@@ -111,6 +111,10 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
         if ctx["best_state"] is not None and ctx["best_round"] != ctx.round:
             save_adapter(ctx["best_state"], run_dir / BEST_ADAPTER_FILE, parts)
             events.record("checkpoint", round=ctx["best_round"], file=BEST_ADAPTER_FILE)
+        best = ctx["best_eval"] or {}
+        if best.get("client_eval"):
+            # the round as a column, not a W&B step: W&B drops logs at steps already passed
+            recorder.table("best_client_eval", [{"round": ctx["best_round"], **r} for r in best["client_eval"]])
         summary = summarize(ctx)
         summary.update(model=parts.model.name, partition=fed.partition.method, num_clients=len(fed.client_ids),
                        num_labels=fed.num_labels, seed=parts.seed, aggregator=type(parts.aggregator).__name__,
