@@ -1,0 +1,300 @@
+"""Federated transferability scores: exact against pooled, direct reference implementations."""
+
+import numpy as np
+import pytest
+from sklearn.covariance import LedoitWolf
+
+from vista.selection import METRICS, SufficientStats, federated_score, score_features
+from vista.selection import metrics as M
+
+N, D, C = 300, 16, 4
+REL = 1e-8
+
+
+def _data(seed=0, n=N, d=D, c=C):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, size=n)
+    centres = rng.normal(size=(c, d)) * 1.5
+    scales = rng.uniform(0.5, 2.0, size=(c, d))
+    f = 0.7 + centres[y] + rng.normal(size=(n, d)) * scales[y]
+    return f.astype(np.float32), y
+
+
+def _skewed_split(f, y, num_clients, seed=0, alpha=0.3):
+    """Dirichlet label skew: each class spread over clients by Dirichlet(alpha) proportions."""
+    rng = np.random.default_rng(seed)
+    owner = np.empty(len(y), dtype=int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        p = rng.dirichlet(alpha * np.ones(num_clients))
+        owner[idx] = rng.choice(num_clients, size=idx.size, p=p)
+    clients = [(f[owner == k], y[owner == k]) for k in range(num_clients)]
+    assert all(len(ck[1]) >= 20 for ck in clients), [len(ck[1]) for ck in clients]
+    return clients
+
+
+# ---------------------------------------------------------------- direct references
+def ref_logme(f, y):
+    """You et al.'s LogME from raw features via the SVD of F (no statistics)."""
+    f = np.asarray(f, dtype=np.float64)
+    n, d = f.shape
+    u, s, _vh = np.linalg.svd(f, full_matrices=False)
+    vh = _vh
+    keep = s**2 > (s**2).max() * d * np.finfo(float).eps
+    u, s, vh = u[:, keep], s[keep], vh[keep]
+    sig2 = s**2
+    out = []
+    for c in range(int(y.max()) + 1):
+        t = (y == c).astype(np.float64)
+        if t.sum() == 0:
+            continue
+        ut = u.T @ t
+        alpha, beta = 1.0, 1.0
+        lam = 1.0
+        for _ in range(11):
+            denom = alpha + beta * sig2
+            gamma = np.sum(beta * sig2 / denom)
+            m = vh.T @ (beta * s * ut / denom)
+            m2 = m @ m
+            res = np.sum((t - f @ m) ** 2)
+            alpha, beta = gamma / m2, (n - gamma) / res
+            new_lam = alpha / beta
+            if abs(new_lam - lam) / lam < 1e-3:
+                break
+            lam = new_lam
+        logdet = np.sum(np.log(alpha + beta * sig2)) + (d - sig2.size) * np.log(alpha)
+        ev = (
+            n / 2 * np.log(beta)
+            + d / 2 * np.log(alpha)
+            - n / 2 * np.log(2 * np.pi)
+            - beta / 2 * res
+            - alpha / 2 * m2
+            - logdet / 2
+        )
+        out.append(ev / n)
+    return float(np.mean(out))
+
+
+def _class_mean_rows(f, y):
+    g = np.zeros_like(f)
+    for c in np.unique(y):
+        g[y == c] = f[y == c].mean(axis=0)
+    return g
+
+
+def ref_hscore(f, y):
+    f = np.asarray(f, dtype=np.float64)
+    cov_f = np.cov(f, rowvar=False)
+    cov_g = np.cov(_class_mean_rows(f, y), rowvar=False)
+    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
+
+
+def ref_reg_hscore(f, y):
+    f = np.asarray(f, dtype=np.float64)
+    lw = LedoitWolf(assume_centered=False).fit(f)
+    cov_g = np.cov(_class_mean_rows(f, y), rowvar=False)
+    a = lw.shrinkage_
+    return float(
+        np.trace(np.linalg.pinv(lw.covariance_, rcond=1e-15) @ ((1 - a) * cov_g))
+    )
+
+
+def ref_transrate(f, y, eps=1e-4):
+    f = np.asarray(f, dtype=np.float64)
+    z = f - f.mean(axis=0)
+
+    def rate(zz):
+        n, d = zz.shape
+        return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps**2) * zz.T @ zz)[1]
+
+    return float(rate(z) - sum((y == c).mean() * rate(z[y == c]) for c in np.unique(y)))
+
+
+def ref_gbc(f, y):
+    f = np.asarray(f, dtype=np.float64)
+    classes = np.unique(y)
+    mu = {c: f[y == c].mean(axis=0) for c in classes}
+    var = {c: f[y == c].var(axis=0) for c in classes}
+    total = 0.0
+    for a in classes:
+        for b in classes:
+            if a == b:
+                continue
+            v = (var[a] + var[b]) / 2
+            db = np.sum((mu[a] - mu[b]) ** 2 / v) / 8 + 0.5 * (
+                np.sum(np.log(v))
+                - 0.5 * np.sum(np.log(var[a]))
+                - 0.5 * np.sum(np.log(var[b]))
+            )
+            total += np.exp(-db)
+    return -float(total)
+
+
+REFS = {
+    "logme": ref_logme,
+    "hscore": ref_hscore,
+    "reg_hscore": ref_reg_hscore,
+    "transrate": ref_transrate,
+    "gbc": ref_gbc,
+    "avg_logme": ref_logme,  # one pooled client: avg_logme is LogME
+}
+
+
+# ---------------------------------------------------------------- tests
+def test_registry_covers_the_metrics():
+    assert set(METRICS) == {
+        "logme",
+        "hscore",
+        "reg_hscore",
+        "transrate",
+        "gbc",
+        "avg_logme",
+    }
+
+
+@pytest.mark.parametrize("metric", sorted(REFS))
+def test_pooled_score_matches_direct_reference(metric):
+    f, y = _data(1)
+    got = score_features(f, y, metric)
+    want = REFS[metric](f, y)
+    assert np.isfinite(got)
+    assert got == pytest.approx(want, rel=REL)
+
+
+@pytest.mark.parametrize(
+    "metric", ["logme", "hscore", "reg_hscore", "transrate", "gbc"]
+)
+@pytest.mark.parametrize("num_clients,seed", [(3, 0), (4, 1), (5, 2)])
+def test_federated_equals_pooled(metric, num_clients, seed):
+    f, y = _data(seed)
+    clients = _skewed_split(f, y, num_clients, seed=seed)
+    fed = federated_score(clients, metric)
+    pooled = score_features(
+        np.concatenate([c[0] for c in clients]),
+        np.concatenate([c[1] for c in clients]),
+        metric,
+    )
+    assert fed == pytest.approx(pooled, rel=REL)
+    assert fed == pytest.approx(score_features(f, y, metric), rel=REL)
+
+
+def test_logme_with_fewer_examples_than_dims_matches_svd_reference():
+    f, y = _data(3, n=12, d=D, c=3)
+    assert score_features(f, y, "logme") == pytest.approx(ref_logme(f, y), rel=REL)
+
+
+def test_ledoit_wolf_from_stats_matches_sklearn():
+    f, y = _data(4)
+    cov, a = M.ledoit_wolf(SufficientStats.from_features(f, y, C))
+    lw = LedoitWolf(assume_centered=False).fit(np.asarray(f, dtype=np.float64))
+    assert a == pytest.approx(lw.shrinkage_, rel=REL)
+    np.testing.assert_allclose(cov, lw.covariance_, rtol=REL, atol=1e-12)
+
+
+def test_avg_logme_differs_from_logme_under_label_skew():
+    f, y = _data(0)
+    clients = _skewed_split(f, y, 4, seed=0)
+    exact = federated_score(clients, "logme")
+    naive = federated_score(clients, "avg_logme")
+    assert abs(naive - exact) > 1e-3 * abs(exact)
+    # and avg_logme is the example-weighted mean of per-client scores
+    per = [score_features(cf, cy, "logme") for cf, cy in clients]
+    w = [len(cy) for _, cy in clients]
+    assert naive == pytest.approx(np.average(per, weights=w), rel=1e-12)
+
+
+def test_unknown_metric_lists_known_ones():
+    f, y = _data(0)
+    with pytest.raises(ValueError, match="known metrics:.*logme.*transrate"):
+        score_features(f, y, "leep")
+    with pytest.raises(ValueError, match="unknown metric"):
+        federated_score([(f, y)], "nope")
+
+
+def _assert_stats_close(a, b, rtol=1e-12):
+    assert (a.num_classes, a.dim, a.n) == (b.num_classes, b.dim, b.n)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    for name in ("s", "B", "G", "Gc", "q"):
+        x, z = getattr(a, name), getattr(b, name)
+        assert (x is None) == (z is None)
+        if x is not None:
+            np.testing.assert_allclose(x, z, rtol=rtol, atol=1e-9)
+    assert a.sq4 == pytest.approx(b.sq4, rel=rtol)
+
+
+def test_merge_is_commutative_and_associative():
+    f, y = _data(5)
+    parts = [
+        SufficientStats.from_features(cf, cy, C, per_class=True)
+        for cf, cy in _skewed_split(f, y, 3, seed=5)
+    ]
+    a, b, c = parts
+    ab, ba = a + b, b + a
+    for name in ("s", "B", "G", "Gc", "q"):
+        np.testing.assert_array_equal(getattr(ab, name), getattr(ba, name))  # bitwise
+    _assert_stats_close((a + b) + c, a + (b + c))
+    _assert_stats_close(
+        sum(parts), SufficientStats.from_features(f, y, C, per_class=True)
+    )
+    assert a.n == len(_skewed_split(f, y, 3, seed=5)[0][1])  # + left the operands alone
+
+
+def test_merge_rejects_mismatched_stats():
+    f, y = _data(6)
+    base = SufficientStats.from_features(f, y, C)
+    with pytest.raises(ValueError, match="num_classes"):
+        base + SufficientStats.from_features(f, y, C + 1)
+    with pytest.raises(ValueError, match="dimension"):
+        base + SufficientStats.from_features(f[:, :5], y, C)
+    with pytest.raises(ValueError, match="per-class"):
+        base + SufficientStats.from_features(f, y, C, per_class=True)
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_wire_round_trip_is_exact(per_class):
+    f, y = _data(7)
+    st = SufficientStats.from_features(f, y, C, per_class=per_class, batch_size=37)
+    wire = st.to_wire()
+    assert wire["G_triu"].shape == (D * (D + 1) // 2,)
+    assert ("Gc_triu" in wire) == per_class
+    back = SufficientStats.from_wire(wire)
+    for name in ("counts", "s", "B", "G", "q"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(st, name))
+    if per_class:
+        np.testing.assert_array_equal(back.Gc, st.Gc)
+    else:
+        assert back.Gc is None
+    assert (back.n, back.sq4, back.num_classes, back.dim) == (st.n, st.sq4, C, D)
+
+
+def test_streaming_batches_equals_one_batch():
+    f, y = _data(8)
+    one = SufficientStats.from_features(f, y, C, per_class=True, batch_size=len(y))
+    for bs in (1, 7, 64):
+        _assert_stats_close(
+            SufficientStats.from_features(f, y, C, per_class=True, batch_size=bs), one
+        )
+    streamed = SufficientStats.from_batches(
+        ((f[i : i + 50], y[i : i + 50]) for i in range(0, len(y), 50)),
+        C,
+        D,
+        per_class=True,
+    )
+    _assert_stats_close(streamed, one)
+    for metric in ("logme", "transrate", "gbc", "reg_hscore"):
+        fn = getattr(M, metric)
+        assert fn(streamed) == pytest.approx(fn(one), rel=REL)
+
+
+def test_stats_reject_bad_labels():
+    f, y = _data(9)
+    with pytest.raises(ValueError, match="labels must lie"):
+        SufficientStats.from_features(f, y, num_classes=2)
+
+
+def test_per_class_metrics_need_per_class_stats():
+    f, y = _data(10)
+    st = SufficientStats.from_features(f, y, C)
+    for fn in (M.transrate, M.gbc):
+        with pytest.raises(ValueError, match="per_class=True"):
+            fn(st)
