@@ -27,3 +27,14 @@ def arch_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, build in TINY_BUILDERS.items():
         build(hub / name)
     return hub
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Models this small train 2-3x faster on one thread than on two contended ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -25,13 +25,7 @@ from vista.scheduler import SchedulerSpec
 FL = {"rounds": 1, "clients_per_round": 2, "batch_size": 8, "lr": 5e-3, "max_seq_len": 32, "eval_batch_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small train 2-3x faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def parts(hub: Path, arch: str, method: str, data: Path, part: Path) -> ExperimentParts:

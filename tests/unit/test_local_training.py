@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from support.tiny import make_texts
+
 from vista.fl.client import LocalOptions, encode, evaluate, local_train, predict, score
 from vista.fl.spec import FLSpec
-from vista.fl.transfer import state_nbytes, to_wire
+from vista.fl.transfer import to_wire
 from vista.models.hub import load_classifier, load_tokenizer
 from vista.peft.lora import LoraSpec
 from vista.peft.state import trainable_parameters, trainable_state
+from vista.pipeline import payload_nbytes
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_predictions_score_to_the_same_sums_as_evaluate(lora_model):
 def test_wire_bytes_are_the_tensor_bytes_in_the_transfer_dtype(dtype, size):
     state = {"a": torch.randn(3, 5), "b": torch.randn(7), "ids": torch.arange(4)}
     wire = to_wire(state, dtype)
-    assert state_nbytes(wire) == (15 + 7) * size + 4 * 8  # integer tensors travel as they are
+    assert payload_nbytes(wire) == (15 + 7) * size + 4 * 8  # integer tensors travel as they are
     assert wire["ids"].dtype == torch.int64
     tol = {"float32": 0, "float16": 1e-3, "bfloat16": 1e-2}[dtype]
     assert torch.allclose(wire["a"].float(), state["a"], rtol=tol, atol=tol)

@@ -32,13 +32,7 @@ LABELS = 3
 TEXTS = ["team game score goal match player", "vote law", "atom cell energy physics lab", "tax debate"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small train 2-3x faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(hub: Path, arch: str):

@@ -23,8 +23,8 @@ from vista.data.fednlp import FederatedData
 from vista.fl.aggregators import ClientUpdate
 from vista.fl.client import EvalSums, Predictions, macro_f1, score
 from vista.fl.sampling import client_seed, sample_clients
-from vista.fl.transfer import state_nbytes, to_wire
-from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task
+from vista.fl.transfer import to_wire
+from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ def fedpeft_pipeline(
     def down_bytes(wire_state: dict[str, Any], client: int) -> int:
         rank = rank_of(client)
         if rank is None:
-            return state_nbytes(wire_state)
+            return payload_nbytes(wire_state)
         from vista.fl.lora_math import truncate_to_rank
 
-        return state_nbytes(truncate_to_rank(wire_state, rank))
+        return payload_nbytes(truncate_to_rank(wire_state, rank))
 
     # -- setup ------------------------------------------------------------------------------
     def plan_init(ctx: FLContext) -> Jobs:
@@ -156,7 +156,7 @@ def fedpeft_pipeline(
         for r in ok:
             v = r.value
             state = {k: t.to(glob[k].dtype) if k in glob else t for k, t in v["state"].items()}
-            up, down = state_nbytes(v["state"]), down_bytes(ctx["wire_state"], r.key)
+            up, down = payload_nbytes(v["state"]), down_bytes(ctx["wire_state"], r.key)
             updates.append(ClientUpdate(r.key, state, v["num_examples"],
                                         {"loss": v["loss"], "steps": v["steps"], "seconds": r.seconds},
                                         rank=v.get("rank")))

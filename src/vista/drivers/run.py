@@ -18,12 +18,12 @@ import numpy as np
 
 from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.fedpeft import FedPEFTRun, fedpeft_pipeline, summarize
-from vista.fl.spec import FLSpec
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
 from vista.pipeline import EventManager, FLContext
-from vista.recording.recorder import ExpRecorder
 from vista.recording.progress import RoundProgress
+from vista.recording.recorder import ExpRecorder
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import InlineExecutor, NodeScheduler, SchedulerSpec
 

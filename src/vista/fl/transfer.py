@@ -7,12 +7,9 @@ precision, and clients train in full precision: only the copies in transit are c
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from vista.fl.spec import TransferDtype
-from vista.pipeline import payload_nbytes
 
 _TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -28,8 +25,3 @@ def to_wire(state: dict[str, torch.Tensor], dtype: str | TransferDtype) -> dict[
     """Floating tensors cast to the transfer dtype (tensors already in it are passed as they are)."""
     target = wire_dtype(dtype)
     return {k: v.to(target) if v.is_floating_point() and v.dtype != target else v for k, v in state.items()}
-
-
-def state_nbytes(state: dict[str, Any]) -> int:
-    """Exact bytes of the tensors in a state as sent (numel × element size)."""
-    return payload_nbytes(state)
