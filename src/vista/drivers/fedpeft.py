@@ -99,13 +99,12 @@ def fedpeft_pipeline(
     shards = [plan.indices[i : i + run.eval_shard_size] for i in range(0, len(plan.indices), run.eval_shard_size)]
     options = aggregator.client_options() if hasattr(aggregator, "client_options") else {}
 
-    def down_bytes(wire_state: dict[str, Any], client: int) -> int:
-        rank = rank_of(client)
-        if rank is None:
-            return payload_nbytes(wire_state)
+    def down_bytes(wire_state: dict[str, Any], ranks: set[int | None]) -> dict[int | None, int]:
+        """Bytes a client of each rank receives this round (the state truncated to its rank),
+        computed once per rank rather than once per client."""
         from vista.fl.lora_math import truncate_to_rank
 
-        return payload_nbytes(truncate_to_rank(wire_state, rank))
+        return {r: payload_nbytes(wire_state if r is None else truncate_to_rank(wire_state, r)) for r in ranks}
 
     # -- setup ------------------------------------------------------------------------------
     def plan_init(ctx: FLContext) -> Jobs:
@@ -147,6 +146,7 @@ def fedpeft_pipeline(
             log.warning("round %d: client %s dropped, job %s failed on worker %s: %s",
                         ctx.round, f["client"], f["job_id"], f["worker"], f["error"])
         ok = [r for r in results if r.ok]
+        down_of_rank = down_bytes(ctx["wire_state"], {rank_of(r.key) for r in ok})
         if len(ok) < max(run.min_clients, 1):
             detail = "; ".join(f"client {f['client']} (job {f['job_id']}): {f['error']}" for f in failures[:5])
             raise TooFewClientsError(
@@ -156,7 +156,7 @@ def fedpeft_pipeline(
         for r in ok:
             v = r.value
             state = {k: t.to(glob[k].dtype) if k in glob else t for k, t in v["state"].items()}
-            up, down = payload_nbytes(v["state"]), down_bytes(ctx["wire_state"], r.key)
+            up, down = payload_nbytes(v["state"]), down_of_rank[rank_of(r.key)]
             updates.append(ClientUpdate(r.key, state, v["num_examples"],
                                         {"loss": v["loss"], "steps": v["steps"], "seconds": r.seconds},
                                         rank=v.get("rank")))
