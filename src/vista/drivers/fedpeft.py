@@ -29,7 +29,7 @@ from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, 
 log = logging.getLogger(__name__)
 
 KEPT = ("global_state", "aggregator_state", "trainable_params", "total_params", "method",
-        "bytes_up_total", "bytes_down_total", "best_test_accuracy", "best_round", "best_state",
+        "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total", "best_test_accuracy", "best_round", "best_state",
         "best_eval", "run_started", "history")
 
 
@@ -45,6 +45,21 @@ class FedPEFTRun:
     personal_eval: bool = False  # score each sampled client's local model on its test split
     client_failures: str = "stop"  # "drop": a failed client job leaves the round, the rest aggregate
     min_clients: int = 1  # with "drop": fewer successful clients than this stops the run
+    local_epochs: int = 1  # for counting forward/backward passes
+
+
+@dataclass(frozen=True)
+class FedPEFTCheckpoint:
+    """Where a run stopped: enough to continue it exactly (budgeted search trains a candidate
+    for a few rounds, and only the survivors on). ``kept`` holds the context entries kept
+    across rounds (global and aggregator state, best round, history, byte totals)."""
+
+    round: int
+    kept: dict[str, Any]
+
+    @classmethod
+    def of(cls, ctx: FLContext) -> "FedPEFTCheckpoint":
+        return cls(ctx.round, {k: ctx[k] for k in KEPT})
 
 
 class TooFewClientsError(RuntimeError):
@@ -88,13 +103,19 @@ def fedpeft_pipeline(
     on_round: Callable[[FLContext, dict[str, Any] | None], None] = lambda ctx, m: None,
     rank_of: Callable[[int], int | None] = lambda client: None,
     announce: Callable[[str], None] = lambda msg: None,
+    resume: FedPEFTCheckpoint | None = None,
 ) -> Pipeline:
+    """``resume`` continues a run from its checkpoint: rounds ``resume.round + 1 .. run.rounds``
+    with the same seeded sampling, so stopping and continuing equals one uninterrupted run."""
     clients = fed.client_ids
     if run.clients_per_round > len(clients):
         raise ValueError(
             f"fl.clients_per_round={run.clients_per_round} but the partition {fed.partition.method!r} "
             f"has only {len(clients)} clients"
         )
+    if resume is not None and resume.round > run.rounds:
+        raise ValueError(f"cannot resume at round {resume.round}: the run has only {run.rounds} rounds")
+    local_epochs = run.local_epochs
     plan = _eval_plan(fed, run.eval_clients)
     shards = [plan.indices[i : i + run.eval_shard_size] for i in range(0, len(plan.indices), run.eval_shard_size)]
     options = aggregator.client_options() if hasattr(aggregator, "client_options") else {}
@@ -118,12 +139,21 @@ def fedpeft_pipeline(
         ctx["trainable_params"], ctx["total_params"] = v["trainable_params"], v["total_params"]
         ctx["method"] = v.get("method")
         ctx["bytes_up_total"] = ctx["bytes_down_total"] = 0
+        ctx["forward_passes_total"] = ctx["backward_passes_total"] = 0
         ctx["best_test_accuracy"], ctx["best_round"], ctx["best_state"], ctx["best_eval"] = -1.0, 0, None, None
         ctx["run_started"] = time.perf_counter()
         ctx["history"] = []
         pct = 100.0 * v["trainable_params"] / max(v["total_params"], 1)
         announce(f"trainable parameters: {v['trainable_params']:,} of {v['total_params']:,} ({pct:.3f}%)"
                  f" [{ctx['method']}]")
+
+    def restore(ctx: FLContext) -> None:
+        assert resume is not None
+        ctx.keep(*KEPT)
+        ctx.round = resume.round
+        for k, v in resume.kept.items():
+            ctx[k] = v
+        ctx["run_started"] = time.perf_counter()
 
     # -- one round ----------------------------------------------------------------------------
     def sample(ctx: FLContext) -> None:
@@ -179,6 +209,9 @@ def fedpeft_pipeline(
         ctx["train_loss"] = sum(u.metrics["loss"] * u.num_examples for u in updates) / n
         ctx["train_examples"] = n
         ctx["train_steps"] = sum(u.metrics["steps"] for u in updates)
+        ctx["backward_passes"] = n * local_epochs  # examples through forward + backward
+        ctx["backward_passes_total"] += ctx["backward_passes"]
+        ctx["forward_passes_total"] += ctx["backward_passes"]
 
     def aggregate(ctx: FLContext) -> None:
         ctx["global_state"], ctx["aggregator_state"] = aggregator.aggregate(
@@ -191,6 +224,8 @@ def fedpeft_pipeline(
     def collect_eval(ctx: FLContext, results: list[JobResult]) -> None:
         scored = _score(plan, results)
         ctx["eval"] = scored
+        ctx["eval_passes"] = len(plan.indices)  # forward-only
+        ctx["forward_passes_total"] += ctx["eval_passes"]
         for row in scored["client_eval"]:
             ctx.set("test_accuracy", row["test_accuracy"], role=f"client:{row['client']}")
         if scored["test_accuracy"] > ctx["best_test_accuracy"]:
@@ -205,10 +240,15 @@ def fedpeft_pipeline(
                 "round": ctx.round,
                 **{k: v for k, v in scored.items() if k != "client_eval"},
                 "train_loss": ctx["train_loss"],
+                "train_examples": ctx["train_examples"],
+                "backward_passes": ctx["backward_passes"],
+                "forward_passes": ctx["backward_passes"] + ctx["eval_passes"],
                 "bytes_up": ctx["bytes_up"],
                 "bytes_down": ctx["bytes_down"],
                 "bytes_up_total": ctx["bytes_up_total"],
                 "bytes_down_total": ctx["bytes_down_total"],
+                "forward_passes_total": ctx["forward_passes_total"],
+                "backward_passes_total": ctx["backward_passes_total"],
                 "round_seconds": time.perf_counter() - ctx["round_started"],
                 "clients_failed": len(ctx["failures"]),
                 **client_summary(ctx["per_client"], "personal_accuracy", "personal_accuracy"),
@@ -227,8 +267,10 @@ def fedpeft_pipeline(
         if ctx["best_eval"] is not None:
             ctx["best_eval"] = {**ctx["best_eval"], "round": ctx["best_round"]}
 
+    setup = [Task("resume", restore)] if resume is not None else [
+        Task("init_global", plan_init, mode="parallel", collect=collect_init)]
     return Pipeline(
-        setup=[Task("init_global", plan_init, mode="parallel", collect=collect_init)],
+        setup=setup,
         tasks=[
             Task("sample_clients", sample),
             Task("client_train", plan_train, mode="parallel", collect=collect_train,
@@ -239,6 +281,7 @@ def fedpeft_pipeline(
         teardown=[Task("best_round", best_round)],
         rounds=run.rounds,
         on_round_end=end_round,
+        first_round=resume.round + 1 if resume is not None else 1,
     )
 
 
@@ -290,6 +333,8 @@ def summarize(ctx: FLContext) -> dict[str, Any]:
         "best": {k: v for k, v in best.items() if k != "client_eval"},
         "bytes_up_total": ctx["bytes_up_total"],
         "bytes_down_total": ctx["bytes_down_total"],
+        "forward_passes_total": ctx["forward_passes_total"],
+        "backward_passes_total": ctx["backward_passes_total"],
         "trainable_params": ctx["trainable_params"],
         "total_params": ctx["total_params"],
         "trainable_percent": 100.0 * ctx["trainable_params"] / max(ctx["total_params"], 1),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vista.data.fednlp import FederatedData, FederatedDataSpec
-from vista.drivers.fedpeft import FedPEFTRun, fedpeft_pipeline, summarize
+from vista.drivers.fedpeft import FedPEFTCheckpoint, FedPEFTRun, fedpeft_pipeline, summarize
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
@@ -72,6 +72,14 @@ def make_executor(parts: ExperimentParts, args: RuntimeArgs, run_dir: Path, fact
 def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
                 progress_stream: Any = None, runtime_factory: Any = None) -> dict[str, Any]:
     """Run a federated PEFT experiment; returns the summary (also in ``summary.json``)."""
+    return run_fedpeft_session(parts, run_dir, config, progress_stream, runtime_factory)[0]
+
+
+def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
+                        progress_stream: Any = None, runtime_factory: Any = None,
+                        resume: FedPEFTCheckpoint | None = None) -> tuple[dict[str, Any], FedPEFTCheckpoint]:
+    """:func:`run_fedpeft`, optionally continuing from ``resume`` (rounds ``resume.round + 1 ..
+    parts.fl.rounds``); also returns the checkpoint where it stopped, to continue it later."""
     run_dir = Path(run_dir)
     seed_everything(parts.seed)
     fed = FederatedData(parts.data)  # metadata only: fails fast on a bad file or method
@@ -84,7 +92,8 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
     run = FedPEFTRun(fl.rounds, fl.clients_per_round, fl.eval_every, parts.seed,
                      transfer_dtype=getattr(fl.transfer_dtype, "value", fl.transfer_dtype),
                      eval_clients=fl.eval_clients, personal_eval=fl.personal_eval,
-                     client_failures=getattr(fl.client_failures, "value", fl.client_failures), min_clients=fl.min_clients)
+                     client_failures=getattr(fl.client_failures, "value", fl.client_failures), min_clients=fl.min_clients,
+                     local_epochs=fl.local_epochs)
     events = EventManager()
     progress = RoundProgress(parts.fl.rounds, progress_stream)
     progress.attach(events)  # a job bar per parallel task
@@ -94,7 +103,8 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
 
     rank_of = getattr(parts.peft, "client_rank", None) or (lambda client: None)
     pipeline = fedpeft_pipeline(run, fed, parts.aggregator, recorder.log, on_round, rank_of=rank_of,
-                                announce=lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True))
+                                announce=lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True),
+                                resume=resume)
     ctx = FLContext()
     executor = None
     try:
@@ -121,7 +131,7 @@ def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, A
                        transfer_dtype=run.transfer_dtype)
         recorder.summary(summary)
         events.record("summary", round=ctx.round)
-        return summary
+        return summary, FedPEFTCheckpoint.of(ctx)
     finally:
         progress.close()
         if executor is not None:

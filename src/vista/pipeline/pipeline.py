@@ -98,8 +98,11 @@ class Pipeline:
     setup: list[Task] = field(default_factory=list)
     teardown: list[Task] = field(default_factory=list)
     on_round_end: Callable[[FLContext], None] | None = None
+    first_round: int = 1  # > 1 when continuing a run from a checkpoint (round numbers seed sampling)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.first_round <= self.rounds + 1:
+            raise ValueError(f"first_round must lie in [1, rounds + 1], got {self.first_round} (rounds={self.rounds})")
         names = [t.name for t in self._all()]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -113,7 +116,7 @@ class Pipeline:
             events.register(task.name, self._runner(task, events, executor))
         for task in self.setup:
             events.emit(task.name, ctx, round=ctx.round, mode=task.mode)
-        for r in range(1, self.rounds + 1):
+        for r in range(self.first_round, self.rounds + 1):
             t0 = time.perf_counter()
             dropped = ctx.refresh(r)
             events.record("context_refresh", round=r, seconds=time.perf_counter() - t0, dropped=len(dropped))
