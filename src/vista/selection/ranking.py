@@ -1,0 +1,219 @@
+"""Rankings of candidate models and how well they agree with the ground truth.
+
+A *score* is a ``dict[str, float]`` from candidate name to a number where higher is better:
+a transferability score, a search result's ``rank_scores``, or the ground truth itself (the
+federated fine-tuned accuracy of every candidate). The agreement measures compare two
+scores on their common candidates, so a score that skipped some candidate still compares.
+
+Baselines that need no model evaluation at all (Borda voting over per-client scores, the
+parameter-count prior, random) are here too, so every method yields the same kind of score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "borda",
+    "kendall_tau",
+    "param_prior",
+    "random_scores",
+    "rank_by",
+    "selection_quality",
+    "spearman",
+    "top1_regret",
+    "weighted_tau",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_scores(scores: Mapping[str, float], name: str) -> None:
+    """Reject non-mappings and NaN values: NaN has no place in an ordering."""
+    if not isinstance(scores, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of candidate -> score, got {type(scores).__name__}"
+        )
+    try:
+        bad = [k for k, v in scores.items() if math.isnan(float(v))]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} has a non-numeric score: {dict(scores)!r}") from None
+    if bad:
+        raise ValueError(f"{name} has NaN scores for {sorted(bad)}")
+
+
+def _common(
+    truth: Mapping[str, float], scores: Mapping[str, float], minimum: int = 2
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Common keys (sorted) and the aligned truth and score vectors."""
+    _check_scores(truth, "truth")
+    _check_scores(scores, "scores")
+    keys = sorted(set(truth) & set(scores))
+    if len(keys) < minimum:
+        raise ValueError(
+            f"truth and scores share {len(keys)} candidate(s), need at least {minimum} "
+            f"(truth: {sorted(truth)}, scores: {sorted(scores)})"
+        )
+    x = np.array([float(truth[k]) for k in keys])
+    y = np.array([float(scores[k]) for k in keys])
+    return keys, x, y
+
+
+def _constant(*vectors: np.ndarray) -> bool:
+    return any(np.all(v == v[0]) for v in vectors)
+
+
+# --------------------------------------------------------------------------- orderings
+def rank_by(scores: Mapping[str, float]) -> list[str]:
+    """Candidates from best to worst; equal scores fall back to name order so runs agree."""
+    _check_scores(scores, "scores")
+    return sorted(scores, key=lambda k: (-float(scores[k]), k))
+
+
+def kendall_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:
+    """Kendall tau-b on the common candidates; NaN when either side is constant.
+
+    A constant side carries no ordering, so there is no correlation to report (NaN rather
+    than 0, so that averaging over runs does not silently count it as "no agreement").
+    """
+    _, x, y = _common(truth, scores)
+    if _constant(x, y):
+        return float("nan")
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def weighted_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:
+    """``scipy.stats.weightedtau`` (hyperbolic weigher, additive): swaps near the top cost more.
+
+    Model selection cares about the head of the ranking, which plain tau weighs no more
+    than the tail. NaN when either side is constant.
+    """
+    _, x, y = _common(truth, scores)
+    if _constant(x, y):
+        return float("nan")
+    return float(stats.weightedtau(x, y).statistic)
+
+
+def spearman(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:
+    """Spearman rho on the common candidates; NaN when either side is constant."""
+    _, x, y = _common(truth, scores)
+    if _constant(x, y):
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def _chosen_and_best(
+    truth: Mapping[str, float], scores: Mapping[str, float]
+) -> tuple[str, str]:
+    keys, _, _ = _common(truth, scores, minimum=1)
+    chosen = rank_by({k: scores[k] for k in keys})[0]
+    best = rank_by({k: truth[k] for k in keys})[0]
+    return chosen, best
+
+
+def top1_regret(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:
+    """Truth of the best candidate minus truth of the top-scored one (0 = picked the best).
+
+    Both are taken among the common candidates; ties at the top go to the first name.
+    """
+    chosen, best = _chosen_and_best(truth, scores)
+    return float(truth[best]) - float(truth[chosen])
+
+
+def selection_quality(
+    truth: Mapping[str, float], scores: Mapping[str, float]
+) -> dict[str, Any]:
+    """Every agreement measure at once, plus which candidate was chosen and which was best."""
+    chosen, best = _chosen_and_best(truth, scores)
+    return {
+        "kendall_tau": kendall_tau(truth, scores),
+        "weighted_tau": weighted_tau(truth, scores),
+        "spearman": spearman(truth, scores),
+        "top1_regret": float(truth[best]) - float(truth[chosen]),
+        "chosen": chosen,
+        "best": best,
+    }
+
+
+# --------------------------------------------------------------------------- baselines
+def borda(
+    client_scores: Sequence[Mapping[str, float]],
+    weights: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """Borda count of per-client rankings: the naive federated alternative to merged stats.
+
+    Each client gives its best candidate M-1 points down to 0 for its worst; tied
+    candidates share the mean of the points they span. The result is the (optionally
+    example-count weighted) *mean* of the clients' points, so it stays in [0, M-1] whatever
+    the number of clients or the weights; ordering is the same as the plain Borda sum.
+    """
+    client_scores = list(client_scores)
+    if not client_scores:
+        raise ValueError("borda needs at least one client's scores in client_scores")
+    names = sorted(client_scores[0])
+    if not names:
+        raise ValueError("client_scores[0] has no candidates")
+    for i, s in enumerate(client_scores):
+        _check_scores(s, f"client_scores[{i}]")
+        if sorted(s) != names:
+            raise ValueError(
+                f"client_scores[{i}] scores {sorted(s)}, but client_scores[0] scores {names}: "
+                "every client must score the same candidates"
+            )
+    if weights is None:
+        w = np.ones(len(client_scores))
+    else:
+        w = np.asarray(list(weights), dtype=float)
+        if w.shape != (len(client_scores),):
+            raise ValueError(
+                f"weights has {w.size} entries for {len(client_scores)} clients in client_scores"
+            )
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(
+                f"weights must be finite, non-negative and not all zero, got {w.tolist()}"
+            )
+    # rankdata ranks ascending from 1 with ties averaged: minus 1 gives points 0..M-1.
+    points = np.array(
+        [
+            stats.rankdata([float(s[k]) for k in names], method="average") - 1.0
+            for s in client_scores
+        ]
+    )
+    total = w @ points / w.sum()
+    return {k: float(v) for k, v in zip(names, total)}
+
+
+def param_prior(param_counts: Mapping[str, int]) -> dict[str, float]:
+    """``log10`` of each model's parameter count: the "bigger is better" prior to beat."""
+    if not isinstance(param_counts, Mapping):
+        raise TypeError("param_counts must be a dict of candidate -> parameter count")
+    bad = {k: v for k, v in param_counts.items() if isinstance(v, bool) or not v > 0}
+    if bad:
+        raise ValueError(f"param_counts must be positive, got {bad}")
+    return {k: math.log10(v) for k, v in param_counts.items()}
+
+
+def random_scores(candidates: Iterable[str], seed: int) -> dict[str, float]:
+    """Uniform [0, 1) scores, one per candidate, derived from ``(seed, name)`` alone.
+
+    Hashing each name (rather than drawing in sequence) makes a candidate's score
+    independent of the order of the list and of which other candidates are in it.
+    """
+    if isinstance(candidates, str):
+        raise TypeError("candidates must be a collection of names, not a single string")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    names = list(candidates)
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        raise ValueError(f"candidates has duplicates: {dupes}")
+    out = {}
+    for c in names:
+        digest = hashlib.blake2b(f"{int(seed)}\0{c}".encode(), digest_size=8).digest()
+        out[c] = int.from_bytes(digest, "big") / 2.0**64
+    return out
