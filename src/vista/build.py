@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from vista.data.fednlp import FederatedDataSpec
 from vista.drivers.run import ExperimentParts, FLSpec
+from vista.models.hub import ModelSpec
 
 
 def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
@@ -26,4 +29,33 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
         aggregator=instantiate(cfg["aggregator"], _convert_="all"),
         scheduler=instantiate(cfg["scheduler"], _convert_="all"),
         recorder=instantiate(cfg["recorder"], _convert_="all"),
+        selection=build_selection(cfg["selection"], cfg["paths"]),
     )
+
+
+def build_selection(sel: dict[str, Any], paths: dict[str, Any]) -> Any:
+    """The typed SelectionSpec, or None for ``selection=none``."""
+    if sel["name"] == "none":
+        return None
+    from vista.selection.privacy import PrivacySpec
+    from vista.selection.spec import SelectionSpec
+
+    fields = {k: v for k, v in sel.items() if k not in ("candidates", "privacy", "scores")}
+    return SelectionSpec(**fields, scores=tuple(sel["scores"]),
+                         candidates=tuple(candidate_spec(c, paths) for c in sel["candidates"]),
+                         privacy=PrivacySpec(**sel["privacy"]))
+
+
+def candidate_spec(entry: str, paths: dict[str, Any]) -> ModelSpec:
+    """A candidate named as a model config (``minilm`` -> conf/model/minilm.yaml), as a
+    directory path, or as a directory name inside ``paths.model_hub``."""
+    conf = Path(__file__).parent / "conf" / "model" / f"{entry}.yaml"
+    if conf.is_file():
+        node = OmegaConf.merge({"paths": paths}, {"m": OmegaConf.load(conf)})
+        spec = OmegaConf.to_container(node.m, resolve=True)
+        spec.pop("_target_", None)
+        return ModelSpec(**spec)
+    if "/" in entry or entry.startswith((".", "~")):
+        where = Path(entry).expanduser()
+        return ModelSpec(name=where.name, path=str(where))
+    return ModelSpec(name=entry, hub_dir=str(paths["model_hub"]), hub_name=entry)

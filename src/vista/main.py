@@ -67,10 +67,16 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     from vista.drivers.run import DRIVERS
 
     parts = build_parts(resolved)
+    if parts.selection is not None:  # selection=<method>: select a model (then maybe fine-tune it)
+        from vista.drivers.selection import run_selection
+
+        return run_selection(parts, run_dir, resolved)
     return DRIVERS[resolved["driver"]](parts, run_dir, resolved)
 
 
 def _finished(summary: dict[str, Any], run_dir: Path) -> None:
+    if "chosen" in summary:
+        print(f"chosen model: {summary['chosen']}", flush=True)
     acc = summary.get("test_accuracy")
     print(f"final test_accuracy {acc:.4f} (best {summary['best_test_accuracy']:.4f} at round {summary['best_round']})"
           if acc is not None else "finished", flush=True)

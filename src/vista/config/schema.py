@@ -118,8 +118,34 @@ class AggregatorConf:
 
 
 @dataclass
+class PrivacyConf:  # on by default for config runs (PrivacySpec() in Python is off)
+    min_examples: int = 8  # a client with fewer admitted examples contributes zeros
+    min_per_class: int = 2  # a client's examples of a class it holds fewer of are withheld
+    secure_agg: bool = True  # pairwise additive masks (fixed point): the server sees only the sum
+    frac_bits: int = 16  # fixed point of secure aggregation: high limb (a low limb adds 40 bits)
+    dp_epsilon: Optional[float] = None  # differential privacy of the released sums (None: off)
+    dp_delta: float = 1.0e-5
+    clip_norm: float = 1.0  # per-example feature L2 clip when DP is on
+
+
+@dataclass
 class SelectionConf:
-    name: str = "none"
+    name: str = "none"  # none | a vista.selection.spec.METHODS name
+    # hub directory names under paths.model_hub, model config names (conf/model/<name>.yaml) or paths
+    candidates: List[str] = field(default_factory=lambda: ["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
+    metric: Optional[str] = None  # hybrid: the score that picks its top-k (default logme)
+    scores: List[str] = field(default_factory=list)  # more statistics scores to record alongside
+    pooling: str = "auto"  # auto (what the classifier reads) | cls | mean | last
+    batch_size: int = 32
+    max_seq_len: Optional[int] = None  # None: fl.max_seq_len
+    clients: Optional[int] = None  # clients in the statistics round; None: all
+    then_finetune: bool = False
+    r0: int = 1
+    eta: int = 2
+    top_k: int = 3
+    max_rounds: Optional[int] = None  # None: fl.rounds
+    validation_key: str = "client_test_accuracy_mean"
+    privacy: PrivacyConf = field(default_factory=PrivacyConf)
 
 
 @dataclass

@@ -32,8 +32,11 @@ _MINIMUM = {
     "peft.target_r": 1,
     "peft.num_virtual_tokens": 1,
     "peft.encoder_hidden_size": 1,
+    "selection.batch_size": 1,
+    "selection.r0": 1,
+    "selection.eta": 2,
+    "selection.top_k": 1,
 }
-_SELECTIONS = ("none",)
 _DRIVERS = ("fedpeft",)
 
 
@@ -70,8 +73,38 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"seed: must be >= 0, got {out['seed']}")
     if not out["fl"]["lr"] > 0:
         raise ConfigError(f"fl.lr: must be > 0, got {out['fl']['lr']}")
-    if out["selection"]["name"] not in _SELECTIONS:
-        raise ConfigError(f"selection.name: {out['selection']['name']!r} is not available yet; known: {list(_SELECTIONS)}")
+    _check_selection(out["selection"])
     if out["driver"] not in _DRIVERS:
         raise ConfigError(f"driver: unknown driver {out['driver']!r}; known: {list(_DRIVERS)}")
     return out
+
+
+def _check_selection(sel: dict[str, Any]) -> None:
+    from vista.selection.features import POOLINGS
+    from vista.selection.spec import CLIENT_SCORES, EXACT_SCORES, METHODS
+
+    known = ["none", *METHODS]
+    if sel["name"] not in known:
+        raise ConfigError(f"selection.name: unknown method {sel['name']!r}; known: {known}")
+    if sel["name"] == "none":
+        return
+    if len(sel["candidates"]) < 2:
+        raise ConfigError(f"selection.candidates: need at least 2 candidate models, got {sel['candidates']}; "
+                          "e.g. selection.candidates=[minilm,mpnet,smollm2]")
+    scores = (*EXACT_SCORES, *CLIENT_SCORES, "param_prior", "random")
+    for s in [*sel["scores"], *([sel["metric"]] if sel["metric"] else [])]:
+        if s not in scores:
+            raise ConfigError(f"selection.scores/metric: unknown score {s!r}; known: {list(scores)}")
+    if sel["pooling"] not in POOLINGS:
+        raise ConfigError(f"selection.pooling: {sel['pooling']!r}; known: {list(POOLINGS)}")
+    if sel["max_rounds"] is not None and sel["max_rounds"] < sel["r0"]:
+        raise ConfigError(f"selection.max_rounds: must be >= selection.r0={sel['r0']}, got {sel['max_rounds']}")
+    if sel["clients"] is not None and sel["clients"] < 1:
+        raise ConfigError(f"selection.clients: must be >= 1 or null (all), got {sel['clients']}")
+    priv = sel["privacy"]
+    if priv["dp_epsilon"] is not None and not priv["dp_epsilon"] > 0:
+        raise ConfigError(f"selection.privacy.dp_epsilon: must be > 0 or null, got {priv['dp_epsilon']}")
+    if not 0 < priv["dp_delta"] < 1:
+        raise ConfigError(f"selection.privacy.dp_delta: must lie in (0, 1), got {priv['dp_delta']}")
+    if not priv["clip_norm"] > 0:
+        raise ConfigError(f"selection.privacy.clip_norm: must be > 0, got {priv['clip_norm']}")

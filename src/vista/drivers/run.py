@@ -38,6 +38,7 @@ class ExperimentParts:
     aggregator: Any
     scheduler: SchedulerSpec
     recorder: RecorderSpec
+    selection: Any = None  # a vista.selection.SelectionSpec for selection runs; None: fine-tune parts.model
 
 
 ADAPTER_FILE = "adapter.safetensors"

@@ -1,0 +1,331 @@
+"""The selection driver: which candidate model to fine-tune, how sure, at what cost.
+
+A selection run is a pipeline. Statistics methods (logme, hscore, reg_hscore, transrate,
+gbc and the avg_logme / borda baselines): a parallel ``client_stats`` task (one job per
+candidate x client: frozen encoder -> additive statistics -> privacy guard) and a single
+``select`` task (merge = sum, score, rank). Prior baselines (param_prior, random) need no
+client work. Search methods (successive_halving, hybrid, brute_force) fine-tune candidates
+with the FedPEFT driver, continuing survivors from their checkpoints. Optionally
+(``then_finetune``) the winner is then fine-tuned. The result lands in FLContext, in
+``selection.json``, in the ``selection`` recorder table and in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vista.data.fednlp import FederatedData
+from vista.drivers.fedpeft import FedPEFTCheckpoint
+from vista.drivers.run import ExperimentParts, make_executor, run_fedpeft, run_fedpeft_session, seed_everything
+from vista.models.hub import ModelSpec
+from vista.models.inventory import count_parameters
+from vista.pipeline import EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
+from vista.recording.recorder import ExpRecorder
+from vista.recording.spec import RecorderSpec
+from vista.scheduler import NodeScheduler
+from vista.selection import metrics as score_fns
+from vista.selection.privacy import merge_uploads, privacy_report
+from vista.selection.ranking import borda, param_prior, random_scores, rank_by
+from vista.selection.runtime import StatisticsRuntime, StatsArgs
+from vista.selection.search import Cost, SearchResult, brute_force, hybrid, successive_halving
+from vista.selection.spec import EXACT_SCORES, PRIOR, SEARCH, STATS, SelectionSpec
+
+log = logging.getLogger(__name__)
+
+SELECTION_FILE = "selection.json"
+
+
+def _derived_seed(seed: int, *tags: int) -> int:
+    return int(np.random.SeedSequence([seed, *tags]).generate_state(1)[0])
+
+
+def _cohort(clients: list[int], size: int | None, seed: int) -> list[int]:
+    if size is None or size >= len(clients):
+        return sorted(clients)
+    rng = np.random.default_rng(_derived_seed(seed, 5))
+    return sorted(int(c) for c in rng.choice(clients, size=size, replace=False))
+
+
+# -- statistics methods ------------------------------------------------------------------------
+def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
+                        collect_failures: bool) -> Pipeline:
+    """Round 1: every client encodes its data with every candidate; then the server scores."""
+    scores = spec.statistics_scores()
+
+    def plan_stats(ctx: FLContext) -> Jobs:
+        ctx["cohort"] = cohort
+        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
+                                                  "noise_seed": _derived_seed(seed, 7, m, c)})
+                 for m in range(len(names)) for c in cohort]  # candidate-major: one model load per run
+        return Jobs(specs)
+
+    def collect_stats(ctx: FLContext, results: list[JobResult]) -> None:
+        ctx["client_results"] = results
+
+    def select(ctx: FLContext) -> None:
+        results: list[JobResult] = ctx["client_results"]
+        ok = [r for r in results if r.ok]
+        failed = [{"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error}
+                  for r in results if not r.ok]
+        table: dict[str, dict[str, float | None]] = {s: {} for s in scores}
+        local: list[dict[str, float]] = [dict() for _ in cohort]
+        weights = [0.0 for _ in cohort]
+        bytes_up = passes = 0
+        per_client: dict[int, dict[str, Any]] = {}
+        dims: dict[str, int] = {}
+        for m, name in enumerate(names):
+            mine = [r for r in ok if r.key[0] == m]
+            if not mine:
+                raise RuntimeError(f"candidate {name!r}: every client_stats job failed; first: "
+                                   f"{next((f['error'] for f in failed if f['candidate'] == name), '?')}")
+            dropped = sorted({f["client"] for f in failed if f["candidate"] == name})
+            merged = merge_uploads([r.value["upload"] for r in mine], spec.privacy,
+                                   seed=_derived_seed(seed, 6, m), cohort=cohort, dropped=dropped)
+            for s in scores:
+                if s in EXACT_SCORES:
+                    table[s][name] = _finite(getattr(score_fns, s)(merged)) if merged.n > 0 else None
+            dims[name] = int(mine[0].value["dim"])
+            for r in mine:
+                v, i = r.value, cohort.index(r.key[1])
+                bytes_up += payload_nbytes(v["upload"]["payload"])
+                passes += v["forward_passes"]
+                if v["local_logme"] is not None:
+                    local[i][name] = v["local_logme"]
+                    weights[i] = float(v["examples"])
+                per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
+                                                 "eligible": v["eligible"], "reason": v["reason"],
+                                                 "withheld_classes": v["withheld_classes"]})
+        if "avg_logme" in scores:  # example-weighted mean of the clients' own LogME
+            for name in names:
+                pairs = [(loc[name], w) for loc, w in zip(local, weights, strict=True) if name in loc]
+                tot = sum(w for _, w in pairs)
+                table["avg_logme"][name] = sum(x * w for x, w in pairs) / tot if tot > 0 else None
+        if "borda" in scores:
+            voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
+            table["borda"] = dict(borda([v for v, _ in voters], weights=[w for _, w in voters])) if voters else {}
+        ctx["scores"] = table
+        ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
+        ctx["dims"] = dims
+        ctx["failed_jobs"] = failed
+        ctx["cost"] = Cost(forward_passes=passes, bytes_up=bytes_up, rounds=1)
+
+    return Pipeline(
+        tasks=[Task("client_stats", plan_stats, mode="parallel", collect=collect_stats,
+                    failures="collect" if collect_failures else "raise"),
+               Task("select", select)],
+        rounds=1,
+    )
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
+                   events: EventManager) -> FLContext:
+    """The statistics round on the scheduler's workers; returns the context after ``select``."""
+    names = [c.name for c in spec.candidates]
+    cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
+    args = StatsArgs(candidates=spec.candidates, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
+                     batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
+                     per_class=spec.per_class, local_logme=bool({"avg_logme", "borda"} & set(spec.statistics_scores())),
+                     privacy=spec.privacy)
+    fail = getattr(parts.fl.client_failures, "value", parts.fl.client_failures)
+    pipeline = statistics_pipeline(spec, names, cohort, parts.seed, collect_failures=fail == "drop")
+    ctx = FLContext()
+    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create)
+    t0 = time.perf_counter()
+    try:
+        if isinstance(executor, NodeScheduler):
+            executor.start()
+        pipeline.run(ctx, events, executor)
+    finally:
+        executor.shutdown()
+    ctx["cost"] = dataclasses.replace(ctx["cost"], seconds=time.perf_counter() - t0)
+    return ctx
+
+
+# -- search methods ----------------------------------------------------------------------------
+class FedPEFTOracle:
+    """Trains candidates with the FedPEFT driver for the search methods, continuing each from
+    its checkpoint (never re-training a round). Each stretch is a run directory of its own:
+    ``<root>/<candidate>/rounds_<a>-<b>``."""
+
+    def __init__(self, parts: ExperimentParts, candidates: dict[str, ModelSpec], root: Path, key: str,
+                 progress_stream: Any = None) -> None:
+        self.parts, self.candidates, self.root, self.key = parts, candidates, root, key
+        self.progress_stream = progress_stream
+        self.checkpoints: dict[str, FedPEFTCheckpoint] = {}
+        self.summaries: dict[str, dict[str, Any]] = {}
+
+    def train_to(self, candidate: str, rounds: int) -> tuple[float, Cost]:
+        ck = self.checkpoints.get(candidate)
+        done = ck.round if ck else 0
+        if rounds <= done:
+            raise ValueError(f"candidate {candidate!r} already has {done} rounds; asked for {rounds}")
+        p = dataclasses.replace(self.parts, model=self.candidates[candidate],
+                                fl=dataclasses.replace(self.parts.fl, rounds=rounds),
+                                recorder=RecorderSpec())  # local files only: one W&B run per selection
+        before = ck.kept if ck else {}
+        t0 = time.perf_counter()
+        summary, new = run_fedpeft_session(p, self.root / candidate / f"rounds_{done + 1}-{rounds}",
+                                           progress_stream=self.progress_stream, resume=ck)
+        seconds = time.perf_counter() - t0
+        self.checkpoints[candidate], self.summaries[candidate] = new, summary
+        k = new.kept
+        cost = Cost(forward_passes=k["forward_passes_total"] - before.get("forward_passes_total", 0),
+                    backward_passes=k["backward_passes_total"] - before.get("backward_passes_total", 0),
+                    bytes_up=k["bytes_up_total"] - before.get("bytes_up_total", 0),
+                    bytes_down=k["bytes_down_total"] - before.get("bytes_down_total", 0),
+                    rounds=rounds - done, seconds=seconds)
+        last = k["history"][-1]
+        if self.key not in last:
+            raise KeyError(f"selection.validation_key={self.key!r} is not a FedPEFT metric; some are: "
+                           f"{sorted(x for x in last if 'accuracy' in x)}")
+        return float(last[self.key]), cost
+
+    def histories(self) -> dict[str, list[dict[str, Any]]]:
+        return {c: ck.kept["history"] for c, ck in self.checkpoints.items()}
+
+
+def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path, metric_scores: dict[str, float] | None,
+               progress_stream: Any = None) -> tuple[SearchResult, FedPEFTOracle]:
+    names = [c.name for c in spec.candidates]
+    oracle = FedPEFTOracle(parts, {c.name: c for c in spec.candidates}, run_dir / "search", spec.validation_key,
+                           progress_stream)
+    max_rounds = spec.max_rounds or parts.fl.rounds
+    if spec.name == "successive_halving":
+        result = successive_halving(names, oracle, spec.r0, spec.eta, max_rounds)
+    elif spec.name == "hybrid":
+        assert metric_scores is not None
+        finite = [v for v in metric_scores.values() if v is not None]
+        floor = min(finite) - 1.0 if finite else 0.0  # a candidate without a score seeds last
+        usable = {n: (v if v is not None else floor) for n, v in metric_scores.items()}
+        result = hybrid(usable, oracle, spec.top_k, spec.r0, spec.eta, max_rounds)
+    else:
+        result = brute_force(names, oracle, max_rounds)
+    return result, oracle
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
+                  progress_stream: Any = None) -> dict[str, Any]:
+    """Select a candidate for ``parts`` (``parts.selection`` says how); returns the summary."""
+    spec = parts.selection
+    if spec is None or spec.name == "none":
+        raise ValueError("run_selection needs parts.selection with a method (selection=logme, ...)")
+    if len(spec.candidates) < 2:
+        raise ValueError(f"selection.candidates: need at least 2 candidates to select from, got "
+                         f"{[c.name for c in spec.candidates]}")
+    run_dir = Path(run_dir)
+    seed_everything(parts.seed)
+    fed = FederatedData(parts.data)
+    dirs = {c.name: c.resolve() for c in spec.candidates}  # every missing candidate is reported up front
+    names = list(dirs)
+    params = {n: count_parameters(d) for n, d in dirs.items()}
+    recorder = ExpRecorder(parts.recorder, run_dir, config)
+    if config is not None:
+        recorder.write_config(config)
+    events = EventManager()
+    out: dict[str, Any] = {"method": spec.name, "candidates": names, "seed": parts.seed,
+                           "partition": fed.partition.method, "num_clients": len(fed.client_ids),
+                           "num_labels": fed.num_labels}
+    stream = progress_stream or sys.stdout
+    t0 = time.perf_counter()
+    try:
+        scores: dict[str, dict[str, float | None]] = {}
+        cost = Cost()
+        ctx = None
+        if spec.needs_statistics:
+            print(f"selection: statistics round, {len(names)} candidates", file=stream, flush=True)
+            ctx = run_statistics(parts, spec, fed, run_dir, events)
+            scores, cost = ctx["scores"], ctx["cost"]
+            out["clients"] = ctx["client_rows"]
+            out["failed_jobs"] = ctx["failed_jobs"]
+            out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class)
+            out["pooling"] = spec.pooling
+            out["dims"] = ctx["dims"]
+        if spec.method.kind == PRIOR or "param_prior" in spec.scores:
+            scores["param_prior"] = param_prior({n: p or 0 for n, p in params.items()})
+        if spec.method.kind == PRIOR and spec.name == "random" or "random" in spec.scores:
+            scores["random"] = random_scores(names, parts.seed)
+        search = oracle = None
+        if spec.method.kind == SEARCH:
+            seeding = scores.get(spec.ranking_score or "") if spec.name == "hybrid" else None
+            search, oracle = run_search(parts, spec, run_dir, seeding, progress_stream)
+            cost = cost + search.cost
+            ranking, chosen = search.ranking, search.chosen
+            ranked_by = spec.validation_key
+            scores[spec.name] = dict(search.rank_scores)
+            out["search"] = search.to_dict()
+            out["histories"] = oracle.histories()  # per-round learning curves: replayable searches
+        else:
+            ranked_by = spec.ranking_score
+            assert ranked_by is not None and spec.method.kind in (STATS, PRIOR)
+            usable = {n: v for n, v in scores[ranked_by].items() if v is not None}
+            if not usable:
+                raise RuntimeError(f"selection: no candidate got a finite {ranked_by} score: {scores[ranked_by]}")
+            ranking = rank_by(usable) + sorted(set(names) - set(usable))
+            chosen = ranking[0]
+        out.update(ranked_by=ranked_by, ranking=ranking, chosen=chosen, scores=scores,
+                   params=params, cost=cost.to_dict(), selection_seconds=time.perf_counter() - t0)
+        rows = [{"candidate": n, "rank": ranking.index(n) + 1, "params": params[n], "path": str(dirs[n]),
+                 **{s: v.get(n) for s, v in scores.items()}} for n in names]
+        out["table"] = sorted(rows, key=lambda r: r["rank"])
+        if ctx is not None:
+            ctx["ranking"], ctx["chosen"] = ranking, chosen
+        print(f"selection ({spec.name}, ranked by {ranked_by}): " + " > ".join(ranking), file=stream, flush=True)
+        print(f"chosen: {chosen}; cost: {cost.forward_passes:,} forward passes, {cost.backward_passes:,} "
+              f"backward, {cost.bytes_up:,} bytes up, {cost.rounds} rounds", file=stream, flush=True)
+        if spec.then_finetune:
+            out["finetune"] = _finetune(parts, spec, chosen, run_dir, oracle, progress_stream)
+        (run_dir / SELECTION_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / SELECTION_FILE).write_text(json.dumps(out, indent=2, default=_json_default))
+        recorder.table("selection", out["table"])
+        recorder.log({"round": 1, "selection_forward_passes": cost.forward_passes,
+                      "selection_bytes_up": cost.bytes_up, "selection_rounds": cost.rounds})
+        summary = {"chosen": chosen, "ranking": ranking, "method": spec.name, "ranked_by": ranked_by,
+                   "cost": cost.to_dict(), "scores": scores}
+        if "finetune" in out:
+            ft = out["finetune"]
+            summary.update(test_accuracy=ft.get("test_accuracy"), best_test_accuracy=ft.get("best_test_accuracy"),
+                           best_round=ft.get("best_round"))
+        recorder.summary(summary)
+        return {**summary, "selection": out}
+    finally:
+        events.steps.save(run_dir / "event_pipeline.json")
+        fed.data.close()
+        recorder.close()
+
+
+def _finetune(parts: ExperimentParts, spec: SelectionSpec, chosen: str, run_dir: Path,
+              oracle: FedPEFTOracle | None, progress_stream: Any) -> dict[str, Any]:
+    """FedPEFT of the chosen candidate; a search method has already trained it to its budget."""
+    if oracle is not None and chosen in oracle.summaries and oracle.checkpoints[chosen].round >= parts.fl.rounds:
+        return {**oracle.summaries[chosen], "reused_from_search": True}
+    model = next(c for c in spec.candidates if c.name == chosen)
+    p = dataclasses.replace(parts, model=model, recorder=RecorderSpec(), selection=None)
+    return run_fedpeft(p, run_dir / "finetune", progress_stream=progress_stream)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+__all__ = ["FedPEFTOracle", "SELECTION_FILE", "run_search", "run_selection", "run_statistics",
+           "statistics_pipeline"]

@@ -1,0 +1,141 @@
+"""Evaluating selection methods: one setting (corpus x partition x seed) at a time.
+
+Per setting: one statistics round scores every candidate with every statistics score
+(LogME, H-score, regularised H-score, TransRate, GBC, the avg_logme and Borda baselines),
+the prior baselines cost nothing, and one brute-force run fine-tunes every candidate for
+``rounds`` rounds (the ground truth: final global test accuracy). Successive halving and
+hybrid are then *replayed* on the brute-force learning curves: FedPEFT is deterministic and
+a continued run equals an uninterrupted one (tested), so a replayed search decides exactly
+as a live one would and its cost is the sum of the rounds it would have run.
+
+Statistics-score costs are per score: LogME-family scores need no per-class Gram
+matrices, TransRate and GBC do; the bytes are computed from the wire layout for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vista.data.computed import ComputedPartitionSpec
+from vista.data.fednlp import FederatedDataSpec
+from vista.drivers.run import ExperimentParts
+from vista.drivers.selection import run_selection
+from vista.fl.aggregators import FedAvg
+from vista.fl.spec import FLSpec
+from vista.models.hub import ModelSpec
+from vista.peft.lora import LoraSpec
+from vista.recording.spec import RecorderSpec
+from vista.scheduler import SchedulerSpec
+from vista.selection.privacy import PrivacySpec
+from vista.selection.ranking import selection_quality
+from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
+from vista.selection.spec import CLIENT_SCORES, EXACT_SCORES, PER_CLASS_SCORES, SelectionSpec
+
+PARTITIONS: dict[str, tuple[str, float | None]] = {
+    "iid": ("uniform", None),
+    "alpha=1": ("niid_label", 1.0),
+    "alpha=0.1": ("niid_label", 0.1),
+}
+STAT_METHODS = (*EXACT_SCORES, *CLIENT_SCORES)
+PRIOR_METHODS = ("param_prior", "random")
+SEARCH_METHODS = ("successive_halving", "hybrid")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    candidates: tuple[ModelSpec, ...]
+    clients: int = 8
+    clients_per_round: int = 4
+    rounds: int = 3
+    batch_size: int = 16
+    lr: float = 2e-3
+    max_seq_len: int = 64
+    lora_r: int = 8
+    r0: int = 1
+    eta: int = 2
+    top_k: int = 3
+    num_workers: int = 2
+    privacy: PrivacySpec = PrivacySpec(min_examples=8, min_per_class=2, secure_agg=True)
+    validation_key: str = "client_test_accuracy_mean"
+
+
+def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, work: Path) -> ExperimentParts:
+    kind, alpha = PARTITIONS[partition]
+    name = data_file.name.removesuffix("_data.h5")
+    part_file, method = ComputedPartitionSpec(kind, str(work / f"{name}_partition_seed{seed}.h5"), clients=cfg.clients,
+                                              alpha=alpha, seed=seed).resolve(data_file)
+    return ExperimentParts(
+        seed=seed,
+        fl=FLSpec(rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, batch_size=cfg.batch_size, lr=cfg.lr,
+                  max_seq_len=cfg.max_seq_len, eval_batch_size=64),
+        model=cfg.candidates[0],
+        peft=LoraSpec(r=cfg.lora_r, alpha=2 * cfg.lora_r, dropout=0.05),
+        data=FederatedDataSpec(str(data_file), str(part_file), method),
+        aggregator=FedAvg(),
+        scheduler=SchedulerSpec(num_workers=cfg.num_workers, device="cpu"),
+        recorder=RecorderSpec(),
+    )
+
+
+def stats_bytes(dim: int, classes: int, per_class: bool) -> int:
+    """Bytes one client uploads for one candidate (8-byte numbers, Grams as upper triangles)."""
+    tri = dim * (dim + 1) // 2
+    floats = 1 + classes + dim + dim * classes + tri + 1 + dim + (classes * tri if per_class else 0)
+    return 8 * floats
+
+
+def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
+    """Every method on one setting; writes and returns ``<out_dir>/result.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = setting_parts(cfg, data_file, partition, seed, out_dir)
+    names = [c.name for c in cfg.candidates]
+    t0 = time.perf_counter()
+    stats_spec = SelectionSpec(name="logme", candidates=cfg.candidates,
+                               scores=(*STAT_METHODS, *PRIOR_METHODS), privacy=cfg.privacy)
+    stats = run_selection(dataclasses.replace(parts, selection=stats_spec), out_dir / "statistics")["selection"]
+    stats_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
+                            validation_key=cfg.validation_key)
+    bf = run_selection(dataclasses.replace(parts, selection=bf_spec), out_dir / "brute_force")["selection"]
+    bf_seconds = time.perf_counter() - t0
+    histories = bf["histories"]
+    truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
+
+    contributing = sum(1 for r in stats["clients"] if r["eligible"])
+    dims = stats["dims"]
+    fwd = stats["cost"]["forward_passes"]
+    methods: dict[str, dict[str, Any]] = {}
+    for m in STAT_METHODS:
+        per_class = m in PER_CLASS_SCORES
+        cost = Cost(forward_passes=fwd, rounds=1, seconds=stats_seconds,
+                    bytes_up=sum(contributing * stats_bytes(dims[c], stats["num_labels"], per_class) for c in names))
+        methods[m] = _entry(truth, stats["scores"][m], cost)
+    for m in PRIOR_METHODS:
+        methods[m] = _entry(truth, stats["scores"][m], Cost())
+    sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
+    methods["successive_halving"] = _entry(truth, sh.rank_scores, sh.cost, search=sh.to_dict())
+    finite = [v for v in stats["scores"]["logme"].values() if v is not None]
+    logme_scores = {c: (v if v is not None else min(finite, default=0.0) - 1.0)
+                    for c, v in stats["scores"]["logme"].items()}
+    hy = hybrid(logme_scores, ReplayOracle(histories, cfg.validation_key), cfg.top_k, cfg.r0, cfg.eta, cfg.rounds)
+    methods["hybrid"] = _entry(truth, hy.rank_scores, hy.cost + methods["logme"]["cost_obj"], search=hy.to_dict())
+    methods["brute_force"] = _entry(truth, truth, Cost(**{k: v for k, v in bf["cost"].items()}))
+    for v in methods.values():
+        v.pop("cost_obj")
+    result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
+              "candidates": names, "truth": truth, "methods": methods,
+              "clients": stats["clients"], "privacy": stats.get("privacy"),
+              "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds}}
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _entry(truth: dict[str, float], scores: dict[str, float | None], cost: Cost, **extra: Any) -> dict[str, Any]:
+    usable = {c: float(v) for c, v in scores.items() if v is not None and v == v and abs(v) != float("inf")}
+    quality = selection_quality(truth, usable) if len(usable) >= 2 else {}
+    return {**quality, "scores": scores, "cost": cost.to_dict(), "cost_obj": cost, **extra}
