@@ -1,0 +1,77 @@
+"""Run the selection study grid: corpora x partitions x seeds, every selection method each.
+
+    python experiments/selection_study/run_study.py --data DIR --hub /work/models --out RUNS \
+        --corpora 20news5 bbc r8 --partitions iid alpha=1 alpha=0.1 --seeds 0 --rounds 3
+
+``--data`` holds the subsampled corpora written by ``prepare.py``. Candidates default to the
+offline pool (``vista-hub add minilm mpnet smollm2 minilm-l3 random-bert``), named by their
+model configs. Each setting writes ``<out>/<corpus>/<partition>/seed<k>/result.json``; a
+finished setting is skipped on a rerun, a failed one is recorded and the grid goes on.
+Then ``table.py RUNS`` writes the table and the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from vista.build import candidate_spec
+from vista.selection.study import PARTITIONS, StudyConfig, run_setting
+
+POOL = ["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--hub", type=Path, default=Path("models"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--candidates", nargs="+", default=POOL)
+    p.add_argument("--corpora", nargs="+", default=["20news5", "bbc", "r8"])
+    p.add_argument("--partitions", nargs="+", default=list(PARTITIONS), choices=list(PARTITIONS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--clients-per-round", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
+    cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
+                      batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers)
+    failed = []
+    t_all = time.perf_counter()
+    for corpus in a.corpora:
+        for part in a.partitions:
+            for seed in a.seeds:
+                out = a.out / corpus / part / f"seed{seed}"
+                if (out / "result.json").is_file():
+                    print(f"skip {out} (done)", flush=True)
+                    continue
+                t0 = time.perf_counter()
+                print(f"== {corpus} {part} seed {seed}", flush=True)
+                try:
+                    res = run_setting(cfg, a.data / f"{corpus}_data.h5", part, seed, out)
+                except Exception as err:  # record and go on with the grid
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / "failed.json").write_text(json.dumps({"error": repr(err),
+                                                                 "traceback": traceback.format_exc()}))
+                    print(f"FAILED {corpus} {part} seed {seed}: {err!r}", file=sys.stderr, flush=True)
+                    failed.append(str(out))
+                    continue
+                m = res["methods"]
+                print(f"   {time.perf_counter() - t0:.0f}s truth {res['truth']}\n   logme tau "
+                      f"{m['logme'].get('kendall_tau')} regret {m['logme'].get('top1_regret')}; SH regret "
+                      f"{m['successive_halving'].get('top1_regret')}", flush=True)
+    print(f"grid done in {time.perf_counter() - t_all:.0f}s; failed: {failed}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
