@@ -81,11 +81,12 @@ def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, 
     )
 
 
-def stats_bytes(dim: int, classes: int, per_class: bool) -> int:
-    """Bytes one client uploads for one candidate (8-byte numbers, Grams as upper triangles)."""
+def stats_bytes(dim: int, classes: int, per_class: bool, secure_agg: bool) -> int:
+    """Bytes one client uploads for one candidate: 8-byte numbers (two 8-byte limbs each under
+    secure aggregation), Grams as upper triangles."""
     tri = dim * (dim + 1) // 2
     floats = 1 + classes + dim + dim * classes + tri + 1 + dim + (classes * tri if per_class else 0)
-    return 8 * floats
+    return (16 if secure_agg else 8) * floats
 
 
 def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
@@ -106,14 +107,15 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     histories = bf["histories"]
     truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
 
-    contributing = sum(1 for r in stats["clients"] if r["eligible"])
+    uploading = len(stats["clients"])  # ineligible clients upload zeros too (their masks must cancel)
     dims = stats["dims"]
     fwd = stats["cost"]["forward_passes"]
     methods: dict[str, dict[str, Any]] = {}
     for m in STAT_METHODS:
         per_class = m in PER_CLASS_SCORES
         cost = Cost(forward_passes=fwd, rounds=1, seconds=stats_seconds,
-                    bytes_up=sum(contributing * stats_bytes(dims[c], stats["num_labels"], per_class) for c in names))
+                    bytes_up=sum(uploading * stats_bytes(dims[c], stats["num_labels"], per_class, cfg.privacy.secure_agg)
+                                 for c in names))
         methods[m] = _entry(truth, stats["scores"][m], cost)
     for m in PRIOR_METHODS:
         methods[m] = _entry(truth, stats["scores"][m], Cost())

@@ -1,0 +1,69 @@
+"""The selection study, small: tiny candidates, the tiny corpus, two partitions, then its table."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from vista.models.hub import ModelSpec
+from vista.selection.study import StudyConfig, run_setting
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "selection_study" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thread):
+    names = ("bert", "roberta", "gpt2")
+    cfg = StudyConfig(candidates=tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in names),
+                      clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32, num_workers=0,
+                      top_k=2)
+    data = tiny_data[0]
+    results = [run_setting(cfg, data, part, seed, tmp_path / "runs" / part / f"seed{seed}")
+               for part in ("iid", "alpha=1") for seed in (0, 1)]
+    for res in results:
+        m = res["methods"]
+        assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
+                          "random", "successive_halving", "hybrid", "brute_force"}
+        truth = res["truth"]
+        best = max(truth, key=truth.get)
+        assert m["brute_force"]["top1_regret"] == 0 and m["brute_force"]["kendall_tau"] == pytest.approx(1.0)
+        for name, e in m.items():  # regret is exactly truth[best] - truth[chosen]
+            assert e["top1_regret"] == pytest.approx(truth[best] - truth[e["chosen"]]), name
+            assert -1.0 <= e["kendall_tau"] <= 1.0
+        bf, sh, lg = (m[k]["cost"] for k in ("brute_force", "successive_halving", "logme"))
+        assert bf["rounds"] == 3 * 2 and sh["rounds"] < bf["rounds"]  # 3 x r0=1, 1 survivor to 2: 4 rounds
+        assert lg["backward_passes"] == 0 and lg["forward_passes"] < bf["forward_passes"]
+        assert m["transrate"]["cost"]["bytes_up"] > lg["bytes_up"]  # per-class Grams cost bytes
+        assert m["hybrid"]["cost"]["forward_passes"] > lg["forward_passes"]  # statistics + its search
+        setting = tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
+        assert json.loads((setting / "result.json").read_text())["truth"] == truth
+        measured = json.loads((setting / "statistics" / "selection.json").read_text())["cost"]["bytes_up"]
+        assert m["gbc"]["cost"]["bytes_up"] == measured  # the per-score bytes formula = the wire's bytes
+
+    table = _script("table")
+    out = tmp_path / "results"
+    table.main([str(tmp_path / "runs"), "--out", str(out)])
+    md = (out / "table.md").read_text()
+    assert "| logme |" in md and "4 settings" in md and (out / "plot.png").stat().st_size > 10_000
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 4 * 12
+
+    bench = _script_bench()
+    bench.main(["--results", str(tmp_path / "runs")])
+
+
+def _script_bench():
+    spec = importlib.util.spec_from_file_location("selection_cost", ROOT / "benchmarks" / "selection_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
