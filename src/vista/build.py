@@ -47,15 +47,17 @@ def build_selection(sel: dict[str, Any], paths: dict[str, Any]) -> Any:
 
 
 def candidate_spec(entry: str, paths: dict[str, Any]) -> ModelSpec:
-    """A candidate named as a model config (``minilm`` -> conf/model/minilm.yaml), as a
-    directory path, or as a directory name inside ``paths.model_hub``."""
+    """A candidate named as a directory path (has a '/'), as a directory that exists in
+    ``paths.model_hub``, or as a model config (``minilm`` -> conf/model/minilm.yaml), in
+    that order; anything else is looked up in the hub (and reported missing there)."""
+    if "/" in entry or entry.startswith((".", "~")):
+        where = Path(entry).expanduser()
+        return ModelSpec(name=where.name, path=str(where))
+    hub = Path(str(paths["model_hub"])).expanduser()
     conf = Path(__file__).parent / "conf" / "model" / f"{entry}.yaml"
-    if conf.is_file():
+    if conf.is_file() and not (hub / entry).is_dir():
         node = OmegaConf.merge({"paths": paths}, {"m": OmegaConf.load(conf)})
         spec = OmegaConf.to_container(node.m, resolve=True)
         spec.pop("_target_", None)
         return ModelSpec(**spec)
-    if "/" in entry or entry.startswith((".", "~")):
-        where = Path(entry).expanduser()
-        return ModelSpec(name=where.name, path=str(where))
-    return ModelSpec(name=entry, hub_dir=str(paths["model_hub"]), hub_name=entry)
+    return ModelSpec(name=entry, hub_dir=str(hub), hub_name=entry)
