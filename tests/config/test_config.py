@@ -67,7 +67,8 @@ def test_experiment_preset_overrides_primary_config():
         ("seed=-3", "seed"),
         ("scheduler.num_workers=-2", "scheduler.num_workers"),
         ("recorder.mode=loud", "recorder.mode"),
-        ("selection.name=logme", "selection.name"),
+        ("selection.name=magic", "selection.name"),
+        ("selection.eta=1", "selection.eta"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(override, key):
