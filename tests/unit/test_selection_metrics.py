@@ -110,8 +110,12 @@ def ref_transrate(f, y, eps=1e-4):
     return float(rate(z) - sum((y == c).mean() * rate(z[y == c]) for c in np.unique(y)))
 
 
-def ref_gbc(f, y):
+def ref_gbc(f, y, k=64):
+    """Pandy et al.: PCA of the pooled features (here by SVD), then diagonal class Gaussians."""
     f = np.asarray(f, dtype=np.float64)
+    centred = f - f.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    f = f @ vt[: min(k, f.shape[1])].T
     classes = np.unique(y)
     mu = {c: f[y == c].mean(axis=0) for c in classes}
     var = {c: f[y == c].var(axis=0) for c in classes}
@@ -298,3 +302,25 @@ def test_per_class_metrics_need_per_class_stats():
     for fn in (M.transrate, M.gbc):
         with pytest.raises(ValueError, match="per_class=True"):
             fn(st)
+
+
+def test_two_round_gbc_truncates_to_64_principal_directions_and_matches_pooled():
+    """D = 80 > 64: round 1's merged statistics give the PCA basis, round 2 scores projections."""
+    rng = np.random.default_rng(5)
+    n, d = 600, 80
+    y = rng.integers(0, 4, n)
+    f = rng.normal(size=(n, d)) * np.linspace(0.2, 3.0, d) + rng.normal(size=(4, d))[y]
+    order = np.argsort(y, kind="stable")  # label-skewed clients
+    clients = [(f[order][a:b], y[order][a:b]) for a, b in [(0, 150), (150, 380), (380, 600)]]
+    fed = federated_score(clients, "gbc")
+    assert fed == pytest.approx(ref_gbc(f, y), rel=1e-8)
+    assert fed != pytest.approx(ref_gbc(f, y, k=80), rel=1e-3)  # the truncation matters here
+    assert M.pca_basis(SufficientStats.from_features(f, y, 4)).shape == (80, 64)
+
+
+def test_gbc_survives_a_constant_feature():
+    rng = np.random.default_rng(6)
+    f = rng.normal(size=(90, 5))
+    f[:, 2] = 1.0  # zero variance in every class
+    y = np.arange(90) % 3
+    assert np.isfinite(score_features(f, y, "gbc"))

@@ -57,10 +57,15 @@ def _cohort(clients: list[int], size: int | None, seed: int) -> list[int]:
 # -- statistics methods ------------------------------------------------------------------------
 def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
                         collect_failures: bool) -> Pipeline:
-    """Round 1: every client encodes its data with every candidate; then the server scores."""
+    """The statistics round (setup): every client encodes its train data with every candidate
+    and uploads additive statistics; the server merges them (a sum) and scores. GBC takes a
+    second round: the server sends each candidate's PCA basis (from the merged round-1
+    statistics) and the clients upload statistics of their projected features."""
     scores = spec.statistics_scores()
+    failures = "collect" if collect_failures else "raise"
 
     def plan_stats(ctx: FLContext) -> Jobs:
+        ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost")
         ctx["cohort"] = cohort
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
                                                   "noise_seed": _derived_seed(seed, 7, m, c)})
@@ -70,33 +75,19 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     def collect_stats(ctx: FLContext, results: list[JobResult]) -> None:
         ctx["client_results"] = results
 
-    def select(ctx: FLContext) -> None:
+    def merge_and_score(ctx: FLContext) -> None:
         results: list[JobResult] = ctx["client_results"]
-        ok = [r for r in results if r.ok]
-        failed = [{"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error}
-                  for r in results if not r.ok]
+        merged, failed, mine_of = _merge(results, spec, names, cohort, seed, 6)
         table: dict[str, dict[str, float | None]] = {s: {} for s in scores}
         local: list[dict[str, float]] = [dict() for _ in cohort]
         weights = [0.0 for _ in cohort]
-        bytes_up = passes = 0
         per_client: dict[int, dict[str, Any]] = {}
-        dims: dict[str, int] = {}
         for m, name in enumerate(names):
-            mine = [r for r in ok if r.key[0] == m]
-            if not mine:
-                raise RuntimeError(f"candidate {name!r}: every client_stats job failed; first: "
-                                   f"{next((f['error'] for f in failed if f['candidate'] == name), '?')}")
-            dropped = sorted({f["client"] for f in failed if f["candidate"] == name})
-            merged = merge_uploads([r.value["upload"] for r in mine], spec.privacy,
-                                   seed=_derived_seed(seed, 6, m), cohort=cohort, dropped=dropped)
             for s in scores:
-                if s in EXACT_SCORES:
-                    table[s][name] = _finite(getattr(score_fns, s)(merged)) if merged.n > 0 else None
-            dims[name] = int(mine[0].value["dim"])
-            for r in mine:
+                if s in EXACT_SCORES and s != "gbc":
+                    table[s][name] = _finite(getattr(score_fns, s)(merged[name])) if merged[name].n > 0 else None
+            for r in mine_of[name]:
                 v, i = r.value, cohort.index(r.key[1])
-                bytes_up += payload_nbytes(v["upload"]["payload"])
-                passes += v["forward_passes"]
                 if v["local_logme"] is not None:
                     local[i][name] = v["local_logme"]
                     weights[i] = float(v["examples"])
@@ -111,18 +102,62 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         if "borda" in scores:
             voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
             table["borda"] = dict(borda([v for v, _ in voters], weights=[w for _, w in voters])) if voters else {}
+        ctx["merged"] = merged
         ctx["scores"] = table
         ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
-        ctx["dims"] = dims
+        ctx["dims"] = {n: int(mine_of[n][0].value["dim"]) for n in names}
         ctx["failed_jobs"] = failed
-        ctx["cost"] = Cost(forward_passes=passes, bytes_up=bytes_up, rounds=1)
+        ctx["cost"] = _cost(results, rounds=1)
+        ctx["client_results"] = None
 
+    # -- round 2 (GBC only): statistics of features projected on the pooled PCA basis ---------
+    def plan_projected(ctx: FLContext) -> Jobs:
+        bases = {name: score_fns.pca_basis(ctx["merged"][name]) for name in names}
+        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 8, m),
+                                                  "noise_seed": _derived_seed(seed, 9, m, c),
+                                                  "basis": bases[name]})
+                 for m, name in enumerate(names) for c in cohort]
+        return Jobs(specs)
+
+    def collect_projected(ctx: FLContext, results: list[JobResult]) -> None:
+        merged, failed, _ = _merge(results, spec, names, cohort, seed, 8)
+        ctx["scores"]["gbc"] = {n: _finite(score_fns.gbc(merged[n])) if merged[n].n > 0 else None for n in names}
+        ctx["failed_jobs"] = ctx["failed_jobs"] + failed
+        ctx["cost"] = ctx["cost"] + _cost(results, rounds=1)
+
+    two = "gbc" in scores
     return Pipeline(
-        tasks=[Task("client_stats", plan_stats, mode="parallel", collect=collect_stats,
-                    failures="collect" if collect_failures else "raise"),
-               Task("select", select)],
-        rounds=1,
+        setup=[Task("client_stats", plan_stats, mode="parallel", collect=collect_stats, failures=failures),
+               Task("merge_and_score", merge_and_score)],
+        tasks=[Task("client_gbc_stats", plan_projected, mode="parallel", collect=collect_projected,
+                    failures=failures)] if two else [],
+        rounds=1 if two else 0,
     )
+
+
+def _merge(results: list[JobResult], spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
+           tag: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[JobResult]]]:
+    """Per candidate: the server's sum of the uploads that arrived (masks of dropped clients
+    removed), the failed jobs, and the successful results."""
+    failed = [{"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error}
+              for r in results if not r.ok]
+    merged, mine_of = {}, {}
+    for m, name in enumerate(names):
+        mine = [r for r in results if r.ok and r.key[0] == m]
+        if not mine:
+            raise RuntimeError(f"candidate {name!r}: every client statistics job failed; first: "
+                               f"{next((f['error'] for f in failed if f['candidate'] == name), '?')}")
+        dropped = sorted({f["client"] for f in failed if f["candidate"] == name})
+        merged[name] = merge_uploads([r.value["upload"] for r in mine], spec.privacy,
+                                     seed=_derived_seed(seed, tag, m), cohort=cohort, dropped=dropped)
+        mine_of[name] = mine
+    return merged, failed, mine_of
+
+
+def _cost(results: list[JobResult], rounds: int) -> Cost:
+    ok = [r for r in results if r.ok]
+    return Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
+                bytes_up=sum(payload_nbytes(r.value["upload"]["payload"]) for r in ok), rounds=rounds)
 
 
 def _finite(x: float) -> float | None:

@@ -27,6 +27,7 @@ class Metric:
     name: str
     per_class: bool  # needs per-class Gram matrices
     score: Callable[[Sequence[SufficientStats]], float]
+    two_rounds: bool = False  # GBC: round 1 finds a PCA basis, round 2 scores projected features
 
 
 def _merged(
@@ -45,7 +46,7 @@ METRICS: dict[str, Metric] = {
         Metric("hscore", False, _merged(metrics.hscore)),
         Metric("reg_hscore", False, _merged(metrics.reg_hscore)),
         Metric("transrate", True, _merged(metrics.transrate)),
-        Metric("gbc", True, _merged(metrics.gbc)),
+        Metric("gbc", True, _merged(metrics.gbc), two_rounds=True),
         Metric("avg_logme", False, metrics.avg_logme),
     )
 }
@@ -73,6 +74,10 @@ def federated_score(
     if not clients:
         raise ValueError("federated_score needs at least one client")
     num_classes = 1 + max(int(np.max(y)) for _, y in clients if np.size(y) > 0)
+    if m.two_rounds:  # round 1: the pooled PCA basis; round 2: statistics of projected features
+        first = [SufficientStats.from_features(f, y, num_classes) for f, y in clients]
+        basis = metrics.pca_basis(sum(first[1:], first[0]))
+        clients = [(np.asarray(f, dtype=np.float64) @ basis, y) for f, y in clients]
     stats = [
         SufficientStats.from_features(f, y, num_classes, per_class=m.per_class)
         for f, y in clients

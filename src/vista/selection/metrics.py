@@ -250,8 +250,10 @@ def gbc(stats: SufficientStats, gaussian_type: str = "diagonal") -> float:
     ``D_B = 1/8 sum (mu_c - mu_c')^2 / v + 1/2 (sum log v - 1/2 sum log var_c - 1/2 sum log
     var_c')`` with ``v = (var_c + var_c') / 2``; ``GBC = -sum_{c != c'} exp(-D_B)``.
 
-    The paper first projects the features onto a (global) PCA basis; that needs a second
-    federated round and is left out here: the Gaussians live in the raw feature space.
+    The paper first projects the features onto a global PCA basis: federated, that is two
+    rounds (:func:`pca_basis` of the merged round-1 statistics, then every client's statistics
+    of its projected features, scored here). Variances are floored at 1e-10 of the largest
+    mean class variance, so a constant dimension does not make the score NaN.
     Needs ``per_class=True`` (only the diagonals of ``G_c`` are read).
     """
     if gaussian_type not in ("diagonal", "spherical"):
@@ -265,6 +267,7 @@ def gbc(stats: SufficientStats, gaussian_type: str = "diagonal") -> float:
     var = diag / nc[:, None] - (means.T) ** 2
     if gaussian_type == "spherical":
         var = np.repeat(var.mean(axis=1, keepdims=True), stats.dim, axis=1)
+    var = np.maximum(var, 1e-10 * max(float(var.mean(axis=1).max()), np.finfo(float).tiny))
     logvar = np.log(var)
     total = 0.0
     k = present.size
@@ -281,3 +284,20 @@ def gbc(stats: SufficientStats, gaussian_type: str = "diagonal") -> float:
             )
             total += float(np.exp(-(first + 0.5 * second)))
     return -total
+
+
+GBC_PCA_DIM = 64  # the paper's PCA dimension
+
+
+def pca_basis(stats: SufficientStats, k: int = GBC_PCA_DIM) -> np.ndarray:
+    """(D, min(k, D)) orthonormal top-k principal directions of the pooled features, from the
+    merged statistics (round 1 of federated GBC). Each direction's sign is fixed (largest
+    component positive) so every client projects alike; GBC does not depend on the signs."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    cov = _centred_gram(stats) / max(stats.n, 1)
+    w, v = np.linalg.eigh((cov + cov.T) / 2)
+    order = np.argsort(w)[::-1][: min(k, stats.dim)]
+    basis = v[:, order]
+    flip = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(basis.shape[1])])
+    return basis * np.where(flip == 0, 1.0, flip)

@@ -70,7 +70,10 @@ class StatisticsRuntime:
     def client_stats(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         candidate, client = key
         a = self.args
-        enc = self.encoder(candidate)
+        enc: Any = self.encoder(candidate)
+        per_class = a.per_class
+        if payload.get("basis") is not None:  # GBC's round 2: features on the pooled PCA basis
+            enc, per_class = _Projected(enc, np.asarray(payload["basis"], dtype=np.float64)), True
         if self._partition is None:
             self._partition = FedNLPPartition(a.data.partition_file, a.data.method)
         idx = np.asarray(self._partition.clients[client].train, dtype=np.int64)
@@ -80,17 +83,30 @@ class StatisticsRuntime:
         if adm.eligible:
             dp = a.privacy.dp_epsilon is not None
             stats, passes = client_statistics(
-                enc, self.data.texts(idx), labels, a.num_labels, per_class=a.per_class, batch_size=a.batch_size,
+                enc, self.data.texts(idx), labels, a.num_labels, per_class=per_class, batch_size=a.batch_size,
                 max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if dp else None, keep=adm.keep)
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
-            stats = SufficientStats.empty(a.num_labels, enc.dim, a.per_class)
-        local = float(logme(stats)) if a.local_logme and adm.eligible and stats.n > 0 else None
+            stats = SufficientStats.empty(a.num_labels, enc.dim, per_class)
+        local = float(logme(stats)) if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload \
+            else None
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
                                rng_seed=payload["noise_seed"])
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
                 "eligible": bool(adm.eligible), "reason": adm.reason,
                 "withheld_classes": list(adm.withheld_classes), "local_logme": local,
-                "dim": int(enc.dim), "pooling": enc.pooling}
+                "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None)}
 
     def close(self) -> None:
         self.data.close()
+
+
+class _Projected:
+    """An encoder whose features are projected onto a basis (D, k): the server's PCA basis."""
+
+    def __init__(self, encoder: FrozenEncoder, basis: np.ndarray) -> None:
+        self.encoder, self.basis, self.dim = encoder, basis, basis.shape[1]
+        self.pooling = encoder.pooling
+
+    def features(self, texts: Any, batch_size: int, max_seq_len: int) -> Any:
+        for f in self.encoder.features(texts, batch_size, max_seq_len):
+            yield np.asarray(f, dtype=np.float64) @ self.basis

@@ -46,7 +46,8 @@ METHODS: dict[str, Method] = {
 # every score one statistics round yields (the exact ones and the two per-client baselines)
 EXACT_SCORES = ("logme", "hscore", "reg_hscore", "transrate", "gbc")
 CLIENT_SCORES = ("avg_logme", "borda")
-PER_CLASS_SCORES = ("transrate", "gbc")
+PER_CLASS_SCORES = ("transrate",)  # need per-class Gram matrices in round 1
+TWO_ROUND_SCORES = ("gbc",)  # round 2: per-class statistics of features on the pooled PCA basis
 
 
 @dataclass(frozen=True)
