@@ -82,7 +82,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         local: list[dict[str, float]] = [dict() for _ in cohort]
         weights = [0.0 for _ in cohort]
         per_client: dict[int, dict[str, Any]] = {}
-        for m, name in enumerate(names):
+        for name in names:
             for s in scores:
                 if s in EXACT_SCORES and s != "gbc":
                     table[s][name] = _finite(getattr(score_fns, s)(merged[name])) if merged[name].n > 0 else None
@@ -113,6 +113,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     # -- round 2 (GBC only): statistics of features projected on the pooled PCA basis ---------
     def plan_projected(ctx: FLContext) -> Jobs:
         bases = {name: score_fns.pca_basis(ctx["merged"][name]) for name in names}
+        ctx["bases"] = bases
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 8, m),
                                                   "noise_seed": _derived_seed(seed, 9, m, c),
                                                   "basis": bases[name]})
@@ -123,7 +124,8 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         merged, failed, _ = _merge(results, spec, names, cohort, seed, 8)
         ctx["scores"]["gbc"] = {n: _finite(score_fns.gbc(merged[n])) if merged[n].n > 0 else None for n in names}
         ctx["failed_jobs"] = ctx["failed_jobs"] + failed
-        ctx["cost"] = ctx["cost"] + _cost(results, rounds=1)
+        down = sum(ctx["bases"][names[r.key[0]]].nbytes for r in results if r.ok)  # the basis each client got
+        ctx["cost"] = ctx["cost"] + dataclasses.replace(_cost(results, rounds=1), bytes_down=down)
 
     two = "gbc" in scores
     return Pipeline(
@@ -279,7 +281,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
     try:
         scores: dict[str, dict[str, float | None]] = {}
         cost = Cost()
-        ctx = None
+        ctx = FLContext()  # the statistics round's context, or a fresh one: the result lands here
         if spec.needs_statistics:
             print(f"selection: statistics round, {len(names)} candidates", file=stream, flush=True)
             ctx = run_statistics(parts, spec, fed, run_dir, events)
@@ -316,8 +318,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
         rows = [{"candidate": n, "rank": ranking.index(n) + 1, "params": params[n], "path": str(dirs[n]),
                  **{s: v.get(n) for s, v in scores.items()}} for n in names]
         out["table"] = sorted(rows, key=lambda r: r["rank"])
-        if ctx is not None:
-            ctx["ranking"], ctx["chosen"] = ranking, chosen
+        ctx["ranking"], ctx["chosen"], ctx["scores"], ctx["cost"] = ranking, chosen, scores, cost
         print(f"selection ({spec.name}, ranked by {ranked_by}): " + " > ".join(ranking), file=stream, flush=True)
         print(f"chosen: {chosen}; cost: {cost.forward_passes:,} forward passes, {cost.backward_passes:,} "
               f"backward, {cost.bytes_up:,} bytes up, {cost.rounds} rounds", file=stream, flush=True)

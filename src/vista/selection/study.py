@@ -115,8 +115,10 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
         up = sum(uploading * stats_bytes(dims[c], classes, per_class, secure) for c in names)
         cost = Cost(forward_passes=encoded, rounds=1, seconds=stats_seconds, bytes_up=up)
         if m in TWO_ROUND_SCORES:  # round 2: per-class statistics on the PCA basis
-            cost = cost + Cost(forward_passes=encoded, rounds=1, bytes_up=sum(
-                uploading * stats_bytes(min(GBC_PCA_DIM, dims[c]), classes, True, secure) for c in names))
+            k = {c: min(GBC_PCA_DIM, dims[c]) for c in names}
+            cost = cost + Cost(forward_passes=encoded, rounds=1,
+                               bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
+                               bytes_down=sum(uploading * 8 * dims[c] * k[c] for c in names))  # the PCA bases
         methods[m] = _entry(truth, stats["scores"][m], cost)
     for m in PRIOR_METHODS:
         methods[m] = _entry(truth, stats["scores"][m], Cost())
