@@ -137,3 +137,14 @@ def test_selection_errors_are_useful(tiny_hub, tiny_data, candidates, tmp_path):
                       tmp_path / "y")
     with pytest.raises(ValueError, match="unknown method"):
         SelectionSpec(name="magic")
+
+
+def test_search_then_finetune_continues_the_chosen_run(tiny_hub, tiny_data, candidates, tmp_path,
+                                                       one_torch_thread):
+    spec = SelectionSpec(name="successive_halving", candidates=candidates[:2], r0=1, eta=2, max_rounds=1,
+                         then_finetune=True)
+    sel = run_selection(_parts(tiny_hub, tiny_data, candidates, spec, rounds=2), tmp_path / "sh")["selection"]
+    ft = sel["finetune"]
+    assert ft["continued_from_round"] == 1 and ft["rounds"] == 2 and ft["model"] == sel["chosen"]
+    rows = [json.loads(x) for x in (tmp_path / "sh" / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [2]  # round 1 came from the search

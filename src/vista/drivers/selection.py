@@ -345,11 +345,16 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
 
 def _finetune(parts: ExperimentParts, spec: SelectionSpec, chosen: str, run_dir: Path,
               oracle: FedPEFTOracle | None, progress_stream: Any) -> dict[str, Any]:
-    """FedPEFT of the chosen candidate; a search method has already trained it to its budget."""
-    if oracle is not None and chosen in oracle.summaries and oracle.checkpoints[chosen].round >= parts.fl.rounds:
-        return {**oracle.summaries[chosen], "reused_from_search": True}
+    """FedPEFT of the chosen candidate for ``fl.rounds``. A search has trained it already:
+    its run is reused, or continued from its checkpoint when the search stopped earlier."""
     model = next(c for c in spec.candidates if c.name == chosen)
     p = dataclasses.replace(parts, model=model, recorder=RecorderSpec(), selection=None)
+    ck = oracle.checkpoints.get(chosen) if oracle is not None else None
+    if ck is not None and ck.round >= parts.fl.rounds:
+        return {**oracle.summaries[chosen], "reused_from_search": True}  # type: ignore[union-attr]
+    if ck is not None:
+        summary, _ = run_fedpeft_session(p, run_dir / "finetune", progress_stream=progress_stream, resume=ck)
+        return {**summary, "continued_from_round": ck.round}
     return run_fedpeft(p, run_dir / "finetune", progress_stream=progress_stream)
 
 
