@@ -1,5 +1,12 @@
 """Pretrained model selection: exact federated transferability scores (pure numpy).
 
+Modules: ``stats`` (additive statistics), ``metrics`` (scores of merged statistics),
+``features`` (frozen encoders on the clients), ``privacy`` (admission, secure aggregation,
+differential privacy), ``ranking`` (rank agreement, baselines), ``search`` (successive
+halving, hybrid, brute force), ``spec`` (the ``selection=`` methods), ``runtime`` (the
+client jobs), ``study`` (evaluating selection methods); the run itself is
+:func:`vista.drivers.selection.run_selection`.
+
 ``score_features(features, labels, metric)`` scores pooled arrays;
 ``federated_score(clients, metric)`` reduces each client's ``(features, labels)`` to
 additive :class:`SufficientStats`, merges them and scores the sum, which equals the pooled
