@@ -84,7 +84,7 @@ def test_statistics_selection_equals_pooled_scores(arch_hub, tiny_hub, tiny_data
             assert sel["scores"][s][name] == pytest.approx(getattr(metrics, s)(pooled), rel=1e-4), (s, name)
         assert sel["scores"]["hscore"][name] == pytest.approx(metrics.hscore(pooled), rel=1e-3), name
         assert sel["scores"]["gbc"][name] == pytest.approx(metrics.gbc(projected), rel=1e-4), name
-    assert set(sel["scores"]["borda"]) == set(NAMES)
+    assert set(sel["scores"]["borda"]) == set(NAMES) and sel["baseline_voters"] == 4
     # cost: every admitted example of every client through every candidate, once
     admitted = sum(r["examples"] for r in sel["clients"])
     # two rounds (GBC's projection round encodes again)

@@ -65,7 +65,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     failures = "collect" if collect_failures else "raise"
 
     def plan_stats(ctx: FLContext) -> Jobs:
-        ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost")
+        ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost", "baseline_voters")
         ctx["cohort"] = cohort
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
                                                   "noise_seed": _derived_seed(seed, 7, m, c)})
@@ -94,14 +94,18 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
                 per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
                                                  "eligible": v["eligible"], "reason": v["reason"],
                                                  "withheld_classes": v["withheld_classes"]})
-        if "avg_logme" in scores:  # example-weighted mean of the clients' own LogME
+        # the naive baselines read the clients' own LogME; a client whose LogME is undefined for
+        # some candidate (e.g. it holds one class) votes for none, so every candidate is judged
+        # by the same clients
+        voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
+        total = sum(w for _, w in voters)
+        if "avg_logme" in scores:  # example-weighted mean of the voters' own LogME
             for name in names:
-                pairs = [(loc[name], w) for loc, w in zip(local, weights, strict=True) if name in loc]
-                tot = sum(w for _, w in pairs)
-                table["avg_logme"][name] = sum(x * w for x, w in pairs) / tot if tot > 0 else None
+                table["avg_logme"][name] = sum(loc[name] * w for loc, w in voters) / total if total > 0 else None
         if "borda" in scores:
-            voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
-            table["borda"] = dict(borda([v for v, _ in voters], weights=[w for _, w in voters])) if voters else {}
+            table["borda"] = dict(borda([v for v, _ in voters], weights=[w for _, w in voters])) if voters else \
+                {n: None for n in names}
+        ctx["baseline_voters"] = len(voters)
         ctx["merged"] = merged
         ctx["scores"] = table
         ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
@@ -291,6 +295,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class)
             out["pooling"] = spec.pooling
             out["dims"] = ctx["dims"]
+            out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
         if spec.method.kind == PRIOR or "param_prior" in spec.scores:
             scores["param_prior"] = param_prior({n: p or 0 for n, p in params.items()})
         if spec.method.kind == PRIOR and spec.name == "random" or "random" in spec.scores:

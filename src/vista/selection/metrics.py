@@ -113,7 +113,7 @@ def logme(stats: SufficientStats) -> float:
     scores = []
     for c in np.flatnonzero(stats.counts > 0):
         z = (vk.T @ stats.B[:, c]) / sig
-        r0 = float(stats.counts[c]) - float(z @ z)
+        r0 = max(float(stats.counts[c]) - float(z @ z), 0.0)  # a residual: >= 0 but for rounding
         scores.append(_logme_class(sig2, sig, z, r0, n, d))
     return float(np.mean(scores))
 

@@ -87,8 +87,11 @@ class StatisticsRuntime:
                 max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if dp else None, keep=adm.keep)
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class)
-        local = float(logme(stats)) if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload \
-            else None
+        local = None
+        if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload:
+            with np.errstate(all="ignore"):
+                local = float(logme(stats))
+            local = local if np.isfinite(local) else None  # e.g. a one-class client: LogME degenerates
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
                                rng_seed=payload["noise_seed"])
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
