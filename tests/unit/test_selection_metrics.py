@@ -324,3 +324,10 @@ def test_gbc_survives_a_constant_feature():
     f[:, 2] = 1.0  # zero variance in every class
     y = np.arange(90) % 3
     assert np.isfinite(score_features(f, y, "gbc"))
+
+
+def test_logme_of_degenerate_statistics_is_nan_not_an_exception():
+    """All-zero features (or a target fit exactly) have no finite evidence: NaN, which the
+    selection driver records as no score, instead of a ZeroDivisionError that kills a run."""
+    stats = SufficientStats.from_features(np.zeros((4, 3)), np.array([0, 0, 1, 1]), 2)
+    assert np.isnan(M.logme(stats))

@@ -72,6 +72,8 @@ def _logme_class(sig2, sig, z, r0, n, d) -> float:
         gamma = float(np.sum(beta * sig2 / denom))
         m2 = float(np.sum((beta * sig * z / denom) ** 2))
         res = float(np.sum((alpha * z / denom) ** 2) + r0)
+        if m2 <= 0.0 or res <= 0.0:  # the target is fit exactly (or not at all): no finite evidence
+            return float("nan")
         alpha = gamma / m2
         beta = (n - gamma) / res
         new_lam = alpha / beta

@@ -91,7 +91,7 @@ class StatisticsRuntime:
         if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload:
             with np.errstate(all="ignore"):
                 local = float(logme(stats))
-            local = local if np.isfinite(local) else None  # e.g. a one-class client: LogME degenerates
+            local = local if np.isfinite(local) else None  # a tiny or one-class client: LogME degenerates
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
                                rng_seed=payload["noise_seed"])
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
