@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     a = p.parse_args(argv)
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
-                      batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers)
+                      batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
+                      device=a.device)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

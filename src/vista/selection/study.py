@@ -59,6 +59,7 @@ class StudyConfig:
     eta: int = 2
     top_k: int = 3
     num_workers: int = 2
+    device: str = "cpu"  # auto | cpu | cuda (the scheduler's device plan)
     privacy: PrivacySpec = PrivacySpec(min_examples=8, min_per_class=2, secure_agg=True)
     validation_key: str = "client_test_accuracy_mean"
 
@@ -76,7 +77,7 @@ def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, 
         peft=LoraSpec(r=cfg.lora_r, alpha=2 * cfg.lora_r, dropout=0.05),
         data=FederatedDataSpec(str(data_file), str(part_file), method),
         aggregator=FedAvg(),
-        scheduler=SchedulerSpec(num_workers=cfg.num_workers, device="cpu"),
+        scheduler=SchedulerSpec(num_workers=cfg.num_workers, device=cfg.device),
         recorder=RecorderSpec(),
     )
 
