@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The committed real-model grid: 5 candidates x 3 corpora x 3 partitions x 1 seed, every
 # selection method against brute-force federated LoRA (~110 minutes on 2 CPU cores).
-# Needs the offline pool in $HUB (`vista-hub add minilm mpnet smollm2 minilm-l3 random-bert
-# --hub $HUB`) and the corpora in $SRC (`vista-data import bbc --data-dir $SRC`, same for r8;
+# Needs the offline pool in $HUB (`vista-hub add NAME --hub $HUB` for minilm, mpnet, smollm2,
+# minilm-l3, random-bert) and the corpora in $SRC (`vista-data import bbc --data-dir $SRC`, same for r8;
 # 20news5 ships with Vista).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

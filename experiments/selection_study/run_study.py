@@ -4,7 +4,7 @@
         --corpora 20news5 bbc r8 --partitions iid alpha=1 alpha=0.1 --seeds 0 --rounds 3
 
 ``--data`` holds the subsampled corpora written by ``prepare.py``. Candidates default to the
-offline pool (``vista-hub add minilm mpnet smollm2 minilm-l3 random-bert``), named by their
+offline pool (``vista-hub add NAME`` for minilm, mpnet, smollm2, minilm-l3, random-bert), named by their
 model configs. Each setting writes ``<out>/<corpus>/<partition>/seed<k>/result.json``; a
 finished setting is skipped on a rerun, a failed one is recorded and the grid goes on.
 Then ``table.py RUNS`` writes the table and the plot.
