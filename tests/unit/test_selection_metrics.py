@@ -331,3 +331,13 @@ def test_logme_of_degenerate_statistics_is_nan_not_an_exception():
     selection driver records as no score, instead of a ZeroDivisionError that kills a run."""
     stats = SufficientStats.from_features(np.zeros((4, 3)), np.array([0, 0, 1, 1]), 2)
     assert np.isnan(M.logme(stats))
+
+
+def test_logme_with_fewer_examples_than_dimensions_never_raises():
+    """A small client (n << D, the federated reality) can have gamma = N: NaN, not an error."""
+    rng = np.random.default_rng(9)
+    for n in (2, 3, 5, 8):
+        f = rng.normal(size=(n, 64))
+        y = np.arange(n) % 2
+        score = M.logme(SufficientStats.from_features(f, y, 3))
+        assert np.isnan(score) or np.isfinite(score)

@@ -76,6 +76,8 @@ def _logme_class(sig2, sig, z, r0, n, d) -> float:
             return float("nan")
         alpha = gamma / m2
         beta = (n - gamma) / res
+        if not (alpha > 0.0 and beta > 0.0):  # gamma = N: as many effective dims as examples
+            return float("nan")
         new_lam = alpha / beta
         if abs(new_lam - lam) / lam < _LOGME_TOL:
             break

@@ -89,8 +89,11 @@ class StatisticsRuntime:
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class)
         local = None
         if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload:
-            with np.errstate(all="ignore"):
-                local = float(logme(stats))
+            try:
+                with np.errstate(all="ignore"):
+                    local = float(logme(stats))
+            except (ArithmeticError, np.linalg.LinAlgError):
+                local = float("nan")
             local = local if np.isfinite(local) else None  # a tiny or one-class client: LogME degenerates
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
                                rng_seed=payload["noise_seed"])
