@@ -142,7 +142,10 @@ def test_shutdown_leaves_no_process(tmp_path):
 
 _DRIVER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    # a terminal's Ctrl-C raises KeyboardInterrupt; restore that even when this test runs under a
+    # shell that started it in the background (which makes SIGINT ignored, and inherited so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from support.runtimes import make_echo
     from vista.pipeline.protocol import JobRequest
