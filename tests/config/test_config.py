@@ -78,6 +78,16 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, key):
     assert msg.startswith(key + ":") and "\n" not in msg
 
 
+@pytest.mark.parametrize("override", ["selection.privacy.dp_epsilon=-1", "selection.privacy.dp_delta=2",
+                                      "selection.privacy.clip_norm=0", "selection.privacy.frac_bits=60",
+                                      "selection.privacy.min_examples=-1"])
+def test_bad_privacy_values_name_their_key(override):
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("selection=logme", override))
+    msg = str(info.value)
+    assert msg.startswith(override.split("=")[0] + ":") and "\n" not in msg
+
+
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vista.main", *args, f"hydra.run.dir={cwd}/run"],
                           capture_output=True, text=True, cwd=cwd, timeout=120)

@@ -18,8 +18,8 @@ from vista.selection.features import (
     FrozenEncoder,
     auto_pooling,
     client_statistics,
-    clip_rows,
 )
+from vista.selection.privacy import clip_rows
 from vista.selection.stats import SufficientStats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

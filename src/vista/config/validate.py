@@ -101,10 +101,10 @@ def _check_selection(sel: dict[str, Any]) -> None:
         raise ConfigError(f"selection.max_rounds: must be >= selection.r0={sel['r0']}, got {sel['max_rounds']}")
     if sel["clients"] is not None and sel["clients"] < 1:
         raise ConfigError(f"selection.clients: must be >= 1 or null (all), got {sel['clients']}")
-    priv = sel["privacy"]
-    if priv["dp_epsilon"] is not None and not priv["dp_epsilon"] > 0:
-        raise ConfigError(f"selection.privacy.dp_epsilon: must be > 0 or null, got {priv['dp_epsilon']}")
-    if not 0 < priv["dp_delta"] < 1:
-        raise ConfigError(f"selection.privacy.dp_delta: must lie in (0, 1), got {priv['dp_delta']}")
-    if not priv["clip_norm"] > 0:
-        raise ConfigError(f"selection.privacy.clip_norm: must be > 0, got {priv['clip_norm']}")
+    from vista.selection.privacy import PrivacySpec
+
+    try:  # the spec checks its own values ("<field> must be ..."); here they get their config key
+        PrivacySpec(**sel["privacy"])
+    except (ValueError, TypeError) as err:
+        field, _, problem = str(err).partition(" ")
+        raise ConfigError(f"selection.privacy.{field}: {problem}") from None

@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from vista.selection.privacy import clip_rows  # the one per-example clip (DP sensitivity)
 from vista.selection.stats import SufficientStats
 
-__all__ = ["POOLINGS", "FrozenEncoder", "auto_pooling", "client_statistics", "clip_rows"]
+__all__ = ["POOLINGS", "FrozenEncoder", "auto_pooling", "client_statistics"]
 
 POOLINGS = ("auto", "cls", "mean", "last")
 
@@ -98,18 +99,6 @@ def auto_pooling(model_type: str) -> str:
         f"token for {sorted(_FIRST_TOKEN_TYPES)}; last non-pad token for decoders such as "
         f"{sorted(_LAST_TOKEN_TYPES)}); pass pooling='cls', 'mean' or 'last' explicitly"
     )
-
-
-def clip_rows(features: np.ndarray, clip_norm: float) -> np.ndarray:
-    """Float64 copy of ``features`` with every row of L2 norm > ``clip_norm`` scaled down to
-    norm ``clip_norm`` (rows within the bound are unchanged)."""
-    if not clip_norm > 0:
-        raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
-    f = np.array(features, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", f, f))
-    over = norms > clip_norm
-    f[over] *= (clip_norm / norms[over])[:, None]
-    return f
 
 
 class FrozenEncoder:
