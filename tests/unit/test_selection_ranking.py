@@ -26,6 +26,7 @@ SWAP_BOTTOM = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}  # worst two swapped
 def test_rank_by_descending_ties_by_name():
     assert rank_by({"z": 1.0, "b": 3.0, "a": 1.0, "c": 2.0}) == ["b", "c", "a", "z"]
     assert rank_by({}) == []
+    assert rank_by({"z": None, "b": 3.0, "y": None, "a": -9.0}) == ["b", "a", "y", "z"]  # unscored last
 
 
 def test_identical_and_reversed_orderings():

@@ -274,6 +274,12 @@ def test_hybrid_keeps_top_k_and_costs_less():
     )
 
 
+def test_hybrid_ranks_a_candidate_without_a_score_after_the_scored():
+    metric = {"d": None, "a": 4.0, "c": 1.0, "b": None}  # e.g. a metric undefined for d and b
+    r = hybrid(metric, oracle(FOUR), k=2, r0=1, eta=2, max_rounds=4)
+    assert r.ranking[2:] == ["b", "d"] and r.rounds_trained["b"] == r.rounds_trained["d"] == 0
+
+
 def test_hybrid_k_beyond_pool_is_sh():
     metric = {"a": 0.0, "b": 1.0, "c": 2.0, "d": 3.0}
     h = hybrid(metric, oracle(FOUR), k=10, r0=1, eta=2, max_rounds=4)

@@ -238,7 +238,8 @@ class FedPEFTOracle:
         return {c: ck.kept["history"] for c, ck in self.checkpoints.items()}
 
 
-def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path, metric_scores: dict[str, float] | None,
+def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
+               metric_scores: dict[str, float | None] | None,
                progress_stream: Any = None) -> tuple[SearchResult, FedPEFTOracle]:
     names = [c.name for c in spec.candidates]
     oracle = FedPEFTOracle(parts, {c.name: c for c in spec.candidates}, run_dir / "search", spec.validation_key,
@@ -248,10 +249,7 @@ def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path, metri
         result = successive_halving(names, oracle, spec.r0, spec.eta, max_rounds)
     elif spec.name == "hybrid":
         assert metric_scores is not None
-        finite = [v for v in metric_scores.values() if v is not None]
-        floor = min(finite) - 1.0 if finite else 0.0  # a candidate without a score seeds last
-        usable = {n: (v if v is not None else floor) for n, v in metric_scores.items()}
-        result = hybrid(usable, oracle, spec.top_k, spec.r0, spec.eta, max_rounds)
+        result = hybrid(metric_scores, oracle, spec.top_k, spec.r0, spec.eta, max_rounds)
     else:
         result = brute_force(names, oracle, max_rounds)
     return result, oracle
@@ -313,10 +311,9 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
         else:
             ranked_by = spec.ranking_score
             assert ranked_by is not None and spec.method.kind in (STATS, PRIOR)
-            usable = {n: v for n, v in scores[ranked_by].items() if v is not None}
-            if not usable:
+            if all(v is None for v in scores[ranked_by].values()):
                 raise RuntimeError(f"selection: no candidate got a finite {ranked_by} score: {scores[ranked_by]}")
-            ranking = rank_by(usable) + sorted(set(names) - set(usable))
+            ranking = rank_by(scores[ranked_by])  # candidates without a score last
             chosen = ranking[0]
         out.update(ranked_by=ranked_by, ranking=ranking, chosen=chosen, scores=scores,
                    params=params, cost=cost.to_dict(), selection_seconds=time.perf_counter() - t0)

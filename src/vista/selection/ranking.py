@@ -69,10 +69,15 @@ def _constant(*vectors: np.ndarray) -> bool:
 
 
 # --------------------------------------------------------------------------- orderings
-def rank_by(scores: Mapping[str, float]) -> list[str]:
-    """Candidates from best to worst; equal scores fall back to name order so runs agree."""
-    _check_scores(scores, "scores")
-    return sorted(scores, key=lambda k: (-float(scores[k]), k))
+def rank_by(scores: Mapping[str, float | None]) -> list[str]:
+    """Candidates from best to worst; equal scores fall back to name order so runs agree.
+    A candidate without a score (``None``, e.g. a metric undefined for it) ranks after every
+    scored one."""
+    if not isinstance(scores, Mapping):
+        raise TypeError(f"scores must be a dict of candidate -> score, got {type(scores).__name__}")
+    scored = {k: v for k, v in scores.items() if v is not None}
+    _check_scores(scored, "scores")
+    return sorted(scored, key=lambda k: (-float(scored[k]), k)) + sorted(set(scores) - set(scored))
 
 
 def kendall_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:

@@ -221,7 +221,7 @@ def successive_halving(
 
 
 def hybrid(
-    metric_scores: Mapping[str, float],
+    metric_scores: Mapping[str, float | None],
     oracle: Oracle,
     k: int,
     r0: int,
@@ -232,8 +232,9 @@ def hybrid(
 
     The score is nearly free (one forward round), so it prunes the pool before any
     training. Candidates outside the shortlist rank after every searched one, in score
-    order, with 0 rounds trained and no entry in ``scores``. ``k`` larger than the pool is
-    clamped to the pool size (plain successive halving).
+    order, with 0 rounds trained and no entry in ``scores``; a candidate without a score
+    (``None``) comes after the scored ones. ``k`` larger than the pool is clamped to the
+    pool size (plain successive halving).
     """
     if not isinstance(metric_scores, Mapping) or not metric_scores:
         raise ValueError("metric_scores must be a non-empty dict of candidate -> score")

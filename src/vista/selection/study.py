@@ -125,10 +125,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
         methods[m] = _entry(truth, stats["scores"][m], Cost())
     sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
     methods["successive_halving"] = _entry(truth, sh.rank_scores, sh.cost, search=sh.to_dict())
-    finite = [v for v in stats["scores"]["logme"].values() if v is not None]
-    logme_scores = {c: (v if v is not None else min(finite, default=0.0) - 1.0)
-                    for c, v in stats["scores"]["logme"].items()}
-    hy = hybrid(logme_scores, ReplayOracle(histories, cfg.validation_key), cfg.top_k, cfg.r0, cfg.eta, cfg.rounds)
+    hy = hybrid(stats["scores"]["logme"], ReplayOracle(histories, cfg.validation_key), cfg.top_k, cfg.r0, cfg.eta, cfg.rounds)
     methods["hybrid"] = _entry(truth, hy.rank_scores, hy.cost + methods["logme"]["cost_obj"], search=hy.to_dict())
     methods["brute_force"] = _entry(truth, truth, Cost(**{k: v for k, v in bf["cost"].items()}))
     for v in methods.values():
