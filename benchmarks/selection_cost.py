@@ -24,6 +24,7 @@ from pathlib import Path
 from statistics import mean
 
 from vista.build import candidate_spec
+from vista.selection.search import Cost
 from vista.selection.study import PARTITIONS, StudyConfig, run_setting
 
 POOL = ["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"]
@@ -31,7 +32,7 @@ COMPARED = ("logme", "successive_halving", "hybrid")
 
 
 def compute(cost: dict) -> float:
-    return cost["forward_passes"] + 2 * cost["backward_passes"]
+    return Cost(**cost).forward_equivalents
 
 
 def ratios(result: dict) -> dict[str, dict[str, float]]:

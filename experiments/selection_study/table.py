@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from vista.selection.search import Cost
+
 METHODS = ("logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior", "random",
            "successive_halving", "hybrid", "brute_force")
 QUALITY = ("kendall_tau", "weighted_tau", "spearman", "top1_regret")
@@ -33,7 +35,7 @@ def load(runs: Path) -> list[dict]:
 
 
 def compute(cost: dict) -> float:
-    return cost["forward_passes"] + 2 * cost["backward_passes"]  # a backward pass ~ two forward passes
+    return Cost(**cost).forward_equivalents
 
 
 def _m(xs: list[float]) -> float:

@@ -29,8 +29,8 @@ from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, 
 log = logging.getLogger(__name__)
 
 KEPT = ("global_state", "aggregator_state", "trainable_params", "total_params", "method",
-        "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total", "best_test_accuracy", "best_round", "best_state",
-        "best_eval", "run_started", "history")
+        "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total",
+        "best_test_accuracy", "best_round", "best_state", "best_eval", "run_started", "history")
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,6 @@ def fedpeft_pipeline(
         )
     if resume is not None and resume.round > run.rounds:
         raise ValueError(f"cannot resume at round {resume.round}: the run has only {run.rounds} rounds")
-    local_epochs = run.local_epochs
     plan = _eval_plan(fed, run.eval_clients)
     shards = [plan.indices[i : i + run.eval_shard_size] for i in range(0, len(plan.indices), run.eval_shard_size)]
     options = aggregator.client_options() if hasattr(aggregator, "client_options") else {}
@@ -209,7 +208,7 @@ def fedpeft_pipeline(
         ctx["train_loss"] = sum(u.metrics["loss"] * u.num_examples for u in updates) / n
         ctx["train_examples"] = n
         ctx["train_steps"] = sum(u.metrics["steps"] for u in updates)
-        ctx["backward_passes"] = n * local_epochs  # examples through forward + backward
+        ctx["backward_passes"] = n * run.local_epochs  # examples through forward + backward
         ctx["backward_passes_total"] += ctx["backward_passes"]
         ctx["forward_passes_total"] += ctx["backward_passes"]
 

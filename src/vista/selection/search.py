@@ -62,6 +62,11 @@ class Cost:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def forward_equivalents(self) -> float:
+        """Client compute in forward passes, a backward pass counted as two forward passes."""
+        return self.forward_passes + 2 * self.backward_passes
+
 
 @runtime_checkable
 class Oracle(Protocol):
