@@ -294,9 +294,10 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["pooling"] = spec.pooling
             out["dims"] = ctx["dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
-        if spec.method.kind == PRIOR or "param_prior" in spec.scores:
+        wanted = {spec.ranking_score, *spec.scores}
+        if "param_prior" in wanted:
             scores["param_prior"] = param_prior({n: p or 0 for n, p in params.items()})
-        if spec.method.kind == PRIOR and spec.name == "random" or "random" in spec.scores:
+        if "random" in wanted:
             scores["random"] = random_scores(names, parts.seed)
         search = oracle = None
         if spec.method.kind == SEARCH:
