@@ -81,7 +81,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
 def _check_selection(sel: dict[str, Any]) -> None:
     from vista.selection.features import POOLINGS
-    from vista.selection.spec import CLIENT_SCORES, EXACT_SCORES, METHODS
+    from vista.selection.spec import METHODS, SCORES
 
     known = ["none", *METHODS]
     if sel["name"] not in known:
@@ -91,10 +91,9 @@ def _check_selection(sel: dict[str, Any]) -> None:
     if len(sel["candidates"]) < 2:
         raise ConfigError(f"selection.candidates: need at least 2 candidate models, got {sel['candidates']}; "
                           "e.g. selection.candidates=[minilm,mpnet,smollm2]")
-    scores = (*EXACT_SCORES, *CLIENT_SCORES, "param_prior", "random")
     for s in [*sel["scores"], *([sel["metric"]] if sel["metric"] else [])]:
-        if s not in scores:
-            raise ConfigError(f"selection.scores/metric: unknown score {s!r}; known: {list(scores)}")
+        if s not in SCORES:
+            raise ConfigError(f"selection.scores/metric: unknown score {s!r}; known: {list(SCORES)}")
     if sel["pooling"] not in POOLINGS:
         raise ConfigError(f"selection.pooling: {sel['pooling']!r}; known: {list(POOLINGS)}")
     if sel["max_rounds"] is not None and sel["max_rounds"] < sel["r0"]:

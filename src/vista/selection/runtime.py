@@ -81,10 +81,9 @@ class StatisticsRuntime:
         adm = admit(labels, a.num_labels, a.privacy)
         passes = 0
         if adm.eligible:
-            dp = a.privacy.dp_epsilon is not None
             stats, passes = client_statistics(
                 enc, self.data.texts(idx), labels, a.num_labels, per_class=per_class, batch_size=a.batch_size,
-                max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if dp else None, keep=adm.keep)
+                max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if a.privacy.dp else None, keep=adm.keep)
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class)
         local = None

@@ -46,6 +46,8 @@ METHODS: dict[str, Method] = {
 # every score one statistics round yields (the exact ones and the two per-client baselines)
 EXACT_SCORES = ("logme", "hscore", "reg_hscore", "transrate", "gbc")
 CLIENT_SCORES = ("avg_logme", "borda")
+PRIOR_SCORES = ("param_prior", "random")  # need no client work
+SCORES = (*EXACT_SCORES, *CLIENT_SCORES, *PRIOR_SCORES)  # what selection.metric / selection.scores may name
 PER_CLASS_SCORES = ("transrate",)  # need per-class Gram matrices in round 1
 TWO_ROUND_SCORES = ("gbc",)  # round 2: per-class statistics of features on the pooled PCA basis
 
@@ -87,14 +89,13 @@ class SelectionSpec:
         return self.metric or self.method.score
 
     def statistics_scores(self) -> tuple[str, ...]:
-        """Every statistics score to compute: the ranking one first, then the extras."""
-        out = [self.ranking_score] if self.ranking_score in (*EXACT_SCORES, *CLIENT_SCORES) else []
-        out += [s for s in self.scores if s not in out]
-        return tuple(out)
+        """Every score the statistics round computes: the ranking one first, then the extras."""
+        wanted = [self.ranking_score, *self.scores]
+        return tuple(dict.fromkeys(s for s in wanted if s in (*EXACT_SCORES, *CLIENT_SCORES)))
 
     @property
     def needs_statistics(self) -> bool:
-        return self.method.kind == STATS or self.name == "hybrid" or bool(self.scores)
+        return bool(self.statistics_scores())
 
     @property
     def per_class(self) -> bool:
