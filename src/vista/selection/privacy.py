@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from vista.selection.stats import SufficientStats
+from vista.selection.stats import SufficientStats, from_triu
 
 __all__ = [
     "Admission",
@@ -680,14 +680,6 @@ def merge_uploads(
 
 
 # =========================================================================== post-processing
-def _sym(triu: np.ndarray, d: int) -> np.ndarray:
-    iu = np.triu_indices(d)
-    m = np.zeros((d, d))
-    m[iu] = triu
-    m[iu[1], iu[0]] = triu
-    return m
-
-
 def _psd(m: np.ndarray, rel_floor: float, abs_floor: float = 0.0) -> np.ndarray:
     """Eigenvalues raised to ``max(rel_floor x largest |eigenvalue|, abs_floor)`` (> 0)."""
     w, v = np.linalg.eigh((m + m.T) * 0.5)
@@ -733,7 +725,7 @@ def repair(wire: dict, eig_floor: float = 1e-9, noise_floor: float = 0.0) -> dic
 
     between = [np.outer(B[:, k], B[:, k]) / counts[k] for k in present]
     sum_between = np.sum(between, axis=0) if between else np.zeros((d, d))
-    G = _psd(_sym(g_tri, d) - sum_between, eig_floor, noise_floor) + sum_between
+    G = _psd(from_triu(g_tri, d) - sum_between, eig_floor, noise_floor) + sum_between
 
     iu = np.triu_indices(d)
     out = {
@@ -750,6 +742,6 @@ def repair(wire: dict, eig_floor: float = 1e-9, noise_floor: float = 0.0) -> dic
     if per_class:
         gc = np.zeros((c, d, d))
         for k, bb in zip(present, between):
-            gc[k] = _psd(_sym(gc_tri[k], d) - bb, eig_floor, noise_floor) + bb
+            gc[k] = _psd(from_triu(gc_tri[k], d) - bb, eig_floor, noise_floor) + bb
         out["Gc_triu"] = gc[:, iu[0], iu[1]]
     return out

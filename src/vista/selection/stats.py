@@ -16,13 +16,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SufficientStats"]
+__all__ = ["SufficientStats", "from_triu"]
 
 
 def _sym_gram(x: np.ndarray) -> np.ndarray:
     """``x^T x`` made bitwise symmetric (so the upper triangle rebuilds it exactly)."""
     g = x.T @ x
     return (g + g.T) * 0.5
+
+
+def from_triu(tri: np.ndarray, dim: int) -> np.ndarray:
+    """Symmetric (..., dim, dim) matrices rebuilt bitwise from their upper triangles (the
+    wire format of Gram matrices; leading axes, e.g. classes, are kept)."""
+    tri = np.asarray(tri, dtype=np.float64)
+    iu = np.triu_indices(dim)
+    out = np.zeros((*tri.shape[:-1], dim, dim))
+    out[..., iu[0], iu[1]] = tri
+    out[..., iu[1], iu[0]] = tri
+    return out
 
 
 @dataclass(eq=False)
@@ -219,16 +230,8 @@ class SufficientStats:
     def from_wire(cls, wire: dict) -> SufficientStats:
         """Inverse of :meth:`to_wire` (exact: the triangles are copied back bitwise)."""
         c, d = int(wire["num_classes"]), int(wire["dim"])
-        iu = np.triu_indices(d)
-        G = np.zeros((d, d))
-        G[iu] = wire["G_triu"]
-        G[iu[1], iu[0]] = wire["G_triu"]
-        Gc = None
-        if "Gc_triu" in wire:
-            Gc = np.zeros((c, d, d))
-            tri = np.asarray(wire["Gc_triu"], dtype=np.float64)
-            Gc[:, iu[0], iu[1]] = tri
-            Gc[:, iu[1], iu[0]] = tri
+        G = from_triu(wire["G_triu"], d)
+        Gc = from_triu(wire["Gc_triu"], d) if "Gc_triu" in wire else None
         return cls(
             num_classes=c,
             dim=d,
