@@ -341,3 +341,10 @@ def test_logme_with_fewer_examples_than_dimensions_never_raises():
         y = np.arange(n) % 2
         score = M.logme(SufficientStats.from_features(f, y, 3))
         assert np.isnan(score) or np.isfinite(score)
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_wire_floats_counts_what_to_wire_sends(per_class):
+    stats = SufficientStats.from_features(np.ones((4, 6)), np.array([0, 1, 2, 0]), 3, per_class=per_class)
+    sent = sum(np.size(v) for k, v in stats.to_wire().items() if k not in ("num_classes", "dim"))
+    assert stats.num_floats() == SufficientStats.wire_floats(3, 6, per_class) == sent

@@ -245,9 +245,13 @@ class SufficientStats:
             q=np.asarray(wire["q"], dtype=np.float64).copy(),
         )
 
+    @staticmethod
+    def wire_floats(num_classes: int, dim: int, per_class: bool) -> int:
+        """How many numbers :meth:`to_wire` sends for this shape (a communication-cost
+        figure, known before any data is seen): n, counts, s, B, G's triangle, sum ||f||^4,
+        q, and the per-class triangles."""
+        tri = dim * (dim + 1) // 2
+        return 1 + num_classes + dim + dim * num_classes + tri + 1 + dim + (num_classes * tri if per_class else 0)
+
     def num_floats(self) -> int:
-        """How many numbers :meth:`to_wire` sends (a communication-cost figure)."""
-        w = self.to_wire()
-        return int(
-            sum(np.size(v) for k, v in w.items() if k not in ("num_classes", "dim"))
-        )
+        return self.wire_floats(self.num_classes, self.dim, self.per_class)

@@ -29,11 +29,18 @@ from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec
+from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import PrivacySpec
 from vista.selection.ranking import selection_quality
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
-from vista.selection.metrics import GBC_PCA_DIM
-from vista.selection.spec import CLIENT_SCORES, EXACT_SCORES, PER_CLASS_SCORES, TWO_ROUND_SCORES, SelectionSpec
+from vista.selection.spec import (
+    CLIENT_SCORES,
+    EXACT_SCORES,
+    PER_CLASS_SCORES,
+    TWO_ROUND_SCORES,
+    SelectionSpec,
+)
+from vista.selection.stats import SufficientStats
 
 PARTITIONS: dict[str, tuple[str, float | None]] = {
     "iid": ("uniform", None),
@@ -85,9 +92,7 @@ def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, 
 def stats_bytes(dim: int, classes: int, per_class: bool, secure_agg: bool) -> int:
     """Bytes one client uploads for one candidate: 8-byte numbers (two 8-byte limbs each under
     secure aggregation), Grams as upper triangles."""
-    tri = dim * (dim + 1) // 2
-    floats = 1 + classes + dim + dim * classes + tri + 1 + dim + (classes * tri if per_class else 0)
-    return (16 if secure_agg else 8) * floats
+    return (16 if secure_agg else 8) * SufficientStats.wire_floats(classes, dim, per_class)
 
 
 def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
