@@ -37,6 +37,7 @@ from vista.selection.spec import (
     CLIENT_SCORES,
     EXACT_SCORES,
     PER_CLASS_SCORES,
+    PRIOR_SCORES,
     TWO_ROUND_SCORES,
     SelectionSpec,
 )
@@ -48,7 +49,7 @@ PARTITIONS: dict[str, tuple[str, float | None]] = {
     "alpha=0.1": ("niid_label", 0.1),
 }
 STAT_METHODS = (*EXACT_SCORES, *CLIENT_SCORES)
-PRIOR_METHODS = ("param_prior", "random")
+PRIOR_METHODS = PRIOR_SCORES
 SEARCH_METHODS = ("successive_halving", "hybrid")
 
 
@@ -116,6 +117,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     classes, secure = stats["num_labels"], cfg.privacy.secure_agg
     encoded = sum(r["examples"] for r in stats["clients"]) * len(names)  # one statistics round
     methods: dict[str, dict[str, Any]] = {}
+    stat_costs: dict[str, Cost] = {}
     for m in STAT_METHODS:
         per_class = m in PER_CLASS_SCORES
         up = sum(uploading * stats_bytes(dims[c], classes, per_class, secure) for c in names)
@@ -125,16 +127,15 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
             cost = cost + Cost(forward_passes=encoded, rounds=1,
                                bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
                                bytes_down=sum(uploading * 8 * dims[c] * k[c] for c in names))  # the PCA bases
+        stat_costs[m] = cost
         methods[m] = _entry(truth, stats["scores"][m], cost)
     for m in PRIOR_METHODS:
         methods[m] = _entry(truth, stats["scores"][m], Cost())
     sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
     methods["successive_halving"] = _entry(truth, sh.rank_scores, sh.cost, search=sh.to_dict())
     hy = hybrid(stats["scores"]["logme"], ReplayOracle(histories, cfg.validation_key), cfg.top_k, cfg.r0, cfg.eta, cfg.rounds)
-    methods["hybrid"] = _entry(truth, hy.rank_scores, hy.cost + methods["logme"]["cost_obj"], search=hy.to_dict())
-    methods["brute_force"] = _entry(truth, truth, Cost(**{k: v for k, v in bf["cost"].items()}))
-    for v in methods.values():
-        v.pop("cost_obj")
+    methods["hybrid"] = _entry(truth, hy.rank_scores, hy.cost + stat_costs["logme"], search=hy.to_dict())
+    methods["brute_force"] = _entry(truth, truth, Cost(**bf["cost"]))
     result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
               "candidates": names, "truth": truth, "methods": methods,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
@@ -155,4 +156,4 @@ def _run_or_reuse(parts: ExperimentParts, run_dir: Path) -> dict[str, Any]:
 def _entry(truth: dict[str, float], scores: dict[str, float | None], cost: Cost, **extra: Any) -> dict[str, Any]:
     usable = {c: float(v) for c, v in scores.items() if v is not None and v == v and abs(v) != float("inf")}
     quality = selection_quality(truth, usable) if len(usable) >= 2 else {}
-    return {**quality, "scores": scores, "cost": cost.to_dict(), "cost_obj": cost, **extra}
+    return {**quality, "scores": scores, "cost": cost.to_dict(), **extra}
