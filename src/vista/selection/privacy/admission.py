@@ -1,0 +1,116 @@
+"""Admission: which of a client's examples may contribute, and its statistics under a spec.
+
+* **Admission** (:func:`admit`): a client contributes only if it has at least
+  ``min_examples`` admitted examples, and withholds every class it holds fewer than
+  ``min_per_class`` examples of (dropped from *all* its statistics, so they stay
+  consistent). An ineligible client still uploads, with all-zero statistics, so the
+  pairwise masks of secure aggregation still cancel.
+* When DP is on, the admitted features are clipped to L2 norm ``clip_norm``
+  (:func:`clip_rows`), which bounds the sensitivities the DP noise is calibrated to.
+
+Caveat: the DP guarantee holds for a fixed admission decision. The admission rule itself is
+data-dependent (adding one example can admit a whole class or client), so the thresholds
+are a k-anonymity-style safeguard, not part of the (epsilon, delta) accounting.
+
+Client side, first step: :func:`prepare_stats` (then ``client_upload``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vista.selection.privacy.spec import PrivacySpec, _is_real
+from vista.selection.stats import SufficientStats
+
+__all__ = ["Admission", "admit", "clip_rows", "prepare_stats"]
+
+
+# =========================================================================== admission
+@dataclass(frozen=True)
+class Admission:
+    """Which of a client's examples may be used.
+
+    ``keep``: boolean mask over its examples (all False when not ``eligible``);
+    ``withheld_classes``: classes it holds 1..min_per_class-1 examples of;
+    ``reason``: why it is not eligible (``None`` when it is).
+    """
+
+    keep: np.ndarray
+    withheld_classes: list[int]
+    eligible: bool
+    reason: str | None
+
+
+def _check_labels(labels, num_classes: int) -> np.ndarray:
+    y = np.asarray(labels).reshape(-1)
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError("labels must be integers")
+        y = y.astype(np.int64)
+    y = y.astype(np.int64, copy=False)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]: "
+            "pass the global number of classes"
+        )
+    return y
+
+
+def admit(labels, num_classes: int, spec: PrivacySpec) -> Admission:
+    """Apply the spec's thresholds to one client's labels.
+
+    Rare classes go first (so that a small class cannot be singled out), then the client is
+    eligible only if what remains has ``min_examples`` examples.
+    """
+    y = _check_labels(labels, num_classes)
+    counts = np.bincount(y, minlength=num_classes)
+    withheld = np.flatnonzero((counts > 0) & (counts < spec.min_per_class))
+    keep = ~np.isin(y, withheld)
+    admitted = int(keep.sum())
+    if admitted < spec.min_examples:
+        reason = f"{admitted} admitted examples < min_examples={spec.min_examples}"
+        if withheld.size:
+            reason += (
+                f" ({y.size - admitted} withheld in classes {withheld.tolist()} held "
+                f"< min_per_class={spec.min_per_class} times)"
+            )
+        return Admission(np.zeros(y.size, dtype=bool), withheld.tolist(), False, reason)
+    return Admission(keep, withheld.tolist(), True, None)
+
+
+def clip_rows(features, clip_norm: float) -> np.ndarray:
+    """Rows scaled down to L2 norm ``clip_norm`` where longer (float64): bounds sensitivity."""
+    if not (_is_real(clip_norm) and 0 < clip_norm < math.inf):
+        raise ValueError(f"clip_norm must be a finite number > 0, got {clip_norm!r}")
+    f = np.array(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, D), got shape {f.shape}")
+    norms = np.sqrt(np.einsum("ij,ij->i", f, f))
+    big = norms > clip_norm
+    f[big] *= (clip_norm / norms[big])[:, None]
+    return f
+
+
+def prepare_stats(
+    features, labels, num_classes: int, spec: PrivacySpec, per_class: bool = False
+) -> tuple[SufficientStats, Admission]:
+    """A client's statistics under ``spec``: admitted rows only, clipped when DP is on.
+
+    An ineligible client gets all-zero statistics (it still uploads, see module doc).
+    """
+    f = np.asarray(features)
+    if f.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, D), got shape {f.shape}")
+    adm = admit(labels, num_classes, spec)
+    if adm.keep.shape[0] != f.shape[0]:
+        raise ValueError(f"{f.shape[0]} feature rows but {adm.keep.shape[0]} labels")
+    if not adm.eligible:
+        return SufficientStats.empty(num_classes, f.shape[1], per_class), adm
+    f = f[adm.keep]
+    if spec.dp:
+        f = clip_rows(f, spec.clip_norm)
+    y = _check_labels(labels, num_classes)[adm.keep]
+    return SufficientStats.from_features(f, y, num_classes, per_class=per_class), adm
