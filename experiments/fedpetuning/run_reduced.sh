@@ -17,6 +17,6 @@ sweep prompts_lr1e-2    peft=ia3,vera,prefix,prompt,p_tuning,head fl.lr=1e-2
 sweep full_lr1e-4       peft=full fl.lr=1e-4
 sweep aggregators_lora  peft=lora fl.lr=2e-3 aggregator=fedprox,fedavgm,fedadam,ffa_lora,exact_lora,flexlora
 
-vista compare "$RUNS"/* --by peft._target_,aggregator._target_,fl.lr --out "$OUT/results" \
+vista compare "$RUNS"/* --by peft,aggregator,fl.lr --out "$OUT/results" \
   --metric test_accuracy --metric test_macro_f1 --metric client_test_accuracy_min
 python experiments/fedpetuning/table.py "$RUNS" > "$OUT/results/table.md"
