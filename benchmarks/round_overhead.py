@@ -27,7 +27,8 @@ import torch
 
 from vista.config.resolvers import asset_path
 from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
-from vista.drivers.run import ExperimentParts, run_fedpeft
+from vista.drivers.fedpeft import run_fedpeft
+from vista.parts import ExperimentParts
 from vista.fl.spec import FLSpec
 from vista.fl.aggregators import FedAvg
 from vista.fl.sampling import sample_clients

@@ -25,7 +25,7 @@ from statistics import mean
 
 from vista.build import candidate_spec
 from vista.selection.search import Cost
-from vista.selection.study import PARTITIONS, StudyConfig, run_setting
+from vista.drivers.study import PARTITIONS, StudyConfig, run_setting
 
 POOL = ["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"]
 COMPARED = ("logme", "successive_halving", "hybrid")

@@ -20,9 +20,10 @@ import traceback
 from pathlib import Path
 
 from vista.build import candidate_spec
-from vista.selection.study import PARTITIONS, StudyConfig, run_setting
+from vista.drivers.study import PARTITIONS, StudyConfig, run_setting
+from vista.selection.spec import DEFAULT_CANDIDATES
 
-POOL = ["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"]
+POOL = list(DEFAULT_CANDIDATES)  # the selection= default pool
 
 
 def main(argv: list[str] | None = None) -> int:

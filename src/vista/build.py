@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from vista.config.typed import check
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts, FLSpec
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
+from vista.selection.spec import SelectionSpec
 
 
 def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
@@ -22,7 +27,7 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
     data = FederatedDataSpec(data_file=str(data_file), partition_file=str(partition_file.resolve()), method=method)
     return ExperimentParts(
         seed=cfg["seed"],
-        fl=FLSpec(**cfg["fl"]),
+        fl=check(FLSpec, cfg["fl"], "fl"),
         model=instantiate(cfg["model"], _convert_="all"),
         peft=instantiate(cfg["peft"], _convert_="all"),
         data=data,
@@ -33,30 +38,27 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
     )
 
 
-def build_selection(sel: dict[str, Any], paths: dict[str, Any]) -> Any:
-    """The typed SelectionSpec, or None for ``selection=none``."""
-    if sel["name"] == "none":
+def build_selection(sel: dict[str, Any], paths: dict[str, Any]) -> SelectionSpec | None:
+    """The typed SelectionSpec with its candidates resolved, or None for ``selection=none``."""
+    spec = check(SelectionSpec, sel, "selection")
+    if spec.name == "none":
         return None
-    from vista.selection.privacy import PrivacySpec
-    from vista.selection.spec import SelectionSpec
-
-    fields = {k: v for k, v in sel.items() if k not in ("candidates", "privacy", "scores")}
-    return SelectionSpec(**fields, scores=tuple(sel["scores"]),
-                         candidates=tuple(candidate_spec(c, paths) for c in sel["candidates"]),
-                         privacy=PrivacySpec(**sel["privacy"]))
+    return dataclasses.replace(spec, candidates=tuple(candidate_spec(c, paths) for c in spec.candidates))
 
 
-def candidate_spec(entry: str, paths: dict[str, Any]) -> ModelSpec:
+def candidate_spec(entry: str | ModelSpec, paths: dict[str, Any]) -> ModelSpec:
     """A candidate named as a directory path (has a '/'), as a directory that exists in
     ``paths.model_hub``, or as a model config (``minilm`` -> conf/model/minilm.yaml), in
     that order; anything else is looked up in the hub (and reported missing there)."""
+    if isinstance(entry, ModelSpec):
+        return entry
     if "/" in entry or entry.startswith((".", "~")):
         where = Path(entry).expanduser()
         return ModelSpec(name=where.name, path=str(where))
     hub = Path(str(paths["model_hub"])).expanduser()
-    conf = Path(__file__).parent / "conf" / "model" / f"{entry}.yaml"
+    conf = resources.files("vista.conf") / "model" / f"{entry}.yaml"
     if conf.is_file() and not (hub / entry).is_dir():
-        node = OmegaConf.merge({"paths": paths}, {"m": OmegaConf.load(conf)})
+        node = OmegaConf.merge({"paths": paths}, {"m": OmegaConf.create(conf.read_text())})
         spec = OmegaConf.to_container(node.m, resolve=True)
         spec.pop("_target_", None)
         return ModelSpec(**spec)

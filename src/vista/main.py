@@ -35,22 +35,24 @@ def _fail(kind: str, err: BaseException, code: int) -> None:
 
 
 def _recorder_spec(resolved: dict[str, Any] | None, cfg: DictConfig) -> Any:
-    """The job's RecorderSpec, best effort (to record a job that failed, maybe before validation)."""
-    try:
-        from vista.recording import RecorderSpec
-        from vista.recording.sweep import recorder_names
+    """The job's RecorderSpec, to mark a failed job's W&B run failed too. A job can fail before
+    its config validates; the recorder part may still be usable. None (and why, on stderr)
+    when it is not: the failure is then recorded in the run directory only."""
+    from vista.recording import RecorderSpec
+    from vista.sweep import recorder_names
 
-        if resolved is not None:
-            rec = dict(resolved["recorder"])
-        else:
+    try:
+        if resolved is None:
             raw = OmegaConf.to_container(cfg, resolve=False)
-            rec = dict(OmegaConf.to_container(cfg.recorder, resolve=True))
-            rec = recorder_names(rec, HydraConfig.get(), str(raw.get("experiment_name") or ""),
-                                 str(raw.get("driver") or ""))
-        rec["mode"] = str(getattr(rec.get("mode"), "value", rec.get("mode") or "disabled"))
+            rec = recorder_names(dict(OmegaConf.to_container(cfg.recorder, resolve=True)), HydraConfig.get(),
+                                 str(raw.get("experiment_name") or ""), str(raw.get("driver") or ""))
+        else:
+            rec = dict(resolved["recorder"])
         fields = set(RecorderSpec.__dataclass_fields__)
         return RecorderSpec(**{k: v for k, v in rec.items() if k in fields})
-    except Exception:
+    except Exception as err:  # the recorder config itself is what is broken
+        print(f"vista: the failure is recorded locally only (recorder config unusable: {type(err).__name__}: "
+              f"{err})", file=sys.stderr, flush=True)
         return None
 
 
@@ -58,20 +60,15 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     """Validate, build and run one job; raises on any failure (ConfigError, user errors, ...)."""
     hc = HydraConfig.get()
     resolved = validate(cfg)
-    from vista.recording.sweep import recorder_names
+    from vista.sweep import recorder_names
 
     resolved["recorder"] = recorder_names(resolved["recorder"], hc, resolved.get("experiment_name"),
                                           resolved.get("driver"))
     state["resolved"] = resolved
     from vista.build import build_parts
-    from vista.drivers.run import DRIVERS
+    from vista.drivers import DRIVERS
 
-    parts = build_parts(resolved)
-    if parts.selection is not None:  # selection=<method>: select a model (then maybe fine-tune it)
-        from vista.drivers.selection import run_selection
-
-        return run_selection(parts, run_dir, resolved)
-    return DRIVERS[resolved["driver"]](parts, run_dir, resolved)
+    return DRIVERS[resolved["driver"]](build_parts(resolved), run_dir, resolved)
 
 
 def _finished(summary: dict[str, Any], run_dir: Path) -> None:
@@ -136,7 +133,7 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return {**summary, "status": "finished"}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://vista.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.types import RunMode
 
@@ -173,7 +170,7 @@ def main() -> None:
     if hint:
         print(hint, file=sys.stderr)
         raise SystemExit(2)
-    from vista.recording import sweep
+    from vista import sweep
 
     sweep.FAILED.clear()
     try:

@@ -11,6 +11,7 @@ a ``status``. After the sweep it prints the failed jobs and leaves them in ``FAI
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from vista.recording.progress import eta, fmt_seconds
 
 # jobs that failed in the last multirun of this process: (job directory, error)
 FAILED: list[tuple[Path, str]] = []
+log = logging.getLogger(__name__)
 _TOTAL_ENV, _T0_ENV = "VISTA_SWEEP_JOBS", "VISTA_SWEEP_STARTED"
 
 
@@ -66,13 +68,13 @@ def job_label(hydra_cfg: Any) -> str:
 
 def dir_label(job_dir: Path, swept: list[str] | None) -> str:
     """The same label, for a job directory of a finished sweep."""
-    try:
-        import yaml
+    import yaml
 
-        return _swept_only([str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())],
-                           swept) or job_dir.name
-    except Exception:
+    try:
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):  # no overrides recorded: the directory's own name
         return job_dir.name
+    return _swept_only([str(o) for o in overrides or []], swept) or job_dir.name
 
 
 def swept_keys(multirun_yaml: Path) -> list[str] | None:
@@ -87,7 +89,8 @@ def swept_keys(multirun_yaml: Path) -> list[str] | None:
         args += [f"{k}={v}" for k, v in params.items()]
         return [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(args)
                 if o.is_sweep_override()]
-    except Exception:
+    except Exception as err:  # labels fall back to the whole override list
+        log.warning("could not read the swept keys from %s: %s: %s", multirun_yaml, type(err).__name__, err)
         return None
 
 
@@ -124,7 +127,8 @@ def count_jobs(config: Any) -> int | None:
         args = [f"{k}={v}" for k, v in params.items()] + args
         overrides = OverridesParser.create().parse_overrides(args)
         return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
-    except Exception:
+    except Exception as err:  # Hydra's private sweeper API moved: progress lines go without a total
+        log.warning("could not count the sweep's jobs: %s: %s", type(err).__name__, err)
         return None
 
 
@@ -141,8 +145,8 @@ class SweepCallback(Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
             self._job_line(config, job_return)
-        except Exception:
-            pass
+        except Exception as err:  # a progress line is not worth stopping the sweep for; say it failed
+            print(f"vista: sweep progress line failed ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
     @staticmethod
     def _job_line(config: Any, job_return: Any) -> None:

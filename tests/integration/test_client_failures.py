@@ -9,8 +9,7 @@ import pytest
 from support.experiments import tiny_parts as parts
 from support.runtimes import make_flaky_fedpeft
 
-from vista.drivers.fedpeft import TooFewClientsError
-from vista.drivers.run import run_fedpeft
+from vista.drivers.fedpeft import TooFewClientsError, run_fedpeft
 from vista.fl.aggregation.base import ClientUpdate
 from vista.fl.aggregators import FedAvg
 from vista.pipeline import JobFailedError

@@ -9,7 +9,7 @@ import json
 import torch
 
 from support.experiments import tiny_parts
-from vista.drivers.run import run_fedpeft_session
+from vista.drivers.fedpeft import run_fedpeft_session
 
 
 def _rows(run_dir):
@@ -32,8 +32,8 @@ def test_resume_equals_uninterrupted_run(tiny_hub, tiny_data, tmp_path, one_torc
         for key in ("test_accuracy", "test_loss", "train_loss", "bytes_up_total", "forward_passes_total",
                     "backward_passes_total"):
             assert a[key] == b[key], key
-    for k, t in full_ck.kept["global_state"].items():
-        assert torch.equal(t, rest_ck.kept["global_state"][k]), k
+    for k, t in full_ck.global_state.items():
+        assert torch.equal(t, rest_ck.global_state[k]), k
     assert rest["test_accuracy"] == full["test_accuracy"]
     assert rest["best_test_accuracy"] == full["best_test_accuracy"]
     assert rest["backward_passes_total"] == full["backward_passes_total"] > 0

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from support.tiny import write_fednlp_pair
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts, run_fedpeft
+from vista.drivers.fedpeft import run_fedpeft
+from vista.parts import ExperimentParts
 from vista.fl.spec import FLSpec
 from vista.fl.aggregators import FedAvg
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from support.experiments import tiny_parts as parts
 
-from vista.drivers.run import ExperimentParts, run_fedpeft
+from vista.drivers.fedpeft import run_fedpeft
+from vista.parts import ExperimentParts
 from vista.fl.aggregators import ExactLoRA, FedAdam, FedAvg, FedProx, FFALoRA, FlexLoRA
 from vista.peft.lora import LoraSpec
 

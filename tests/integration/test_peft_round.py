@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts, run_fedpeft
+from vista.drivers.fedpeft import run_fedpeft
+from vista.parts import ExperimentParts
 from vista.fl.aggregators import FedAvg
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.spec import FLSpec

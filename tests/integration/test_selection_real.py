@@ -10,7 +10,7 @@ import pytest
 
 from vista.config.resolvers import asset_path
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts
+from vista.parts import ExperimentParts
 from vista.drivers.selection import run_selection
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec

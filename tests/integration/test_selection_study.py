@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vista.models.hub import ModelSpec
-from vista.selection.study import StudyConfig, run_setting
+from vista.drivers.study import StudyConfig, run_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts
+from vista.parts import ExperimentParts
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec

@@ -4,6 +4,7 @@ aggregator config files."""
 from __future__ import annotations
 
 import dataclasses
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-import vista
 from vista.fl import aggregators as agg
 from vista.fl.aggregators import Aggregator, ClientUpdate, FedAvg
 
 State = dict[str, torch.Tensor]
-CONF_DIR = Path(vista.__file__).parent / "conf" / "aggregator"
+CONF_DIR = Path(str(resources.files("vista.conf"))) / "aggregator"
 PREFIX = "base_model.model.roberta.encoder.layer.0.attention.self.query"
 A_KEY, B_KEY = f"{PREFIX}.lora_A.default.weight", f"{PREFIX}.lora_B.default.weight"
 HEAD = "base_model.model.classifier.modules_to_save.default.out_proj.bias"

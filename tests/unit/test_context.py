@@ -77,36 +77,6 @@ def test_keep_is_per_role() -> None:
     assert not ctx.is_kept("state")
 
 
-def test_keep_by_role_keeps_present_and_future_entries() -> None:
-    ctx = FLContext()
-    ctx.set("a", 1, role="aggregator")
-    ctx.keep_by_role("aggregator")
-    ctx.set("b", 2, role="aggregator")  # set after the call
-    ctx.set("c", 3, role="client:0")
-    ctx["d"] = 4
-    dropped = ctx.refresh()
-    assert sorted(dropped) == [("client:0", "c"), (SERVER, "d")]
-    assert ctx.get("a", role="aggregator") == 1
-    assert ctx.get("b", role="aggregator") == 2
-    # future entries, set after a refresh, are kept too
-    ctx.set("e", 5, role="aggregator")
-    ctx.refresh()
-    ctx.refresh()
-    assert {k: v for _, k, v in ctx.items("aggregator")} == {"a": 1, "b": 2, "e": 5}
-    assert ctx.is_kept("anything", role="aggregator")
-
-
-def test_release_role_stops_keeping() -> None:
-    ctx = FLContext()
-    ctx.keep_by_role("client:2")
-    ctx.set("x", 1, role="client:2")
-    ctx.refresh()
-    assert ctx.has("x", role="client:2")
-    ctx.release_role("client:2")
-    assert ctx.refresh() == [("client:2", "x")]
-    assert ctx.roles() == set()
-
-
 def test_roles_are_separate_namespaces() -> None:
     ctx = FLContext()
     ctx.set("loss", 1.0, role="server")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -274,7 +275,7 @@ def test_random_bert_is_seeded_deterministic_and_not_minilm(tmp_path, minilm_src
 def test_model_configs_point_at_the_directories_add_creates():
     from omegaconf import OmegaConf
 
-    conf = Path(sources.__file__).parent.parent / "conf" / "model"
+    conf = Path(str(resources.files("vista.conf"))) / "model"
     for yaml_name, source in (("mpnet", "mpnet"), ("smollm2", "smollm2"), ("minilm_l3", "minilm-l3"),
                               ("random_bert", "random-bert")):
         assert OmegaConf.load(conf / f"{yaml_name}.yaml").hub_name == sources.SOURCES[source].dir_name

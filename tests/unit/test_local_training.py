@@ -8,7 +8,8 @@ import pytest
 import torch
 from support.tiny import make_texts
 
-from vista.fl.client import LocalOptions, encode, evaluate, local_train, predict, score
+from vista.data.encoding import encode
+from vista.fl.client import LocalOptions, evaluate, local_train, predict, score
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
 from vista.models.hub import load_classifier, load_tokenizer

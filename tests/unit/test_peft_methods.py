@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vista.fl.client import collate, encode
+from vista.data.encoding import collate, encode
 from vista.models.hub import load_classifier, load_tokenizer
 from vista.peft import (
     METHODS,

@@ -46,13 +46,10 @@ from vista.data.partition import (
     uniform_partition,
 )
 
-METHODS = ("uniform", "niid_label", "niid_quantity", "kmeans", "natural")
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "partition",
-        help="add a partition group (uniform, niid_label, niid_quantity, kmeans, natural) to a partition file",
+        help=f"add a partition group ({', '.join(METHODS)}) to a partition file",
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--data", required=True, type=Path, help="FedNLP *_data.h5 file")
@@ -247,6 +244,7 @@ def _natural(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
 
 BUILDERS = {"uniform": _uniform, "niid_label": _niid_label, "niid_quantity": _niid_quantity,
             "kmeans": _kmeans, "natural": _natural}
+METHODS = tuple(BUILDERS)  # what --method and partition.kind may name
 
 
 def build_group(data_file: str | Path, request: GroupRequest) -> tuple[Group, dict[int, np.ndarray], int]:

@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 
 from vista.data.fednlp import FederatedData
-from vista.drivers.fedpeft import FedPEFTCheckpoint
-from vista.drivers.run import ExperimentParts, make_executor, run_fedpeft, run_fedpeft_session, seed_everything
+from vista.fl.spec import ClientFailures
+from vista.drivers.fedpeft import RoundState, Totals, run_fedpeft, run_fedpeft_session
+from vista.drivers.run import make_executor, seed_everything
 from vista.models.hub import ModelSpec
 from vista.models.inventory import count_parameters
+from vista.parts import ExperimentParts
 from vista.pipeline import EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 from vista.recording.recorder import ExpRecorder
 from vista.recording.spec import RecorderSpec
-from vista.scheduler import NodeScheduler
 from vista.selection import metrics as score_fns
 from vista.selection.privacy import merge_uploads, privacy_report
 from vista.selection.ranking import borda, param_prior, random_scores, rank_by
@@ -174,20 +175,18 @@ def _finite(x: float) -> float | None:
 def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
                    events: EventManager) -> FLContext:
     """The statistics round on the scheduler's workers; returns the context after ``select``."""
-    names = [c.name for c in spec.candidates]
+    names = [c.name for c in spec.models]
     cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
-    args = StatsArgs(candidates=spec.candidates, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
+    args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=bool({"avg_logme", "borda"} & set(spec.statistics_scores())),
                      privacy=spec.privacy)
-    fail = getattr(parts.fl.client_failures, "value", parts.fl.client_failures)
-    pipeline = statistics_pipeline(spec, names, cohort, parts.seed, collect_failures=fail == "drop")
+    pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
+                                   collect_failures=parts.fl.client_failures is ClientFailures.drop)
     ctx = FLContext()
-    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create)
     t0 = time.perf_counter()
+    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create)
     try:
-        if isinstance(executor, NodeScheduler):
-            executor.start()
         pipeline.run(ctx, events, executor)
     finally:
         executor.shutdown()
@@ -205,7 +204,7 @@ class FedPEFTOracle:
                  progress_stream: Any = None) -> None:
         self.parts, self.candidates, self.root, self.key = parts, candidates, root, key
         self.progress_stream = progress_stream
-        self.checkpoints: dict[str, FedPEFTCheckpoint] = {}
+        self.checkpoints: dict[str, RoundState] = {}
         self.summaries: dict[str, dict[str, Any]] = {}
 
     def train_to(self, candidate: str, rounds: int) -> tuple[float, Cost]:
@@ -216,33 +215,32 @@ class FedPEFTOracle:
         p = dataclasses.replace(self.parts, model=self.candidates[candidate],
                                 fl=dataclasses.replace(self.parts.fl, rounds=rounds),
                                 recorder=RecorderSpec())  # local files only: one W&B run per selection
-        before = ck.kept if ck else {}
+        before = ck.totals if ck else Totals()
         t0 = time.perf_counter()
         summary, new = run_fedpeft_session(p, self.root / candidate / f"rounds_{done + 1}-{rounds}",
                                            progress_stream=self.progress_stream, resume=ck)
         seconds = time.perf_counter() - t0
         self.checkpoints[candidate], self.summaries[candidate] = new, summary
-        k = new.kept
-        cost = Cost(forward_passes=k["forward_passes_total"] - before.get("forward_passes_total", 0),
-                    backward_passes=k["backward_passes_total"] - before.get("backward_passes_total", 0),
-                    bytes_up=k["bytes_up_total"] - before.get("bytes_up_total", 0),
-                    bytes_down=k["bytes_down_total"] - before.get("bytes_down_total", 0),
+        after = new.totals
+        cost = Cost(forward_passes=after.forward_passes - before.forward_passes,
+                    backward_passes=after.backward_passes - before.backward_passes,
+                    bytes_up=after.bytes_up - before.bytes_up, bytes_down=after.bytes_down - before.bytes_down,
                     rounds=rounds - done, seconds=seconds)
-        last = k["history"][-1]
+        last = new.history[-1]
         if self.key not in last:
             raise KeyError(f"selection.validation_key={self.key!r} is not a FedPEFT metric; some are: "
                            f"{sorted(x for x in last if 'accuracy' in x)}")
         return float(last[self.key]), cost
 
     def histories(self) -> dict[str, list[dict[str, Any]]]:
-        return {c: ck.kept["history"] for c, ck in self.checkpoints.items()}
+        return {c: ck.history for c, ck in self.checkpoints.items()}
 
 
 def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
                metric_scores: dict[str, float | None] | None,
                progress_stream: Any = None) -> tuple[SearchResult, FedPEFTOracle]:
-    names = [c.name for c in spec.candidates]
-    oracle = FedPEFTOracle(parts, {c.name: c for c in spec.candidates}, run_dir / "search", spec.validation_key,
+    names = [c.name for c in spec.models]
+    oracle = FedPEFTOracle(parts, {c.name: c for c in spec.models}, run_dir / "search", spec.validation_key,
                            progress_stream)
     max_rounds = spec.max_rounds or parts.fl.rounds
     if spec.name == "successive_halving":
@@ -262,13 +260,10 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
     spec = parts.selection
     if spec is None or spec.name == "none":
         raise ValueError("run_selection needs parts.selection with a method (selection=logme, ...)")
-    if len(spec.candidates) < 2:
-        raise ValueError(f"selection.candidates: need at least 2 candidates to select from, got "
-                         f"{[c.name for c in spec.candidates]}")
     run_dir = Path(run_dir)
     seed_everything(parts.seed)
     fed = FederatedData(parts.data)
-    dirs = {c.name: c.resolve() for c in spec.candidates}  # every missing candidate is reported up front
+    dirs = {c.name: c.resolve() for c in spec.models}  # every missing candidate is reported up front
     names = list(dirs)
     params = {n: count_parameters(d) for n, d in dirs.items()}
     recorder = ExpRecorder(parts.recorder, run_dir, config)
@@ -350,7 +345,7 @@ def _finetune(parts: ExperimentParts, spec: SelectionSpec, chosen: str, run_dir:
               oracle: FedPEFTOracle | None, progress_stream: Any) -> dict[str, Any]:
     """FedPEFT of the chosen candidate for ``fl.rounds``. A search has trained it already:
     its run is reused, or continued from its checkpoint when the search stopped earlier."""
-    model = next(c for c in spec.candidates if c.name == chosen)
+    model = next(c for c in spec.models if c.name == chosen)
     p = dataclasses.replace(parts, model=model, recorder=RecorderSpec(), selection=None)
     ck = oracle.checkpoints.get(chosen) if oracle is not None else None
     if ck is not None and ck.round >= parts.fl.rounds:

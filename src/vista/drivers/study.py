@@ -21,16 +21,16 @@ from typing import Any
 
 from vista.data.computed import ComputedPartitionSpec
 from vista.data.fednlp import FederatedDataSpec
-from vista.drivers.run import ExperimentParts
 from vista.drivers.selection import run_selection
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec
 from vista.selection.metrics import GBC_PCA_DIM
-from vista.selection.privacy import PrivacySpec
+from vista.selection.privacy import GUARDED, PrivacySpec
 from vista.selection.ranking import selection_quality
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
 from vista.selection.spec import (
@@ -68,7 +68,7 @@ class StudyConfig:
     top_k: int = 3
     num_workers: int = 2
     device: str = "cpu"  # auto | cpu | cuda (the scheduler's device plan)
-    privacy: PrivacySpec = PrivacySpec(min_examples=8, min_per_class=2, secure_agg=True)
+    privacy: PrivacySpec = GUARDED
     validation_key: str = "client_test_accuracy_mean"
 
 

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
-from vista.fl.client import Encoded, LocalOptions, Predictions, encode, local_train, predict, score
+from vista.data.encoding import Encoded, encode
+from vista.fl.client import LocalOptions, Predictions, local_train, predict, score
 from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
+from vista.peft.base import PeftSpec
 from vista.peft.state import count_parameters, load_trainable_state, trainable_parameters, trainable_state
 from vista.pipeline.protocol import WorkerEnv
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RuntimeArgs:
     model: ModelSpec
-    peft: Any  # a spec from vista.peft (LoraSpec, IA3Spec, ...): has apply(model)
+    peft: PeftSpec  # LoraSpec, IA3Spec, ...: apply(model), client_rank(client)
     data: FederatedDataSpec
     train: FLSpec
     num_labels: int
@@ -68,7 +70,7 @@ class FedPEFTRuntime:
     def init_state(self, key: Any, payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         trainable, total = count_parameters(self.model)
         return {"state": trainable_state(self.model), "trainable_params": trainable, "total_params": total,
-                "method": getattr(self.args.peft, "name", type(self.args.peft).__name__)}
+                "method": self.args.peft.name}
 
     def train(self, client: int, payload: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         """Local training from the broadcast state; uploads only what the client trained.
@@ -77,7 +79,7 @@ class FedPEFTRuntime:
         having zero gradients, stay at zero) and uploads A[:r], B[:, :r].
         """
         options = LocalOptions.from_payload(payload.get("options"))
-        rank = self._client_rank(client)
+        rank = self.args.peft.client_rank(client)
         self._load_global(shared["state"], rank)
         data = self._client_data(client)
         stats = local_train(self.model, self.params, data, self.args.train, payload["seed"], self.pad_id,
@@ -120,10 +122,6 @@ class FedPEFTRuntime:
                 p[rank:].zero_()
             elif ".lora_B." in name:
                 p[:, rank:].zero_()
-
-    def _client_rank(self, client: int) -> int | None:
-        rank_of = getattr(self.args.peft, "client_rank", None)
-        return rank_of(client) if rank_of is not None else None
 
     # -- data ------------------------------------------------------------------------------
     def _partition_of(self) -> FedNLPPartition:

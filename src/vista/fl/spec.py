@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
+
+from vista.checks import FieldError, at_least, positive
 
 
 class TransferDtype(str, enum.Enum):
@@ -42,3 +45,20 @@ class FLSpec:
     client_failures: ClientFailures = ClientFailures.stop
     # with client_failures=drop: the fewest successful clients a round may aggregate
     min_clients: int = 1
+
+    def __post_init__(self) -> None:
+        # the enums travel as enums whether the config gave strings or Python gave members
+        self.transfer_dtype = _member(TransferDtype, "transfer_dtype", self.transfer_dtype)
+        self.client_failures = _member(ClientFailures, "client_failures", self.client_failures)
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "eval_every", "eval_batch_size",
+                     "min_clients"):
+            at_least(self, name, 1)
+        at_least(self, "max_seq_len", 4)
+        positive(self, "lr")
+
+
+def _member(enum_type: type[enum.Enum], field: str, value: object) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise FieldError(field, f"must be one of {[m.value for m in enum_type]}, got {value!r}", "FLSpec") from None

@@ -24,15 +24,8 @@ METHODS: dict[str, type[PeftSpec]] = {
 }
 
 
-def make_spec(method: str, **fields) -> PeftSpec:
-    """The spec of ``method`` (a ``peft=`` option name) with ``fields`` over its defaults."""
-    if method not in METHODS:
-        raise ValueError(f"unknown PEFT method {method!r}; known: {sorted(METHODS)}")
-    return METHODS[method](**fields)
-
-
 __all__ = [
     "METHODS", "AdaLoraSpec", "BitFitSpec", "FullSpec", "HeadSpec", "IA3Spec", "LoHaSpec", "LoraSpec",
     "PTuningSpec", "PeftSpec", "PrefixSpec", "PromptSpec", "VeraSpec", "count_parameters", "head_module_names",
-    "load_trainable_state", "make_spec", "resolve_target_modules", "trainable_parameters", "trainable_state",
+    "load_trainable_state", "resolve_target_modules", "trainable_parameters", "trainable_state",
 ]

@@ -54,6 +54,7 @@ class LoHaSpec(PeftSpec):
     are first swapped for equivalent ``nn.Linear`` ones (peft's LoHa has no Conv1D layer)."""
 
     name: ClassVar[str] = "loha"
+    at_least_one: ClassVar[tuple[str, ...]] = ("r",)
     r: int = 8
     alpha: int = 8
     rank_dropout: float = 0.0
@@ -101,6 +102,7 @@ class VeraSpec(PeftSpec):
     per-layer scaling vectors ``lambda_b``, ``lambda_d``. Rank is typically large (256)."""
 
     name: ClassVar[str] = "vera"
+    at_least_one: ClassVar[tuple[str, ...]] = ("r",)
     r: int = 256
     d_initial: float = 0.1
     dropout: float = 0.0

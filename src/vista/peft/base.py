@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from vista.checks import at_least
 from vista.peft.state import count_parameters
 from vista.peft.targets import head_module_names
 
@@ -28,6 +29,16 @@ from vista.peft.targets import head_module_names
 @dataclass(frozen=True)
 class PeftSpec:
     name: ClassVar[str] = "?"
+    # integer fields that must be >= 1 (ranks, virtual tokens, widths): checked for every method
+    at_least_one: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for f in self.at_least_one:
+            at_least(self, f, 1)
+
+    def client_rank(self, client: int) -> int | None:
+        """The LoRA rank ``client`` trains at; None: the method's own (every client the same)."""
+        return None
 
     def apply(self, model: Any) -> Any:
         raise NotImplementedError

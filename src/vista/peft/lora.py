@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vista.checks import FieldError
 from vista.peft.base import PeftSpec, arch
 from vista.peft.targets import (
     FAN_IN_FAN_OUT,
@@ -59,13 +60,14 @@ class LoraSpec(PeftSpec):
     target_modules: Any = "auto"
     extra_trainable: list[str] = field(default_factory=list)  # e.g. ["pooler"]
     client_ranks: list[int] = field(default_factory=list)
+    at_least_one: ClassVar[tuple[str, ...]] = ("r",)
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora: r must be >= 1, got {self.r}")
+        super().__post_init__()
         bad = [k for k in self.client_ranks if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.r]
         if bad:
-            raise ValueError(f"lora: client_ranks must be integers in 1..r={self.r}, got {bad} in {list(self.client_ranks)}")
+            raise FieldError("client_ranks", f"must be integers in 1..r={self.r}, got {bad} in {list(self.client_ranks)}",
+                             "lora")
 
     def client_rank(self, client: int) -> int | None:
         """The rank client ``client`` trains at, or None when every client trains at ``r``."""
@@ -121,14 +123,18 @@ class AdaLoraSpec(PeftSpec):
     beta1: float = 0.85
     beta2: float = 0.85
 
+    at_least_one: ClassVar[tuple[str, ...]] = ("init_r", "target_r")
+
     def __post_init__(self) -> None:
-        if not 1 <= self.target_r <= self.init_r:
-            raise ValueError(f"adalora: need 1 <= target_r <= init_r, got target_r={self.target_r}, init_r={self.init_r}")
+        super().__post_init__()
+        if not self.target_r <= self.init_r:
+            raise FieldError("target_r", f"must be <= init_r={self.init_r}, got {self.target_r}", "adalora")
         if self.orth_reg_weight <= 0:
-            raise ValueError(f"adalora: orth_reg_weight must be > 0 (peft requires it), got {self.orth_reg_weight}")
+            raise FieldError("orth_reg_weight", f"must be > 0 (peft requires it), got {self.orth_reg_weight}",
+                             "adalora")
         if self.allocate and self.tinit >= self.total_step - self.tfinal:
-            raise ValueError(f"adalora: need tinit < total_step - tfinal, got tinit={self.tinit}, "
-                             f"total_step={self.total_step}, tfinal={self.tfinal}")
+            raise FieldError("tinit", f"must be < total_step - tfinal, got tinit={self.tinit}, "
+                             f"total_step={self.total_step}, tfinal={self.tfinal}", "adalora")
 
     def apply(self, model: Any) -> Any:
         from peft import AdaLoraConfig, TaskType

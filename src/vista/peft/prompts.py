@@ -105,6 +105,7 @@ class PrefixSpec(PeftSpec):
     ``encoder_hidden_size`` produces them and is what trains and travels."""
 
     name: ClassVar[str] = "prefix"
+    at_least_one: ClassVar[tuple[str, ...]] = ("num_virtual_tokens", "encoder_hidden_size")
     num_virtual_tokens: int = 16
     prefix_projection: bool = True
     encoder_hidden_size: int = 512
@@ -127,6 +128,7 @@ class PromptSpec(PeftSpec):
     randomly initialised."""
 
     name: ClassVar[str] = "prompt"
+    at_least_one: ClassVar[tuple[str, ...]] = ("num_virtual_tokens",)
     num_virtual_tokens: int = 16
     extra_trainable: list[str] = field(default_factory=list)
 
@@ -145,6 +147,7 @@ class PTuningSpec(PeftSpec):
     encoder (an MLP, or an LSTM) of width ``encoder_hidden_size``."""
 
     name: ClassVar[str] = "p_tuning"
+    at_least_one: ClassVar[tuple[str, ...]] = ("num_virtual_tokens", "encoder_hidden_size")
     num_virtual_tokens: int = 16
     encoder_hidden_size: int = 128
     encoder_reparameterization_type: str = "MLP"  # MLP | LSTM

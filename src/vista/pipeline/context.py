@@ -1,10 +1,11 @@
 """FLContext: the state of one federated round.
 
 Every round starts from a refreshed context, so a value computed in round t cannot leak
-into round t+1 by accident. What must persist (the global adapter, an optimiser state,
-the best round so far) is marked with ``keep()``; everything a role owns (``"server"``,
-``"client:3"``, ``"aggregator"``) can be kept at once with ``keep_by_role()``. Both marks
-are sticky: they hold for every later refresh until ``release()``.
+into round t+1 by accident. Entries belong to a role (``"server"``, ``"client:3"``): a
+client's results of the round live under its role, and the recorder turns roles into table
+rows (``vista.recording.plan``). What must persist across rounds is marked with ``keep()``
+(sticky until ``release()``); a driver whose cross-round state is an object of its own (the
+FedPEFT recipe's ``RoundState``) keeps nothing here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ class FLContext:
         self.round = round
         self._entries: dict[tuple[str, str], Any] = {}
         self._kept_keys: set[tuple[str, str]] = set()
-        self._kept_roles: set[str] = set()
 
     # -- entries ---------------------------------------------------------------------
     def set(self, key: str, value: Any, *, role: str = SERVER) -> None:
@@ -60,18 +60,11 @@ class FLContext:
         """Carry these entries across every later refresh (until ``release``)."""
         self._kept_keys.update((role, k) for k in keys)
 
-    def keep_by_role(self, role: str) -> None:
-        """Carry every entry of ``role``, present and future, across refreshes."""
-        self._kept_roles.add(role)
-
     def release(self, *keys: str, role: str = SERVER) -> None:
         self._kept_keys.difference_update((role, k) for k in keys)
 
-    def release_role(self, role: str) -> None:
-        self._kept_roles.discard(role)
-
     def is_kept(self, key: str, *, role: str = SERVER) -> bool:
-        return (role, key) in self._kept_keys or role in self._kept_roles
+        return (role, key) in self._kept_keys
 
     def refresh(self, round: int | None = None) -> list[tuple[str, str]]:
         """Start the next round: drop every entry not kept. Returns what was dropped."""

@@ -100,7 +100,7 @@ class RoundProgress:
             return
         try:
             counts = self._monitor.counts(group)
-        except Exception:
+        except KeyError:  # a job of a group this monitor never opened (another EventManager's)
             return
         total = sum(counts.values())
         finished = counts.get("done", 0) + counts.get("failed", 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vista.recording.local import LocalRecorder, table_file, write_config
+from vista.recording.plan import CLIENT_ROLE, RecordPlan, role_id
 from vista.recording.spec import RecorderSpec
 from vista.recording.wandb_sink import WandbSink, is_scalar
 
@@ -102,18 +103,35 @@ class ExpRecorder:
             self.local.table(name, rows, round=step)
         self.wandb.log(wandb_scalars(record), step=step, tables=tables)
 
-    def snapshot(self, ctx: Any, **extra: Any) -> dict[str, Any]:
-        """Log an FLContext: its server scalars, and one ``per_client`` row per client role."""
-        record: dict[str, Any] = {"round": ctx.round, **ctx.scalars(), **extra}
-        clients = sorted(r for r in ctx.roles() if r.startswith("client:"))
-        rows = []
-        for role in clients:
-            cid = role.split(":", 1)[1]
-            rows.append({"client": int(cid) if cid.lstrip("-").isdigit() else cid, **ctx.scalars(role)})
-        if rows and "per_client" not in record:
-            record["per_client"] = rows
+    def snapshot(self, ctx: Any, plan: RecordPlan | None = None, **extra: Any) -> dict[str, Any]:
+        """Log an FLContext round: what ``plan`` declares (metrics, tables; see
+        :mod:`vista.recording.plan`), or with no plan every server scalar and one ``per_client``
+        row per client role. Returns the record logged."""
+        if plan is not None:
+            record = {**plan.record(ctx), **extra}
+        else:
+            record = {"round": ctx.round, **ctx.scalars(), **extra}
+            clients = sorted(r for r in ctx.roles() if r.startswith(CLIENT_ROLE))
+            rows = [{"client": role_id(role), **ctx.scalars(role)} for role in clients]
+            if rows and "per_client" not in record:
+                record["per_client"] = rows
         self.log(record)
         return record
+
+    def save_artifacts(self, ctx: Any, plan: RecordPlan, metadata: dict[str, str] | None = None) -> list[Path]:
+        """Write the plan's artifacts present in ``ctx`` (tensors -> safetensors files in the
+        run directory); returns the files written."""
+        from safetensors.torch import save_file
+
+        written = []
+        for art in plan.artifacts:
+            tensors = ctx.get(art.key, role=plan.role)
+            if tensors is None:
+                continue
+            path = self.run_dir / art.file
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+            written.append(path)
+        return written
 
     def table(self, name: str, rows: list[dict[str, Any]], round: int | None = None) -> None:
         """A table (selection scores, rankings ...): ``<name>.jsonl`` and a ``wandb.Table``."""

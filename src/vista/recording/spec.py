@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vista.checks import one_of
+
+MODES = ("online", "offline", "disabled")
+
 
 @dataclass(frozen=True)
 class RecorderSpec:
@@ -19,3 +23,6 @@ class RecorderSpec:
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     job_type: str | None = None
+
+    def __post_init__(self) -> None:
+        one_of(self, "mode", MODES)

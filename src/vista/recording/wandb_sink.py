@@ -34,8 +34,8 @@ def _wandb_hosts() -> set[str]:
         import wandb
 
         urls.append(str(wandb.Settings().base_url))
-    except Exception:
-        pass
+    except Exception as err:  # no wandb, or its settings moved: the two hosts above still count
+        log.debug("wandb's default base_url unavailable: %s", err)
     return {h for h in (urlparse(u).hostname for u in urls if u) if h}
 
 
@@ -144,8 +144,8 @@ class WandbSink:
         if run is not None:
             try:
                 run.finish(exit_code=1)
-            except Exception:
-                pass
+            except Exception as finish_err:  # already said W&B failed; the local record goes on
+                log.warning("W&B finish after a failure also failed: %s", finish_err)
 
     @property
     def active(self) -> bool:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 class DevicePlanError(RuntimeError):
     pass
 
@@ -76,7 +79,7 @@ def plan_devices(
     left after the workers already placed there (an error when even that one cannot hold the
     budget); without a budget, workers spread evenly, freest GPU first.
     """
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise DevicePlanError(f"scheduler.device must be auto, cpu or cuda, not {device!r}")
     if device == "cpu":
         return ["cpu"] * num_workers

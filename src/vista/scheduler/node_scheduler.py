@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from vista.checks import at_least, one_of, positive
 from vista.pipeline.protocol import (
     JobRequest,
     JobResult,
@@ -33,7 +34,7 @@ from vista.pipeline.protocol import (
     WorkerReady,
     WorkerStartFailed,
 )
-from vista.scheduler.devices import plan_devices, threads_per_worker
+from vista.scheduler.devices import DEVICES, plan_devices, threads_per_worker
 from vista.scheduler.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class SchedulerSpec:
     gpu_mem_per_worker_mb: int = 0  # 0: no cap
     threads_per_worker: int = 0  # 0: usable cores / CPU workers
     start_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_workers", "gpu_mem_per_worker_mb", "threads_per_worker"):
+            at_least(self, name, 0)
+        one_of(self, "device", DEVICES)
+        positive(self, "start_timeout_s")
 
 
 class WorkerStartError(RuntimeError):
@@ -127,8 +134,8 @@ class NodeScheduler:
         for inbox in self._inboxes:
             try:
                 inbox.put_nowait(Shutdown())
-            except Exception:
-                pass
+            except (OSError, ValueError) as err:  # a dead worker's queue: terminate/kill below stop it
+                log.debug("could not ask a worker to shut down: %s", err)
         deadline = time.monotonic() + 2.0
         for proc in self._procs:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))

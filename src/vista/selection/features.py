@@ -24,8 +24,8 @@ Pooling (``POOLINGS``):
   whose id is not the classifier's pad id, exactly the token a decoder's sequence
   classifier reads (it also skips a trailing pad/eos id that is part of the text).
 
-Batches are built like Vista's training batches (:func:`vista.fl.client.encode` then
-:func:`vista.fl.client.collate`: truncation to ``max_seq_len``, right padding with the
+Batches are built like Vista's training batches (:func:`vista.data.encoding.encode` then
+:func:`vista.data.encoding.collate`: truncation to ``max_seq_len``, right padding with the
 tokenizer's pad id, an attention mask over the real tokens), so a text's features do not
 depend on which other texts share its batch (up to float rounding).
 """
@@ -201,7 +201,7 @@ class FrozenEncoder:
         """Yield one float32 (b, dim) array per batch of ``batch_size`` texts, in order."""
         import torch
 
-        from vista.fl.client import collate, encode
+        from vista.data.encoding import collate, encode
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -144,15 +144,3 @@ def check_state_keys(name: str, what: str, state: dict[str, torch.Tensor], globa
         if v.shape != global_state[k].shape:
             raise ValueError(f"{name}: {what} state {k!r} has shape {tuple(v.shape)}, the global tensor "
                              f"{tuple(global_state[k].shape)}")
-
-
-def check_range(owner: str, field_name: str, value: Any, lo: float, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = True) -> None:
-    """Loud config errors: ``FedAdam.beta1=1.5 is outside [0, 1)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}.{field_name} must be a number, got {value!r}")
-    below = value <= lo if lo_open else value < lo
-    above = hi is not None and (value >= hi if hi_open else value > hi)
-    if below or above:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open else ']'}"
-        raise ValueError(f"{owner}.{field_name}={value!r} is outside {interval}")

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vista.fl.aggregation.base import ClientUpdate, State, Stateless, cast_like, check_range, contributions, mean64
+from vista.checks import check_range
+from vista.fl.aggregation.base import ClientUpdate, State, Stateless, cast_like, contributions, mean64
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
+from vista.checks import check_range
 from vista.fl.aggregation.base import (
     ClientUpdate,
     State,
     cast_like,
-    check_range,
     check_state_keys,
     contributions,
     mean64,
