@@ -18,6 +18,8 @@ class EchoRuntime:
         self.worker_id, self.jobs = env.worker_id, 0
         if isinstance(args, dict) and args.get("fail_init"):
             raise RuntimeError("cannot build this runtime")
+        if isinstance(args, dict) and args.get("fail_init_file") and os.path.exists(args["fail_init_file"]):
+            raise RuntimeError("cannot build this runtime any more")
 
     def run(self, fn: str, key: Any, payload: dict, shared: Any) -> Any:
         self.jobs += 1
@@ -27,8 +29,25 @@ class EchoRuntime:
             raise ValueError(f"boom on {key}")
         elif fn == "die":
             os._exit(7)
+        elif fn in ("calc", "slow_once"):
+            if fn == "slow_once" and _attempt() == 0:  # slow the first time only: a re-run is quick
+                time.sleep(payload.get("seconds", 30))
+            return calc(key, payload, shared)
         return {"pid": os.getpid(), "inits": INITS, "jobs": self.jobs, "key": key,
                 "worker": self.worker_id, "shared": shared, "threads": _threads()}
+
+
+def calc(key: Any, payload: dict, shared: Any) -> dict:
+    """What ``calc`` (and ``slow_once``) return: a function of the request alone, whichever
+    process or attempt ran it."""
+    return {"key": key, "value": key * 10 + payload.get("x", 0), "shared": shared}
+
+
+def _attempt() -> int:
+    from vista.scheduler import faults
+
+    job = faults.current_job.get()
+    return 0 if job is None else job[1]
 
 
 def _threads() -> int:

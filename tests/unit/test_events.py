@@ -46,20 +46,23 @@ def test_job_state_transitions_and_counts() -> None:
     mon = JobMonitor()
     g = mon.open_group("t", 1)
     a, b, c, d = (mon.add(g, JobSpec("f", k)).job_id for k in range(4))
-    assert mon.counts(g) == {"pending": 4, "running": 0, "done": 0, "failed": 0}
+    assert mon.counts(g) == {"pending": 4, "running": 0, "done": 0, "failed": 0,
+                             "retrying": 0, "timed_out": 0, "cancelled": 0}
     assert mon.worker_of(a) is None
 
     mon.mark_running(a, 2)
     mon.mark_running(b, 1)
     assert mon.state(a) is JobState.RUNNING
     assert mon.worker_of(a) == 2
-    assert mon.counts(g) == {"pending": 2, "running": 2, "done": 0, "failed": 0}
+    assert mon.counts(g) == {"pending": 2, "running": 2, "done": 0, "failed": 0,
+                             "retrying": 0, "timed_out": 0, "cancelled": 0}
 
     mon.finish(_done(a, worker=2))
     mon.finish(_failed(b, worker=1))
     assert mon.state(a) is JobState.DONE
     assert mon.state(b) is JobState.FAILED
-    assert mon.counts(g) == {"pending": 2, "running": 0, "done": 1, "failed": 1}
+    assert mon.counts(g) == {"pending": 2, "running": 0, "done": 1, "failed": 1,
+                             "retrying": 0, "timed_out": 0, "cancelled": 0}
     assert [r.job_id for r in mon.failed(g)] == [b]
     assert mon.states(g) == {a: JobState.DONE, b: JobState.FAILED, c: JobState.PENDING, d: JobState.PENDING}
 
@@ -67,7 +70,8 @@ def test_job_state_transitions_and_counts() -> None:
     mon.finish(_done(c, worker=3))
     assert mon.state(c) is JobState.DONE
     assert mon.worker_of(c) == 3
-    assert mon.counts(g) == {"pending": 1, "running": 0, "done": 2, "failed": 1}
+    assert mon.counts(g) == {"pending": 1, "running": 0, "done": 2, "failed": 1,
+                             "retrying": 0, "timed_out": 0, "cancelled": 0}
 
 
 def test_illegal_transitions_raise() -> None:
@@ -94,6 +98,61 @@ def test_illegal_transitions_raise() -> None:
         mon.mark_running("r9.nope.g0.j0", 0)
     # the failed attempts changed nothing
     assert mon.states(g) == {a: JobState.DONE, b: JobState.FAILED}
+
+
+def test_a_retried_job_runs_again_and_retries_are_counted() -> None:
+    mon = JobMonitor()
+    g1, g2 = mon.open_group("t", 1), mon.open_group("u", 1)
+    a, b, c = (mon.add(g1, JobSpec("f", k)).job_id for k in range(3))
+    x = mon.add(g2, JobSpec("f", 0)).job_id
+    mon.mark_running(a, 0)
+    mon.mark_retrying(a, 0)
+    assert mon.state(a) is JobState.RETRYING
+    assert mon.counts(g1) == {"pending": 2, "running": 0, "done": 0, "failed": 0,
+                              "retrying": 1, "timed_out": 0, "cancelled": 0}
+    mon.mark_running(a, 1)  # running again after retrying
+    mon.mark_retrying(a, 1)
+    mon.mark_running(a, 0)
+    mon.finish(_done(a, worker=0))
+    mon.mark_retrying(b)  # lost before its start was heard of
+    mon.finish(JobResult(b, 1, JobState.TIMED_OUT, error="hung", worker=1, attempt=1))
+    mon.finish(JobResult(c, 2, JobState.CANCELLED, error="cancelled: stop requested"))
+    mon.mark_running(x, 0)
+    mon.mark_retrying(x, 0)
+    mon.finish(JobResult(x, 0, JobState.CANCELLED))  # a retrying job may be cancelled
+    assert mon.states(g1) == {a: JobState.DONE, b: JobState.TIMED_OUT, c: JobState.CANCELLED}
+    assert mon.counts(g1) == {"pending": 0, "running": 0, "done": 1, "failed": 0,
+                              "retrying": 0, "timed_out": 1, "cancelled": 1}
+    assert mon.retries(g1) == 3 and mon.retries(g2) == 1 and mon.total_retries == 4
+    assert mon.failed(g1) == []  # FAILED only
+    mon.note_respawn()
+    mon.note_respawn()
+    assert mon.total_respawns == 2
+
+
+def test_retry_transitions_that_make_no_sense_raise() -> None:
+    mon = JobMonitor()
+    g = mon.open_group("t", 1)
+    a, b = (mon.add(g, JobSpec("f", k)).job_id for k in range(2))
+    mon.mark_running(a, 0)
+    mon.mark_retrying(a, 0)
+    with pytest.raises(ValueError, match="expected pending or running"):
+        mon.mark_retrying(a, 0)  # already retrying
+    with pytest.raises(ValueError, match="not a final state"):
+        mon.finish(JobResult(a, 0, JobState.RETRYING))
+    with pytest.raises(ValueError, match="not a final state"):
+        mon.finish(JobResult(b, 1, JobState.RUNNING))
+    mon.finish(_done(a))
+    with pytest.raises(ValueError):
+        mon.mark_retrying(a, 0)  # done
+    assert mon.retries(g) == 1 and mon.states(g) == {a: JobState.DONE, b: JobState.PENDING}
+
+
+def test_request_stop_sets_the_flag() -> None:
+    em = EventManager()
+    assert em.stop_requested is False
+    em.request_stop()
+    assert em.stop_requested is True
 
 
 # ---- EventManager -----------------------------------------------------------------------

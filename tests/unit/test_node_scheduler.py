@@ -201,7 +201,9 @@ def test_without_stop_on_failure_every_job_gets_a_result(sched):
 
 
 def test_a_dead_worker_fails_its_job_and_the_others_carry_on(tmp_path):
-    with NodeScheduler(SchedulerSpec(num_workers=2, device="cpu"), make_echo, {}, log_dir=tmp_path) as s:
+    # max_retries=0: no re-runs, no replacement workers (tests/unit/test_job_faults.py has those)
+    spec = SchedulerSpec(num_workers=2, device="cpu", max_retries=0)
+    with NodeScheduler(spec, make_echo, {}, log_dir=tmp_path) as s:
         res = s.run_jobs(_mixed([("die", 0), ("sleep", 1), ("echo", 2), ("echo", 3)]), shared=None,
                          stop_on_failure=False)
         by_key = {r.key: r for r in res}
@@ -215,3 +217,40 @@ def test_a_dead_worker_fails_its_job_and_the_others_carry_on(tmp_path):
         res = s.run_jobs(_mixed([("die", 7), ("echo", 8)]), shared=None, stop_on_failure=False)
         assert [r.ok for r in res] == [False, False]
         assert "no live worker left" in {r.key: r for r in res}[8].error
+
+
+def test_workers_ignore_sigint_sigterm_and_sighup(sched):
+    """The parent handles signals and stops its workers (under Slurm every process gets SIGTERM)."""
+    pids = list(sched.pids)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for pid in pids:
+            os.kill(pid, sig)
+    time.sleep(0.3)
+    assert all(_alive(p) for p in pids)
+    res = sched.run_jobs(_requests("echo", range(2)), shared=None)
+    assert all(r.ok for r in res) and sched.pids == pids
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_retries", -1), ("job_timeout_s", -0.5), ("heartbeat_s", 0), ("heartbeat_s", -1.0), ("grace_s", -1)],
+)
+def test_scheduler_spec_fault_settings_are_checked(field, value):
+    from vista.checks import FieldError
+
+    with pytest.raises(FieldError) as info:
+        SchedulerSpec(**{field: value})
+    assert info.value.field == field
+
+
+def test_scheduler_spec_defaults_are_the_yaml_defaults():
+    import dataclasses
+
+    import yaml
+
+    conf = yaml.safe_load((Path(__file__).parents[2] / "conf" / "scheduler" / "default.yaml").read_text())
+    conf.pop("_target_")
+    defaults = {f.name: f.default for f in dataclasses.fields(SchedulerSpec)}
+    assert conf == defaults
+    spec = SchedulerSpec()
+    assert (spec.max_retries, spec.job_timeout_s, spec.heartbeat_s, spec.grace_s) == (1, 0.0, 10.0, 30.0)

@@ -100,7 +100,8 @@ def test_parallel_task_chooses_workers_and_collect_gets_request_order(executor: 
     # exactly the chosen keys ran, in order, nothing else
     assert [(fn, key) for fn, key, _, _ in executor.runtime.calls] == [("train", 3), ("train", 1), ("train", 4)]
     group = "r1.train.g0"
-    assert em.monitor.counts(group) == {"pending": 0, "running": 0, "done": 3, "failed": 0}
+    assert em.monitor.counts(group) == {"pending": 0, "running": 0, "done": 3, "failed": 0,
+                                        "retrying": 0, "timed_out": 0, "cancelled": 0}
 
 
 def test_shared_payload_reaches_every_job(executor: InlineExecutor) -> None:

@@ -3,7 +3,8 @@
 Task functions are registered under a name and emitted by the pipeline; every emission is
 appended to the event_pipeline (with its wall time) and announced to subscribers
 (progress display, recorder). The JobMonitor gives every job of a parallel task a unique
-id inside a *group* (one group per parallel task per round) and tracks its state.
+id inside a *group* (one group per parallel task per round) and tracks its state, its
+re-runs (retries) and the worker processes replaced on the way (respawns).
 """
 
 from __future__ import annotations
@@ -14,40 +15,71 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from vista.pipeline.event_pipeline import IMPLICIT, TASK, EventPipeline
-from vista.pipeline.protocol import JobRequest, JobResult, JobSpec, JobState
+from vista.pipeline.protocol import (
+    FINAL_STATES,
+    JobRequest,
+    JobResult,
+    JobSpec,
+    JobState,
+)
 
 
 class JobMonitor:
-    """Job ids and states (pending -> running -> done | failed), per parallel task group."""
+    """Job ids and states per parallel task group: pending -> running -> done | failed |
+    timed_out | cancelled, with running -> retrying -> running ... for a job that is re-run."""
 
     def __init__(self) -> None:
         self._groups: dict[str, list[str]] = {}
+        self._group_of: dict[str, str] = {}
         self._state: dict[str, JobState] = {}
         self._worker: dict[str, int | None] = {}
         self._results: dict[str, JobResult] = {}
+        self._retries: dict[str, int] = {}
         self._counter = itertools.count()
+        self.total_retries = 0  # re-runs over the whole run
+        self.total_respawns = 0  # worker processes replaced over the whole run
 
     def open_group(self, task: str, round: int) -> str:
         group_id = f"r{round}.{task}.g{next(self._counter)}"
         self._groups[group_id] = []
+        self._retries[group_id] = 0
         return group_id
 
     def add(self, group_id: str, spec: JobSpec) -> JobRequest:
         jobs = self._groups[group_id]
         job_id = f"{group_id}.j{len(jobs)}"
         jobs.append(job_id)
+        self._group_of[job_id] = group_id
         self._state[job_id] = JobState.PENDING
         self._worker[job_id] = None
         return JobRequest(job_id, group_id, spec.fn, spec.key, spec.payload)
 
     def mark_running(self, job_id: str, worker: int) -> None:
-        self._expect(job_id, JobState.PENDING)
+        self._expect(job_id, JobState.PENDING, JobState.RETRYING)
         self._state[job_id] = JobState.RUNNING
         self._worker[job_id] = worker
 
+    def mark_retrying(self, job_id: str, worker: int | None = None) -> None:
+        """An attempt of the job failed (or its worker was lost); it will run again."""
+        self._expect(job_id, JobState.PENDING, JobState.RUNNING)
+        self._state[job_id] = JobState.RETRYING
+        self._worker[job_id] = worker
+        self._retries[self._group_of[job_id]] += 1
+        self.total_retries += 1
+
+    def note_respawn(self) -> None:
+        """A worker process was replaced by a fresh one."""
+        self.total_respawns += 1
+
+    def retries(self, group_id: str) -> int:
+        """How many re-runs the jobs of this group needed."""
+        return self._retries[group_id]
+
     def finish(self, result: JobResult) -> None:
-        if self._state.get(result.job_id) not in (JobState.PENDING, JobState.RUNNING):
+        if self._state.get(result.job_id) not in (JobState.PENDING, JobState.RUNNING, JobState.RETRYING):
             raise ValueError(f"job {result.job_id} finished twice or is unknown")
+        if result.state not in FINAL_STATES:
+            raise ValueError(f"job {result.job_id}: {result.state.value} is not a final state")
         self._state[result.job_id] = result.state
         self._worker[result.job_id] = result.worker
         self._results[result.job_id] = result
@@ -70,9 +102,10 @@ class JobMonitor:
     def failed(self, group_id: str) -> list[JobResult]:
         return [self._results[j] for j in self._groups[group_id] if self._state[j] is JobState.FAILED]
 
-    def _expect(self, job_id: str, state: JobState) -> None:
-        if self._state.get(job_id) is not state:
-            raise ValueError(f"job {job_id} is {self._state.get(job_id)}, expected {state.value}")
+    def _expect(self, job_id: str, *states: JobState) -> None:
+        if self._state.get(job_id) not in states:
+            raise ValueError(f"job {job_id} is {self._state.get(job_id)}, expected "
+                             f"{' or '.join(s.value for s in states)}")
 
 
 class EventManager:
@@ -81,6 +114,11 @@ class EventManager:
         self.monitor = JobMonitor()
         self._functions: dict[str, Callable[..., Any]] = {}
         self._subscribers: dict[str, list[Callable[..., None]]] = defaultdict(list)
+        self.stop_requested = False  # Pipeline.run raises RunInterrupted at the next task boundary
+
+    def request_stop(self) -> None:
+        """Ask the run to stop at the next task boundary (safe from a signal handler)."""
+        self.stop_requested = True
 
     # -- eventloop -----------------------------------------------------------------------
     def register(self, name: str, fn: Callable[..., Any]) -> None:

@@ -4,11 +4,15 @@ A ``single`` task runs once in the pipeline process: ``fn(ctx)`` reads and write
 FLContext. A ``parallel`` task's ``fn(ctx)`` decides which logical workers run and with what
 (it returns ``Jobs``); each becomes a job with a unique id, run by an Executor (the
 NodeScheduler's worker processes, or inline), and ``collect(ctx, results)`` folds the
-results back into the context. A job that fails stops the run with its traceback.
+results back into the context. A job that fails (after the executor's retries) stops the run
+with its traceback. A stop request (``EventManager.request_stop``, e.g. from a signal
+handler) ends the run at the next task boundary with :class:`RunInterrupted`, as do jobs the
+executor cancelled because it was asked to stop.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
@@ -17,6 +21,18 @@ from vista.pipeline.context import FLContext
 from vista.pipeline.event_pipeline import IMPLICIT
 from vista.pipeline.events import EventManager
 from vista.pipeline.protocol import JobRequest, JobResult, JobSpec, JobState
+
+JOBS_RETRIED = "jobs_retried"
+WORKERS_RESPAWNED = "workers_respawned"
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (executors written before it existed do not)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class JobFailedError(RuntimeError):
@@ -31,6 +47,16 @@ class JobFailedError(RuntimeError):
         )
 
 
+class RunInterrupted(RuntimeError):
+    """The run was asked to stop; ``round`` is the round in progress, ``task`` the task that
+    was next (or whose jobs were cancelled)."""
+
+    def __init__(self, round: int, task: str | None = None, reason: str = "stop requested") -> None:
+        self.round, self.task = round, task
+        where = f"round {round}" + (f", task {task!r}" if task is not None else "")
+        super().__init__(f"run interrupted in {where}: {reason}")
+
+
 class Executor(Protocol):
     def run_jobs(
         self,
@@ -39,9 +65,24 @@ class Executor(Protocol):
         on_start: Callable[[str, int], None],
         on_done: Callable[[JobResult], None],
         stop_on_failure: bool = True,
+        *,
+        on_retry: Callable[[JobResult, int], None] = ...,
+        on_respawn: Callable[[int, str], None] = ...,
     ) -> list[JobResult]:
-        """Run the jobs and return their results; unless ``stop_on_failure`` is False, stop
-        dispatching at the first failure and return what finished."""
+        """Run the jobs and return their results (a job's result is its last attempt's);
+        unless ``stop_on_failure`` is False, stop dispatching at the first final failure and
+        return what finished.
+
+        ``on_start(job_id, worker)`` as an attempt starts; ``on_done(result)`` with a job's
+        final result (DONE, FAILED, TIMED_OUT or CANCELLED); ``on_retry(result, next_attempt)``
+        with a failed attempt that will be re-run; ``on_respawn(worker, reason)`` when a
+        worker process is replaced. (The pipeline passes the last two only to an executor
+        whose ``run_jobs`` takes them.)"""
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Dispatch nothing more; jobs running may finish within ``grace_s`` (where the
+        executor can stop them at all); the others come back CANCELLED. Safe from a signal
+        handler. Optional: the pipeline never calls it, a driver's signal handler does."""
 
 
 def payload_nbytes(obj: Any) -> int:
@@ -98,6 +139,9 @@ class Pipeline:
     setup: list[Task] = field(default_factory=list)
     teardown: list[Task] = field(default_factory=list)
     on_round_end: Callable[[FLContext], None] | None = None
+    # after the round is recorded: a driver's checkpoint; the info it returns (or None: nothing
+    # done) becomes an implicit ``checkpoint`` step
+    after_round: Callable[[FLContext], dict[str, Any] | None] | None = None
     first_round: int = 1  # > 1 when continuing a run from a checkpoint (round numbers seed sampling)
 
     def __post_init__(self) -> None:
@@ -112,24 +156,42 @@ class Pipeline:
         return [*self.setup, *self.tasks, *self.teardown]
 
     def run(self, ctx: FLContext, events: EventManager, executor: Executor | None) -> FLContext:
+        """Run setup, the rounds, teardown. Each round starts with ``ctx["jobs_retried"]`` and
+        ``ctx["workers_respawned"]`` at 0; each parallel task adds its retries and respawns."""
         for task in self._all():
             events.register(task.name, self._runner(task, events, executor))
         for task in self.setup:
-            events.emit(task.name, ctx, round=ctx.round, mode=task.mode)
+            self._emit(task, ctx, events, ctx.round)
         for r in range(self.first_round, self.rounds + 1):
+            if events.stop_requested:
+                raise RunInterrupted(r, None, "stop requested before the round began")
             t0 = time.perf_counter()
             dropped = ctx.refresh(r)
             events.record("context_refresh", round=r, seconds=time.perf_counter() - t0, dropped=len(dropped))
+            for key in (JOBS_RETRIED, WORKERS_RESPAWNED):  # kept (not refreshed away): reset here instead
+                ctx[key] = 0
+                ctx.keep(key)
             for task in self.tasks:
                 if task.due(r, self.rounds):
-                    events.emit(task.name, ctx, round=r, mode=task.mode)
+                    self._emit(task, ctx, events, r)
             if self.on_round_end is not None:
                 t0 = time.perf_counter()
                 self.on_round_end(ctx)
                 events.record("record", round=r, seconds=time.perf_counter() - t0)
+            if self.after_round is not None:
+                t0 = time.perf_counter()
+                info = self.after_round(ctx)
+                if info is not None:
+                    events.record("checkpoint", round=r, seconds=time.perf_counter() - t0, **info)
         for task in self.teardown:
-            events.emit(task.name, ctx, round=ctx.round, mode=task.mode)
+            self._emit(task, ctx, events, ctx.round)
         return ctx
+
+    @staticmethod
+    def _emit(task: Task, ctx: FLContext, events: EventManager, round: int) -> None:
+        if events.stop_requested:
+            raise RunInterrupted(round, task.name)
+        events.emit(task.name, ctx, round=round, mode=task.mode)
 
     @staticmethod
     def _runner(task: Task, events: EventManager, executor: Executor | None) -> Callable[[FLContext], Any]:
@@ -163,9 +225,37 @@ class Pipeline:
                 monitor.finish(res)
                 events.job_event(res.job_id, res.state)
 
+            counts = {JOBS_RETRIED: 0, WORKERS_RESPAWNED: 0}
+
+            def on_retry(res: JobResult, attempt: int) -> None:
+                counts[JOBS_RETRIED] += 1
+                monitor.mark_retrying(res.job_id, res.worker)
+                events.job_event(res.job_id, JobState.RETRYING)
+                events.record("job_retry", round=ctx.round, task=task.name, job_id=res.job_id, attempt=attempt,
+                              state=res.state.value, error=(res.error or "").splitlines()[0] if res.error else None,
+                              worker=res.worker)
+
+            def on_respawn(worker: int, reason: str) -> None:
+                counts[WORKERS_RESPAWNED] += 1
+                monitor.note_respawn()
+                events.record("worker_respawn", round=ctx.round, task=task.name, worker=worker,
+                              reason=reason.splitlines()[0] if reason else reason)
+
             collect_failures = task.failures == "collect"
-            results = executor.run_jobs(requests, plan.shared, on_start, on_done,
-                                        stop_on_failure=not collect_failures) if requests else []
+            extra = {k: fn for k, fn in (("on_retry", on_retry), ("on_respawn", on_respawn))
+                     if _takes(executor.run_jobs, k)}
+            try:
+                results = executor.run_jobs(requests, plan.shared, on_start, on_done,
+                                            stop_on_failure=not collect_failures, **extra) if requests else []
+            finally:
+                for key, n in counts.items():
+                    if n or key in ctx:
+                        ctx[key] = (ctx.get(key) or 0) + n
+            cancelled = [r.job_id for r in results if r.state is JobState.CANCELLED]
+            if cancelled:
+                failed = sum(1 for r in results if r.state in (JobState.FAILED, JobState.TIMED_OUT))
+                raise RunInterrupted(ctx.round, task.name, f"{len(cancelled)} job(s) cancelled ({', '.join(cancelled)})"
+                                     + (f"; {failed} failed" if failed else ""))
             for res in results:
                 if not res.ok and not collect_failures:
                     by_id = {q.job_id: q for q in requests}

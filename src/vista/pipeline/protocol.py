@@ -3,7 +3,13 @@
 Level 1, pipeline <-> NodeScheduler: a parallel task turns into ``JobRequest`` messages;
 the scheduler answers with ``JobStarted`` / ``JobResult`` events.
 Level 2, NodeScheduler <-> worker processes: ``WorkerInit`` once per process, then
-``RunJob`` / ``Shutdown`` in, ``WorkerReady`` / ``JobStarted`` / ``JobResult`` out.
+``RunJob`` / ``Shutdown`` in, ``WorkerReady`` / ``JobStarted`` / ``JobResult`` out, and a
+``Heartbeat`` every ``heartbeat_s`` from the moment the process runs (so a silent one is hung).
+
+A job's attempts: a failed, timed-out or lost attempt may be re-run (``RunJob.attempt`` + 1,
+the same request otherwise); the job's state is RETRYING in between. Its final state is
+DONE, FAILED, TIMED_OUT (its last attempt ran too long or its worker went silent) or
+CANCELLED (a stop was requested before it could finish).
 
 Everything here is a small picklable dataclass: paths, indices and adapter tensors travel,
 never datasets or whole models.
@@ -21,6 +27,12 @@ class JobState(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    RETRYING = "retrying"  # an attempt failed; the job waits to run again
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
 
 
 # ---- level 1: pipeline <-> scheduler ---------------------------------------------------
@@ -55,6 +67,8 @@ class JobResult:
     traceback: str | None = None
     worker: int | None = None
     seconds: float = 0.0
+    attempt: int = 0  # which run of the job this is (0: the first)
+    user_error: bool = False  # the job raised a vista.errors.UserError (bad data, model ...): a one-line error
 
     @property
     def ok(self) -> bool:
@@ -75,6 +89,8 @@ class WorkerInit:
     num_threads: int
     gpu_mem_mb: int | None
     log_file: str | None
+    start: int = 0  # how many processes this worker slot started before (fault injection counts on it)
+    heartbeat_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,7 @@ class RunJob:
     payload: dict[str, Any]
     shared_id: str | None = None
     shared: Any = None
+    attempt: int = 0  # 0: the first run; a re-run sends the same request with attempt + 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,13 @@ class WorkerStartFailed:
     worker_id: int
     error: str
     traceback: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent every ``WorkerInit.heartbeat_s`` by a worker's own thread, busy or not."""
+
+    worker_id: int
 
 
 @dataclass(frozen=True)

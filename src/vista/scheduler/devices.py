@@ -10,13 +10,15 @@ import logging
 import os
 from dataclasses import dataclass
 
+from vista.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class DevicePlanError(RuntimeError):
+class DevicePlanError(UserError, RuntimeError):
     pass
 
 

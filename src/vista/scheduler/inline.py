@@ -1,47 +1,93 @@
 """InlineExecutor: runs jobs in the pipeline process (``scheduler.num_workers=0``).
 
 Same runtime, same job results, no processes: for debugging with pdb and for tests of
-code that sits above the scheduler.
+code that sits above the scheduler. The NodeScheduler's fault semantics where they apply: a
+job that raises is re-run up to ``max_retries`` times (0 by default: a failure is final);
+``request_stop`` cancels the jobs not started (the one running cannot be interrupted). There
+is no process to time out or replace.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
-from vista.pipeline.protocol import JobRequest, JobResult, RunJob, WorkerEnv
+from vista.pipeline.protocol import JobRequest, JobResult, JobState, RunJob, WorkerEnv
 from vista.scheduler.worker import run_job
+
+log = logging.getLogger(__name__)
+
+
+def _nothing(*args: Any) -> None:
+    return None
 
 
 class InlineExecutor:
-    def __init__(self, runtime_factory: Callable[..., Any], runtime_args: Any, device: str = "cpu") -> None:
+    def __init__(self, runtime_factory: Callable[..., Any], runtime_args: Any, device: str = "cpu",
+                 max_retries: int = 0, num_threads: int = 0) -> None:
+        """``num_threads`` > 0 sets this process's torch threads, as a worker's are set
+        (``scheduler.threads_per_worker``): the same thread count gives the same bits."""
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if num_threads > 0:
+            import torch
+
+            torch.set_num_threads(num_threads)
         self.runtime = runtime_factory(runtime_args, WorkerEnv(0, device))
         self.devices = [device]
+        self.max_retries = max_retries
+        self.retries = 0
+        self.respawns = 0  # always: nothing to respawn
+        self.stop_requested = False
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Cancel the jobs not started yet (safe from a signal handler); ``grace_s`` is moot."""
+        self.stop_requested = True
 
     def run_jobs(
         self,
         requests: Sequence[JobRequest],
         shared: Any,
-        on_start: Callable[[str, int], None] = lambda job_id, worker: None,
-        on_done: Callable[[JobResult], None] = lambda result: None,
+        on_start: Callable[[str, int], None] = _nothing,
+        on_done: Callable[[JobResult], None] = _nothing,
         stop_on_failure: bool = True,
+        *,
+        on_retry: Callable[[JobResult, int], None] = _nothing,
+        on_respawn: Callable[[int, str], None] = _nothing,
     ) -> list[JobResult]:
         results = []
         for req in requests:
-            on_start(req.job_id, 0)
-            res = run_job(self.runtime, RunJob(req.job_id, req.fn, req.key, req.payload), shared, 0)
+            res = self._run(req, shared, on_start, on_retry)
             results.append(res)
             on_done(res)
-            if not res.ok and stop_on_failure:
+            if res.state is JobState.FAILED and stop_on_failure:
                 break
         return results
+
+    def _run(self, req: JobRequest, shared: Any, on_start: Callable[[str, int], None],
+             on_retry: Callable[[JobResult, int], None]) -> JobResult:
+        attempt = 0
+        while True:
+            if self.stop_requested:
+                return JobResult(req.job_id, req.key, JobState.CANCELLED, worker=0, attempt=attempt,
+                                 error="cancelled: stop requested before it started", traceback="(not run)")
+            on_start(req.job_id, 0)
+            res = run_job(self.runtime, RunJob(req.job_id, req.fn, req.key, req.payload, attempt=attempt), shared, 0)
+            if res.ok or attempt >= self.max_retries:
+                return res
+            log.warning("job %s attempt %d failed inline (%s); re-running it (attempt %d of at most %d)",
+                        req.job_id, attempt, (res.error or "").splitlines()[0], attempt + 1, self.max_retries + 1)
+            attempt += 1
+            self.retries += 1
+            on_retry(res, attempt)
 
     def shutdown(self) -> None:
         close = getattr(self.runtime, "close", None)
         if close is not None:
             close()
 
-    def __enter__(self) -> "InlineExecutor":
+    def __enter__(self) -> InlineExecutor:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()

@@ -3,9 +3,21 @@
 Workers are spawned once per run; each builds its runtime (e.g. loads the frozen base
 model) once and reuses it for every job and round. Jobs go to idle workers as they free
 up; the broadcast payload of a job group is pickled to each worker once, not once per
-job. A job that raises comes back FAILED with its traceback and id; a worker that dies
-is reported the same way. ``shutdown`` (also on Ctrl-C and at interpreter exit) leaves
-no worker process behind.
+job. ``shutdown`` (also on Ctrl-C and at interpreter exit) leaves no worker process behind.
+
+Faults, job by job (``max_retries`` > 0): a job that raises is re-run, the same request
+with ``attempt`` + 1, up to ``max_retries`` times before its FAILED result is final. A worker
+that dies (killed, out of memory, segfault), goes silent for 3 heartbeats while it starts or
+runs a job (hung; SIGSTOP), or runs a job longer than ``job_timeout_s`` is killed and
+replaced in its slot (same worker id and device; it builds its runtime again) while the
+other workers carry on, and its job is re-run (the attempt is FAILED or TIMED_OUT). A worker
+that cannot start (its runtime fails to build, it dies or hangs) is started again, up to
+``max_retries`` times in a row, then :class:`WorkerStartError`. ``max_retries=0`` turns all
+this off: a failure is final, and a dead or hung worker is not replaced.
+
+``request_stop`` (safe from a signal handler) stops dispatching: jobs running may finish
+until the grace deadline; the rest come back CANCELLED (still-running ones with their
+workers killed).
 """
 
 from __future__ import annotations
@@ -14,8 +26,6 @@ import atexit
 import itertools
 import logging
 import multiprocessing as mp
-import os
-import queue
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,17 +39,25 @@ from vista.pipeline.protocol import (
     JobStarted,
     JobState,
     RunJob,
-    Shutdown,
     WorkerInit,
     WorkerReady,
     WorkerStartFailed,
 )
+from vista.scheduler import faults
 from vista.scheduler.devices import DEVICES, plan_devices, threads_per_worker
-from vista.scheduler.worker import worker_main
+from vista.scheduler.pool import (
+    BUSY,
+    DIED,
+    IDLE,
+    STARTING,
+    ChannelClosed,
+    Slot,
+    WorkerPool,
+)
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,16 +67,58 @@ class SchedulerSpec:
     gpu_mem_per_worker_mb: int = 0  # 0: no cap
     threads_per_worker: int = 0  # 0: usable cores / CPU workers
     start_timeout_s: float = 600.0
+    max_retries: int = 1  # re-runs of a failed job (and restarts of a worker that cannot start); 0: none
+    job_timeout_s: float = 0.0  # a job running longer is killed and re-run; 0: no limit
+    heartbeat_s: float = 10.0  # workers report this often; silent for 3 beats = hung
+    grace_s: float = 30.0  # after a stop request, running jobs may finish this long
 
     def __post_init__(self) -> None:
-        for name in ("num_workers", "gpu_mem_per_worker_mb", "threads_per_worker"):
+        for name in ("num_workers", "gpu_mem_per_worker_mb", "threads_per_worker", "max_retries"):
             at_least(self, name, 0)
         one_of(self, "device", DEVICES)
         positive(self, "start_timeout_s")
+        positive(self, "heartbeat_s")
+        at_least(self, "job_timeout_s", 0)
+        at_least(self, "grace_s", 0)
 
 
 class WorkerStartError(RuntimeError):
     pass
+
+
+def _nothing(*args: Any) -> None:
+    return None
+
+
+class _Group:
+    """The dispatch state of one ``run_jobs`` call."""
+
+    def __init__(self, requests: Sequence[JobRequest], shared: Any, shared_id: str | None,
+                 on_start: Callable[[str, int], None], on_done: Callable[[JobResult], None],
+                 on_retry: Callable[[JobResult, int], None], on_respawn: Callable[[int, str], None],
+                 stop_on_failure: bool) -> None:
+        self.pending: deque[tuple[JobRequest, int]] = deque((r, 0) for r in requests)
+        self.live: dict[str, tuple[JobRequest, int]] = {}  # job id -> (request, attempt) on a worker now
+        self.shared, self.shared_id = shared, shared_id
+        self.on_start, self.on_done, self.on_retry, self.on_respawn = on_start, on_done, on_retry, on_respawn
+        self.stop_on_failure = stop_on_failure
+        self.results: list[JobResult] = []
+        self.failed = False
+
+    def finish(self, res: JobResult) -> None:
+        self.results.append(res)
+        self.on_done(res)
+        if res.state in (JobState.FAILED, JobState.TIMED_OUT) and self.stop_on_failure:
+            self.failed = True
+
+    @property
+    def done(self) -> bool:
+        return self.failed or (not self.pending and not self.live)
+
+
+def _cancelled(req: JobRequest, why: str, worker: int | None = None, attempt: int = 0) -> JobResult:
+    return JobResult(req.job_id, req.key, JobState.CANCELLED, error=f"cancelled: {why}", traceback="(not run)",
+                     worker=worker, attempt=attempt)
 
 
 class NodeScheduler:
@@ -76,181 +136,254 @@ class NodeScheduler:
         self._args = runtime_args
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._ctx = mp.get_context("spawn")
-        self._procs: list[Any] = []
-        self._inboxes: list[Any] = []
-        self._outbox: Any = None
-        self._shared_seen: dict[int, str | None] = {}
+        self._pool: WorkerPool | None = None
+        self._threads = 1
         self._shared_ids = itertools.count()
+        self._stop_at: float | None = None
+        self._stop_noted = False
         self.devices: list[str] = []
         self.start_seconds: float = 0.0
+        self.retries = 0  # job re-runs, over the scheduler's life
+        self.respawns = 0  # worker processes replaced (start-up restarts included)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "NodeScheduler":
+    def start(self) -> NodeScheduler:
         t0 = time.perf_counter()
+        faults.plan()  # a malformed VISTA_FAULTS is an error here, not in a worker
         self.devices = plan_devices(self.spec.device, self.spec.num_workers, self.spec.gpu_mem_per_worker_mb)
-        threads = threads_per_worker(self.spec.threads_per_worker, self.spec.num_workers, self.devices)
+        self._threads = threads_per_worker(self.spec.threads_per_worker, self.spec.num_workers, self.devices)
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-        self._outbox = self._ctx.Queue()
+        self._pool = WorkerPool(self._ctx, self._init_for, self.spec.heartbeat_s)
         atexit.register(self.shutdown)
-        for w, device in enumerate(self.devices):
-            inbox = self._ctx.Queue()
-            init = WorkerInit(
-                worker_id=w,
-                runtime_factory=self._factory,
-                runtime_args=self._args,
-                device=device,
-                num_threads=threads,
-                gpu_mem_mb=self.spec.gpu_mem_per_worker_mb or None,
-                log_file=str(self._log_dir / f"worker_{w}.log") if self._log_dir else None,
-            )
-            proc = self._ctx.Process(
-                target=worker_main, args=(init, inbox, self._outbox, os.getpid()), name=f"vista-worker-{w}", daemon=True
-            )
-            proc.start()
-            self._procs.append(proc)
-            self._inboxes.append(inbox)
-            self._shared_seen[w] = None
-        ready: set[int] = set()
-        deadline = time.monotonic() + self.spec.start_timeout_s
-        while len(ready) < len(self._procs):
-            msg = self._get(deadline, waiting_for="workers to start")
-            if isinstance(msg, WorkerReady):
-                ready.add(msg.worker_id)
-            elif isinstance(msg, WorkerStartFailed):
-                self.shutdown()
-                raise WorkerStartError(
-                    f"worker {msg.worker_id} failed to start: {msg.error}\n--- worker traceback ---\n{msg.traceback}"
-                )
+        for device in self.devices:
+            self._pool.add(device)
+        while any(s.state == STARTING for s in self._pool.slots):
+            self._poll(None)
         self.start_seconds = time.perf_counter() - t0
         log.info("NodeScheduler: %d workers on %s, %d threads each, ready in %.1fs",
-                 len(self._procs), ",".join(sorted(set(self.devices))), threads, self.start_seconds)
+                 len(self.devices), ",".join(sorted(set(self.devices))), self._threads, self.start_seconds)
         return self
 
     def shutdown(self) -> None:
-        """Stop every worker: ask politely, then terminate, then kill."""
-        if not self._procs:
+        """Stop every worker: ask politely, then kill."""
+        pool, self._pool = self._pool, None
+        if pool is None:
             return
-        for inbox in self._inboxes:
-            try:
-                inbox.put_nowait(Shutdown())
-            except (OSError, ValueError) as err:  # a dead worker's queue: terminate/kill below stop it
-                log.debug("could not ask a worker to shut down: %s", err)
-        deadline = time.monotonic() + 2.0
-        for proc in self._procs:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2.0)
-        for q in [*self._inboxes, self._outbox]:
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
-        self._procs, self._inboxes, self._outbox = [], [], None
+        pool.shutdown()
         atexit.unregister(self.shutdown)
 
-    def __enter__(self) -> "NodeScheduler":
+    def __enter__(self) -> NodeScheduler:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
+        """The live worker processes, in slot order (worker id = index while none is lost,
+        which only happens with ``max_retries=0`` or after a stop)."""
+        return [s.pid for s in self._pool.slots if s.ch is not None and s.pid is not None] \
+            if self._pool is not None else []
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Stop dispatching; running jobs may finish within ``grace_s`` (default
+        ``spec.grace_s``), then they and every job not started come back CANCELLED. Safe to call
+        from a signal handler; a second call may shorten the deadline, never extend it."""
+        at = time.monotonic() + max(0.0, self.spec.grace_s if grace_s is None else grace_s)
+        if self._stop_at is None or at < self._stop_at:
+            self._stop_at = at
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_at is not None
 
     # -- dispatch ----------------------------------------------------------------------------
     def run_jobs(
         self,
         requests: Sequence[JobRequest],
         shared: Any,
-        on_start: Callable[[str, int], None] = lambda job_id, worker: None,
-        on_done: Callable[[JobResult], None] = lambda result: None,
+        on_start: Callable[[str, int], None] = _nothing,
+        on_done: Callable[[JobResult], None] = _nothing,
         stop_on_failure: bool = True,
+        *,
+        on_retry: Callable[[JobResult, int], None] = _nothing,
+        on_respawn: Callable[[int, str], None] = _nothing,
     ) -> list[JobResult]:
-        """Run a group of jobs on idle workers.
+        """Run a group of jobs on idle workers; a job's result is its last attempt's.
 
-        By default dispatching stops at the first failure. With ``stop_on_failure=False``
-        every job gets a result: a job's exception leaves its worker alive for the next job;
-        a dead worker's job fails and the rest go to the live workers; when none is left,
-        the jobs not yet run fail with that reason.
+        ``on_retry(result, next_attempt)`` hears of each failed attempt that will be re-run,
+        ``on_respawn(worker, reason)`` of each worker process replaced. By default dispatching
+        stops at the first final failure (jobs still running are abandoned). With
+        ``stop_on_failure=False`` every job gets a result; when no worker is left (only
+        with ``max_retries=0``), the jobs not yet run fail with that reason.
         """
-        if not self._procs:
+        if self._pool is None:
             raise RuntimeError("NodeScheduler.run_jobs before start()")
         shared_id = f"s{next(self._shared_ids)}" if shared is not None else None
-        pending = deque(requests)
-        wanted = {r.job_id for r in requests}
-        idle = [i for i, proc in enumerate(self._procs) if proc.is_alive()]
-        running: dict[int, JobRequest] = {}
-        results: list[JobResult] = []
-        failed = False
-        while (pending and not failed) or running:
-            while pending and idle and not failed:
-                w = idle.pop(0)
-                req = pending.popleft()
-                send_shared = self._shared_seen[w] != shared_id
-                self._inboxes[w].put(
-                    RunJob(req.job_id, req.fn, req.key, req.payload, shared_id, shared if send_shared else None)
-                )
-                self._shared_seen[w] = shared_id
-                running[w] = req
-            msg = self._get_or_detect_death(running)
-            if isinstance(msg, JobStarted):
-                if msg.job_id in wanted:
-                    on_start(msg.job_id, msg.worker_id)
-            elif isinstance(msg, JobResult):
-                if msg.job_id not in wanted:
-                    continue  # a stale result of an abandoned group
-                running.pop(msg.worker, None)
-                if msg.worker is not None and self._procs[msg.worker].is_alive():
-                    idle.append(msg.worker)
-                    idle.sort()
-                results.append(msg)
-                on_done(msg)
-                if msg.state is not JobState.DONE and stop_on_failure:
-                    failed = True
-                    break
-            if pending and not idle and not running:  # every worker is dead
-                for req in pending:
-                    res = JobResult(req.job_id, req.key, JobState.FAILED,
-                                    error="no live worker left to run this job (all worker processes died)",
-                                    traceback="(not run)")
-                    results.append(res)
-                    on_done(res)
-                pending.clear()
-        return results
-
-    # -- internals ---------------------------------------------------------------------------
-    def _get(self, deadline: float, waiting_for: str) -> Any:
+        g = _Group(requests, shared, shared_id, on_start, on_done, on_retry, on_respawn, stop_on_failure)
         while True:
-            try:
-                return self._outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                dead = [i for i, p in enumerate(self._procs) if not p.is_alive()]
-                if dead:
-                    codes = {i: self._procs[i].exitcode for i in dead}
-                    self.shutdown()
-                    raise WorkerStartError(f"worker(s) died while waiting for {waiting_for}: exit codes {codes}")
-                if time.monotonic() > deadline:
-                    self.shutdown()
-                    raise WorkerStartError(f"timed out waiting for {waiting_for}")
+            if self._stop_at is not None:
+                self._cancel(g)
+            else:
+                self._dispatch(g)
+            if g.done:
+                return g.results
+            if g.pending and not g.live and not self._pool.any_up():
+                for req, attempt in list(g.pending):
+                    g.finish(JobResult(req.job_id, req.key, JobState.FAILED, attempt=attempt,
+                                       error="no live worker left to run this job (all worker processes died)",
+                                       traceback="(not run)"))
+                g.pending.clear()
+                continue
+            self._poll(g)
 
-    def _get_or_detect_death(self, running: dict[int, JobRequest]) -> Any:
-        while True:
-            try:
-                return self._outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                for w, req in list(running.items()):
-                    proc = self._procs[w]
-                    if not proc.is_alive():
-                        log_hint = f"; see {self._log_dir / f'worker_{w}.log'}" if self._log_dir else ""
-                        return JobResult(
-                            req.job_id, req.key, JobState.FAILED,
-                            error=f"worker {w} (pid {proc.pid}) died with exit code {proc.exitcode} "
-                            f"while running the job (out of memory?){log_hint}",
-                            traceback="(no traceback: the process died)", worker=w,
-                        )
+    def _dispatch(self, g: _Group) -> None:
+        assert self._pool is not None
+        while g.pending and not g.failed:
+            slot = self._pool.idle_slot()
+            if slot is None or slot.ch is None:
+                return
+            req, attempt = g.pending.popleft()
+            send_shared = slot.shared_id != g.shared_id
+            job = RunJob(req.job_id, req.fn, req.key, req.payload, g.shared_id,
+                         g.shared if send_shared else None, attempt)
+            slot.ch.inbox.put(job)
+            slot.shared_id, slot.state, slot.job, slot.dispatched_at = g.shared_id, BUSY, job, time.monotonic()
+            g.live[req.job_id] = (req, attempt)
+
+    def _cancel(self, g: _Group) -> None:
+        """After a stop request: nothing more starts; at the deadline what runs is killed."""
+        assert self._pool is not None and self._stop_at is not None
+        if not self._stop_noted:
+            self._stop_noted = True
+            log.warning("stop requested: %d job(s) not started are cancelled, %d running may finish within %.1fs",
+                        len(g.pending), len(g.live), max(0.0, self._stop_at - time.monotonic()))
+        while g.pending:
+            req, attempt = g.pending.popleft()
+            g.finish(_cancelled(req, "stop requested before it started", attempt=attempt))
+        if time.monotonic() < self._stop_at:
+            return
+        for slot in self._pool.slots:
+            job = slot.job if slot.state == BUSY else None
+            if job is not None and job.job_id in g.live:
+                req, attempt = g.live.pop(job.job_id)
+                log.warning("job %s still running on worker %d at the stop deadline: killing the worker",
+                            job.job_id, slot.id)
+                self._pool.kill(slot)
+                g.finish(_cancelled(req, "still running at the stop deadline (worker killed)", slot.id, attempt))
+
+    # -- events -------------------------------------------------------------------------------
+    def _poll(self, g: _Group | None) -> None:
+        """Handle what the workers said (waiting up to POLL_SECONDS), then check on each."""
+        assert self._pool is not None
+        pool = self._pool
+        event = pool.next_event(POLL_SECONDS)
+        while event is not None:
+            self._handle(*event, g)
+            if self._pool is None:
+                return
+            event = pool.next_event(0)
+        now = time.monotonic()
+        for slot in pool.slots:
+            problem = pool.problem(slot, now, self.spec.job_timeout_s, self.spec.start_timeout_s)
+            if problem is not None:
+                self._fault(slot, *problem, g)
+
+    def _handle(self, slot: Slot, ch: Any, msg: Any, g: _Group | None) -> None:
+        if ch is not slot.ch or isinstance(msg, ChannelClosed):
+            return  # a replaced process's last words; a closed channel is seen by problem()
+        if isinstance(msg, WorkerReady):
+            slot.state, slot.start_failures = IDLE, 0
+            if slot.starts > 1:
+                log.info("worker %d: replacement (start #%d) ready in %.1fs", slot.id, slot.starts - 1, msg.seconds)
+        elif isinstance(msg, WorkerStartFailed):
+            self._start_failed(slot, f"{msg.error}\n--- worker traceback ---\n{msg.traceback}", g)
+        elif isinstance(msg, JobStarted):
+            if g is not None and msg.job_id in g.live:
+                g.on_start(msg.job_id, msg.worker_id)
+        elif isinstance(msg, JobResult):
+            slot.state, slot.job = IDLE, None
+            if g is not None and msg.job_id in g.live:
+                self._attempt_over(msg, g)
+            # else: a result of an abandoned group's job; its worker is free again
+
+    def _fault(self, slot: Slot, kind: str, reason: str, g: _Group | None) -> None:
+        """The slot's process died, hung or ran out of time: replace it, re-run its job."""
+        if slot.state == STARTING:
+            self._start_failed(slot, reason, g)
+            return
+        job = slot.job if slot.state == BUSY else None
+        seconds = time.monotonic() - slot.dispatched_at
+        where = f"running job {job.job_id} (attempt {job.attempt})" if job is not None else "idle"
+        hint = f"; see {self._log_dir / f'worker_{slot.id}.log'}" if self._log_dir else ""
+        if kind == DIED and job is not None:
+            reason += " while running the job (out of memory?)"
+        log.warning("worker %d %s: %s", slot.id, where, reason)
+        self._replace(slot, reason, g)
+        if job is not None and g is not None and job.job_id in g.live:
+            state = JobState.FAILED if kind == DIED else JobState.TIMED_OUT
+            why = "the process died" if kind == DIED else "the worker was killed"
+            self._attempt_over(JobResult(job.job_id, job.key, state, error=reason + hint,
+                                         traceback=f"(no traceback: {why})", worker=slot.id, seconds=seconds,
+                                         attempt=job.attempt), g)
+
+    def _attempt_over(self, res: JobResult, g: _Group) -> None:
+        """One attempt of a job of this group ended: final, or re-run."""
+        req, attempt = g.live.pop(res.job_id)
+        if res.ok or attempt >= self.spec.max_retries:
+            g.finish(res)
+        elif self._stop_at is not None:  # it would run again, but the run is stopping
+            g.finish(_cancelled(req, f"stop requested; its attempt {attempt} ended {res.state.value}: {res.error}",
+                                res.worker, attempt))
+        else:
+            self.retries += 1
+            log.warning("job %s attempt %d %s on worker %s (%s); re-running it (attempt %d of at most %d)",
+                        res.job_id, attempt, res.state.value, res.worker, (res.error or "").splitlines()[0],
+                        attempt + 1, self.spec.max_retries + 1)
+            g.on_retry(res, attempt + 1)
+            g.pending.appendleft((req, attempt + 1))
+
+    def _replace(self, slot: Slot, reason: str, g: _Group | None) -> None:
+        assert self._pool is not None
+        self._pool.kill(slot)
+        if self._stop_at is not None or self.spec.max_retries == 0:
+            log.warning("worker %d is not replaced (%s)",
+                        slot.id, "stop requested" if self._stop_at is not None else "max_retries=0")
+            return
+        self._respawn(slot, reason, g)
+
+    def _start_failed(self, slot: Slot, reason: str, g: _Group | None) -> None:
+        assert self._pool is not None
+        self._pool.kill(slot)
+        slot.start_failures += 1
+        if self._stop_at is not None:
+            return
+        if slot.start_failures > self.spec.max_retries:
+            tries = slot.start_failures
+            self.shutdown()
+            raise WorkerStartError(f"worker {slot.id} failed to start ({tries} tries): {reason}")
+        log.warning("worker %d failed to start (start #%d): %s", slot.id, slot.starts - 1, reason.splitlines()[0])
+        self._respawn(slot, f"failed to start: {reason.splitlines()[0]}", g)
+
+    def _respawn(self, slot: Slot, reason: str, g: _Group | None) -> None:
+        assert self._pool is not None
+        self._pool.spawn(slot)
+        self.respawns += 1
+        log.warning("worker %d: starting a replacement process (start #%d, pid %s) after: %s",
+                    slot.id, slot.starts - 1, slot.pid, reason)
+        if g is not None:
+            g.on_respawn(slot.id, reason)
+
+    def _init_for(self, slot: Slot) -> WorkerInit:
+        return WorkerInit(
+            worker_id=slot.id,
+            runtime_factory=self._factory,
+            runtime_args=self._args,
+            device=slot.device,
+            num_threads=self._threads,
+            gpu_mem_mb=self.spec.gpu_mem_per_worker_mb or None,
+            log_file=str(self._log_dir / f"worker_{slot.id}.log") if self._log_dir else None,
+            start=slot.starts,
+            heartbeat_s=self.spec.heartbeat_s,
+        )
