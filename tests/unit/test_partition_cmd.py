@@ -69,16 +69,17 @@ def _check_plain_h5(path: Path, name: str, n_clients: int) -> dict[int, np.ndarr
 @pytest.mark.parametrize(
     "args,name,n_clients,param",
     [
-        (["--method", "uniform", "--clients", "3"], "uniform", 3, None),
-        (["--method", "niid_label", "--clients", "3", "--alpha", "1"], "niid_label_clients=3_alpha=1.0", 3, ("alpha", 1.0)),
+        (["--method", "uniform", "--clients", "3"], "uniform_clients=3_seed=42", 3, None),
+        (["--method", "niid_label", "--clients", "3", "--alpha", "1"], "niid_label_clients=3_alpha=1.0_seed=42", 3,
+         ("alpha", 1.0)),
         (
             ["--method", "niid_quantity", "--clients", "4", "--beta", "0.5", "--min-size", "2"],
-            "niid_quantity_clients=4_beta=0.5",
+            "niid_quantity_clients=4_beta=0.5_min_size=2_seed=42",
             4,
             ("beta", 0.5),
         ),
-        (["--method", "natural", "--group-column", "author"], "natural_author", 4, None),
-        (["--method", "natural", "--group-column", "site"], "natural_site", 5, None),
+        (["--method", "natural", "--group-column", "author", "--seed", "3"], "natural_author_seed=3", 4, None),
+        (["--method", "natural", "--group-column", "site"], "natural_site_seed=42", 5, None),
     ],
 )
 def test_methods_round_trip(data, tmp_path, capsys, args, name, n_clients, param):
@@ -93,37 +94,50 @@ def test_methods_round_trip(data, tmp_path, capsys, args, name, n_clients, param
     if param:
         with h5py.File(out, "r") as f:
             assert f[name][param[0]].dtype.kind == "f" and float(f[name][param[0]][()]) == param[1]
-    if name == "niid_quantity_clients=4_beta=0.5":
+    if name.startswith("niid_quantity_"):
         assert min(len(v) for v in train.values()) >= 2
-    if name == "natural_author":  # client k = k-th sorted author
+    if name.startswith("natural_author"):  # client k = k-th sorted author
         for c, arr in train.items():
             assert {i % 4 for i in arr.tolist()} == {c}
 
 
 def test_alpha_spellings_and_groups_accumulate(data, tmp_path, capsys):
     out = tmp_path / "p.h5"
+    niid = "niid_label_clients=3_alpha=1.0_seed=42"
     assert _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "2") == 0
     assert _run("--data", str(data), "--out", str(out), "--method", "niid_label", "--clients", "3", "--alpha", "1") == 0
     with h5py.File(out, "r") as f:
-        assert sorted(f.keys()) == ["niid_label_clients=3_alpha=1.0", "uniform"]
-    assert FedNLPPartition(out, "niid_label_clients=3_alpha=1").method == "niid_label_clients=3_alpha=1.0"
-    assert FedNLPPartition(out, "niid_label_clients=3_alpha=1.0").client_ids == [0, 1, 2]
+        assert sorted(f.keys()) == [niid, "uniform_clients=2_seed=42"]
+    assert FedNLPPartition(out, "niid_label_clients=3_alpha=1_seed=42").method == niid
+    assert FedNLPPartition(out, niid).client_ids == [0, 1, 2]
 
     # same group again (spelled alpha=1.0): refused, file untouched
     capsys.readouterr()
-    rc = _run("--data", str(data), "--out", str(out), "--method", "niid_label", "--clients", "3", "--alpha", "1.0", "--seed", "7")
+    rc = _run("--data", str(data), "--out", str(out), "--method", "niid_label", "--clients", "3", "--alpha", "1.0")
     assert rc == 1
     err = capsys.readouterr().err
-    assert "niid_label_clients=3_alpha=1.0" in err and "--overwrite" in err
-    rc = _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "5")
-    assert rc == 1 and "'uniform'" in capsys.readouterr().err
-    assert FedNLPPartition(out, "uniform").client_ids == [0, 1]
+    assert niid in err and "--overwrite" in err
+    rc = _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "2")
+    assert rc == 1 and "'uniform_clients=2_seed=42'" in capsys.readouterr().err
 
-    # with --overwrite it is replaced, the other group kept
-    rc = _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "5", "--overwrite")
+    # other clients or another seed: a group of its own, next to the others
+    assert _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "5") == 0
+    assert _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "2", "--seed", "7") == 0
+    with h5py.File(out, "r") as f:
+        assert sorted(f.keys()) == [niid, "uniform_clients=2_seed=42", "uniform_clients=2_seed=7",
+                                    "uniform_clients=5_seed=42"]
+    assert FedNLPPartition(out, "uniform_clients=5_seed=42").client_ids == list(range(5))
+    assert not np.array_equal(FedNLPPartition(out, "uniform_clients=2_seed=7").clients[0].train,
+                              FedNLPPartition(out, "uniform_clients=2_seed=42").clients[0].train)
+
+    # with --overwrite a group is replaced (here: one damaged by hand), the others kept
+    with h5py.File(out, "a") as f:
+        del f["uniform_clients=2_seed=42/partition_data/1"]
+    rc = _run("--data", str(data), "--out", str(out), "--method", "uniform", "--clients", "2", "--overwrite")
     assert rc == 0
-    assert FedNLPPartition(out, "uniform").client_ids == list(range(5))
-    assert FedNLPPartition(out, "niid_label_clients=3_alpha=1").client_ids == [0, 1, 2]
+    assert FedNLPPartition(out, "uniform_clients=2_seed=42").client_ids == [0, 1]
+    assert FedNLPPartition(out, "niid_label_clients=3_alpha=1_seed=42").client_ids == [0, 1, 2]
+    assert FedNLPPartition(out, "uniform_clients=5_seed=42").client_ids == list(range(5))
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -131,7 +145,8 @@ def test_seeded_and_deterministic(data, tmp_path):
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     for out in (a, b):
         assert _run("--data", str(data), "--out", str(out), "--method", "niid_quantity", "--clients", "3", "--beta", "1") == 0
-    pa, pb = FedNLPPartition(a, "niid_quantity_clients=3_beta=1"), FedNLPPartition(b, "niid_quantity_clients=3_beta=1.0")
+    pa = FedNLPPartition(a, "niid_quantity_clients=3_beta=1_seed=42")
+    pb = FedNLPPartition(b, "niid_quantity_clients=3_beta=1.0_seed=42")
     for c in pa.client_ids:
         assert np.array_equal(pa.clients[c].train, pb.clients[c].train)
         assert np.array_equal(pa.clients[c].test, pb.clients[c].test)
@@ -187,11 +202,12 @@ def test_kmeans_with_tiny_bert(data, tmp_path, capsys):
     out = tmp_path / "p.h5"
     argv = ("--data", str(data), "--out", str(out), "--method", "kmeans", "--clients", "3", "--model", str(model))
     assert _run(*argv) == 0
-    assert "kmeans_clusters=3" in capsys.readouterr().out
-    part = FedNLPPartition(out, "kmeans_clusters=3")
-    train = _check_plain_h5(out, "kmeans_clusters=3", 3)
+    name = "kmeans_clusters=3_model=bert_seed=42"  # the model directory's name
+    assert name in capsys.readouterr().out
+    part = FedNLPPartition(out, name)
+    train = _check_plain_h5(out, name, 3)
     with h5py.File(out, "r") as f:
-        assign = f["kmeans_clusters=3"]["client_assignment"][()]
+        assign = f[name]["client_assignment"][()]
     assert assign.dtype == np.int64 and len(assign) == len(TRAIN)
     for c in part.client_ids:  # assignment is in train order
         assert np.array_equal(np.sort(np.asarray(TRAIN)[assign == c]), train[c])
@@ -199,4 +215,4 @@ def test_kmeans_with_tiny_bert(data, tmp_path, capsys):
     out2 = tmp_path / "p2.h5"
     assert _run("--data", str(data), "--out", str(out2), *argv[4:]) == 0
     with h5py.File(out2, "r") as f:
-        assert np.array_equal(f["kmeans_clusters=3"]["client_assignment"][()], assign)
+        assert np.array_equal(f[name]["client_assignment"][()], assign)

@@ -1,6 +1,14 @@
 """Partitions computed on the fly from config (``partition=niid_label`` ...), cached as a
 group of a FedNLP partition file so that a later run, or FedNLP's own code, reads the same
-clients."""
+clients.
+
+A group is cached under a name that carries every parameter that determines it, seed
+included (``uniform_clients=100_seed=42``, ``niid_label_clients=10_alpha=1.0_seed=42``; see
+``vista.data.partition_cmd.group_name``, which ``vista-data partition`` uses too): a run with
+the same parameters reuses the group, other parameters add a group next to it, so a sweep
+over clients, alpha or seed shares one file. FedNLP's own groups (``uniform``, ...) never
+match these names, so they are left as FedNLP shipped them.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +31,8 @@ class ComputedPartitionSpec:
     group_column: str | None = None  # natural: the column that names each example's client
 
     def resolve(self, data_file: str | Path) -> tuple[Path, str]:
-        """(partition file, group name); computes and writes the group unless it is cached
-        with the same number of clients and seed."""
+        """(partition file, group name); computes and writes the group unless the file
+        already holds it (same name up to number spelling: ``alpha=1`` is ``alpha=1.0``)."""
         import numpy as np
 
         from vista.data.partition_cmd import GroupRequest, build_group, group_name, write_group
@@ -32,31 +40,28 @@ class ComputedPartitionSpec:
         request = GroupRequest(self.kind, self.clients, self.alpha, self.beta, self.min_size, self.seed, self.model,
                                self.group_column)
         path = Path(self.file).expanduser()
-        cached = self._cached(path, group_name(request))
+        cached = _cached(path, group_name(request))
         if cached is not None:
             return path, cached
         group, test, _ = build_group(data_file, request)
-        write_group(path, group.name, group.train, test, group.params, group.extra)
+        try:
+            write_group(path, group.name, group.train, test, group.params, group.extra)
+        except FileExistsError:  # another run wrote the same group meanwhile: it is the same clients
+            return path, _cached(path, group.name) or group.name
         sizes = np.array([len(v) for v in group.train.values()])
         print(f"vista: computed partition {group.name!r} ({len(sizes)} clients, {sizes.min()}..{sizes.max()} "
               f"examples each), cached in {path}", flush=True)
         return path, group.name
 
-    def _cached(self, path: Path, name: str) -> str | None:
-        import h5py
 
-        if not path.exists():
-            return None
+def _cached(path: Path, name: str) -> str | None:
+    """The group of ``path`` named ``name`` (up to number spelling), None if absent."""
+    import h5py
+
+    if not path.exists():
+        return None
+    try:
         with h5py.File(path, "r") as f:
-            found = [g for g in f if canonical_method(g) == canonical_method(name)]
-            if not found:
-                return None
-            g = f[found[0]]
-            seed = float(g["seed"][()]) if "seed" in g else None
-            n = int(g["n_clients"][()]) if "n_clients" in g else None
-            if seed != float(self.seed) or (self.clients is not None and n != self.clients):
-                raise DataFileError(
-                    f"{path} already holds a group {found[0]!r} made with seed {seed} and {n} clients, not seed "
-                    f"{self.seed} and {self.clients} clients; set partition.file to another file or delete that group"
-                )
-            return found[0]
+            return next((g for g in f if canonical_method(g) == canonical_method(name)), None)
+    except OSError as err:
+        raise DataFileError(f"partition file {path} is not a readable HDF5 file: {err}") from None

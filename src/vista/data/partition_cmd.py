@@ -8,9 +8,16 @@ Usage::
     vista-data partition --data D_data.h5 --out D_partition.h5 --method kmeans --clients 10 --model DIR
     vista-data partition --data D_data.h5 --out D_partition.h5 --method natural --group-column author
 
-Group names are FedNLP's: ``uniform``, ``niid_label_clients=N_alpha=A``,
-``niid_quantity_clients=N_beta=B``, ``kmeans_clusters=N`` and ``natural_<column>``
-(alpha/beta written as Python floats, e.g. ``alpha=1.0``; readers accept ``alpha=1`` too).
+Group names carry every parameter that determines the group, in FedNLP's style, the seed
+included (it draws the clients and cuts the test lists): ``uniform_clients=N_seed=S``,
+``niid_label_clients=N_alpha=A_seed=S``, ``niid_quantity_clients=N_beta=B_seed=S`` (with
+``_min_size=M`` before the seed when M is not 1), ``kmeans_clusters=N_model=DIRNAME_seed=S``
+(with ``_max_seq_len=L`` when L is not 128) and ``natural_<column>_seed=S``; alpha/beta written
+as Python floats, e.g. ``alpha=1.0`` (readers accept ``alpha=1`` too). ``partition=<kind>``
+computes and caches groups under the same names, so either reuses what the other wrote, and
+a sweep over clients, alpha or seed adds groups to one file. The groups FedNLP ships
+(``uniform``, ``niid_label_clients=100_alpha=1.0`` ...) keep their names and are read with
+``partition=fednlp_file``.
 Train indices come from the data file's ``train_index_list``; each client's local
 ``test`` list is the data file's ``test_index_list`` shuffled with the seed and cut
 into near-equal chunks (empty when there are fewer test examples than clients).
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -197,16 +205,38 @@ def _need_value(value: Any, flag: str, method: str) -> Any:
     return value
 
 
+DEFAULT_MAX_SEQ_LEN = GroupRequest.max_seq_len
+
+
 def group_name(r: GroupRequest) -> str:
-    """The FedNLP name of the group a request makes (ValueError naming the missing flag)."""
+    """The name of the group a request makes: the method and every parameter that
+    determines the group, seed last (ValueError naming a missing flag). Not FedNLP's own
+    names (``uniform`` has no client count), so computed groups never clash with those."""
     if r.method == "natural":
-        return f"natural_{_need_value(r.group_column, '--group-column NAME', r.method)}"
-    n = _need_value(r.clients, "--clients N", r.method)
+        return f"natural_{_need_value(r.group_column, '--group-column NAME', r.method)}_seed={int(r.seed)}"
+    n = int(_need_value(r.clients, "--clients N", r.method))
     if r.method == "niid_label":
         _need_value(r.alpha, "--alpha", r.method)
     if r.method == "niid_quantity":
         _need_value(r.beta, "--beta", r.method)
-    return method_from_parts(r.method, n, r.alpha, r.beta)
+    if r.method == "uniform":
+        parts = [f"uniform_clients={n}"]
+    elif r.method == "kmeans":
+        model = _need_value(r.model, "--model DIR (a local Hugging Face model for sentence embeddings)", r.method)
+        parts = [method_from_parts(r.method, n), f"model={_model_tag(model)}"]
+        if r.max_seq_len != DEFAULT_MAX_SEQ_LEN:
+            parts.append(f"max_seq_len={int(r.max_seq_len)}")
+    else:
+        parts = [method_from_parts(r.method, n, r.alpha, r.beta)]
+        if r.method == "niid_quantity" and r.min_size != 1:
+            parts.append(f"min_size={int(r.min_size)}")
+    return "_".join([*parts, f"seed={int(r.seed)}"])
+
+
+def _model_tag(model: Any) -> str:
+    """A model directory as a group-name part: its last path component, '/'-free."""
+    name = Path(str(model)).expanduser().name or str(model)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
 
 
 def _uniform(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
@@ -226,8 +256,7 @@ def _niid_quantity(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Grou
 
 
 def _kmeans(data: FedNLPData, train: np.ndarray, r: GroupRequest) -> Group:
-    name = group_name(r)
-    model = _need_value(r.model, "--model DIR (a local Hugging Face model for sentence embeddings)", r.method)
+    name, model = group_name(r), r.model
     from vista.data.embed import embed_texts
     from vista.models.hub import ModelSpec
 

@@ -14,6 +14,7 @@ import torch
 
 from vista.data.encoding import Encoded, collate
 from vista.fl.spec import FLSpec
+from vista.scheduler.faults import fire_oom
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,25 @@ def local_train(
     device: str = "cpu",
     options: LocalOptions | None = None,
     hooks: Any = None,
+    micro_batch: int | None = None,
 ) -> TrainStats:
     """``spec.local_epochs`` of AdamW over ``data`` in a seeded order; updates ``params``.
 
     Frozen tensors are left out of the optimiser and get no gradient, so they stay bit for
     bit what the server sent. ``hooks`` (the PEFT spec) may add a loss term and act after
     each optimiser step.
+
+    ``micro_batch`` (None: ``spec.batch_size``) below the batch size accumulates gradients:
+    each optimiser step still covers the same ``spec.batch_size`` examples in the same order,
+    cut into consecutive micro-batches whose losses are weighted by their share of the batch,
+    so the step's gradient is the full batch's (up to float rounding; dropout masks are drawn
+    per micro-batch, so with dropout the runs differ by more). ``loss_extra`` and the FedProx
+    term enter once per step. At the full batch the path is today's, and each step starts
+    with :func:`~vista.scheduler.faults.fire_oom` (the reliability tests' injected OOM).
     """
+    micro = spec.batch_size if micro_batch is None else int(micro_batch)
+    if micro < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
     options = options or LocalOptions()
     on_step = getattr(hooks, "on_step", None) or NoHooks().on_step
     loss_extra = getattr(hooks, "loss_extra", None) or NoHooks().loss_extra
@@ -93,25 +106,58 @@ def local_train(
         for _ in range(spec.local_epochs):
             perm = torch.randperm(len(data), generator=order).numpy()
             for start in range(0, len(perm), spec.batch_size):
-                batch = collate(data, perm[start : start + spec.batch_size], pad_id, device)
-                task_loss = model(**batch).loss
-                loss = task_loss
-                extra = loss_extra(model)
-                if extra is not None:
-                    loss = loss + extra
-                if anchor is not None:
-                    prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
-                    loss = loss + 0.5 * options.prox_mu * prox
-                loss.backward()
+                if micro >= spec.batch_size:
+                    fire_oom()
+                idx = perm[start : start + spec.batch_size]
+                if len(idx) <= micro:  # one micro-batch: the whole batch, exactly as without accumulation
+                    batch = collate(data, idx, pad_id, device)
+                    task_loss = model(**batch).loss
+                    loss = task_loss
+                    extra = loss_extra(model)
+                    if extra is not None:
+                        loss = loss + extra
+                    if anchor is not None:
+                        prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
+                        loss = loss + 0.5 * options.prox_mu * prox
+                    loss.backward()
+                    step_loss = float(task_loss.detach())
+                else:
+                    step_loss = _accumulate(model, data, idx, micro, pad_id, device, loss_extra, anchor, trained,
+                                            options.prox_mu)
                 opt.step()
                 steps += 1
                 on_step(model, steps)  # before zero_grad: AdaLoRA's allocator reads the gradients
                 opt.zero_grad(set_to_none=True)
-                loss_sum += float(task_loss.detach())
+                loss_sum += step_loss
     finally:
         for p in frozen:
             p.requires_grad_(True)
     return TrainStats(len(data), steps, loss_sum / max(steps, 1))
+
+
+def _accumulate(model: torch.nn.Module, data: Encoded, idx: np.ndarray, micro: int, pad_id: int, device: str,
+                loss_extra: Any, anchor: dict[str, torch.Tensor] | None, trained: dict[str, torch.nn.Parameter],
+                prox_mu: float) -> float:
+    """Backward of one optimiser step's batch ``idx`` in micro-batches of ``micro``: each
+    mean loss weighted by its share of the batch, the step-level terms (``loss_extra``, the
+    proximal term: functions of the parameters alone) added once, with the first. Returns
+    the batch's mean task loss."""
+    step_loss = 0.0
+    for first in range(0, len(idx), micro):
+        chunk = idx[first : first + micro]
+        share = len(chunk) / len(idx)
+        task_loss = model(**collate(data, chunk, pad_id, device)).loss
+        loss = task_loss * share
+        if first == 0:
+            extra = loss_extra(model)
+            if extra is not None:
+                loss = loss + extra
+            if anchor is not None:
+                prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
+                loss = loss + 0.5 * prox_mu * prox
+        loss.backward()
+        step_loss += float(task_loss.detach()) * share
+    return step_loss
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
 from vista.data.encoding import Encoded, encode
-from vista.fl.client import LocalOptions, Predictions, local_train, predict, score
+from vista.fl.client import LocalOptions, Predictions, TrainStats, local_train, predict, score
 from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
@@ -80,23 +80,49 @@ class FedPEFTRuntime:
         """
         options = LocalOptions.from_payload(payload.get("options"))
         rank = self.args.peft.client_rank(client)
-        self._load_global(shared["state"], rank)
         data = self._client_data(client)
-        stats = local_train(self.model, self.params, data, self.args.train, payload["seed"], self.pad_id,
-                            self.device, options, hooks=self.args.peft)
+        stats, micro, retries = self._train_fitting_memory(client, shared["state"], rank, data, payload["seed"],
+                                                           options)
         state = {k: v for k, v in trainable_state(self.model).items() if not options.is_frozen(k)}
         if rank is not None:
             from vista.fl.lora_math import truncate_to_rank
 
             state = truncate_to_rank(state, rank)
         out = {"state": to_wire(state, self.args.train.transfer_dtype), "num_examples": stats.num_examples,
-               "steps": stats.steps, "loss": stats.loss, "rank": rank}
+               "steps": stats.steps, "loss": stats.loss, "rank": rank, "micro_batch": micro, "oom_retries": retries}
         if payload.get("personal_eval"):
             test = self._client_test(client)
             if len(test):
                 p = predict(self.model, test, self.args.train.eval_batch_size, self.pad_id, self.device)
                 out["personal"] = score(test.labels, p.pred, p.loss, self.args.num_labels)
         return out
+
+    def _train_fitting_memory(self, client: int, global_state: dict[str, Any], rank: int | None, data: Encoded,
+                              seed: int, options: LocalOptions) -> tuple[TrainStats, int, int]:
+        """Local training from the broadcast state; on CUDA out of memory, again from that
+        state and the same seed with half the micro-batch (gradient accumulation keeps the
+        batch ``fl.batch_size``), down to 1, below which the error propagates. Every job
+        starts at the full batch, so results do not depend on which worker ran what before.
+        Returns (stats, the micro-batch that fitted, the number of halvings)."""
+        spec, micro, retries = self.args.train, self.args.train.batch_size, 0
+        while True:
+            self._load_global(global_state, rank)
+            try:
+                stats = local_train(self.model, self.params, data, spec, seed, self.pad_id, self.device, options,
+                                    hooks=self.args.peft, micro_batch=micro)
+                return stats, micro, retries
+            except torch.cuda.OutOfMemoryError as err:
+                fitted = min(micro, max(len(data), 1))  # a smaller client never used the whole batch
+                if fitted <= 1:
+                    raise
+                failed, micro, retries = micro, fitted // 2, retries + 1
+                log.warning("client %d: CUDA out of memory at micro-batch %d (%s); retrying at %d with gradient "
+                            "accumulation over batch %d", client, failed, str(err)[:200], micro,
+                            spec.batch_size)
+            # out of the except block: the traceback no longer pins the failed attempt's tensors
+            self.model.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def evaluate(self, shard: Any, payload: dict[str, Any], shared: dict[str, Any]) -> Predictions:
         """Per-example predictions of the global model on a fixed shard of test indices."""
