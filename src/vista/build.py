@@ -15,6 +15,7 @@ from vista.data.fednlp import FederatedDataSpec
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
 from vista.parts import ExperimentParts
+from vista.recording.checkpoints import CheckpointSpec
 from vista.selection.spec import SelectionSpec
 
 
@@ -35,6 +36,7 @@ def build_parts(cfg: dict[str, Any]) -> ExperimentParts:
         scheduler=instantiate(cfg["scheduler"], _convert_="all"),
         recorder=instantiate(cfg["recorder"], _convert_="all"),
         selection=build_selection(cfg["selection"], cfg["paths"]),
+        checkpoint=check(CheckpointSpec, cfg["checkpoint"], "checkpoint"),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,21 @@ register_resolvers()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from vista.data.fednlp import DataFileError
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """A run that failed for a reason it reports itself (a job's traceback, the clients lost):
+    one message, exit 1."""
     from vista.drivers.fedpeft import TooFewClientsError
-    from vista.models.hub import ModelNotFoundError
     from vista.pipeline import JobFailedError
-    from vista.scheduler import DevicePlanError, WorkerStartError
+    from vista.scheduler import WorkerStartError
 
-    return (ModelNotFoundError, DataFileError, JobFailedError, TooFewClientsError, DevicePlanError, WorkerStartError)
+    return (JobFailedError, TooFewClientsError, WorkerStartError)
 
 
-def _fail(kind: str, err: BaseException, code: int) -> None:
-    print(f"vista: {kind}: {err}", file=sys.stderr, flush=True)
+def _fail(kind: str, err: BaseException, code: int, message: str | None = None) -> None:
+    """One line (the traceback too with HYDRA_FULL_ERROR=1), then exit ``code``."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    print(f"vista: {kind}{err if message is None else message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -60,15 +64,19 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     """Validate, build and run one job; raises on any failure (ConfigError, user errors, ...)."""
     hc = HydraConfig.get()
     resolved = validate(cfg)
+    if resolved["resume"]:  # the run's own saved config, with what may change taken from this command
+        from vista.resume import resume_config
+
+        resolved = validate(resume_config(resolved["resume"], [str(o) for o in hc.overrides.task], resolved))
     from vista.sweep import recorder_names
 
     resolved["recorder"] = recorder_names(resolved["recorder"], hc, resolved.get("experiment_name"),
                                           resolved.get("driver"))
     state["resolved"] = resolved
     from vista.build import build_parts
-    from vista.drivers import DRIVERS
+    from vista.drivers import driver
 
-    return DRIVERS[resolved["driver"]](build_parts(resolved), run_dir, resolved)
+    return driver(resolved["driver"])(build_parts(resolved), run_dir, resolved, from_checkpoint=bool(resolved["resume"]))
 
 
 def _finished(summary: dict[str, Any], run_dir: Path) -> None:
@@ -90,18 +98,32 @@ def _record_failure(run_dir: Path, err: BaseException, state: dict[str, Any], cf
 
 
 def _single_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from vista.errors import Interrupted, UserError
+    from vista.pipeline import JobFailedError
+
     state: dict[str, Any] = {}
-    errors = _user_errors()
     try:
         summary = _run(cfg, run_dir, state)
     except ConfigError as err:
         _record_failure(run_dir, err, state, cfg, with_wandb=False)
-        _fail("config error", err, 2)
+        _fail("config error: ", err, 2)
+    except UserError as err:  # a data file, a model directory, a partition, clients per round ...
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        _fail("", err, 2)
+    except Interrupted as err:  # recorded and checkpointed by the driver, which said how to continue
+        raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt as err:
         _record_failure(run_dir, err, state, cfg, with_wandb=False)
         print(f"vista: interrupted; workers stopped. run directory: {run_dir}", file=sys.stderr, flush=True)
         raise SystemExit(130)
-    except errors as err:
+    except JobFailedError as err:
+        _record_failure(run_dir, err, state, cfg, with_wandb=False)
+        if err.result.user_error:  # e.g. a client's data the model cannot take: what the worker said, one line
+            _fail("", err, 2, message=str(err.result.error).split(": ", 1)[-1])
+        print(f"vista: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        print(f"run directory: {run_dir}", flush=True)
+        raise SystemExit(1)
+    except _run_failures() as err:
         _record_failure(run_dir, err, state, cfg, with_wandb=False)
         print(f"vista: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         print(f"run directory: {run_dir}", flush=True)
@@ -116,10 +138,12 @@ def _single_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One job of a multirun: a failure is recorded (summary.json, W&B run marked failed) and
     returned, not raised, so that the other jobs run; ``main`` exits non-zero at the end."""
+    from vista.errors import Interrupted
+
     state: dict[str, Any] = {}
     try:
         summary = _run(cfg, run_dir, state)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         raise  # stops the whole sweep
     except BaseException as err:
         if isinstance(err, SystemExit) and err.code in (0, None):
@@ -160,21 +184,42 @@ def unquoted_equals_hint(argv: list[str]) -> str | None:
     return None
 
 
+def _resume_args(argv: list[str]) -> str | None:
+    """``resume=RUN_DIR``: the run continues in RUN_DIR itself (its absolute path; Hydra writes no
+    second ``.hydra`` there). Returns an error line for what cannot be resumed."""
+    found = [i for i, a in enumerate(argv) if a.startswith("resume=")]
+    if not found:
+        return None
+    if any(a in ("-m", "--multirun") for a in argv):
+        return "vista: resume: continue one run at a time (no -m); the sweep's other jobs resume one by one"
+    where = Path(argv[found[-1]].split("=", 1)[1]).expanduser().resolve()
+    if not (where / "config.yaml").is_file():
+        return f"vista: resume: {where} is not a Vista run directory (no config.yaml there)"
+    argv[found[-1]] = f"resume={where}"
+    if not any(a.startswith("hydra.run.dir=") for a in argv):
+        argv += [f"hydra.run.dir={where}", "hydra.output_subdir=null"]
+    sys.argv[1:] = argv
+    return None
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:  # `vista compare PATH_OR_GROUP ...`; anything else goes to Hydra
         from vista.compare import main as compare_main
 
         raise SystemExit(compare_main(argv[1:]))
-    hint = unquoted_equals_hint(argv)
+    hint = unquoted_equals_hint(argv) or _resume_args(argv)
     if hint:
         print(hint, file=sys.stderr)
         raise SystemExit(2)
     from vista import sweep
+    from vista.errors import Interrupted
 
     sweep.FAILED.clear()
     try:
         _hydra_main()
+    except Interrupted as err:  # a sweep stopped by a signal
+        raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         print("vista: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130)

@@ -13,6 +13,7 @@ from typing import Any
 from vista.data.fednlp import FederatedDataSpec
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.recording.checkpoints import CheckpointSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec
 
@@ -28,3 +29,4 @@ class ExperimentParts:
     scheduler: SchedulerSpec
     recorder: RecorderSpec
     selection: Any = None  # a vista.selection.SelectionSpec for selection runs; None: fine-tune parts.model
+    checkpoint: CheckpointSpec = CheckpointSpec()

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_module
 from vista.config import ConfigError, validate
 from vista.config.typed import locate
 from vista.fl.spec import FLSpec
+from vista.recording.checkpoints import CheckpointSpec
 from vista.selection.spec import SelectionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +96,7 @@ def test_method_options_restate_only_their_dataclass_defaults():
     assert checked > 40
 
 
-@pytest.mark.parametrize("block,cls", [("fl", FLSpec), ("selection", SelectionSpec)])
+@pytest.mark.parametrize("block,cls", [("fl", FLSpec), ("selection", SelectionSpec), ("checkpoint", CheckpointSpec)])
 def test_primary_config_blocks_restate_the_dataclass_defaults(block, cls):
     node = yaml.safe_load(CONF.joinpath("config.yaml").read_text())[block]
     assert set(node) == {f.name for f in dataclasses.fields(cls)} - {"name"}

@@ -111,32 +111,47 @@ def test_cli_rejects_an_unknown_key(tmp_path):
 
 def test_cli_missing_model_names_the_directory(tmp_path):
     p = _cli("model=roberta", f"paths.model_hub={tmp_path}/hub", cwd=tmp_path)
-    assert p.returncode == 1
+    assert p.returncode == 2  # a user error after validation: one line, exit 2
     assert f"{tmp_path}/hub/roberta-base" in p.stderr and "model.path" in p.stderr
 
 
 def test_partitions_computed_on_the_fly_are_cached_in_a_fednlp_file(tiny_data, tmp_path):
-    from vista.data.fednlp import DataFileError, FedNLPPartition
+    import h5py
+
+    from vista.data.fednlp import FedNLPPartition
 
     data, _ = tiny_data
     cache = tmp_path / "tiny_partition.h5"
     common = ["dataset=fednlp", f"dataset.data_file={data}", f"partition.file={cache}"]
+    name = "niid_label_clients=4_alpha=0.5_seed=42"  # every parameter of the group in its name, seed too
     parts = build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5")))
-    assert parts.data.method == "niid_label_clients=4_alpha=0.5" and parts.data.partition_file == str(cache)
-    first = FedNLPPartition(cache, "niid_label_clients=4_alpha=0.5")
+    assert parts.data.method == name and parts.data.partition_file == str(cache)
+    first = FedNLPPartition(cache, name)
     mtime = cache.stat().st_mtime_ns
     build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5")))
     assert cache.stat().st_mtime_ns == mtime  # reused, not recomputed
     # other kinds add their own groups next to it
     build_parts(validate(_compose(*common, "partition=niid_quantity", "partition.clients=3", "partition.beta=2")))
     build_parts(validate(_compose(*common, "partition=uniform", "partition.clients=4")))
-    assert {"niid_quantity_clients=3_beta=2.0", "uniform"} <= set(__import__("h5py").File(cache).keys())
-    assert all((first.clients[c].train == FedNLPPartition(cache, "niid_label_clients=4_alpha=0.5").clients[c].train).all()
-               for c in first.clients)
-    # the same name made with another seed is not silently reused
-    with pytest.raises(DataFileError, match="seed"):
-        build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5",
-                                      "seed=5")))
+    assert {"niid_quantity_clients=3_beta=2.0_seed=42", "uniform_clients=4_seed=42"} <= set(h5py.File(cache).keys())
+    assert all((first.clients[c].train == FedNLPPartition(cache, name).clients[c].train).all() for c in first.clients)
+    # another seed is another group, cached next to the first (which stays as it was)
+    parts = build_parts(validate(_compose(*common, "partition=niid_label", "partition.clients=4", "partition.alpha=0.5",
+                                          "seed=5")))
+    assert parts.data.method == "niid_label_clients=4_alpha=0.5_seed=5"
+    assert all((first.clients[c].train == FedNLPPartition(cache, name).clients[c].train).all() for c in first.clients)
+
+
+def test_fednlp_file_still_reads_the_groups_fednlp_ships(tiny_data):
+    """Only the names of groups Vista computes carry parameters: FedNLP's ``uniform`` is read as is."""
+    data, part = tiny_data
+    parts = build_parts(validate(_compose("dataset=fednlp", f"dataset.data_file={data}", "partition=fednlp_file",
+                                          f"partition.file={part}", "partition.method=uniform")))
+    assert parts.data.method == "uniform" and parts.data.partition_file == str(part.resolve())
+    parts = build_parts(validate(_compose("dataset=fednlp", f"dataset.data_file={data}", "partition=fednlp_file",
+                                          f"partition.file={part}", "partition.kind=niid_label", "partition.clients=4",
+                                          "partition.alpha=1")))
+    assert parts.data.method == "niid_label_clients=4_alpha=1.0"
 
 
 def test_kmeans_partition_needs_a_model():

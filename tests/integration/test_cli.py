@@ -48,7 +48,8 @@ def test_cli_finds_alpha_1_as_alpha_1_0_and_runs_inline(tiny_hub, tiny_data, tmp
 def test_cli_unknown_partition_lists_the_known_ones(tiny_hub, tiny_data, tmp_path):
     p = _run("model=roberta", *_common(tiny_hub, *tiny_data, tmp_path / "run"), 'partition.method="kmeans_clusters=4"',
              cwd=tmp_path)
-    assert p.returncode == 1
+    assert p.returncode == 2  # a user error after validation: one line, exit 2
+    assert [line for line in p.stderr.splitlines() if line.startswith("vista:")] == p.stderr.strip().splitlines()
     assert "kmeans_clusters=4" in p.stderr and "uniform" in p.stderr and "niid_label_clients=4_alpha=1.0" in p.stderr
 
 
@@ -64,3 +65,29 @@ def test_cli_unquoted_equals_gets_a_hint_not_only_a_parser_error(tmp_path):
     p = _run("partition.method=niid_label_clients=100_alpha=1", cwd=tmp_path, timeout=60)
     assert p.returncode == 2
     assert "'partition.method=\"niid_label_clients=100_alpha=1\"'" in p.stderr and "partition.kind" in p.stderr
+
+
+def test_cli_user_errors_after_validation_are_one_line_exit_2(tiny_hub, tiny_data, tmp_path):
+    """Clients per round above the partition's clients; a label the model has no class for
+    (found by a worker, reading a client's data): one line each, exit 2, no traceback."""
+    p = _run("model=roberta", *_common(tiny_hub, *tiny_data, tmp_path / "a"), "partition.method=uniform",
+             "fl.clients_per_round=1000", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "vista: fl.clients_per_round=1000 but the partition 'uniform' has only 4 clients; lower "
+        "fl.clients_per_round or choose a partition with more clients"]
+    import shutil
+
+    import h5py
+
+    data, part = tiny_data
+    bad = tmp_path / "bad_data.h5"
+    shutil.copy(data, bad)
+    with h5py.File(bad, "r+") as f:
+        del f["Y/0"]
+        f["Y/0"] = "no-such-label"  # example 0 is in a client's train split, not in the test split
+    p = _run("model=roberta", *_common(tiny_hub, bad, part, tmp_path / "b"), "partition.method=uniform",
+             "fl.clients_per_round=4", "scheduler.num_workers=1", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("round ")]
+    assert len(lines) == 1 and lines[0].startswith("vista: ") and "'no-such-label'" in lines[0], lines
+    assert "Traceback" not in p.stderr

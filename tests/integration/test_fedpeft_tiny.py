@@ -61,8 +61,9 @@ def test_two_rounds_on_two_worker_processes(tiny_hub, tiny_data, tmp_path):
     assert 0 < summary["trainable_params"] < summary["total_params"] / 5
 
     steps = json.loads((run_dir / "event_pipeline.json").read_text())["steps"]
+    # each round ends with its durable checkpoint (checkpoint.every=1)
     per_round = ["context_refresh", "sample_clients", "broadcast", "client_train", "aggregate", "broadcast",
-                 "evaluate", "record"]
+                 "evaluate", "record", "checkpoint"]
     # teardown: the best round's evaluation is kept; its adapter is saved too when it is not the last
     best_again = ["best_round", "checkpoint", "checkpoint"] if summary["best_round"] != 2 \
         else ["best_round", "checkpoint"]

@@ -44,4 +44,4 @@ def test_cli_selection_config_errors(arch_hub, tiny_data, tmp_path):
              cwd=tmp_path)
     assert p.returncode == 2 and "unknown score 'accuracy'" in p.stderr
     p = _run("selection=logme", "selection.candidates=[bert,nothere]", *common, cwd=tmp_path)
-    assert p.returncode == 1 and "nothere" in p.stderr
+    assert p.returncode == 2 and "nothere" in p.stderr  # a missing model is a user error: one line, exit 2

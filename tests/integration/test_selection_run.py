@@ -151,3 +151,40 @@ def test_search_then_finetune_continues_the_chosen_run(tiny_hub, tiny_data, cand
     assert ft["continued_from_round"] == 1 and ft["rounds"] == 2 and ft["model"] == sel["chosen"]
     rows = [json.loads(x) for x in (tmp_path / "sh" / "finetune" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [2]  # round 1 came from the search
+
+
+def _no_timing(x):
+    if isinstance(x, dict):
+        return {k: _no_timing(v) for k, v in x.items() if "seconds" not in k}
+    if isinstance(x, list):
+        return [_no_timing(v) for v in x]
+    return x
+
+
+def test_a_resumed_search_continues_in_the_rung_it_was_in(tiny_hub, tiny_data, candidates, tmp_path,
+                                                          one_torch_thread):
+    """Successive halving stopped inside a stretch of its last rung: `resume` reads the finished
+    stretches back (not retrained), continues the interrupted one from its checkpoint, and
+    chooses exactly as the uninterrupted search did."""
+    import shutil
+
+    spec = SelectionSpec(name="successive_halving", candidates=candidates, r0=1, eta=2)
+    parts = _parts(tiny_hub, tiny_data, candidates, spec, rounds=4)
+    full = run_selection(parts, tmp_path / "full")["selection"]
+    stretches = sorted((tmp_path / "full" / "search").glob("*/rounds_*"))
+    last = max(stretches, key=lambda p: int(p.name.split("-")[1]))  # the last rung's longest stretch
+    assert int(last.name.split("-")[1]) - int(last.name.split("_")[1].split("-")[0]) >= 1  # 2+ rounds long
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "full", stopped)
+    interrupted = stopped / last.relative_to(tmp_path / "full")
+    ckpts = sorted((interrupted / "checkpoints").iterdir())
+    shutil.rmtree(ckpts[-1])  # killed after its first rounds: only the older checkpoint survives
+    (interrupted / "summary.json").unlink()
+    for f in ("selection.json", "summary.json"):
+        (stopped / f).unlink()
+    before = {p: p.stat().st_mtime_ns for p in (stopped / "search").glob("*/rounds_*/summary.json")}
+    resumed = run_selection(parts, stopped, from_checkpoint=True)["selection"]
+    assert _no_timing(resumed) == _no_timing(full)
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # finished stretches were read, not retrained
+    steps = json.loads((interrupted / "event_pipeline.json").read_text())["steps"]
+    assert [s["name"] for s in steps].count("resume") == 1

@@ -159,14 +159,17 @@ def _packaged_yaml(*parts: str):
 def fake_conf(tmp_path, monkeypatch):
     """``vista.conf`` replaced by a directory of our own, as ``importlib.resources`` sees it."""
     from vista.compare import group
+    from vista.config import packaged
 
     conf = tmp_path / "conf"
     (conf / "peft").mkdir(parents=True)
-    for cache in (group.ignored_keys, group.is_config_group, group.options_by_target):
+    caches = (group.ignored_keys, group.is_config_group, group.options_by_target, packaged.run_independent_keys)
+    for cache in caches:
         cache.cache_clear()
-    monkeypatch.setattr(group, "files", lambda package: conf if package == "vista.conf" else None)
+    for module in (group, packaged):
+        monkeypatch.setattr(module, "files", lambda package: conf if package == "vista.conf" else None)
     yield conf
-    for cache in (group.ignored_keys, group.is_config_group, group.options_by_target):
+    for cache in caches:
         cache.cache_clear()
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from vista.compare.load import Run
+from vista.config.packaged import conf_yaml, run_independent_keys
 
 DEFAULT_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "train_loss")
 # Besides what the primary config keeps out of job names (``override_dirname.exclude_keys``),
@@ -24,22 +25,11 @@ COMPARE_IGNORED_KEYS = ("seed", "paths.", "hydra.", "model.hub_dir", "scheduler.
 TARGET = "._target_"
 
 
-# -- the packaged Hydra config (vista.conf): read, never resolved -----------------------------------
-def _conf_yaml(*parts: str) -> Any:
-    node = files("vista.conf")
-    for p in parts:
-        node = node / p
-    return yaml.safe_load(node.read_text(encoding="utf-8"))
-
-
 @functools.cache
 def ignored_keys() -> tuple[str, ...]:
     """The keys ignored when grouping: ``hydra.job.config.override_dirname.exclude_keys`` of the
     packaged ``config.yaml``, and :data:`COMPARE_IGNORED_KEYS`."""
-    node = _conf_yaml("config.yaml")
-    for key in ("hydra", "job", "config", "override_dirname", "exclude_keys"):
-        node = node[key]
-    return tuple(dict.fromkeys([*map(str, node), *COMPARE_IGNORED_KEYS]))
+    return tuple(dict.fromkeys([*run_independent_keys(), *COMPARE_IGNORED_KEYS]))
 
 
 @functools.cache
@@ -62,7 +52,7 @@ def options_by_target(group: str) -> dict[str, tuple[str, ...]]:
         if not f.name.endswith(".yaml"):
             continue
         try:
-            node = _conf_yaml(group, f.name)
+            node = conf_yaml(group, f.name)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # an unreadable option names nothing
         target = node.get("_target_") if isinstance(node, dict) else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from vista.checks import at_least
 from vista.fl.spec import FLSpec
+from vista.recording.checkpoints import CheckpointSpec
 from vista.selection.spec import SelectionSpec
 
 
@@ -20,8 +21,8 @@ class PathsConf:
 
 @dataclass(frozen=True)
 class RunConf:
-    """``seed``, ``driver``, ``experiment_name``, ``paths``, ``fl`` and ``selection``: the keys of
-    the primary config that are not ``_target_`` groups."""
+    """``seed``, ``driver``, ``experiment_name``, ``paths``, ``fl``, ``selection``, ``checkpoint``
+    and ``resume``: the keys of the primary config that are not ``_target_`` groups."""
 
     paths: PathsConf
     seed: int = 42
@@ -29,6 +30,8 @@ class RunConf:
     experiment_name: str = "default"
     fl: FLSpec = field(default_factory=FLSpec)
     selection: SelectionSpec = field(default_factory=SelectionSpec)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    resume: str | None = None  # a run directory to continue (vista resume=RUN_DIR); see vista.resume
 
     def __post_init__(self) -> None:
         at_least(self, "seed", 0)

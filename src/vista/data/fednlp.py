@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from vista.errors import UserError
 
-class DataFileError(ValueError):
+
+class DataFileError(UserError, ValueError):
     """A FedNLP file is missing, truncated or does not hold what it should."""
 
 

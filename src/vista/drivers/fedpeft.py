@@ -1,331 +1,98 @@
-"""The FedPEFT driver: one federated fine-tuning experiment, as a recipe.
+"""The FedPEFT driver: runs :class:`~vista.drivers.recipe.FedPEFTRecipe` on an executor, with
+durable checkpoints, graceful stops on signals, and ``vista resume=RUN_DIR``.
 
-Per round: sample clients (seeded) -> broadcast the global trainable state (in
-``fl.transfer_dtype``) and train locally on each sampled client (parallel) -> aggregate
-(the aggregator's own state, e.g. a server optimiser's moments, is kept across rounds) ->
-every ``eval_every`` rounds and in the last, score the global model on the test split and
-on every client's own test split (parallel, fixed shards, per-example predictions) ->
-record. The best round's state and full evaluation (global and per client) are kept for
-the summary and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross
-process boundaries, and the bytes each client sends and receives are counted exactly.
-
-:class:`FedPEFTRecipe` is torchtune-style: one method per task, the state that carries
-across rounds in one object (:class:`RoundState`, what a stopped run continues from), the
-rest of a round in its FLContext, recorded through the ExpRecorder as :data:`RECORDS` says.
+After every ``checkpoint.every`` rounds (and the last) the round state, the records written
+so far, the event_pipeline, the W&B run id and the RNG states go to
+``RUN_DIR/checkpoints/round_NNNNNN/`` (atomically). A signal stops the run at the next task
+boundary, checkpoints the last complete round and leaves ``summary.json`` with status
+``interrupted`` and the command that continues it; continuing gives exactly the
+uninterrupted run's records and adapter (seeds are per round and client, nothing else).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
+import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from vista.data.fednlp import FederatedData
-from vista.drivers.evaluation import SUMMARY_STATS, EvalPlan, client_summary, eval_jobs
+from vista.drivers.interrupt import StopOnSignals
+from vista.drivers.recipe import BEST_ADAPTER_FILE, RECORDS, FedPEFTRecipe, TooFewClientsError
+from vista.drivers.round_state import RoundState, restore_rng, rng_state
 from vista.drivers.run import make_executor, seed_everything
-from vista.fl.aggregators import Aggregator, ClientUpdate
-from vista.fl.client import EvalSums
-from vista.fl.sampling import client_seed, sample_clients
-from vista.fl.spec import ClientFailures
-from vista.fl.transfer import to_wire
+from vista.errors import Interrupted, UserError
 from vista.parts import ExperimentParts
-from vista.pipeline import EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
-from vista.recording.plan import Artifact, RecordPlan, Table, client_role
+from vista.pipeline import EventManager, EventPipeline, FLContext, RunInterrupted
+from vista.recording.checkpoints import CheckpointStore
 from vista.recording.progress import RoundProgress
 from vista.recording.recorder import ExpRecorder
 
-log = logging.getLogger(__name__)
-
-ADAPTER_FILE = "adapter.safetensors"
-BEST_ADAPTER_FILE = "adapter_best.safetensors"  # written when the best round is not the last
-
-# What a round records (see vista.recording.plan): one line of metrics.jsonl per evaluated
-# round, the per-client training rows (clients.jsonl) and evaluation rows (client_eval.jsonl)
-# from the ``client:<id>`` roles, and the adapters at the end.
-TRAIN_ROWS = Table("per_client", ("num_examples", "train_loss", "steps", "seconds", "bytes_up", "bytes_down",
-                                  "rank", "personal_accuracy", "failed", "error"))
-EVAL_ROWS = Table("client_eval", ("test_examples", "test_accuracy", "test_macro_f1"))
-RECORDS = RecordPlan(
-    metrics=("test_accuracy", "test_loss", "test_macro_f1", *(f"client_test_accuracy_{s}" for s in SUMMARY_STATS),
-             "train_loss", "train_examples", "backward_passes", "forward_passes", "bytes_up", "bytes_down",
-             "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total", "round_seconds",
-             "clients_failed", *(f"personal_accuracy_{s}" for s in SUMMARY_STATS), "clients"),
-    tables=(TRAIN_ROWS, EVAL_ROWS),
-    artifacts=(Artifact("global_state", ADAPTER_FILE), Artifact("best_state", BEST_ADAPTER_FILE)),
-)
+__all__ = ["TooFewClientsError", "run_fedpeft", "run_fedpeft_session"]
 
 
-class TooFewClientsError(RuntimeError):
-    """With ``fl.client_failures=drop``: a round kept fewer clients than ``fl.min_clients``."""
-
-
-@dataclass
-class Totals:
-    """Running totals since round 1: bytes each way, examples through forward / backward."""
-
-    bytes_up: int = 0
-    bytes_down: int = 0
-    forward_passes: int = 0
-    backward_passes: int = 0
-
-
-@dataclass
-class RoundState:
-    """Everything that carries from one round to the next, as one object: a run stopped after
-    round ``round`` continues exactly from it (``resume=``), and budgeted search keeps one per
-    candidate. The rest of a round lives in its FLContext and is gone at the next refresh."""
-
-    round: int
-    global_state: dict[str, Any]
-    aggregator_state: Any
-    trainable_params: int
-    total_params: int
-    method: str | None
-    totals: Totals = field(default_factory=Totals)
-    best_test_accuracy: float = -1.0
-    best_round: int = 0
-    best_state: dict[str, Any] | None = None
-    best_eval: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)  # every recorded round's scalars
-
-    def copy(self) -> "RoundState":
-        """A copy to continue from: its next rounds add to their own totals and history."""
-        return dataclasses.replace(self, totals=dataclasses.replace(self.totals), history=list(self.history))
-
-
-class FedPEFTRecipe:
-    """One federated PEFT experiment: :meth:`pipeline` assembles one Task per method below."""
-
-    def __init__(self, parts: ExperimentParts, fed: FederatedData, recorder: ExpRecorder,
-                 on_round: Callable[[FLContext, dict[str, Any] | None], None] = lambda ctx, m: None,
-                 announce: Callable[[str], None] = lambda msg: None, resume: RoundState | None = None) -> None:
-        """``resume`` continues a run from its state: rounds ``resume.round + 1 .. fl.rounds``
-        with the same seeded sampling, so stopping and continuing equals one uninterrupted run."""
-        self.fl, self.seed = parts.fl, parts.seed
-        self.clients = fed.client_ids
-        if self.fl.clients_per_round > len(self.clients):
-            raise ValueError(f"fl.clients_per_round={self.fl.clients_per_round} but the partition "
-                             f"{fed.partition.method!r} has only {len(self.clients)} clients")
-        if resume is not None and resume.round > self.fl.rounds:
-            raise ValueError(f"cannot resume at round {resume.round}: the run has only {self.fl.rounds} rounds")
-        self.aggregator: Aggregator = parts.aggregator
-        self.client_options = self.aggregator.client_options()
-        self.rank_of = parts.peft.client_rank
-        self.recorder, self.on_round, self.announce = recorder, on_round, announce
-        self.eval_plan = EvalPlan.of(fed, self.fl.eval_clients)
-        self.shards = self.eval_plan.shards()
-        self.state: RoundState | None = resume.copy() if resume is not None else None
-        self.started = time.perf_counter()
-
-    def pipeline(self) -> Pipeline:
-        setup = [Task("resume", self.resume)] if self.state is not None else [
-            Task("init_global", self.init_global, mode="parallel", collect=self.collect_init)]
-        return Pipeline(
-            setup=setup,
-            tasks=[
-                Task("sample_clients", self.sample_clients),
-                Task("client_train", self.client_train, mode="parallel", collect=self.collect_train,
-                     failures="collect" if self.fl.client_failures is ClientFailures.drop else "raise"),
-                Task("aggregate", self.aggregate),
-                Task("evaluate", self.evaluate, mode="parallel", collect=self.collect_eval,
-                     every=self.fl.eval_every, also_last=True),
-            ],
-            teardown=[Task("best_round", self.best_round)],
-            rounds=self.fl.rounds,
-            on_round_end=self.record,
-            first_round=self.state.round + 1 if self.state is not None else 1,
-        )
-
-    # -- setup ------------------------------------------------------------------------------
-    def init_global(self, ctx: FLContext) -> Jobs:
-        return Jobs([JobSpec("init_state", "init")])
-
-    def collect_init(self, ctx: FLContext, results: list[JobResult]) -> None:
-        v = results[0].value
-        self.state = RoundState(0, v["state"], self.aggregator.init_state(v["state"]), v["trainable_params"],
-                                v["total_params"], v.get("method"))
-        self.started = time.perf_counter()
-        pct = 100.0 * v["trainable_params"] / max(v["total_params"], 1)
-        self.announce(f"trainable parameters: {v['trainable_params']:,} of {v['total_params']:,} ({pct:.3f}%)"
-                      f" [{self.state.method}]")
-
-    def resume(self, ctx: FLContext) -> None:
-        ctx.round = self.st.round
-        self.started = time.perf_counter()
-
-    # -- one round ----------------------------------------------------------------------------
-    def sample_clients(self, ctx: FLContext) -> None:
-        ctx["round_started"] = time.perf_counter()
-        ctx["clients"] = sample_clients(self.clients, self.fl.clients_per_round, self.seed, ctx.round)
-
-    def client_train(self, ctx: FLContext) -> Jobs:
-        specs = [JobSpec("train", c, {"seed": client_seed(self.seed, ctx.round, c), "options": self.client_options,
-                                      "personal_eval": self.fl.personal_eval}) for c in ctx["clients"]]
-        ctx["wire_state"] = to_wire(self.st.global_state, self.fl.transfer_dtype)
-        return Jobs(specs, shared={"state": ctx["wire_state"]})
-
-    def collect_train(self, ctx: FLContext, results: list[JobResult]) -> None:
-        glob = self.st.global_state
-        failed = [r for r in results if not r.ok]
-        failures = [{"client": r.key, "job_id": r.job_id, "worker": r.worker, "error": r.error} for r in failed]
-        for f in failures:
-            log.warning("round %d: client %s dropped, job %s failed on worker %s: %s",
-                        ctx.round, f["client"], f["job_id"], f["worker"], f["error"])
-        ok = [r for r in results if r.ok]
-        if len(ok) < max(self.fl.min_clients, 1):
-            detail = "; ".join(f"client {f['client']} (job {f['job_id']}): {f['error']}" for f in failures[:5])
-            raise TooFewClientsError(
-                f"round {ctx.round}: {len(ok)} of {len(results)} client jobs succeeded, fl.min_clients="
-                f"{self.fl.min_clients}; failures: {detail}\n--- first worker traceback ---\n{failed[0].traceback}"
-            )
-        down_of_rank = self._down_bytes(ctx["wire_state"], {self.rank_of(r.key) for r in ok})
-        updates = []
-        for r in ok:
-            v, role = r.value, client_role(r.key)
-            state = {k: t.to(glob[k].dtype) if k in glob else t for k, t in v["state"].items()}
-            updates.append(ClientUpdate(r.key, state, v["num_examples"],
-                                        {"loss": v["loss"], "steps": v["steps"], "seconds": r.seconds},
-                                        rank=v.get("rank")))
-            row = {"num_examples": v["num_examples"], "train_loss": v["loss"], "steps": v["steps"],
-                   "seconds": r.seconds, "bytes_up": payload_nbytes(v["state"]),
-                   "bytes_down": down_of_rank[self.rank_of(r.key)], "rank": v.get("rank")}
-            if v.get("personal") is not None:
-                personal: EvalSums = v["personal"]
-                row["personal_accuracy"] = personal.correct / max(personal.n, 1)
-            for k, x in row.items():
-                ctx.set(k, x, role=role)
-        for f in failures:
-            ctx.set("failed", True, role=client_role(f["client"]))
-            ctx.set("error", f["error"], role=client_role(f["client"]))
-        ctx["updates"], ctx["failures"], ctx["wire_state"] = updates, failures, None
-        ctx["bytes_up"] = sum(ctx.get("bytes_up", role=client_role(r.key)) for r in ok)
-        ctx["bytes_down"] = sum(ctx.get("bytes_down", role=client_role(r.key)) for r in ok)  # not a failed one's
-        n = sum(u.num_examples for u in updates)
-        ctx["train_loss"] = sum(u.metrics["loss"] * u.num_examples for u in updates) / n
-        ctx["train_examples"] = n
-        ctx["train_steps"] = sum(u.metrics["steps"] for u in updates)
-        ctx["backward_passes"] = n * self.fl.local_epochs  # examples through forward + backward
-        totals = self.st.totals
-        totals.bytes_up += ctx["bytes_up"]
-        totals.bytes_down += ctx["bytes_down"]
-        totals.backward_passes += ctx["backward_passes"]
-        totals.forward_passes += ctx["backward_passes"]
-
-    def aggregate(self, ctx: FLContext) -> None:
-        st = self.st
-        st.global_state, st.aggregator_state = self.aggregator.aggregate(
-            st.global_state, ctx["updates"], ctx["failures"], st.aggregator_state)
-        ctx["updates"] = None  # the client tensors are no longer needed this round
-
-    def evaluate(self, ctx: FLContext) -> Jobs:
-        return eval_jobs(self.shards, self.st.global_state, self.fl.transfer_dtype)
-
-    def collect_eval(self, ctx: FLContext, results: list[JobResult]) -> None:
-        scored = self.eval_plan.metrics(results)
-        ctx["eval"] = scored
-        for k, v in scored.items():
-            if k != "client_eval":
-                ctx[k] = v
-        for row in scored["client_eval"]:
-            for k in EVAL_ROWS.columns:
-                ctx.set(k, row[k], role=client_role(row["client"]))
-        ctx["eval_passes"] = len(self.eval_plan.indices)  # forward-only
-        st = self.st
-        st.totals.forward_passes += ctx["eval_passes"]
-        if scored["test_accuracy"] > st.best_test_accuracy:
-            st.best_test_accuracy, st.best_round = scored["test_accuracy"], ctx.round
-            st.best_state, st.best_eval = st.global_state, scored
-
-    def record(self, ctx: FLContext) -> None:
-        """End of a round: an evaluated round is recorded (RECORDS) and joins the history."""
-        metrics = None
-        st = self.st
-        if "eval" in ctx:
-            ctx["forward_passes"] = ctx["backward_passes"] + ctx["eval_passes"]
-            ctx["bytes_up_total"], ctx["bytes_down_total"] = st.totals.bytes_up, st.totals.bytes_down
-            ctx["forward_passes_total"] = st.totals.forward_passes
-            ctx["backward_passes_total"] = st.totals.backward_passes
-            ctx["round_seconds"] = time.perf_counter() - ctx["round_started"]
-            ctx["clients_failed"] = len(ctx["failures"])
-            for k, v in client_summary(TRAIN_ROWS.rows(ctx), "personal_accuracy", "personal_accuracy").items():
-                ctx[k] = v
-            metrics = self.recorder.snapshot(ctx, RECORDS)
-            st.history.append({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        st.round = ctx.round
-        self.on_round(ctx, metrics)
-
-    # -- teardown ---------------------------------------------------------------------------
-    def best_round(self, ctx: FLContext) -> None:
-        """Evaluation is deterministic (fixed shards, per-example predictions), so the best
-        round's scores from its own evaluation *are* its final evaluation: kept, not re-run.
-        The adapters to write land in the context (RECORDS' artifacts)."""
-        st = self.st
-        if st.best_eval is not None:
-            st.best_eval = {**st.best_eval, "round": st.best_round}
-        ctx["global_state"] = st.global_state
-        ctx["best_state"] = st.best_state if st.best_round != st.round else None
-
-    def summary(self) -> dict[str, Any]:
-        st = self.st
-        last = st.history[-1] if st.history else {}
-        best = st.best_eval or {}
-        return {
-            "rounds": st.round,
-            "method": st.method,
-            "final_round": last.get("round"),
-            "test_accuracy": last.get("test_accuracy"),
-            "test_loss": last.get("test_loss"),
-            "test_macro_f1": last.get("test_macro_f1"),
-            "client_test_accuracy_mean": last.get("client_test_accuracy_mean"),
-            "client_test_accuracy_min": last.get("client_test_accuracy_min"),
-            "best_test_accuracy": st.best_test_accuracy,
-            "best_round": st.best_round,
-            "best": {k: v for k, v in best.items() if k != "client_eval"},
-            "bytes_up_total": st.totals.bytes_up,
-            "bytes_down_total": st.totals.bytes_down,
-            "forward_passes_total": st.totals.forward_passes,
-            "backward_passes_total": st.totals.backward_passes,
-            "trainable_params": st.trainable_params,
-            "total_params": st.total_params,
-            "trainable_percent": 100.0 * st.trainable_params / max(st.total_params, 1),
-            "wall_seconds": time.perf_counter() - self.started,
-            "mean_round_seconds": float(np.mean([h["round_seconds"] for h in st.history])) if st.history else None,
-        }
-
-    # -- helpers ----------------------------------------------------------------------------
-    @property
-    def st(self) -> RoundState:
-        if self.state is None:
-            raise RuntimeError("FedPEFTRecipe: no round state yet (init_global has not run)")
-        return self.state
-
-    @staticmethod
-    def _down_bytes(wire_state: dict[str, Any], ranks: set[int | None]) -> dict[int | None, int]:
-        """Bytes a client of each rank receives this round (the state truncated to its rank),
-        computed once per rank rather than once per client."""
-        from vista.fl.lora_math import truncate_to_rank
-
-        return {r: payload_nbytes(wire_state if r is None else truncate_to_rank(wire_state, r)) for r in ranks}
-
-
-# -- running it ----------------------------------------------------------------------------------
 def run_fedpeft(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
-                progress_stream: Any = None, runtime_factory: Any = None) -> dict[str, Any]:
-    """Run a federated PEFT experiment; returns the summary (also in ``summary.json``)."""
-    return run_fedpeft_session(parts, run_dir, config, progress_stream, runtime_factory)[0]
+                progress_stream: Any = None, runtime_factory: Any = None, from_checkpoint: bool = False) -> dict[str, Any]:
+    """Run a federated PEFT experiment; returns the summary (also in ``summary.json``).
+    ``from_checkpoint``: continue the run in ``run_dir`` from its newest checkpoint."""
+    return run_fedpeft_session(parts, run_dir, config, progress_stream, runtime_factory,
+                               from_checkpoint=from_checkpoint)[0]
+
+
+class _Checkpointer:
+    """Writes the run's checkpoints: what a resumed run needs, as of the end of a round."""
+
+    def __init__(self, parts: ExperimentParts, run_dir: Path, recipe: FedPEFTRecipe, recorder: ExpRecorder,
+                 events: EventManager) -> None:
+        self.spec, self.rounds = parts.checkpoint, parts.fl.rounds
+        self.store = CheckpointStore(run_dir, keep=parts.checkpoint.keep)
+        self.recipe, self.recorder, self.events = recipe, recorder, events
+        self.saved_round = 0
+        self.steps_done = len(events.steps)  # event_pipeline steps up to the last complete round
+
+    def after_round(self, ctx: FLContext) -> dict[str, Any] | None:
+        """Pipeline hook after each round's record: a checkpoint when one is due."""
+        self.steps_done = len(self.events.steps)
+        if not self.spec.due(ctx.round, self.rounds):
+            return None
+        return self.save(self.recipe.st)
+
+    def save(self, state: RoundState) -> dict[str, Any]:
+        steps = self.events.steps.to_list()[: self.steps_done]
+        tree = {"version": 1, "round": state.round, "state": state.to_tree(), "records": self.recorder.state(),
+                "steps": steps, "rng": rng_state()}
+        saved = self.store.save(state.round, tree)
+        self.saved_round = state.round
+        return {"file": str(saved.path.relative_to(self.store.dir.parent)), "bytes": saved.bytes,
+                "write_seconds": round(saved.seconds, 6)}
+
+    def save_last_complete(self) -> None:
+        """On a stop: the last complete round, unless it is saved already."""
+        last = self.recipe.last_complete
+        if self.spec.every > 0 and last is not None and last.round > self.saved_round:
+            info = self.save(last)
+            self.events.record("checkpoint", round=last.round, **info)
+
+
+def _load(run_dir: Path) -> tuple[RoundState, dict[str, Any], list[dict[str, Any]], dict[str, Any], Path]:
+    store = CheckpointStore(run_dir)
+    try:
+        r, tree = store.load()
+    except FileNotFoundError:
+        raise UserError(f"resume: {run_dir} has no complete checkpoint in {store.dir} (the run stopped before "
+                        f"its first checkpoint, or ran with checkpoint.every=0); start it again instead") from None
+    return RoundState.from_tree(tree["state"]), tree["records"], tree["steps"], tree["rng"], store.dir / f"round_{r:06d}"
 
 
 def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
                         progress_stream: Any = None, runtime_factory: Any = None,
-                        resume: RoundState | None = None) -> tuple[dict[str, Any], RoundState]:
-    """:func:`run_fedpeft`, optionally continuing from ``resume`` (rounds ``resume.round + 1 ..
-    parts.fl.rounds``); also returns the round state where it stopped, to continue it later.
+                        resume: RoundState | None = None, from_checkpoint: bool = False,
+                        ) -> tuple[dict[str, Any], RoundState]:
+    """:func:`run_fedpeft`, optionally continuing: from ``resume`` (a round state held in memory:
+    rounds ``resume.round + 1 .. parts.fl.rounds`` into a fresh ``run_dir``), or, with
+    ``from_checkpoint``, from the newest checkpoint in ``run_dir`` (appending to its records).
+    Also returns the round state where it stopped, to continue it later.
 
     The run directory always receives ``metrics.jsonl``, ``summary.json`` and
     ``event_pipeline.json`` (the latter also when the run fails, for the post-mortem)."""
@@ -333,48 +100,51 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
 
     run_dir = Path(run_dir)
     seed_everything(parts.seed)
+    records, steps, where = None, None, None
+    if from_checkpoint:
+        resume, records, steps, rng, where = _load(run_dir)
+        restore_rng(rng)
     fed = FederatedData(parts.data)  # metadata only: fails fast on a bad file or method
     parts.model.resolve()  # a missing model is reported here, before any process starts
-    recorder = ExpRecorder(parts.recorder, run_dir, config)
+    recorder = ExpRecorder(parts.recorder, run_dir, config, resume=records)
     if config is not None:
         recorder.write_config(config)
-    args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels, parts.seed)
-    events = EventManager()
+    events = EventManager(EventPipeline.restored(steps) if steps is not None else None)
+    if where is not None:
+        events.record("resume", round=resume.round, checkpoint=str(where), rounds=parts.fl.rounds)
     progress = RoundProgress(parts.fl.rounds, progress_stream)
     progress.attach(events)  # a job bar per parallel task
+    say = (lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True))
 
     def on_round(ctx: FLContext, metrics: dict[str, Any] | None) -> None:
         progress.update(ctx.round, metrics, time.perf_counter() - ctx["round_started"])
 
-    recipe = FedPEFTRecipe(parts, fed, recorder, on_round, resume=resume,
-                           announce=lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True))
+    recipe = FedPEFTRecipe(parts, fed, recorder, on_round, resume=resume, announce=say)
+    checkpoints = _Checkpointer(parts, run_dir, recipe, recorder, events)
+    if resume is not None and from_checkpoint:
+        checkpoints.saved_round = resume.round
     ctx = FLContext()
     executor = None
+    guard = StopOnSignals(events, parts.scheduler.grace_s)
     try:
-        t0 = time.perf_counter()
-        executor = make_executor(parts, args, run_dir, runtime_factory or FedPEFTRuntime.create)
-        events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,
-                      workers=max(parts.scheduler.num_workers, 1), devices=list(executor.devices))
-        recipe.pipeline().run(ctx, events, executor)
-        state = recipe.st
-        metadata = {"model": parts.model.name, "peft": type(parts.peft).__name__,
-                    "aggregator": type(parts.aggregator).__name__}
-        t0 = time.perf_counter()
-        for path in recorder.save_artifacts(ctx, RECORDS, metadata):
-            events.record("checkpoint", round=state.best_round if path.name == BEST_ADAPTER_FILE else state.round,
-                          seconds=time.perf_counter() - t0, file=path.name)
+        with guard:
             t0 = time.perf_counter()
-        best = state.best_eval or {}
-        if best.get("client_eval"):
-            # the round as a column, not a W&B step: W&B drops logs at steps already passed
-            recorder.table("best_client_eval", [{"round": state.best_round, **r} for r in best["client_eval"]])
-        summary = recipe.summary()
-        summary.update(model=parts.model.name, partition=fed.partition.method, num_clients=len(fed.client_ids),
-                       num_labels=fed.num_labels, seed=parts.seed, aggregator=type(parts.aggregator).__name__,
-                       transfer_dtype=parts.fl.transfer_dtype.value)
-        recorder.summary(summary)
-        events.record("summary", round=ctx.round)
-        return summary, state.copy()
+            executor = make_executor(parts, RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels,
+                                                        parts.seed), run_dir, runtime_factory or FedPEFTRuntime.create)
+            guard.attach(executor)
+            events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,
+                          workers=max(parts.scheduler.num_workers, 1), devices=list(executor.devices))
+            recipe.pipeline(after_round=checkpoints.after_round).run(ctx, events, executor)
+        return _finish(parts, fed, recipe, recorder, events, ctx, executor), recipe.st.copy()
+    except RunInterrupted as stop:
+        checkpoints.save_last_complete()
+        done = recipe.last_complete.round if recipe.last_complete is not None else None
+        err = Interrupted(guard.received or signal.SIGINT, str(run_dir), done)
+        partial = recipe.summary() if recipe.state is not None else {}
+        recorder.summary({**partial, "interrupted_in_round": stop.round})
+        recorder.fail(err)
+        print(f"vista: {err}", file=sys.stderr, flush=True)
+        raise err from None
     finally:
         progress.close()
         if executor is not None:
@@ -384,3 +154,29 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
         events.steps.save(run_dir / "event_pipeline.json")
         fed.data.close()
         recorder.close()
+
+
+def _finish(parts: ExperimentParts, fed: FederatedData, recipe: FedPEFTRecipe, recorder: ExpRecorder,
+            events: EventManager, ctx: FLContext, executor: Any) -> dict[str, Any]:
+    """The adapters, the best round's per-client table, the summary."""
+    state = recipe.st
+    metadata = {"model": parts.model.name, "peft": type(parts.peft).__name__,
+                "aggregator": type(parts.aggregator).__name__}
+    t0 = time.perf_counter()
+    for path in recorder.save_artifacts(ctx, RECORDS, metadata):
+        events.record("checkpoint", round=state.best_round if path.name == BEST_ADAPTER_FILE else state.round,
+                      seconds=time.perf_counter() - t0, file=path.name)
+        t0 = time.perf_counter()
+    best = state.best_eval or {}
+    if best.get("client_eval"):
+        # the round as a column, not a W&B step: W&B drops logs at steps already passed
+        recorder.table("best_client_eval", [{"round": state.best_round, **r} for r in best["client_eval"]])
+    summary = recipe.summary()
+    summary.update(model=parts.model.name, partition=fed.partition.method, num_clients=len(fed.client_ids),
+                   num_labels=fed.num_labels, seed=parts.seed, aggregator=type(parts.aggregator).__name__,
+                   transfer_dtype=parts.fl.transfer_dtype.value,
+                   # this session's executor, start-up included (the rounds' counts are in the totals above)
+                   executor={"retries": executor.retries, "respawns": executor.respawns})
+    recorder.summary(summary)
+    events.record("summary", round=ctx.round)
+    return summary

@@ -28,7 +28,8 @@ def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Cal
     """A started executor whose workers build their runtime with ``factory(args, env)`` (a
     picklable top-level function): worker processes, or inline for ``num_workers=0``."""
     if parts.scheduler.num_workers == 0:
-        return InlineExecutor(factory, args, device="cpu" if parts.scheduler.device == "auto" else parts.scheduler.device)
+        return InlineExecutor(factory, args, device="cpu" if parts.scheduler.device == "auto" else parts.scheduler.device,
+                              max_retries=parts.scheduler.max_retries, num_threads=parts.scheduler.threads_per_worker)
     scheduler = NodeScheduler(parts.scheduler, factory, args, log_dir=run_dir / "workers")
     try:
         return scheduler.start()

@@ -23,20 +23,21 @@ from typing import Any
 import numpy as np
 
 from vista.data.fednlp import FederatedData
-from vista.fl.spec import ClientFailures
-from vista.drivers.fedpeft import RoundState, Totals, run_fedpeft, run_fedpeft_session
+from vista.drivers.interrupt import StopOnSignals
 from vista.drivers.run import make_executor, seed_everything
-from vista.models.hub import ModelSpec
+from vista.drivers.selection_search import FedPEFTOracle, finetune, run_search
+from vista.errors import Interrupted
+from vista.fl.spec import ClientFailures
 from vista.models.inventory import count_parameters
 from vista.parts import ExperimentParts
-from vista.pipeline import EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
+from vista.pipeline import (EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, RunInterrupted, Task,
+                            payload_nbytes)
 from vista.recording.recorder import ExpRecorder
-from vista.recording.spec import RecorderSpec
 from vista.selection import metrics as score_fns
 from vista.selection.privacy import merge_uploads, privacy_report
 from vista.selection.ranking import borda, param_prior, random_scores, rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
-from vista.selection.search import Cost, SearchResult, brute_force, hybrid, successive_halving
+from vista.selection.search import Cost
 from vista.selection.spec import EXACT_SCORES, PRIOR, SEARCH, STATS, SelectionSpec
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _finite(x: float) -> float | None:
 
 
 def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
-                   events: EventManager) -> FLContext:
+                   events: EventManager, guard: StopOnSignals | None = None) -> FLContext:
     """The statistics round on the scheduler's workers; returns the context after ``select``."""
     names = [c.name for c in spec.models]
     cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
@@ -186,6 +187,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     ctx = FLContext()
     t0 = time.perf_counter()
     executor = make_executor(parts, args, run_dir, StatisticsRuntime.create)
+    if guard is not None:
+        guard.attach(executor)
     try:
         pipeline.run(ctx, events, executor)
     finally:
@@ -194,69 +197,12 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     return ctx
 
 
-# -- search methods ----------------------------------------------------------------------------
-class FedPEFTOracle:
-    """Trains candidates with the FedPEFT driver for the search methods, continuing each from
-    its checkpoint (never re-training a round). Each stretch is a run directory of its own:
-    ``<root>/<candidate>/rounds_<a>-<b>``."""
-
-    def __init__(self, parts: ExperimentParts, candidates: dict[str, ModelSpec], root: Path, key: str,
-                 progress_stream: Any = None) -> None:
-        self.parts, self.candidates, self.root, self.key = parts, candidates, root, key
-        self.progress_stream = progress_stream
-        self.checkpoints: dict[str, RoundState] = {}
-        self.summaries: dict[str, dict[str, Any]] = {}
-
-    def train_to(self, candidate: str, rounds: int) -> tuple[float, Cost]:
-        ck = self.checkpoints.get(candidate)
-        done = ck.round if ck else 0
-        if rounds <= done:
-            raise ValueError(f"candidate {candidate!r} already has {done} rounds; asked for {rounds}")
-        p = dataclasses.replace(self.parts, model=self.candidates[candidate],
-                                fl=dataclasses.replace(self.parts.fl, rounds=rounds),
-                                recorder=RecorderSpec())  # local files only: one W&B run per selection
-        before = ck.totals if ck else Totals()
-        t0 = time.perf_counter()
-        summary, new = run_fedpeft_session(p, self.root / candidate / f"rounds_{done + 1}-{rounds}",
-                                           progress_stream=self.progress_stream, resume=ck)
-        seconds = time.perf_counter() - t0
-        self.checkpoints[candidate], self.summaries[candidate] = new, summary
-        after = new.totals
-        cost = Cost(forward_passes=after.forward_passes - before.forward_passes,
-                    backward_passes=after.backward_passes - before.backward_passes,
-                    bytes_up=after.bytes_up - before.bytes_up, bytes_down=after.bytes_down - before.bytes_down,
-                    rounds=rounds - done, seconds=seconds)
-        last = new.history[-1]
-        if self.key not in last:
-            raise KeyError(f"selection.validation_key={self.key!r} is not a FedPEFT metric; some are: "
-                           f"{sorted(x for x in last if 'accuracy' in x)}")
-        return float(last[self.key]), cost
-
-    def histories(self) -> dict[str, list[dict[str, Any]]]:
-        return {c: ck.history for c, ck in self.checkpoints.items()}
-
-
-def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
-               metric_scores: dict[str, float | None] | None,
-               progress_stream: Any = None) -> tuple[SearchResult, FedPEFTOracle]:
-    names = [c.name for c in spec.models]
-    oracle = FedPEFTOracle(parts, {c.name: c for c in spec.models}, run_dir / "search", spec.validation_key,
-                           progress_stream)
-    max_rounds = spec.max_rounds or parts.fl.rounds
-    if spec.name == "successive_halving":
-        result = successive_halving(names, oracle, spec.r0, spec.eta, max_rounds)
-    elif spec.name == "hybrid":
-        assert metric_scores is not None
-        result = hybrid(metric_scores, oracle, spec.top_k, spec.r0, spec.eta, max_rounds)
-    else:
-        result = brute_force(names, oracle, max_rounds)
-    return result, oracle
-
-
 # -- the run -----------------------------------------------------------------------------------
 def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str, Any] | None = None,
-                  progress_stream: Any = None) -> dict[str, Any]:
-    """Select a candidate for ``parts`` (``parts.selection`` says how); returns the summary."""
+                  progress_stream: Any = None, from_checkpoint: bool = False) -> dict[str, Any]:
+    """Select a candidate for ``parts`` (``parts.selection`` says how); returns the summary.
+    ``from_checkpoint``: continue the selection run in ``run_dir`` (the statistics round runs
+    again, deterministically; a search continues where it stopped)."""
     spec = parts.selection
     if spec is None or spec.name == "none":
         raise ValueError("run_selection needs parts.selection with a method (selection=logme, ...)")
@@ -275,13 +221,16 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
                            "num_labels": fed.num_labels}
     stream = progress_stream or sys.stdout
     t0 = time.perf_counter()
+    guard = StopOnSignals(events, parts.scheduler.grace_s)
     try:
         scores: dict[str, dict[str, float | None]] = {}
         cost = Cost()
         ctx = FLContext()  # the statistics round's context, or a fresh one: the result lands here
         if spec.needs_statistics:
             print(f"selection: statistics round, {len(names)} candidates", file=stream, flush=True)
-            ctx = run_statistics(parts, spec, fed, run_dir, events)
+            with guard:
+                ctx = run_statistics(parts, spec, fed, run_dir, events, guard)
+            _raise_if_stopped(guard, run_dir)
             scores, cost = ctx["scores"], ctx["cost"]
             out["clients"] = ctx["client_rows"]
             out["failed_jobs"] = ctx["failed_jobs"]
@@ -297,7 +246,9 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
         search = oracle = None
         if spec.method.kind == SEARCH:
             seeding = scores.get(spec.ranking_score or "") if spec.name == "hybrid" else None
-            search, oracle = run_search(parts, spec, run_dir, seeding, progress_stream)
+            with guard:  # between stretches; each stretch has its own while it trains
+                search, oracle = run_search(parts, spec, run_dir, seeding, progress_stream, reuse=from_checkpoint,
+                                            before_stretch=lambda: _raise_if_stopped(guard, run_dir))
             cost = cost + search.cost
             ranking, chosen = search.ranking, search.chosen
             ranked_by = spec.validation_key
@@ -321,7 +272,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
         print(f"chosen: {chosen}; cost: {cost.forward_passes:,} forward passes, {cost.backward_passes:,} "
               f"backward, {cost.bytes_up:,} bytes up, {cost.rounds} rounds", file=stream, flush=True)
         if spec.then_finetune:
-            out["finetune"] = _finetune(parts, spec, chosen, run_dir, oracle, progress_stream)
+            out["finetune"] = finetune(parts, spec, chosen, run_dir, oracle, progress_stream, reuse=from_checkpoint)
         (run_dir / SELECTION_FILE).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / SELECTION_FILE).write_text(json.dumps(out, indent=2, default=_json_default))
         recorder.table("selection", out["table"])
@@ -335,25 +286,20 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
                            best_round=ft.get("best_round"))
         recorder.summary(summary)
         return {**summary, "selection": out}
+    except (RunInterrupted, Interrupted) as err:  # the selection run is what continues, not a stretch of it
+        stop = Interrupted(guard.received or getattr(err, "signum", 2), str(run_dir), None)
+        recorder.fail(stop)
+        print(f"vista: {stop}", file=sys.stderr, flush=True)
+        raise stop from None
     finally:
         events.steps.save(run_dir / "event_pipeline.json")
         fed.data.close()
         recorder.close()
 
 
-def _finetune(parts: ExperimentParts, spec: SelectionSpec, chosen: str, run_dir: Path,
-              oracle: FedPEFTOracle | None, progress_stream: Any) -> dict[str, Any]:
-    """FedPEFT of the chosen candidate for ``fl.rounds``. A search has trained it already:
-    its run is reused, or continued from its checkpoint when the search stopped earlier."""
-    model = next(c for c in spec.models if c.name == chosen)
-    p = dataclasses.replace(parts, model=model, recorder=RecorderSpec(), selection=None)
-    ck = oracle.checkpoints.get(chosen) if oracle is not None else None
-    if ck is not None and ck.round >= parts.fl.rounds:
-        return {**oracle.summaries[chosen], "reused_from_search": True}  # type: ignore[union-attr]
-    if ck is not None:
-        summary, _ = run_fedpeft_session(p, run_dir / "finetune", progress_stream=progress_stream, resume=ck)
-        return {**summary, "continued_from_round": ck.round}
-    return run_fedpeft(p, run_dir / "finetune", progress_stream=progress_stream)
+def _raise_if_stopped(guard: StopOnSignals, run_dir: Path) -> None:
+    if guard.received is not None:
+        raise Interrupted(guard.received, str(run_dir), None)
 
 
 def _json_default(x: Any) -> Any:
@@ -366,5 +312,5 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-__all__ = ["FedPEFTOracle", "SELECTION_FILE", "run_search", "run_selection", "run_statistics",
+__all__ = ["FedPEFTOracle", "SELECTION_FILE", "finetune", "run_search", "run_selection", "run_statistics",
            "statistics_pipeline"]

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vista.errors import UserError
 
-class ModelNotFoundError(FileNotFoundError):
+
+class ModelNotFoundError(UserError, FileNotFoundError):
     pass
 
 

@@ -86,5 +86,16 @@ class EventPipeline:
         path.write_text(json.dumps({"head": 0 if self.head else None, "steps": self.to_list()}, indent=1, default=str))
         return path
 
+    @classmethod
+    def restored(cls, steps: list[dict[str, Any]]) -> "EventPipeline":
+        """A run's pipeline as saved (:meth:`to_list`), to continue: new steps follow the last
+        one, and the clock goes on from where it ended."""
+        out = cls()
+        for s in steps:
+            out.append(s["name"], s["kind"], s["round"], s["seconds"], s["started"], **s["info"])
+        if out.tail is not None:
+            out._t0 -= out.tail.started + out.tail.seconds
+        return out
+
     def format(self) -> str:
         return " -> ".join(f"{s.name}@{s.round}" for s in self)

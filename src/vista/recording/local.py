@@ -53,12 +53,18 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 class LocalRecorder:
-    def __init__(self, run_dir: str | Path) -> None:
+    """``restore`` (file name -> text, from :meth:`written` at a checkpoint) continues a run's
+    files exactly as they were then, and appends from there."""
+
+    def __init__(self, run_dir: str | Path, restore: dict[str, str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._files: set[str] = set()  # files of this run (created fresh, then appended to)
         self.metrics_path.write_text("")
-        self._tables: set[str] = set()
+        for name, text in (restore or {}).items():
+            (self.run_dir / name).write_text(text)
+            self._files.add(name)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_config(self.run_dir, config)
@@ -70,13 +76,18 @@ class LocalRecorder:
     def table(self, name: str, rows: list[dict[str, Any]], round: int | None = None) -> Path:
         """Append ``rows`` to ``<name>.jsonl`` (a ``round`` column first when given)."""
         path = self.run_dir / table_file(name)
-        if name not in self._tables:  # a fresh file per run, like metrics.jsonl
+        if path.name not in self._files:  # a fresh file per run, like metrics.jsonl
             path.write_text("")
-            self._tables.add(name)
+            self._files.add(path.name)
         with path.open("a") as f:
             for r in rows:
                 f.write(_dumps({"round": round, **r} if round is not None and "round" not in r else r) + "\n")
         return path
+
+    def written(self) -> dict[str, str]:
+        """Every record file of this run as it stands (metrics.jsonl and the tables)."""
+        names = {self.metrics_path.name, *self._files}
+        return {n: (self.run_dir / n).read_text() for n in sorted(names) if (self.run_dir / n).is_file()}
 
     def summary(self, summary: dict[str, Any]) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2, default=str) + "\n")

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from vista.pipeline.protocol import FINAL_STATES
+
 # shown in this order when present in a round's metrics
 SHOWN = ("test_accuracy", "test_macro_f1", "test_loss", "train_loss")
 
@@ -103,7 +105,7 @@ class RoundProgress:
         except KeyError:  # a job of a group this monitor never opened (another EventManager's)
             return
         total = sum(counts.values())
-        finished = counts.get("done", 0) + counts.get("failed", 0)
+        finished = sum(counts.get(s.value, 0) for s in FINAL_STATES)
         started = finished + counts.get("running", 0)
         task = group.split(".")[1] if group.count(".") >= 2 else group
         now = self.clock()

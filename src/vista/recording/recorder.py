@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from vista.errors import Interrupted
+from vista.recording.checkpoints import save_tensors
 from vista.recording.local import LocalRecorder, table_file, write_config
 from vista.recording.plan import CLIENT_ROLE, RecordPlan, role_id
 from vista.recording.spec import RecorderSpec
@@ -60,21 +62,35 @@ def wandb_scalars(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def failure_fields(err: BaseException) -> dict[str, Any]:
+    if isinstance(err, Interrupted):  # stopped on purpose, checkpointed: how to continue, no traceback
+        return {"status": "interrupted", "signal": err.signal, "error": str(err), "resume": err.resume}
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
     return {"status": status, "error": f"{type(err).__name__}: {err}",
             "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
 
 
+def exit_code(err: BaseException | None) -> int:
+    """The process exit code a run ending with ``err`` gets (also W&B's exit code for the run)."""
+    if err is None:
+        return 0
+    if isinstance(err, Interrupted):
+        return err.exit_code
+    return 130 if isinstance(err, KeyboardInterrupt) else 1
+
+
 class ExpRecorder:
     def __init__(self, spec: RecorderSpec, run_dir: str | Path, config: dict[str, Any] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, resume: dict[str, Any] | None = None) -> None:
+        """``resume`` (:meth:`state` at a checkpoint) continues a run: its record files as they were
+        then, and the same W&B run."""
         self.run_dir = Path(run_dir)
         self.spec = spec
-        self.local = LocalRecorder(self.run_dir)
+        resume = resume or {}
+        self.local = LocalRecorder(self.run_dir, restore=resume.get("files"))
         self._summary: dict[str, Any] = {}
         self._error: BaseException | None = None
         self._artifacts: list[tuple[Path, str | None, str]] = []
-        self._tables: list[str] = []
+        self._tables: list[str] = list(resume.get("tables", []))
         self._closed = False
         # an exception already being handled by our caller is not this run's failure
         self._exc_at_start = sys.exc_info()[1]
@@ -82,7 +98,11 @@ class ExpRecorder:
         self.wandb = WandbSink(spec.mode, spec.project, spec.entity, self.run_dir,
                                name or getattr(spec, "name", None) or self.run_dir.name, config,
                                group=getattr(spec, "group", None), tags=tags,
-                               job_type=getattr(spec, "job_type", None))
+                               job_type=getattr(spec, "job_type", None), resume_id=resume.get("wandb_id"))
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the records: the files so far, the tables, the W&B run id."""
+        return {"files": self.local.written(), "tables": list(self._tables), "wandb_id": self.wandb.run_id}
 
     def __enter__(self) -> "ExpRecorder":
         return self
@@ -120,16 +140,16 @@ class ExpRecorder:
 
     def save_artifacts(self, ctx: Any, plan: RecordPlan, metadata: dict[str, str] | None = None) -> list[Path]:
         """Write the plan's artifacts present in ``ctx`` (tensors -> safetensors files in the
-        run directory); returns the files written."""
-        from safetensors.torch import save_file
-
+        run directory); returns the files written. An artifact that is None now removes the file
+        an earlier part of the run (before a resume) left."""
         written = []
         for art in plan.artifacts:
             tensors = ctx.get(art.key, role=plan.role)
-            if tensors is None:
-                continue
             path = self.run_dir / art.file
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+            if tensors is None:
+                path.unlink(missing_ok=True)
+                continue
+            save_tensors(path, tensors, metadata)
             written.append(path)
         return written
 
@@ -192,8 +212,7 @@ class ExpRecorder:
                     self.wandb.artifact(path, name, kind)
                 else:
                     print(f"vista: artifact {path} does not exist; not uploaded", file=sys.stderr, flush=True)
-            code = 0 if err is None else (130 if isinstance(err, KeyboardInterrupt) else 1)
-            self.wandb.close(exit_code=code)
+            self.wandb.close(exit_code=exit_code(err))
         self.local.close()
 
 

@@ -95,7 +95,8 @@ def to_table(rows: list[dict[str, Any]]) -> Any:
 class WandbSink:
     def __init__(self, mode: str, project: str | None, entity: str | None, run_dir: Path, name: str,
                  config: dict[str, Any] | None = None, group: str | None = None,
-                 tags: list[str] | None = None, job_type: str | None = None) -> None:
+                 tags: list[str] | None = None, job_type: str | None = None, resume_id: str | None = None) -> None:
+        """``resume_id``: continue that W&B run (a resumed Vista run) instead of starting one."""
         self.run: Any = None
         self.requested = mode
         self.mode = effective_mode(mode)
@@ -109,6 +110,8 @@ class WandbSink:
         kwargs = dict(project=project or os.environ.get("WANDB_PROJECT") or "vista",
                       entity=entity or os.environ.get("WANDB_ENTITY") or None, dir=str(run_dir), name=name,
                       group=group, tags=list(tags or []) or None, job_type=job_type, config=config or {})
+        if resume_id:
+            kwargs.update(id=resume_id, resume="allow")
         try:
             self.run = self._init(self.mode, kwargs)
         except Exception as err:
@@ -150,6 +153,10 @@ class WandbSink:
     @property
     def active(self) -> bool:
         return self.run is not None
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else str(self.run.id)
 
     def log(self, metrics: dict[str, Any], step: int | None = None,
             tables: dict[str, list[dict[str, Any]]] | None = None) -> None:
