@@ -195,3 +195,32 @@ TINY_BUILDERS = {
     "bert": build_tiny_bert, "distilbert": build_tiny_distilbert, "mpnet": build_tiny_mpnet,
     "roberta": build_tiny_roberta, "gpt2": build_tiny_gpt2, "llama": build_tiny_llama,
 }
+
+
+def tiny_lora(hub: Path, dropout_off: bool = False):
+    """(build, encoded examples, pad id) for local-training tests: ``build()`` gives a fresh
+    tiny RoBERTa + LoRA r=4 (seeded) and its trainable parameters; ``dropout_off`` also zeroes
+    the model's own dropout, for tests that compare training paths number for number."""
+    import torch
+
+    from vista.data.encoding import encode
+    from vista.models.hub import load_classifier, load_tokenizer
+    from vista.peft.lora import LoraSpec
+    from vista.peft.state import trainable_parameters
+
+    tok = load_tokenizer(hub / "roberta-base")
+    texts, names = make_texts(6, seed=3)
+    vocab = {n: i for i, n in enumerate(sorted(set(names)))}
+    data = encode(tok, texts, np.array([vocab[n] for n in names]), 32)
+
+    def build():
+        torch.manual_seed(0)
+        model = LoraSpec(r=4, alpha=8, dropout=0.0).apply(load_classifier(hub / "roberta-base", 3, tok.pad_token_id))
+        if dropout_off:
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 0.0
+        return model, trainable_parameters(model)
+
+    return build, data, tok.pad_token_id
+

@@ -6,31 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support.tiny import make_texts
+from support.tiny import tiny_lora
 
-from vista.data.encoding import encode
 from vista.fl.client import LocalOptions, evaluate, local_train, predict, score
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
-from vista.models.hub import load_classifier, load_tokenizer
-from vista.peft.lora import LoraSpec
-from vista.peft.state import trainable_parameters, trainable_state
+from vista.peft.state import trainable_state
 from vista.pipeline import payload_nbytes
 
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_hub):
-    tok = load_tokenizer(tiny_hub / "roberta-base")
-    texts, names = make_texts(6, seed=3)
-    vocab = {n: i for i, n in enumerate(sorted(set(names)))}
-    data = encode(tok, texts, np.array([vocab[n] for n in names]), 32)
-
-    def build():
-        torch.manual_seed(0)
-        model = LoraSpec(r=4, alpha=8, dropout=0.0).apply(load_classifier(tiny_hub / "roberta-base", 3, tok.pad_token_id))
-        return model, trainable_parameters(model)
-
-    return build, data, tok.pad_token_id
+    return tiny_lora(tiny_hub)
 
 
 SPEC = FLSpec(local_epochs=2, batch_size=4, lr=1e-2)

@@ -3,19 +3,17 @@ micro-batch and gradient accumulation over the same batch, and says so in its re
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from support.tiny import make_texts
+from support.tiny import tiny_lora
 
-from vista.data.encoding import encode
 from vista.data.fednlp import FederatedDataSpec
 from vista.fl.client import LocalOptions, local_train
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.spec import FLSpec
-from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
+from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
-from vista.peft.state import trainable_parameters, trainable_state
+from vista.peft.state import trainable_state
 from vista.pipeline.protocol import WorkerEnv
 from vista.scheduler import faults
 
@@ -36,17 +34,7 @@ def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_hub):
-    tok = load_tokenizer(tiny_hub / "roberta-base")
-    texts, names = make_texts(6, seed=3)
-    vocab = {n: i for i, n in enumerate(sorted(set(names)))}
-    data = encode(tok, texts, np.array([vocab[n] for n in names]), 32)
-
-    def build():
-        torch.manual_seed(0)
-        model = LoraSpec(r=4, alpha=8, dropout=0.0).apply(load_classifier(tiny_hub / "roberta-base", 3, tok.pad_token_id))
-        return _no_dropout(model), trainable_parameters(model)
-
-    return build, data, tok.pad_token_id
+    return tiny_lora(tiny_hub, dropout_off=True)
 
 
 class SquaredNorm:
