@@ -21,13 +21,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _run_failures() -> tuple[type[BaseException], ...]:
-    """A run that failed for a reason it reports itself (a job's traceback, the clients lost):
-    one message, exit 1."""
+    """A run that failed for a reason it reports itself (the clients lost, workers that would
+    not start): one message, exit 1. A failed job (JobFailedError) is handled on its own."""
     from vista.drivers.fedpeft import TooFewClientsError
-    from vista.pipeline import JobFailedError
     from vista.scheduler import WorkerStartError
 
-    return (JobFailedError, TooFewClientsError, WorkerStartError)
+    return (TooFewClientsError, WorkerStartError)
 
 
 def _fail(kind: str, err: BaseException, code: int, message: str | None = None) -> None:

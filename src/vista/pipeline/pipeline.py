@@ -85,6 +85,11 @@ class Executor(Protocol):
         handler. Optional: the pipeline never calls it, a driver's signal handler does."""
 
 
+def no_callback(*args: Any) -> None:
+    """The default of an executor's ``on_start`` / ``on_done`` / ``on_retry`` / ``on_respawn``."""
+    return None
+
+
 def payload_nbytes(obj: Any) -> int:
     """Bytes of the tensors/arrays inside a payload (what actually crosses the wire)."""
     if hasattr(obj, "element_size") and hasattr(obj, "numel"):

@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
+from vista.pipeline.pipeline import no_callback
 from vista.pipeline.protocol import JobRequest, JobResult, JobState, RunJob, WorkerEnv
 from vista.scheduler.worker import run_job
 
 log = logging.getLogger(__name__)
-
-
-def _nothing(*args: Any) -> None:
-    return None
 
 
 class InlineExecutor:
@@ -48,12 +45,12 @@ class InlineExecutor:
         self,
         requests: Sequence[JobRequest],
         shared: Any,
-        on_start: Callable[[str, int], None] = _nothing,
-        on_done: Callable[[JobResult], None] = _nothing,
+        on_start: Callable[[str, int], None] = no_callback,
+        on_done: Callable[[JobResult], None] = no_callback,
         stop_on_failure: bool = True,
         *,
-        on_retry: Callable[[JobResult, int], None] = _nothing,
-        on_respawn: Callable[[int, str], None] = _nothing,
+        on_retry: Callable[[JobResult, int], None] = no_callback,
+        on_respawn: Callable[[int, str], None] = no_callback,
     ) -> list[JobResult]:
         results = []
         for req in requests:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from vista.checks import at_least, one_of, positive
+from vista.pipeline.pipeline import no_callback
 from vista.pipeline.protocol import (
     JobRequest,
     JobResult,
@@ -84,10 +85,6 @@ class SchedulerSpec:
 
 class WorkerStartError(RuntimeError):
     pass
-
-
-def _nothing(*args: Any) -> None:
-    return None
 
 
 class _Group:
@@ -203,12 +200,12 @@ class NodeScheduler:
         self,
         requests: Sequence[JobRequest],
         shared: Any,
-        on_start: Callable[[str, int], None] = _nothing,
-        on_done: Callable[[JobResult], None] = _nothing,
+        on_start: Callable[[str, int], None] = no_callback,
+        on_done: Callable[[JobResult], None] = no_callback,
         stop_on_failure: bool = True,
         *,
-        on_retry: Callable[[JobResult, int], None] = _nothing,
-        on_respawn: Callable[[int, str], None] = _nothing,
+        on_retry: Callable[[JobResult, int], None] = no_callback,
+        on_respawn: Callable[[int, str], None] = no_callback,
     ) -> list[JobResult]:
         """Run a group of jobs on idle workers; a job's result is its last attempt's.
 
