@@ -138,5 +138,6 @@ def test_a_resumed_run_continues_the_same_wandb_run(tiny_hub, tiny_data, tmp_pat
     longer = dataclasses.replace(parts, fl=dataclasses.replace(parts.fl, rounds=3))
     run_fedpeft(longer, tmp_path / "run", from_checkpoint=True)
     offline = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline)
+    # wandb names a run's directory offline-run-<time>-<id>, with -1 appended when that is taken
+    assert len(offline) == 2 and all(p.name.split("-")[3] == run_id for p in offline)
     assert CheckpointStore(tmp_path / "run").load()[1]["records"]["wandb_id"] == run_id

@@ -133,6 +133,18 @@ class _Run:
         except psutil.NoSuchProcess:
             pass
 
+    def workers(self) -> list[int]:
+        """The live worker processes (spawned with multiprocessing's spawn_main)."""
+        self._note_children()
+        live = []
+        for pid in self.pids:
+            try:
+                if "spawn_main" in " ".join(psutil.Process(pid).cmdline()):
+                    live.append(pid)
+            except psutil.Error:  # gone since it was seen
+                continue
+        return live
+
     def finish(self, timeout: float = 180) -> int:
         code = self.proc.wait(timeout=timeout)
         for r in self._readers:
@@ -197,7 +209,7 @@ def test_a_worker_killed_from_outside_is_replaced(tiny_hub, tiny_data, tmp_path,
     run_dir = tmp_path / "run"
     run = _Run(_cli_args(tiny_hub, *tiny_data, run_dir), tmp_path)
     run.wait_for("round 1/3")
-    victim = min(p for p in run.pids if "resource_tracker" not in " ".join(psutil.Process(p).cmdline()))
+    victim = min(run.workers())
     os.kill(victim, signal.SIGKILL)
     assert run.finish() == 0, "".join(run.lines[-30:])
     assert run.left_behind() == []

@@ -116,8 +116,16 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
     progress.attach(events)  # a job bar per parallel task
     say = (lambda msg: print(msg, file=progress_stream or sys.stdout, flush=True))
 
+    ended: list[tuple[int, dict[str, Any] | None, float]] = []
+
     def on_round(ctx: FLContext, metrics: dict[str, Any] | None) -> None:
-        progress.update(ctx.round, metrics, time.perf_counter() - ctx["round_started"])
+        ended.append((ctx.round, metrics, time.perf_counter() - ctx["round_started"]))
+
+    def after_round(ctx: FLContext) -> dict[str, Any] | None:
+        """Checkpoint first, then say the round is done: a printed round is a durable one."""
+        info = checkpoints.after_round(ctx)
+        progress.update(*ended.pop())
+        return info
 
     recipe = FedPEFTRecipe(parts, fed, recorder, on_round, resume=resume, announce=say)
     checkpoints = _Checkpointer(parts, run_dir, recipe, recorder, events)
@@ -134,7 +142,7 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
             guard.attach(executor)
             events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,
                           workers=max(parts.scheduler.num_workers, 1), devices=list(executor.devices))
-            recipe.pipeline(after_round=checkpoints.after_round).run(ctx, events, executor)
+            recipe.pipeline(after_round=after_round).run(ctx, events, executor)
         return _finish(parts, fed, recipe, recorder, events, ctx, executor), recipe.st.copy()
     except RunInterrupted as stop:
         checkpoints.save_last_complete()
