@@ -67,8 +67,10 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
         from vista.resume import resume_config
 
         resolved = validate(resume_config(resolved["resume"], [str(o) for o in hc.overrides.task], resolved))
-    from vista.sweep import recorder_names
+    from vista.scheduler.devices import usable_cpus
+    from vista.sweep import concurrent_runs, recorder_names, share_cores
 
+    resolved["scheduler"] = share_cores(resolved["scheduler"], concurrent_runs(hc), usable_cpus())
     resolved["recorder"] = recorder_names(resolved["recorder"], hc, resolved.get("experiment_name"),
                                           resolved.get("driver"))
     state["resolved"] = resolved

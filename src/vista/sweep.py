@@ -189,3 +189,26 @@ class SweepCallback(Callback):
                 print(f"  #{num} {dir_label(d, swept)}: {error.splitlines()[0] if error else ''}", file=sys.stderr)
                 print(f"      {d}", file=sys.stderr)
         print(f"sweep directory: {sweep_dir.resolve()}  (compare: vista compare {sweep_dir})", flush=True)
+
+
+def concurrent_runs(hydra_cfg: Any) -> int:
+    """How many Vista runs this sweep's launcher runs at once on this machine: ``n_jobs`` of
+    the joblib launcher (-1: one per core, as joblib counts), else 1 (the basic launcher runs
+    jobs one after the other; Slurm's submitit gives each job its own allocation)."""
+    launcher = getattr(hydra_cfg, "launcher", None)
+    target = str(getattr(launcher, "_target_", "") or "")
+    if "Joblib" not in target:
+        return 1
+    n = int(getattr(launcher, "n_jobs", 1) or 1)
+    if n < 0:  # joblib: -1 all cores, -2 all but one ...
+        n = max(1, (os.cpu_count() or 1) + 1 + n)
+    return max(1, n)
+
+
+def share_cores(scheduler: dict[str, Any], runs: int, usable: int) -> dict[str, Any]:
+    """``scheduler`` with ``cpus`` set to this run's share of the ``usable`` cores when
+    ``runs`` Vista runs share the machine and the user left ``scheduler.cpus`` at 0: the runs'
+    workers never ask for more threads than there are cores (no oversubscription)."""
+    if runs <= 1 or scheduler.get("cpus"):
+        return scheduler
+    return {**scheduler, "cpus": max(1, usable // runs)}

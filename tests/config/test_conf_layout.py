@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = resources.files("vista.conf")
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
 # an option that differs from its dataclass's default on purpose: (group, option, key)
-DELIBERATE = {("recorder", "wandb", "mode")}
+# scheduler=inline names its backend (SchedulerSpec's default backend is process)
+DELIBERATE = {("recorder", "wandb", "mode"), ("scheduler", "inline", "backend")}
 # groups whose options are a class with its defaults (model/dataset/partition options are instances)
 METHOD_GROUPS = ("peft", "aggregator", "scheduler", "recorder")
 

@@ -248,7 +248,7 @@ def test_scheduler_spec_defaults_are_the_yaml_defaults():
 
     import yaml
 
-    conf = yaml.safe_load((Path(__file__).parents[2] / "conf" / "scheduler" / "default.yaml").read_text())
+    conf = yaml.safe_load((Path(__file__).parents[2] / "conf" / "scheduler" / "process.yaml").read_text())
     conf.pop("_target_")
     defaults = {f.name: f.default for f in dataclasses.fields(SchedulerSpec)}
     assert conf == defaults

@@ -21,7 +21,7 @@ from vista.data.fednlp import FederatedData
 from vista.drivers.interrupt import StopOnSignals
 from vista.drivers.recipe import BEST_ADAPTER_FILE, RECORDS, FedPEFTRecipe, TooFewClientsError
 from vista.drivers.round_state import RoundState, restore_rng, rng_state
-from vista.drivers.run import make_executor, seed_everything
+from vista.drivers.run import estimate_memory, executor_summary, make_executor, seed_everything
 from vista.errors import Interrupted, UserError
 from vista.parts import ExperimentParts
 from vista.pipeline import EventManager, EventPipeline, FLContext, RunInterrupted
@@ -137,11 +137,15 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
     try:
         with guard:
             t0 = time.perf_counter()
+            memory = estimate_memory(parts.model, parts.peft.apply, fed.num_labels, parts.fl.batch_size,
+                                     parts.fl.max_seq_len) if parts.scheduler.num_workers == "auto" else None
             executor = make_executor(parts, RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels,
-                                                        parts.seed), run_dir, runtime_factory or FedPEFTRuntime.create)
+                                                        parts.seed), run_dir, runtime_factory or FedPEFTRuntime.create,
+                                     memory=memory, useful_workers=parts.fl.clients_per_round)
             guard.attach(executor)
-            events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0,
-                          workers=max(parts.scheduler.num_workers, 1), devices=list(executor.devices))
+            _announce_arrangement(executor, say)
+            events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0, backend=executor.backend,
+                          workers=len(executor.placement()), devices=[p.device for p in executor.placement()])
             recipe.pipeline(after_round=after_round).run(ctx, events, executor)
         return _finish(parts, fed, recipe, recorder, events, ctx, executor), recipe.st.copy()
     except RunInterrupted as stop:
@@ -164,6 +168,12 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
         recorder.close()
 
 
+def _announce_arrangement(executor: Any, say: Any) -> None:
+    arrangement = getattr(executor, "arrangement", None)
+    if arrangement is not None:
+        say(f"{executor.backend}: {arrangement.describe()}")
+
+
 def _finish(parts: ExperimentParts, fed: FederatedData, recipe: FedPEFTRecipe, recorder: ExpRecorder,
             events: EventManager, ctx: FLContext, executor: Any) -> dict[str, Any]:
     """The adapters, the best round's per-client table, the summary."""
@@ -184,7 +194,7 @@ def _finish(parts: ExperimentParts, fed: FederatedData, recipe: FedPEFTRecipe, r
                    num_labels=fed.num_labels, seed=parts.seed, aggregator=type(parts.aggregator).__name__,
                    transfer_dtype=parts.fl.transfer_dtype.value,
                    # this session's executor, start-up included (the rounds' counts are in the totals above)
-                   executor={"retries": executor.retries, "respawns": executor.respawns})
+                   executor=executor_summary(executor))
     recorder.summary(summary)
     events.record("summary", round=ctx.round)
     return summary

@@ -50,11 +50,8 @@ class StopOnSignals:
         name = signal.Signals(signum).name
         if self.received is not None:
             self.say(f"vista: {name} again: stopping at once")
-            for pid in getattr(self.executor, "pids", []) or []:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue  # already gone
+            if self.executor is not None:
+                self.executor.abort()
             os._exit(128 + signum)
         self.received = signum
         self.say(f"vista: {name}: no new jobs; running ones may finish within {self.grace_s:g} s, then the last "

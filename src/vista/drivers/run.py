@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +14,10 @@ from typing import Any, Callable
 import numpy as np
 
 from vista.parts import ExperimentParts
-from vista.scheduler import InlineExecutor, NodeScheduler
+from vista.pipeline import Executor
+from vista.scheduler import build_executor
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -24,15 +28,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Callable[..., Any]) -> Any:
-    """A started executor whose workers build their runtime with ``factory(args, env)`` (a
-    picklable top-level function): worker processes, or inline for ``num_workers=0``."""
-    if parts.scheduler.num_workers == 0:
-        return InlineExecutor(factory, args, device="cpu" if parts.scheduler.device == "auto" else parts.scheduler.device,
-                              max_retries=parts.scheduler.max_retries, num_threads=parts.scheduler.threads_per_worker)
-    scheduler = NodeScheduler(parts.scheduler, factory, args, log_dir=run_dir / "workers")
+def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Callable[..., Any],
+                  memory: Any = None, useful_workers: int | None = None) -> Executor:
+    """A started executor of the backend ``parts.scheduler`` names (``scheduler=process |
+    inline | ray``), whose workers build their runtime with ``factory(args, env)`` (a picklable
+    top-level function). ``memory`` and ``useful_workers`` inform ``num_workers=auto``."""
+    executor = build_executor(parts.scheduler, factory, args, run_dir / "workers", memory=memory,
+                              useful_workers=useful_workers)
     try:
-        return scheduler.start()
-    except BaseException:  # a worker that failed to start, a timeout, Ctrl-C: no process left behind
-        scheduler.shutdown()
+        return executor.start()
+    except BaseException:  # a worker that failed to start, a timeout, Ctrl-C: nothing left behind
+        executor.shutdown()
         raise
+
+
+def estimate_memory(model: Any, peft_apply: Callable[[Any], Any] | None, num_labels: int, batch_size: int,
+                    max_seq_len: int, train: bool = True) -> Any:
+    """A worker's memory estimate for ``scheduler.num_workers=auto`` (None, with a warning,
+    when the model's config cannot be read that way: the arrangement then goes by cores)."""
+    if model is None:
+        return None
+    from vista.scheduler.memory import estimate_worker_memory
+
+    try:
+        return estimate_worker_memory(Path(model.resolve()), peft_apply, num_labels, batch_size, max_seq_len,
+                                      train=train, trust_remote_code=model.trust_remote_code)
+    except Exception as err:  # noqa: BLE001  an exotic architecture: plan by cores alone
+        log.warning("no memory estimate for %s (%s: %s); arranging workers by cores alone", model.name,
+                    type(err).__name__, err)
+        return None
+
+
+def executor_summary(executor: Executor) -> dict[str, Any]:
+    """What summary.json says of the executor: backend, arrangement, placement, faults."""
+    arrangement = getattr(executor, "arrangement", None)
+    return {"backend": getattr(executor, "backend", type(executor).__name__),
+            "arrangement": arrangement.to_dict() if arrangement is not None else None,
+            "placement": [p.to_dict() for p in executor.placement()],
+            "retries": executor.retries, "respawns": executor.respawns}

@@ -24,7 +24,7 @@ import numpy as np
 
 from vista.data.fednlp import FederatedData
 from vista.drivers.interrupt import StopOnSignals
-from vista.drivers.run import make_executor, seed_everything
+from vista.drivers.run import estimate_memory, make_executor, seed_everything
 from vista.drivers.selection_search import FedPEFTOracle, finetune, run_search
 from vista.errors import Interrupted
 from vista.fl.spec import ClientFailures
@@ -186,7 +186,13 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop)
     ctx = FLContext()
     t0 = time.perf_counter()
-    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create)
+    memory = None
+    if parts.scheduler.num_workers == "auto":  # the largest candidate's forward pass bounds a worker
+        estimates = [e for m in spec.models if (e := estimate_memory(m, None, fed.num_labels, args.batch_size,
+                                                                      args.max_seq_len, train=False)) is not None]
+        memory = max(estimates, key=lambda e: e.total_mb, default=None)
+    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create, memory=memory,
+                             useful_workers=len(names) * len(cohort))
     if guard is not None:
         guard.attach(executor)
     try:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+from typing import Any, Callable, Iterable, Literal
 
 from vista.pipeline.context import FLContext
 from vista.pipeline.event_pipeline import IMPLICIT
 from vista.pipeline.events import EventManager
-from vista.pipeline.protocol import JobRequest, JobResult, JobSpec, JobState
+from vista.pipeline.executor import Executor
+from vista.pipeline.protocol import JobResult, JobSpec, JobState
 
 JOBS_RETRIED = "jobs_retried"
 WORKERS_RESPAWNED = "workers_respawned"
@@ -55,39 +56,6 @@ class RunInterrupted(RuntimeError):
         self.round, self.task = round, task
         where = f"round {round}" + (f", task {task!r}" if task is not None else "")
         super().__init__(f"run interrupted in {where}: {reason}")
-
-
-class Executor(Protocol):
-    def run_jobs(
-        self,
-        requests: Sequence[JobRequest],
-        shared: Any,
-        on_start: Callable[[str, int], None],
-        on_done: Callable[[JobResult], None],
-        stop_on_failure: bool = True,
-        *,
-        on_retry: Callable[[JobResult, int], None] = ...,
-        on_respawn: Callable[[int, str], None] = ...,
-    ) -> list[JobResult]:
-        """Run the jobs and return their results (a job's result is its last attempt's);
-        unless ``stop_on_failure`` is False, stop dispatching at the first final failure and
-        return what finished.
-
-        ``on_start(job_id, worker)`` as an attempt starts; ``on_done(result)`` with a job's
-        final result (DONE, FAILED, TIMED_OUT or CANCELLED); ``on_retry(result, next_attempt)``
-        with a failed attempt that will be re-run; ``on_respawn(worker, reason)`` when a
-        worker process is replaced. (The pipeline passes the last two only to an executor
-        whose ``run_jobs`` takes them.)"""
-
-    def request_stop(self, grace_s: float | None = None) -> None:
-        """Dispatch nothing more; jobs running may finish within ``grace_s`` (where the
-        executor can stop them at all); the others come back CANCELLED. Safe from a signal
-        handler. Optional: the pipeline never calls it, a driver's signal handler does."""
-
-
-def no_callback(*args: Any) -> None:
-    """The default of an executor's ``on_start`` / ``on_done`` / ``on_retry`` / ``on_respawn``."""
-    return None
 
 
 def payload_nbytes(obj: Any) -> int:
@@ -205,7 +173,7 @@ class Pipeline:
 
         def run_parallel(ctx: FLContext) -> None:
             if executor is None:
-                raise RuntimeError(f"parallel task {task.name!r} needs an executor (a NodeScheduler)")
+                raise RuntimeError(f"parallel task {task.name!r} needs an executor (vista.pipeline.Executor)")
             plan = task.fn(ctx)
             if not isinstance(plan, Jobs):
                 raise TypeError(f"parallel task {task.name!r} must return Jobs, got {type(plan).__name__}")

@@ -10,16 +10,23 @@ is no process to time out or replace.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vista.pipeline.pipeline import no_callback
+from vista.pipeline.executor import Placement, no_callback
 from vista.pipeline.protocol import JobRequest, JobResult, JobState, RunJob, WorkerEnv
+from vista.scheduler.arrangement import Arrangement
+from vista.scheduler.spec import SchedulerSpec
 from vista.scheduler.worker import run_job
 
 log = logging.getLogger(__name__)
 
 
 class InlineExecutor:
+    backend = "inline"
+
     def __init__(self, runtime_factory: Callable[..., Any], runtime_args: Any, device: str = "cpu",
                  max_retries: int = 0, num_threads: int = 0) -> None:
         """``num_threads`` > 0 sets this process's torch threads, as a worker's are set
@@ -32,10 +39,23 @@ class InlineExecutor:
             torch.set_num_threads(num_threads)
         self.runtime = runtime_factory(runtime_args, WorkerEnv(0, device))
         self.devices = [device]
+        self.arrangement: Arrangement | None = None
         self.max_retries = max_retries
         self.retries = 0
         self.respawns = 0  # always: nothing to respawn
         self.stop_requested = False
+
+    def start(self) -> InlineExecutor:
+        """The runtime is built already (in the constructor): nothing to start."""
+        return self
+
+    def placement(self) -> list[Placement]:
+        import torch
+
+        return [Placement(0, self.devices[0], socket.gethostname(), os.getpid(), torch.get_num_threads())]
+
+    def abort(self) -> None:
+        """Nothing to kill: the job running is this process's own."""
 
     def request_stop(self, grace_s: float | None = None) -> None:
         """Cancel the jobs not started yet (safe from a signal handler); ``grace_s`` is moot."""
@@ -88,3 +108,23 @@ class InlineExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def inline_executor(spec: SchedulerSpec, runtime_factory: Callable[..., Any], runtime_args: Any,
+                    log_dir: str | Path | None = None, *, memory: Any = None,
+                    useful_workers: int | None = None) -> InlineExecutor:
+    """``scheduler=inline`` / ``num_workers=0``: one worker, this process (``log_dir`` is moot:
+    the jobs log where the run logs)."""
+    device = "cpu" if spec.device == "auto" else spec.device
+    if device == "cuda":
+        device = "cuda:0"
+    executor = InlineExecutor(runtime_factory, runtime_args, device=device, max_retries=spec.max_retries,
+                              num_threads=spec.threads_per_worker or spec.cpus)
+    import torch
+
+    mem = getattr(memory, "total_mb", None)
+    executor.arrangement = Arrangement(
+        devices=(device,), threads=torch.get_num_threads(), mem_per_worker_mb=mem,
+        mem_source=getattr(memory, "source", "none") if memory is not None else "none",
+        reason="inline: the pipeline process runs every job")
+    return executor

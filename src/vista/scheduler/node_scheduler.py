@@ -28,12 +28,13 @@ import logging
 import multiprocessing as mp
 import time
 from collections import deque
-from dataclasses import dataclass
+import os
+import signal
+import socket
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vista.checks import at_least, one_of, positive
-from vista.pipeline.pipeline import no_callback
+from vista.pipeline.executor import Placement, no_callback
 from vista.pipeline.protocol import (
     JobRequest,
     JobResult,
@@ -45,7 +46,8 @@ from vista.pipeline.protocol import (
     WorkerStartFailed,
 )
 from vista.scheduler import faults
-from vista.scheduler.devices import DEVICES, plan_devices, threads_per_worker
+from vista.scheduler.arrangement import Arrangement
+from vista.scheduler.backends import plan_workers
 from vista.scheduler.pool import (
     BUSY,
     DIED,
@@ -59,28 +61,6 @@ from vista.scheduler.pool import (
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    num_workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda
-    gpu_mem_per_worker_mb: int = 0  # 0: no cap
-    threads_per_worker: int = 0  # 0: usable cores / CPU workers
-    start_timeout_s: float = 600.0
-    max_retries: int = 1  # re-runs of a failed job (and restarts of a worker that cannot start); 0: none
-    job_timeout_s: float = 0.0  # a job running longer is killed and re-run; 0: no limit
-    heartbeat_s: float = 10.0  # workers report this often; silent for 3 beats = hung
-    grace_s: float = 30.0  # after a stop request, running jobs may finish this long
-
-    def __post_init__(self) -> None:
-        for name in ("num_workers", "gpu_mem_per_worker_mb", "threads_per_worker", "max_retries"):
-            at_least(self, name, 0)
-        one_of(self, "device", DEVICES)
-        positive(self, "start_timeout_s")
-        positive(self, "heartbeat_s")
-        at_least(self, "job_timeout_s", 0)
-        at_least(self, "grace_s", 0)
 
 
 class WorkerStartError(RuntimeError):
@@ -119,16 +99,25 @@ def _cancelled(req: JobRequest, why: str, worker: int | None = None, attempt: in
 
 
 class NodeScheduler:
+    backend = "process"
+
     def __init__(
         self,
         spec: SchedulerSpec,
         runtime_factory: Callable[..., Any],
         runtime_args: Any,
         log_dir: str | Path | None = None,
+        *,
+        memory: Any = None,
+        useful_workers: int | None = None,
     ) -> None:
-        if spec.num_workers < 1:
-            raise ValueError("NodeScheduler needs scheduler.num_workers >= 1 (0 means run inline)")
+        """``memory`` (a :class:`~vista.scheduler.memory.MemoryEstimate`) and ``useful_workers``
+        inform the arrangement of ``num_workers=auto`` (:mod:`vista.scheduler.arrangement`)."""
+        if spec.num_workers == 0:
+            raise ValueError("NodeScheduler needs scheduler.num_workers >= 1 or auto (0 means run inline)")
         self.spec = spec
+        self._memory, self._useful = memory, useful_workers
+        self.arrangement: Arrangement | None = None
         self._factory = runtime_factory
         self._args = runtime_args
         self._log_dir = Path(log_dir) if log_dir is not None else None
@@ -147,8 +136,8 @@ class NodeScheduler:
     def start(self) -> NodeScheduler:
         t0 = time.perf_counter()
         faults.plan()  # a malformed VISTA_FAULTS is an error here, not in a worker
-        self.devices = plan_devices(self.spec.device, self.spec.num_workers, self.spec.gpu_mem_per_worker_mb)
-        self._threads = threads_per_worker(self.spec.threads_per_worker, self.spec.num_workers, self.devices)
+        self.arrangement = plan_workers(self.spec, self._memory, self._useful)
+        self.devices, self._threads = list(self.arrangement.devices), self.arrangement.threads
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
         self._pool = WorkerPool(self._ctx, self._init_for, self.spec.heartbeat_s)
@@ -182,6 +171,19 @@ class NodeScheduler:
         which only happens with ``max_retries=0`` or after a stop)."""
         return [s.pid for s in self._pool.slots if s.ch is not None and s.pid is not None] \
             if self._pool is not None else []
+
+    def placement(self) -> list[Placement]:
+        host = socket.gethostname()
+        return [Placement(s.id, s.device, host, s.pid if s.ch is not None else None, self._threads)
+                for s in (self._pool.slots if self._pool is not None else [])]
+
+    def abort(self) -> None:
+        """SIGKILL every worker process now (from a signal handler: no joins, no locks)."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue  # already gone
 
     def request_stop(self, grace_s: float | None = None) -> None:
         """Stop dispatching; running jobs may finish within ``grace_s`` (default
