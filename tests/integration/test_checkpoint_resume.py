@@ -36,7 +36,8 @@ def _records(run_dir: Path) -> dict[str, object]:
     out = {f: [_strip(json.loads(line)) for line in (run_dir / f).read_text().splitlines()]
            for f in RECORDS if (run_dir / f).exists()}
     summary = json.loads((run_dir / "summary.json").read_text())
-    out["summary"] = _strip({k: v for k, v in summary.items() if k not in ("status",)})
+    # the executor (backend, arrangement, placement) says how the run was scheduled, not what it computed
+    out["summary"] = _strip({k: v for k, v in summary.items() if k not in ("status", "executor")})
     out["adapters"] = {f: (run_dir / f).read_bytes() for f in ("adapter.safetensors", "adapter_best.safetensors")
                        if (run_dir / f).exists()}
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 INITS = 0
@@ -72,3 +73,22 @@ def make_flaky_fedpeft(args: Any, env: Any) -> Any:
             return super().train(client, payload, shared)
 
     return Flaky(args, env)
+
+
+class FilesRuntime:
+    """Reports the files its arguments name, as this worker sees them (for ship_data)."""
+
+    def __init__(self, args: Any, env: Any) -> None:
+        self.args = args
+
+    def run(self, fn: str, key: Any, payload: dict, shared: Any) -> Any:
+        import hashlib
+
+        data, model = self.args.data, self.args.model
+        files = {"data_file": data.data_file, "partition_file": data.partition_file,
+                 "config": str(Path(model.resolve()) / "config.json")}
+        return {k: (v, hashlib.sha256(Path(v).read_bytes()).hexdigest()) for k, v in files.items()}
+
+
+def make_files(args: Any, env: Any) -> FilesRuntime:
+    return FilesRuntime(args, env)

@@ -140,3 +140,34 @@ def test_a_local_executor_leaves_no_ray_process(tmp_path):
         finally:
             ex.shutdown()
     assert not ray_processes()  # at once: shutdown() returns when Ray's processes are gone
+
+
+def test_ship_data_gives_actors_their_own_copies_of_the_data_and_model_files(ray_session, tiny_hub, tiny_data,
+                                                                             tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from support.runtimes import make_files
+
+    from vista.data.fednlp import FederatedDataSpec
+    from vista.models.hub import ModelSpec
+
+    @dataclasses.dataclass(frozen=True)
+    class Args:
+        model: ModelSpec
+        data: FederatedDataSpec
+
+    cache = tmp_path / "ship_cache"
+    monkeypatch.setenv("VISTA_SHIP_CACHE", str(cache))  # reaches the actors (VISTA_* variables travel)
+    args = Args(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
+                FederatedDataSpec(str(tiny_data[0]), str(tiny_data[1]), "uniform"))
+    with build_executor(_spec(ship_data=True), make_files, args, tmp_path) as ex:
+        res = ex.run_jobs(_requests("files", range(2)), None)
+    originals = {"data_file": tiny_data[0], "partition_file": tiny_data[1],
+                 "config": tiny_hub / "roberta-base" / "config.json"}
+    for r in res:
+        for name, (path, digest) in r.value.items():
+            assert path.startswith(str(cache)), f"{name} was read from {path}, not from a shipped copy"
+            assert digest == hashlib.sha256(originals[name].read_bytes()).hexdigest()
+    # one copy per node, shared by its actors: each file materialised once
+    assert len(list(cache.glob("*/tiny_data.h5"))) == 1 and len(list(cache.glob("*/roberta-base"))) == 1

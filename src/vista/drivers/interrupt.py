@@ -30,8 +30,13 @@ class StopOnSignals:
         self._previous: dict[int, Any] = {}
 
     def attach(self, executor: Any) -> None:
-        """The executor whose running jobs the first signal lets finish (and the second kills)."""
+        """The executor whose running jobs the first signal lets finish (and the second kills).
+        Our handlers are installed again: starting an executor may have replaced them (Ray's
+        core worker installs its own SIGTERM handler, which kills the driver at once)."""
         self.executor = executor
+        if self._previous and threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                signal.signal(sig, self._handle)
         if self.received is not None:
             self._stop_executor()
 
