@@ -1,7 +1,8 @@
 """Table and plot of a selection study: ``python experiments/selection_study/table.py RUNS [--out DIR]``.
 
-Reads every ``result.json`` under RUNS (written by run_study.py) and writes to ``--out``
-(default: this folder's ``results/``):
+Reads every ``result.json`` under RUNS (written by run_study.py), recomputes each method's
+quality from its scores (a candidate a score could not rank counts last, as in a live run),
+and writes to ``--out`` (default: this folder's ``results/``):
 - ``table.md``: per method, the mean over settings of Kendall tau, weighted tau, Spearman rho,
   top-1 regret, how often it picked the best candidate, and its cost (client forward and
   backward passes, bytes, federated rounds, wall time; compute also as a fraction of brute
@@ -20,18 +21,32 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from vista.drivers.study import quality_of
+from vista.selection.scores import names as score_names
 from vista.selection.search import Cost
+from vista.selection.spec import SEARCH_METHODS
 
-METHODS = ("logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior", "random",
-           "successive_halving", "hybrid", "brute_force")
+METHODS = (*score_names(), *SEARCH_METHODS)  # every registered score, then the searches
 QUALITY = ("kendall_tau", "weighted_tau", "spearman", "top1_regret")
+
+
+def requalify(results: list[dict]) -> list[dict]:
+    """Each method's quality recomputed from its recorded scores, a missing score (None/NaN)
+    ranked last as a live run ranks it (results written before that rule dropped them)."""
+    for r in results:
+        for e in r["methods"].values():
+            if "scores" in e:
+                for q in (*QUALITY, "chosen", "best"):
+                    e.pop(q, None)
+                e.update(quality_of(r["truth"], e["scores"]))
+    return results
 
 
 def load(runs: Path) -> list[dict]:
     out = [json.loads(p.read_text()) for p in sorted(runs.rglob("result.json"))]
     if not out:
         raise SystemExit(f"no result.json under {runs}")
-    return out
+    return requalify(out)
 
 
 def compute(cost: dict) -> float:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vista.models.hub import ModelSpec
-from vista.drivers.study import StudyConfig, run_setting
+from vista.drivers.study import StudyConfig, quality_of, run_setting
+from vista.selection.ranking import rank_by
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,24 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])
+
+
+def test_a_missing_score_ranks_last_in_the_study_as_in_a_live_run():
+    """A score undefined for a candidate (None, NaN in old results) ranks it last, in name order
+    among the unscored, exactly as rank_by ranks it in a live run; the table recomputes old
+    result.json files (which dropped it) the same way."""
+    truth = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}
+    scores = {"a": None, "b": 2.0, "c": 1.0, "d": float("nan")}
+    q = quality_of(truth, scores)
+    assert rank_by(scores) == ["b", "c", "a", "d"] and q["chosen"] == "b" and q["best"] == "a"
+    assert q["kendall_tau"] == pytest.approx(1 / 3)  # b>c>a>d against a>b>c>d: 4 concordant pairs, 2 discordant
+    assert quality_of(truth, {"a": None, "b": None}) == {}
+    cost = {"forward_passes": 1, "backward_passes": 0, "bytes_up": 0, "bytes_down": 0, "rounds": 1, "seconds": 0.0}
+    old = {"data": "x", "partition": "iid", "seed": 0, "truth": truth, "methods": {
+        "logme": {"kendall_tau": 1.0, "top1_regret": 0.1, "chosen": "b", "best": "b", "scores": scores, "cost": cost},
+        "brute_force": {"scores": truth, "cost": cost}}}
+    [row] = [r for r in _script("table").rows_of(_script("table").requalify([old])) if r["method"] == "logme"]
+    assert row["kendall_tau"] == pytest.approx(1 / 3) and row["best"] == "a" and row["top1_regret"] == pytest.approx(0.1)
 
 
 def _script_bench():

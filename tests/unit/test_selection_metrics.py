@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
 
-from vista.selection import METRICS, SufficientStats, federated_score, score_features
+from vista.selection import METRICS, SCORES, SufficientStats, federated_score, score_features
 from vista.selection import metrics as M
+from vista.selection.scores import CLIENT, EXACT, PRIOR
 
 N, D, C = 300, 16, 4
 REL = 1e-8
@@ -34,8 +35,9 @@ def _skewed_split(f, y, num_clients, seed=0, alpha=0.3):
 
 
 # ---------------------------------------------------------------- direct references
-def ref_logme(f, y):
-    """You et al.'s LogME from raw features via the SVD of F (no statistics)."""
+def ref_logme(f, y, eps=M.LOGME_EPSILON):
+    """You et al.'s LogME from raw features via the SVD of F (no statistics), with the
+    epsilon of their code in the fixed point and the evidence."""
     f = np.asarray(f, dtype=np.float64)
     n, d = f.shape
     u, s, _vh = np.linalg.svd(f, full_matrices=False)
@@ -57,7 +59,7 @@ def ref_logme(f, y):
             m = vh.T @ (beta * s * ut / denom)
             m2 = m @ m
             res = np.sum((t - f @ m) ** 2)
-            alpha, beta = gamma / m2, (n - gamma) / res
+            alpha, beta = gamma / (m2 + eps), (n - gamma) / (res + eps)
             new_lam = alpha / beta
             if abs(new_lam - lam) / lam < 1e-3:
                 break
@@ -67,8 +69,8 @@ def ref_logme(f, y):
             n / 2 * np.log(beta)
             + d / 2 * np.log(alpha)
             - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * res
-            - alpha / 2 * m2
+            - beta / 2 * (res + eps)
+            - alpha / 2 * (m2 + eps)
             - logdet / 2
         )
         out.append(ev / n)
@@ -146,14 +148,15 @@ REFS = {
 
 # ---------------------------------------------------------------- tests
 def test_registry_covers_the_metrics():
-    assert set(METRICS) == {
-        "logme",
-        "hscore",
-        "reg_hscore",
-        "transrate",
-        "gbc",
-        "avg_logme",
-    }
+    """federated_score computes every exact and client score of the registry; the built-ins
+    declare what they need."""
+    assert set(METRICS) == {n for n, d in SCORES.items() if d.kind in (EXACT, CLIENT)}
+    assert {n for n, d in SCORES.items() if d.kind == EXACT} >= {"logme", "hscore", "reg_hscore", "transrate", "gbc"}
+    assert {n for n, d in SCORES.items() if d.kind == CLIENT} >= {"avg_logme", "borda"}
+    assert {n for n, d in SCORES.items() if d.kind == PRIOR} >= {"param_prior", "random"}
+    assert SCORES["gbc"].rounds == 2 and SCORES["gbc"].per_class and SCORES["transrate"].per_class
+    assert "fourth_moments" in SCORES["reg_hscore"].needs and not SCORES["logme"].per_class
+    assert "client_logme" in SCORES["avg_logme"].needs
 
 
 @pytest.mark.parametrize("metric", sorted(REFS))
@@ -326,21 +329,26 @@ def test_gbc_survives_a_constant_feature():
     assert np.isfinite(score_features(f, y, "gbc"))
 
 
-def test_logme_of_degenerate_statistics_is_nan_not_an_exception():
-    """All-zero features (or a target fit exactly) have no finite evidence: NaN, which the
-    selection driver records as no score, instead of a ZeroDivisionError that kills a run."""
+def test_logme_of_degenerate_statistics_is_finite():
+    """All-zero features carry no information: the evidence of predicting the target by 0
+    (the prior's alpha drops out), finite, with the epsilon of You et al.'s fixed point."""
     stats = SufficientStats.from_features(np.zeros((4, 3)), np.array([0, 0, 1, 1]), 2)
-    assert np.isnan(M.logme(stats))
+    got = M.logme(stats)
+    beta = 4 / (2 + M.LOGME_EPSILON)  # per class: t^T t = 2, no features
+    want = (2 * np.log(beta) - 2 * np.log(2 * np.pi) - beta / 2 * (2 + M.LOGME_EPSILON)) / 4
+    assert got == pytest.approx(want, rel=1e-12)
 
 
-def test_logme_with_fewer_examples_than_dimensions_never_raises():
-    """A small client (n << D, the federated reality) can have gamma = N: NaN, not an error."""
+def test_logme_with_fewer_examples_than_dimensions_is_finite():
+    """A small client (n << D, the federated reality) fits its labels exactly: gamma -> N,
+    which the stable N - gamma keeps away from 0, so the evidence is finite."""
     rng = np.random.default_rng(9)
     for n in (2, 3, 5, 8):
         f = rng.normal(size=(n, 64))
         y = np.arange(n) % 2
         score = M.logme(SufficientStats.from_features(f, y, 3))
-        assert np.isnan(score) or np.isfinite(score)
+        assert np.isfinite(score)
+        assert score == pytest.approx(ref_logme(f, y), rel=1e-8)
 
 
 @pytest.mark.parametrize("per_class", [False, True])

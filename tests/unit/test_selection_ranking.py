@@ -9,6 +9,7 @@ import pytest
 from vista.selection.ranking import (
     borda,
     kendall_tau,
+    missing_last,
     param_prior,
     random_scores,
     rank_by,
@@ -27,6 +28,30 @@ def test_rank_by_descending_ties_by_name():
     assert rank_by({"z": 1.0, "b": 3.0, "a": 1.0, "c": 2.0}) == ["b", "c", "a", "z"]
     assert rank_by({}) == []
     assert rank_by({"z": None, "b": 3.0, "y": None, "a": -9.0}) == ["b", "a", "y", "z"]  # unscored last
+
+
+def test_rank_by_puts_nan_and_inf_with_the_missing():
+    assert rank_by({"a": float("nan"), "b": 1.0, "c": None, "d": float("-inf"), "e": 0.5}) == ["b", "e", "a", "c", "d"]
+
+
+def test_missing_last_orders_exactly_as_rank_by():
+    scores = {"z": None, "b": 3.0, "y": float("nan"), "a": -9.0, "c": 3.0}
+    filled = missing_last(scores)
+    assert set(filled) == set(scores) and all(math.isfinite(v) for v in filled.values())
+    assert rank_by(filled) == rank_by(scores) == ["b", "c", "a", "y", "z"]
+    assert {k: filled[k] for k in ("a", "b", "c")} == {"a": -9.0, "b": 3.0, "c": 3.0}  # real scores kept
+    assert missing_last({"a": None, "b": float("nan")}) == {}  # nothing to rank: a live run stops there
+    assert missing_last({}) == {}
+
+
+def test_a_missing_score_counts_last_in_the_agreement():
+    """Dropping the unscored candidate (what the study did) would report tau 1 here."""
+    truth = {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}
+    scores = {"a": None, "b": 2.0, "c": 1.0, "d": 0.0}
+    q = selection_quality(truth, missing_last(scores))
+    assert q["chosen"] == "b" and q["top1_regret"] == pytest.approx(1.0)
+    assert q["kendall_tau"] == pytest.approx(kendall_tau(truth, {"a": -1.0, "b": 2.0, "c": 1.0, "d": 0.0}))
+    assert q["kendall_tau"] < kendall_tau({k: truth[k] for k in "bcd"}, {k: scores[k] for k in "bcd"}) == 1.0
 
 
 def test_identical_and_reversed_orderings():

@@ -1,13 +1,16 @@
 """The selection driver: which candidate model to fine-tune, how sure, at what cost.
 
-A selection run is a pipeline. Statistics methods (logme, hscore, reg_hscore, transrate,
-gbc and the avg_logme / borda baselines): a parallel ``client_stats`` task (one job per
-candidate x client: frozen encoder -> additive statistics -> privacy guard) and a single
-``select`` task (merge = sum, score, rank). Prior baselines (param_prior, random) need no
-client work. Search methods (successive_halving, hybrid, brute_force) fine-tune candidates
-with the FedPEFT driver, continuing survivors from their checkpoints. Optionally
-(``then_finetune``) the winner is then fine-tuned. The result lands in FLContext, in
-``selection.json``, in the ``selection`` recorder table and in ``summary.json``.
+A selection run is a pipeline. Statistics methods (the exact and client scores of the
+registry, :data:`vista.selection.scores.SCORES`: logme, hscore, reg_hscore, transrate, gbc,
+the avg_logme / borda baselines, and any score registered later): a parallel ``probe`` task
+(the server's shift per candidate), a parallel ``client_stats`` task (one job per candidate x
+client: frozen encoder -> additive statistics around the shift -> privacy guard) and a single
+``merge_and_score`` task (merge = sum, score, rank); a two-round score adds the PCA round.
+Prior scores (param_prior, random) need no client work. Search methods (successive_halving,
+hybrid, brute_force) fine-tune candidates with the FedPEFT driver, continuing survivors from
+their checkpoints. Optionally (``then_finetune``) the winner is then fine-tuned. The result
+lands in FLContext, in ``selection.json``, in the ``selection`` recorder table and in
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from vista.pipeline import (EventManager, FLContext, JobResult, Jobs, JobSpec, P
                             payload_nbytes)
 from vista.recording.recorder import ExpRecorder
 from vista.selection import metrics as score_fns
+from vista.selection import scores as registry
 from vista.selection.privacy import merge_uploads, privacy_report
-from vista.selection.ranking import borda, param_prior, random_scores, rank_by
+from vista.selection.ranking import rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
 from vista.selection.search import Cost
-from vista.selection.spec import EXACT_SCORES, PRIOR, SEARCH, STATS, SelectionSpec
+from vista.selection.spec import PRIOR, SEARCH, STATS, SelectionSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +63,34 @@ def _cohort(clients: list[int], size: int | None, seed: int) -> list[int]:
 # -- statistics methods ------------------------------------------------------------------------
 def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
                         collect_failures: bool) -> Pipeline:
-    """The statistics round (setup): every client encodes its train data with every candidate
-    and uploads additive statistics; the server merges them (a sum) and scores. GBC takes a
-    second round: the server sends each candidate's PCA basis (from the merged round-1
-    statistics) and the clients upload statistics of their projected features."""
-    scores = spec.statistics_scores()
+    """The statistics round (setup): the server computes each candidate's shift (its features
+    of public probe texts); every client encodes its train data with every candidate and uploads
+    additive statistics around that shift; the server merges them (a sum) and scores. A
+    two-round score (GBC) takes a second round: the server sends each candidate's PCA basis and
+    pooled mean (from the merged round-1 statistics) and the clients upload statistics of their
+    centred, projected features. Which scores, which statistics, which rounds: the registry
+    (:data:`vista.selection.scores.SCORES`)."""
+    wanted = spec.statistics_scores()
+    defs = {s: registry.SCORES[s] for s in wanted}
+    first_round = [s for s, d in defs.items() if d.kind == registry.EXACT and d.rounds == 1]
+    second_round = [s for s, d in defs.items() if d.rounds == 2]
+    client_scores = [s for s, d in defs.items() if d.kind == registry.CLIENT]
     failures = "collect" if collect_failures else "raise"
 
-    def plan_stats(ctx: FLContext) -> Jobs:
+    def plan_probe(ctx: FLContext) -> Jobs:
         ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost", "baseline_voters")
+        return Jobs([JobSpec("probe", (m, -1)) for m in range(len(names))])
+
+    def collect_probe(ctx: FLContext, results: list[JobResult]) -> None:
+        ctx["shifts"] = {names[r.key[0]]: np.asarray(r.value["shift"], dtype=np.float64) for r in results if r.ok}
+
+    def plan_stats(ctx: FLContext) -> Jobs:
         ctx["cohort"] = cohort
+        shifts = ctx["shifts"]  # a candidate whose probe failed: statistics around 0
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
-                                                  "noise_seed": _derived_seed(seed, 7, m, c)})
-                 for m in range(len(names)) for c in cohort]  # candidate-major: one model load per run
+                                                  "noise_seed": _derived_seed(seed, 7, m, c),
+                                                  "shift": shifts.get(name)})
+                 for m, name in enumerate(names) for c in cohort]  # candidate-major: one model load per run
         return Jobs(specs)
 
     def collect_stats(ctx: FLContext, results: list[JobResult]) -> None:
@@ -80,14 +99,13 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     def merge_and_score(ctx: FLContext) -> None:
         results: list[JobResult] = ctx["client_results"]
         merged, failed, mine_of = _merge(results, spec, names, cohort, seed, 6)
-        table: dict[str, dict[str, float | None]] = {s: {} for s in scores}
+        table: dict[str, dict[str, float | None]] = {s: {} for s in wanted}
         local: list[dict[str, float]] = [dict() for _ in cohort]
         weights = [0.0 for _ in cohort]
         per_client: dict[int, dict[str, Any]] = {}
         for name in names:
-            for s in scores:
-                if s in EXACT_SCORES and s != "gbc":
-                    table[s][name] = _finite(getattr(score_fns, s)(merged[name])) if merged[name].n > 0 else None
+            for s in first_round:
+                table[s][name] = _score(defs[s], merged[name])
             for r in mine_of[name]:
                 v, i = r.value, cohort.index(r.key[1])
                 if v["local_logme"] is not None:
@@ -96,51 +114,63 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
                 per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
                                                  "eligible": v["eligible"], "reason": v["reason"],
                                                  "withheld_classes": v["withheld_classes"]})
-        # the naive baselines read the clients' own LogME; a client whose LogME is undefined for
+        # the client scores read the clients' own LogME; a client whose LogME is undefined for
         # some candidate (e.g. it holds one class) votes for none, so every candidate is judged
         # by the same clients
         voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
-        total = sum(w for _, w in voters)
-        if "avg_logme" in scores:  # example-weighted mean of the voters' own LogME
-            for name in names:
-                table["avg_logme"][name] = sum(loc[name] * w for loc, w in voters) / total if total > 0 else None
-        if "borda" in scores:
-            table["borda"] = dict(borda([v for v, _ in voters], weights=[w for _, w in voters])) if voters else \
-                {n: None for n in names}
+        for s in client_scores:
+            got = registry.safe_table(defs[s].fn([v for v, _ in voters], [w for _, w in voters]))
+            table[s] = {n: got.get(n) for n in names}
         ctx["baseline_voters"] = len(voters)
         ctx["merged"] = merged
         ctx["scores"] = table
         ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
         ctx["dims"] = {n: int(mine_of[n][0].value["dim"]) for n in names}
         ctx["failed_jobs"] = failed
-        ctx["cost"] = _cost(results, rounds=1)
+        shift_bytes = sum(np.asarray(ctx["shifts"][names[r.key[0]]]).nbytes for r in results
+                          if r.ok and names[r.key[0]] in ctx["shifts"])
+        ctx["cost"] = dataclasses.replace(_cost(results, rounds=1), bytes_down=shift_bytes)
         ctx["client_results"] = None
 
-    # -- round 2 (GBC only): statistics of features projected on the pooled PCA basis ---------
+    # -- round 2 (two-round scores: GBC): statistics of centred features on the pooled PCA basis
     def plan_projected(ctx: FLContext) -> Jobs:
         bases = {name: score_fns.pca_basis(ctx["merged"][name]) for name in names}
+        centres = {name: ctx["merged"][name].mean() for name in names}
         ctx["bases"] = bases
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 8, m),
                                                   "noise_seed": _derived_seed(seed, 9, m, c),
-                                                  "basis": bases[name]})
+                                                  "basis": bases[name], "centre": centres[name]})
                  for m, name in enumerate(names) for c in cohort]
         return Jobs(specs)
 
     def collect_projected(ctx: FLContext, results: list[JobResult]) -> None:
         merged, failed, _ = _merge(results, spec, names, cohort, seed, 8)
-        ctx["scores"]["gbc"] = {n: _finite(score_fns.gbc(merged[n])) if merged[n].n > 0 else None for n in names}
+        ctx["pca_dims"] = {n: int(ctx["bases"][n].shape[1]) for n in names}
+        for s in second_round:
+            ctx["scores"][s] = {n: _score(defs[s], merged[n]) for n in names}
         ctx["failed_jobs"] = ctx["failed_jobs"] + failed
-        down = sum(ctx["bases"][names[r.key[0]]].nbytes for r in results if r.ok)  # the basis each client got
+        # what each client got: the basis and the centre
+        down = sum(ctx["bases"][names[r.key[0]]].nbytes + 8 * ctx["bases"][names[r.key[0]]].shape[0]
+                   for r in results if r.ok)
         ctx["cost"] = ctx["cost"] + dataclasses.replace(_cost(results, rounds=1), bytes_down=down)
 
-    two = "gbc" in scores
+    two = bool(second_round)
     return Pipeline(
-        setup=[Task("client_stats", plan_stats, mode="parallel", collect=collect_stats, failures=failures),
+        setup=[Task("probe", plan_probe, mode="parallel", collect=collect_probe, failures=failures),
+               Task("client_stats", plan_stats, mode="parallel", collect=collect_stats, failures=failures),
                Task("merge_and_score", merge_and_score)],
         tasks=[Task("client_gbc_stats", plan_projected, mode="parallel", collect=collect_projected,
                     failures=failures)] if two else [],
         rounds=1 if two else 0,
     )
+
+
+def _score(d: registry.ScoreDef, stats: Any) -> float | None:
+    """An exact score of merged statistics, or None (no example arrived, or it is undefined)."""
+    if stats.n == 0:
+        return None
+    with np.errstate(all="ignore"):
+        return registry.safe_value(d.fn(stats))
 
 
 def _merge(results: list[JobResult], spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
@@ -168,11 +198,6 @@ def _cost(results: list[JobResult], rounds: int) -> Cost:
                 bytes_up=sum(payload_nbytes(r.value["upload"]["payload"]) for r in ok), rounds=rounds)
 
 
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
 def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
                    events: EventManager, guard: StopOnSignals | None = None) -> FLContext:
     """The statistics round on the scheduler's workers; returns the context after ``select``."""
@@ -180,8 +205,7 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
     args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
-                     per_class=spec.per_class, local_logme=bool({"avg_logme", "borda"} & set(spec.statistics_scores())),
-                     privacy=spec.privacy)
+                     per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop)
     ctx = FLContext()
@@ -243,12 +267,14 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class)
             out["pooling"] = spec.pooling
             out["dims"] = ctx["dims"]
+            if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))
+                out["pca_dims"] = ctx["pca_dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
-        wanted = {spec.ranking_score, *spec.scores}
-        if "param_prior" in wanted:
-            scores["param_prior"] = param_prior({n: p or 0 for n, p in params.items()})
-        if "random" in wanted:
-            scores["random"] = random_scores(names, parts.seed)
+        for s in spec.wanted_scores():  # prior scores: no client work
+            d = registry.SCORES[s]
+            if d.kind == registry.PRIOR:
+                got = registry.safe_table(d.fn(names, params, parts.seed))
+                scores[s] = {n: got.get(n) for n in names}
         search = oracle = None
         if spec.method.kind == SEARCH:
             seeding = scores.get(spec.ranking_score or "") if spec.name == "hybrid" else None

@@ -8,8 +8,12 @@ hybrid are then *replayed* on the brute-force learning curves: FedPEFT is determ
 a continued run equals an uninterrupted one (tested), so a replayed search decides exactly
 as a live one would and its cost is the sum of the rounds it would have run.
 
-Statistics-score costs are per score: LogME-family scores need no per-class Gram
-matrices, TransRate and GBC do; the bytes are computed from the wire layout for each.
+Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`).
+Statistics-score costs are per score, from what each declares: per-class Gram matrices
+(TransRate, GBC) cost bytes, a second round (GBC) costs forward passes; the bytes are
+computed from the wire layout for each, plus what the server sends (the shift; GBC's basis
+and centre). A score that is undefined for a candidate ranks it last, as a live run does
+(:func:`vista.selection.ranking.missing_last`).
 """
 
 from __future__ import annotations
@@ -31,16 +35,11 @@ from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
-from vista.selection.ranking import selection_quality
+from vista.selection.ranking import missing_last, selection_quality
+from vista.selection.scores import CLIENT, EXACT, PRIOR, SCORES
+from vista.selection.scores import names as score_names
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
-from vista.selection.spec import (
-    CLIENT_SCORES,
-    EXACT_SCORES,
-    PER_CLASS_SCORES,
-    PRIOR_SCORES,
-    TWO_ROUND_SCORES,
-    SelectionSpec,
-)
+from vista.selection.spec import SelectionSpec
 from vista.selection.stats import SufficientStats
 
 PARTITIONS: dict[str, tuple[str, float | None]] = {
@@ -48,8 +47,17 @@ PARTITIONS: dict[str, tuple[str, float | None]] = {
     "alpha=1": ("niid_label", 1.0),
     "alpha=0.1": ("niid_label", 0.1),
 }
-STAT_METHODS = (*EXACT_SCORES, *CLIENT_SCORES)
-PRIOR_METHODS = PRIOR_SCORES
+
+
+def stat_methods() -> tuple[str, ...]:
+    """The registry's scores that need client work (exact and client scores)."""
+    return (*score_names(EXACT), *score_names(CLIENT))
+
+
+def prior_methods() -> tuple[str, ...]:
+    return score_names(PRIOR)
+
+
 SEARCH_METHODS = ("successive_halving", "hybrid")
 
 
@@ -101,8 +109,9 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = setting_parts(cfg, data_file, partition, seed, out_dir)
     names = [c.name for c in cfg.candidates]
+    stat_names, prior_names = stat_methods(), prior_methods()
     stats_spec = SelectionSpec(name="logme", candidates=cfg.candidates,
-                               scores=(*STAT_METHODS, *PRIOR_METHODS), privacy=cfg.privacy)
+                               scores=(*stat_names, *prior_names), privacy=cfg.privacy)
     stats = _run_or_reuse(dataclasses.replace(parts, selection=stats_spec), out_dir / "statistics")
     stats_seconds = stats["selection_seconds"]
     bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
@@ -118,18 +127,20 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     encoded = sum(r["examples"] for r in stats["clients"]) * len(names)  # one statistics round
     methods: dict[str, dict[str, Any]] = {}
     stat_costs: dict[str, Cost] = {}
-    for m in STAT_METHODS:
-        per_class = m in PER_CLASS_SCORES
+    shift_down = sum(uploading * 8 * dims[c] for c in names)  # the server's shift, to every client
+    for m in stat_names:
+        d = SCORES[m]
+        per_class = d.per_class and d.rounds == 1
         up = sum(uploading * stats_bytes(dims[c], classes, per_class, secure) for c in names)
-        cost = Cost(forward_passes=encoded, rounds=1, seconds=stats_seconds, bytes_up=up)
-        if m in TWO_ROUND_SCORES:  # round 2: per-class statistics on the PCA basis
-            k = {c: min(GBC_PCA_DIM, dims[c]) for c in names}
+        cost = Cost(forward_passes=encoded, rounds=1, seconds=stats_seconds, bytes_up=up, bytes_down=shift_down)
+        if d.rounds == 2:  # the PCA round: per-class statistics on the basis (basis and centre sent out)
+            k = {c: int(stats.get("pca_dims", {}).get(c, min(GBC_PCA_DIM, dims[c]))) for c in names}
             cost = cost + Cost(forward_passes=encoded, rounds=1,
                                bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
-                               bytes_down=sum(uploading * 8 * dims[c] * k[c] for c in names))  # the PCA bases
+                               bytes_down=sum(uploading * 8 * dims[c] * (k[c] + 1) for c in names))
         stat_costs[m] = cost
         methods[m] = _entry(truth, stats["scores"][m], cost)
-    for m in PRIOR_METHODS:
+    for m in prior_names:
         methods[m] = _entry(truth, stats["scores"][m], Cost())
     sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
     methods["successive_halving"] = _entry(truth, sh.rank_scores, sh.cost, search=sh.to_dict())
@@ -153,7 +164,13 @@ def _run_or_reuse(parts: ExperimentParts, run_dir: Path) -> dict[str, Any]:
     return run_selection(parts, run_dir)["selection"]
 
 
+def quality_of(truth: dict[str, float], scores: dict[str, float | None]) -> dict[str, Any]:
+    """A score's agreement with the truth, every candidate counted: one the score could not
+    rank (``None``/NaN) ranks last, exactly as ``rank_by`` puts it in a live run. Empty when
+    no candidate has a score (a live run stops with an error there)."""
+    ranked = missing_last(scores)
+    return selection_quality(truth, ranked) if len(set(ranked) & set(truth)) >= 2 else {}
+
+
 def _entry(truth: dict[str, float], scores: dict[str, float | None], cost: Cost, **extra: Any) -> dict[str, Any]:
-    usable = {c: float(v) for c, v in scores.items() if v is not None and v == v and abs(v) != float("inf")}
-    quality = selection_quality(truth, usable) if len(usable) >= 2 else {}
-    return {**quality, "scores": scores, "cost": cost.to_dict(), **extra}
+    return {**quality_of(truth, scores), "scores": scores, "cost": cost.to_dict(), **extra}

@@ -114,7 +114,7 @@ class FrozenEncoder:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", pooling: str = "auto",
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, share_weights: bool = True) -> None:
         import torch
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
@@ -168,6 +168,10 @@ class FrozenEncoder:
         model.float()
         for p in model.parameters():
             p.requires_grad_(False)
+        if share_weights:  # every worker on the host reads the same copy of the weights
+            from vista.models.shared_weights import share_weights as share
+
+            share(model, model_dir)
         self.model = model.to(device)
         self.device = device
         self.pooling = resolved
@@ -232,12 +236,14 @@ def client_statistics(
     max_seq_len: int,
     clip_norm: float | None = None,
     keep: Sequence[bool] | np.ndarray | None = None,
+    shift: np.ndarray | None = None,
 ) -> tuple[SufficientStats, int]:
     """One client's :class:`SufficientStats` of ``encoder``'s features, streamed batch by batch.
 
     ``keep``: optional boolean mask over the examples; the others are never encoded.
-    ``clip_norm``: when set, every feature row of L2 norm above it is scaled down to it before
-    accumulating (bounded sensitivity, for differential privacy).
+    ``shift``: the public point the server sent; the statistics are of ``f - shift``.
+    ``clip_norm``: when set, every row ``f - shift`` of L2 norm above it is scaled down to it
+    before accumulating (bounded sensitivity, for differential privacy).
     Returns the statistics and the number of forward passes (examples encoded).
     """
     y = np.asarray(labels).reshape(-1)
@@ -252,11 +258,15 @@ def client_statistics(
         if k.dtype != np.bool_ or k.shape != (len(texts),):
             raise ValueError(f"keep must be a boolean mask of shape ({len(texts)},), got {k.dtype} {k.shape}")
         idx = np.flatnonzero(k)
-    stats = SufficientStats.empty(num_classes, encoder.dim, per_class)
+    stats = SufficientStats.empty(num_classes, encoder.dim, per_class, shift)
     kept = [texts[i] for i in idx]
     done = 0
     for f in encoder.features(kept, batch_size, max_seq_len):
-        rows = f if clip_norm is None else clip_rows(f, clip_norm)
-        stats.accumulate(rows, y[idx[done : done + f.shape[0]]])
+        rows = np.asarray(f, dtype=np.float64)
+        if stats.shift is not None:
+            rows = rows - stats.shift
+        if clip_norm is not None:
+            rows = clip_rows(rows, clip_norm)
+        stats.accumulate(rows, y[idx[done : done + f.shape[0]]], shifted=True)
         done += f.shape[0]
     return stats, done

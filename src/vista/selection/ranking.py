@@ -22,6 +22,7 @@ from scipy import stats
 __all__ = [
     "borda",
     "kendall_tau",
+    "missing_last",
     "param_prior",
     "random_scores",
     "rank_by",
@@ -69,15 +70,41 @@ def _constant(*vectors: np.ndarray) -> bool:
 
 
 # --------------------------------------------------------------------------- orderings
+def _missing(v: Any) -> bool:
+    """No score: ``None``, NaN or an infinity (what the driver records as ``None``)."""
+    if v is None:
+        return True
+    try:
+        return not math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False  # a non-numeric value is an error, reported by _check_scores
+
+
 def rank_by(scores: Mapping[str, float | None]) -> list[str]:
     """Candidates from best to worst; equal scores fall back to name order so runs agree.
-    A candidate without a score (``None``, e.g. a metric undefined for it) ranks after every
-    scored one."""
+    A candidate without a score (``None``, NaN or an infinity, e.g. a metric undefined for it)
+    ranks after every scored one, the unscored ones in name order."""
     if not isinstance(scores, Mapping):
         raise TypeError(f"scores must be a dict of candidate -> score, got {type(scores).__name__}")
-    scored = {k: v for k, v in scores.items() if v is not None}
+    scored = {k: v for k, v in scores.items() if not _missing(v)}
     _check_scores(scored, "scores")
     return sorted(scored, key=lambda k: (-float(scored[k]), k)) + sorted(set(scores) - set(scored))
+
+
+def missing_last(scores: Mapping[str, float | None]) -> dict[str, float]:
+    """Every candidate with a finite score that orders exactly as :func:`rank_by`: a missing
+    score (``None``, NaN, an infinity) becomes a value below every real one, the missing
+    candidates in name order. So an evaluation (tau, regret) counts a candidate a score could
+    not rank where a live run puts it (last), instead of dropping it. Empty when no candidate
+    has a score (a live run stops there)."""
+    order = rank_by(scores)
+    real = {k: float(v) for k, v in scores.items() if not _missing(v)}  # type: ignore[arg-type]
+    if not real:
+        return {}
+    floor = min(real.values())
+    gap = max(1.0, max(real.values()) - floor)
+    missing = [k for k in order if k not in real]
+    return {**real, **{k: floor - gap * (1 + i) for i, k in enumerate(missing)}}
 
 
 def kendall_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:

@@ -1,10 +1,13 @@
 """StatisticsRuntime: the client side of a selection round, inside one worker process.
 
 A job ``client_stats`` with key ``(candidate, client)`` runs the candidate's frozen encoder
-over the client's train texts and returns the client's upload: its additive statistics,
-passed through the privacy guard (withheld rare classes, too-small clients contributing
-zeros, DP clipping and noise, pairwise masks). Jobs are planned candidate-major, so a worker
-loads each candidate once in a row; one encoder is held at a time.
+over the client's train texts and returns the client's upload: its additive statistics
+around the shift the server sent, passed through the privacy guard (withheld rare classes,
+too-small clients contributing zeros, DP clipping and noise, pairwise masks). A job
+``probe`` with key ``(candidate, -1)`` is the server's: the candidate's mean feature of
+:data:`PROBE_TEXTS` (public), the shift every client's statistics are taken around. Jobs are
+planned candidate-major, so a worker loads each candidate once in a row; one encoder is held
+at a time.
 """
 
 from __future__ import annotations
@@ -19,11 +22,21 @@ from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
 from vista.models.hub import ModelSpec
 from vista.pipeline.protocol import WorkerEnv
 from vista.selection.features import FrozenEncoder, client_statistics
-from vista.selection.metrics import logme
+from vista.selection.metrics import local_logme
 from vista.selection.privacy import PrivacySpec, admit, client_upload
 from vista.selection.stats import SufficientStats
 
 log = logging.getLogger(__name__)
+
+# Public texts whose mean feature is the shift of a candidate's statistics. Any input works:
+# features whose norm dwarfs their spread share a large common part, which every input has,
+# so subtracting one input's features leaves the spread (see vista.selection.stats).
+PROBE_TEXTS = (
+    "The committee will publish its report on the new rules next week.",
+    "She said the results were better than expected this year.",
+    "A short note about the weather, the market and the match.",
+    "Researchers described the method and its limits in detail.",
+)
 
 
 @dataclass(frozen=True)
@@ -35,12 +48,12 @@ class StatsArgs:
     batch_size: int
     max_seq_len: int
     per_class: bool
-    local_logme: bool  # per-client LogME, for the avg_logme and borda baselines (sent in the clear)
+    local_logme: bool  # per-client LogME, for the client scores (avg_logme, borda; sent in the clear)
     privacy: PrivacySpec
 
 
 class StatisticsRuntime:
-    JOBS = ("client_stats",)
+    JOBS = ("client_stats", "probe")
 
     def __init__(self, args: StatsArgs, env: WorkerEnv) -> None:
         self.args, self.device = args, env.device
@@ -62,18 +75,28 @@ class StatisticsRuntime:
             self._encoder = None  # free the previous model first
             spec = self.args.candidates[candidate]
             enc = FrozenEncoder(spec.resolve(), device=self.device, pooling=self.args.pooling,
-                                trust_remote_code=spec.trust_remote_code)
+                                trust_remote_code=spec.trust_remote_code, share_weights=spec.share_weights)
             self._encoder = (candidate, enc)
             log.info("encoder %s ready (dim %d, pooling %s)", spec.name, enc.dim, enc.pooling)
         return self._encoder[1]
+
+    def probe(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
+        """The server's shift for a candidate: its mean feature of the public probe texts,
+        rounded to float32 (a short, exact number every client receives as is)."""
+        enc = self.encoder(key[0])
+        f = np.concatenate(list(enc.features(list(PROBE_TEXTS), len(PROBE_TEXTS), self.args.max_seq_len)))
+        return {"shift": np.asarray(f, dtype=np.float64).mean(axis=0).astype(np.float32).astype(np.float64),
+                "forward_passes": len(PROBE_TEXTS)}
 
     def client_stats(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         candidate, client = key
         a = self.args
         enc: Any = self.encoder(candidate)
-        per_class = a.per_class
-        if payload.get("basis") is not None:  # GBC's round 2: features on the pooled PCA basis
-            enc, per_class = _Projected(enc, np.asarray(payload["basis"], dtype=np.float64)), True
+        per_class, shift = a.per_class, payload.get("shift")
+        if payload.get("basis") is not None:  # the PCA round: centred features on the pooled PCA basis
+            enc = _Projected(enc, np.asarray(payload["basis"], dtype=np.float64),
+                             np.asarray(payload["centre"], dtype=np.float64))
+            per_class, shift = True, None
         if self._partition is None:
             self._partition = FedNLPPartition(a.data.partition_file, a.data.method)
         idx = np.asarray(self._partition.clients[client].train, dtype=np.int64)
@@ -83,17 +106,13 @@ class StatisticsRuntime:
         if adm.eligible:
             stats, passes = client_statistics(
                 enc, self.data.texts(idx), labels, a.num_labels, per_class=per_class, batch_size=a.batch_size,
-                max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if a.privacy.dp else None, keep=adm.keep)
+                max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if a.privacy.dp else None, keep=adm.keep,
+                shift=shift)
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
-            stats = SufficientStats.empty(a.num_labels, enc.dim, per_class)
+            stats = SufficientStats.empty(a.num_labels, enc.dim, per_class, shift)
         local = None
-        if a.local_logme and adm.eligible and stats.n > 0 and "basis" not in payload:
-            try:
-                with np.errstate(all="ignore"):
-                    local = float(logme(stats))
-            except (ArithmeticError, np.linalg.LinAlgError):
-                local = float("nan")
-            local = local if np.isfinite(local) else None  # a tiny or one-class client: LogME degenerates
+        if a.local_logme and adm.eligible and "basis" not in payload:
+            local = local_logme(stats)  # None for a client of fewer than 2 classes
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
                                rng_seed=payload["noise_seed"])
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
@@ -106,12 +125,13 @@ class StatisticsRuntime:
 
 
 class _Projected:
-    """An encoder whose features are projected onto a basis (D, k): the server's PCA basis."""
+    """An encoder whose features are centred on ``centre`` (the pooled mean of round 1) and
+    projected onto ``basis`` (D, k): the server's PCA basis."""
 
-    def __init__(self, encoder: FrozenEncoder, basis: np.ndarray) -> None:
-        self.encoder, self.basis, self.dim = encoder, basis, basis.shape[1]
+    def __init__(self, encoder: FrozenEncoder, basis: np.ndarray, centre: np.ndarray) -> None:
+        self.encoder, self.basis, self.centre, self.dim = encoder, basis, centre, basis.shape[1]
         self.pooling = encoder.pooling
 
     def features(self, texts: Any, batch_size: int, max_seq_len: int) -> Any:
         for f in self.encoder.features(texts, batch_size, max_seq_len):
-            yield np.asarray(f, dtype=np.float64) @ self.basis
+            yield (np.asarray(f, dtype=np.float64) - self.centre) @ self.basis

@@ -1,17 +1,21 @@
 """What a selection run is asked to do: the typed form of the ``selection=`` config group.
 
 Built at the edge (``vista.build``) from the config; everything downstream takes a
-:class:`SelectionSpec` and never the config. ``METHODS`` is the registry of selection
-methods and says, per method, which work it needs (client statistics, nothing, or
-federated fine-tuning).
+:class:`SelectionSpec` and never the config. ``METHODS`` maps each selection method to the
+work it needs (client statistics, nothing, or federated fine-tuning): one method per score in
+the registry (:data:`vista.selection.scores.SCORES`, read live, so a score registered later is
+a method too) plus the searches.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from vista.checks import FieldError, at_least, one_of
 from vista.models.hub import ModelSpec
+from vista.selection import scores as registry
 from vista.selection.features import POOLINGS
 from vista.selection.privacy import GUARDED, PrivacySpec
 
@@ -23,35 +27,56 @@ class Method:
     """A selection method: ``kind`` is the work it needs; ``score`` the score that ranks."""
 
     name: str
-    kind: str  # STATS: one round of client statistics; PRIOR: none; SEARCH: FedPEFT training
+    kind: str  # STATS: client statistics (one round, two for GBC); PRIOR: none; SEARCH: FedPEFT training
     score: str | None = None  # the statistics score that ranks (STATS), or seeds hybrid's top-k
 
 
-METHODS: dict[str, Method] = {
+SEARCH_METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("logme", STATS, "logme"),
-        Method("hscore", STATS, "hscore"),
-        Method("reg_hscore", STATS, "reg_hscore"),
-        Method("transrate", STATS, "transrate"),
-        Method("gbc", STATS, "gbc"),
-        Method("avg_logme", STATS, "avg_logme"),  # naive baseline: mean of per-client LogME
-        Method("borda", STATS, "borda"),  # baseline: Borda count of per-client LogME rankings
-        Method("param_prior", PRIOR, "param_prior"),  # baseline: the bigger model
-        Method("random", PRIOR, "random"),  # baseline: a seeded random ranking
         Method("successive_halving", SEARCH),
         Method("hybrid", SEARCH, "logme"),  # metric top-k, then successive halving
         Method("brute_force", SEARCH),  # every candidate for the full budget: the ground truth
     )
 }
 
-# every score one statistics round yields (the exact ones and the two per-client baselines)
-EXACT_SCORES = ("logme", "hscore", "reg_hscore", "transrate", "gbc")
-CLIENT_SCORES = ("avg_logme", "borda")
-PRIOR_SCORES = ("param_prior", "random")  # need no client work
-SCORES = (*EXACT_SCORES, *CLIENT_SCORES, *PRIOR_SCORES)  # what selection.metric / selection.scores may name
-PER_CLASS_SCORES = ("transrate",)  # need per-class Gram matrices in round 1
-TWO_ROUND_SCORES = ("gbc",)  # round 2: per-class statistics of features on the pooled PCA basis
+
+def _method_of(d: registry.ScoreDef) -> Method:
+    return Method(d.name, PRIOR if d.kind == registry.PRIOR else STATS, d.name)
+
+
+class _Methods(Mapping[str, Method]):
+    """Every score of the registry as a method ranked by itself, then the searches."""
+
+    def __getitem__(self, name: str) -> Method:
+        if name in registry.SCORES:
+            return _method_of(registry.SCORES[name])
+        return SEARCH_METHODS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from registry.names()
+        yield from (n for n in SEARCH_METHODS if n not in registry.SCORES)
+
+    def __len__(self) -> int:
+        return len(set(registry.SCORES) | set(SEARCH_METHODS))
+
+
+METHODS: Mapping[str, Method] = _Methods()
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """The name tuples of earlier versions, read from the registry when asked for."""
+    views = {
+        "EXACT_SCORES": lambda: registry.names(registry.EXACT),
+        "CLIENT_SCORES": lambda: registry.names(registry.CLIENT),
+        "PRIOR_SCORES": lambda: registry.names(registry.PRIOR),
+        "SCORES": lambda: registry.names(),  # what selection.metric / selection.scores may name
+        "PER_CLASS_SCORES": lambda: registry.names(needs="class_grams"),
+        "TWO_ROUND_SCORES": lambda: registry.names(rounds=2),
+    }
+    if name in views:
+        return views[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # model config names (conf/model/<name>.yaml), hub directory names or paths
@@ -82,8 +107,14 @@ class SelectionSpec:
     max_rounds: int | None = None  # None: fl.rounds (brute force trains every candidate this long)
     validation_key: str = "client_test_accuracy_mean"  # the FedPEFT metric the searches rank by
     privacy: PrivacySpec = GUARDED  # the privacy guard, on unless told otherwise
+    score_modules: tuple[str, ...] = ()  # modules to import first: they register more scores (@score)
 
     def __post_init__(self) -> None:
+        for module in self.score_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise FieldError("score_modules", f"cannot import {module!r}: {err}", "selection") from None
         if self.name not in METHODS and self.name != "none":
             raise FieldError("name", f"unknown method {self.name!r}; known: none, {', '.join(METHODS)}", "selection")
         names = [c if isinstance(c, str) else c.name for c in self.candidates]
@@ -99,9 +130,10 @@ class SelectionSpec:
             raise FieldError("candidates", f"need at least 2 candidate models, got {names}; "
                              "e.g. selection.candidates=[minilm,mpnet,smollm2]", "selection")
         for field_name, wanted in (("metric", [self.metric] if self.metric else []), ("scores", self.scores)):
-            unknown = [s for s in wanted if s not in SCORES]
+            unknown = [s for s in wanted if s not in registry.SCORES]
             if unknown:
-                raise FieldError(field_name, f"unknown score {unknown[0]!r}; known: {list(SCORES)}", "selection")
+                raise FieldError(field_name, f"unknown score {unknown[0]!r}; known: {list(registry.names())}",
+                                 "selection")
         one_of(self, "pooling", POOLINGS)
         if self.max_rounds is not None and self.max_rounds < self.r0:
             raise FieldError("max_rounds", f"must be >= selection.r0={self.r0}, got {self.max_rounds}", "selection")
@@ -125,10 +157,13 @@ class SelectionSpec:
         """The statistics score that ranks (or seeds hybrid's top-k)."""
         return self.metric or self.method.score
 
+    def wanted_scores(self) -> tuple[str, ...]:
+        """Every score the run records: the ranking one first, then the extras."""
+        return tuple(dict.fromkeys(s for s in (self.ranking_score, *self.scores) if s in registry.SCORES))
+
     def statistics_scores(self) -> tuple[str, ...]:
-        """Every score the statistics round computes: the ranking one first, then the extras."""
-        wanted = [self.ranking_score, *self.scores]
-        return tuple(dict.fromkeys(s for s in wanted if s in (*EXACT_SCORES, *CLIENT_SCORES)))
+        """The wanted scores that need client work (exact and client scores)."""
+        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].client_work)
 
     @property
     def needs_statistics(self) -> bool:
@@ -136,4 +171,15 @@ class SelectionSpec:
 
     @property
     def per_class(self) -> bool:
-        return any(s in PER_CLASS_SCORES for s in self.statistics_scores())
+        """Round 1 uploads per-class Gram matrices (a one-round score needs them)."""
+        return any(registry.SCORES[s].per_class and registry.SCORES[s].rounds == 1 for s in self.statistics_scores())
+
+    @property
+    def client_logme(self) -> bool:
+        """Clients also send their own LogME (a client score needs it)."""
+        return any("client_logme" in registry.SCORES[s].needs for s in self.statistics_scores())
+
+    @property
+    def rounds(self) -> int:
+        """Statistics rounds: 2 when a wanted score is scored on the PCA round."""
+        return max((registry.SCORES[s].rounds for s in self.statistics_scores()), default=0)

@@ -95,11 +95,13 @@ def clip_rows(features, clip_norm: float) -> np.ndarray:
 
 
 def prepare_stats(
-    features, labels, num_classes: int, spec: PrivacySpec, per_class: bool = False
+    features, labels, num_classes: int, spec: PrivacySpec, per_class: bool = False, shift=None
 ) -> tuple[SufficientStats, Admission]:
     """A client's statistics under ``spec``: admitted rows only, clipped when DP is on.
 
-    An ineligible client gets all-zero statistics (it still uploads, see module doc).
+    ``shift``: the public point the statistics are taken around (what is clipped, and what
+    the sensitivities bound, is ``f - shift``). An ineligible client gets all-zero
+    statistics (it still uploads, see module doc).
     """
     f = np.asarray(features)
     if f.ndim != 2:
@@ -108,9 +110,12 @@ def prepare_stats(
     if adm.keep.shape[0] != f.shape[0]:
         raise ValueError(f"{f.shape[0]} feature rows but {adm.keep.shape[0]} labels")
     if not adm.eligible:
-        return SufficientStats.empty(num_classes, f.shape[1], per_class), adm
-    f = f[adm.keep]
+        return SufficientStats.empty(num_classes, f.shape[1], per_class, shift), adm
+    out = SufficientStats.empty(num_classes, f.shape[1], per_class, shift)
+    g = np.asarray(f[adm.keep], dtype=np.float64)
+    if out.shift is not None:
+        g = g - out.shift
     if spec.dp:
-        f = clip_rows(f, spec.clip_norm)
+        g = clip_rows(g, spec.clip_norm)
     y = _check_labels(labels, num_classes)[adm.keep]
-    return SufficientStats.from_features(f, y, num_classes, per_class=per_class), adm
+    return out.accumulate(g, y, shifted=True), adm

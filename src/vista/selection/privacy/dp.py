@@ -234,6 +234,8 @@ def repair(wire: dict, eig_floor: float = 1e-9, noise_floor: float = 0.0) -> dic
         "sq4": max(float(wire["sq4"]), float(np.trace(G)) ** 2 / n if n else 0.0),
         "q": np.asarray(wire["q"], dtype=np.float64).copy(),
     }
+    if "shift" in wire:  # public metadata: passes through
+        out["shift"] = np.asarray(wire["shift"], dtype=np.float64).copy()
     if per_class:
         gc = np.zeros((c, d, d))
         for k, bb in zip(present, between):

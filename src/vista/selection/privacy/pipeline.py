@@ -119,7 +119,7 @@ def merge_uploads(
         if u["layout"] != layout:
             raise ValueError(
                 f"upload of client {u.get('client')} has a different layout: build every "
-                "client's statistics with the same num_classes, dim and per_class"
+                "client's statistics with the same num_classes, dim, per_class and shift"
             )
     survivors = [int(u["client"]) for u in uploads]
     if len(set(survivors)) != len(survivors):
@@ -162,7 +162,7 @@ def merge_uploads(
             total = recover_dropped(total, survivors, dropped, seed, 2 * layout.size)
         wire = from_ring(total, layout, spec.frac_bits)
     else:
-        wire = {"num_classes": layout.num_classes, "dim": layout.dim}
+        wire = layout.meta()
         for b, _ in layout.blocks:
             acc = uploads[0]["payload"][b]
             for u in uploads[1:]:

@@ -38,11 +38,20 @@ _META = ("num_classes", "dim")
 # =========================================================================== ring encoding
 @dataclass(frozen=True)
 class Layout:
-    """Where each numeric block sits in a flat ring vector; metadata travels in the clear."""
+    """Where each numeric block sits in a flat ring vector; metadata travels in the clear
+    (``shift``: the public point the statistics are taken around, the server's own choice)."""
 
     num_classes: int
     dim: int
     blocks: tuple[tuple[str, tuple[int, ...]], ...]
+    shift: tuple[float, ...] | None = None
+
+    def meta(self) -> dict:
+        """The wire dict's metadata entries."""
+        out: dict = {"num_classes": self.num_classes, "dim": self.dim}
+        if self.shift is not None:
+            out["shift"] = np.array(self.shift, dtype=np.float64)
+        return out
 
     @property
     def size(self) -> int:
@@ -60,7 +69,9 @@ def _layout(wire: dict) -> Layout:
     if missing:
         raise ValueError(f"wire dict lacks {missing}: pass SufficientStats.to_wire()")
     blocks = tuple((b, tuple(np.shape(wire[b]))) for b in _BLOCKS if b in wire)
-    return Layout(int(wire["num_classes"]), int(wire["dim"]), blocks)
+    shift = wire.get("shift")
+    shift = None if shift is None else tuple(float(x) for x in np.asarray(shift, dtype=np.float64).reshape(-1))
+    return Layout(int(wire["num_classes"]), int(wire["dim"]), blocks, shift)
 
 
 LO_BITS = 40  # the low limb's extra fractional bits
@@ -122,7 +133,7 @@ def from_ring(vec: np.ndarray, layout: Layout, frac_bits: int) -> dict:
     x = hi.astype(np.float64) / 2.0**frac_bits + lo.astype(np.float64) / 2.0 ** (
         frac_bits + LO_BITS
     )
-    out: dict = {"num_classes": layout.num_classes, "dim": layout.dim}
+    out = layout.meta()
     pos = 0
     for name, shape in layout.blocks:
         size = math.prod(shape)

@@ -1,0 +1,143 @@
+"""The score registry: every selection score, what statistics it needs and how many rounds.
+
+A new score is one function, registered with :func:`score` next to its definition, and one
+yaml (``conf/selection/<name>.yaml`` with ``name: <name>``, plus ``score_modules: [my.module]``
+when the function lives outside Vista, so that validation imports it). Everything else reads
+:data:`SCORES`: the selection methods (:mod:`vista.selection.spec`), the statistics round of
+the driver (which statistics the clients upload, whether there is a second round, how each
+score is computed from what arrived), the selection study and the tests.
+
+Three kinds, by what the function takes:
+
+* ``exact``: ``fn(stats: SufficientStats) -> float``, a pure function of the merged additive
+  statistics (so the federated score equals the pooled one). ``needs`` names the statistics
+  blocks it reads (:data:`STATISTICS`); ``rounds=2`` means it is scored on a second round of
+  statistics of the features projected onto the pooled PCA basis of round 1 (GBC).
+* ``client``: ``fn(local, weights) -> {candidate: score}`` from the clients' own LogME
+  values (``local``: one ``{candidate: value}`` dict per voting client, ``weights``: their
+  example counts): the naive federated baselines.
+* ``prior``: ``fn(candidates, params, seed) -> {candidate: score}``: no client work.
+
+Higher is better for every score; a score that is undefined for a candidate is ``None``
+(NaN and infinities are turned into ``None`` by :func:`safe_value`) and ranks last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CLIENT", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "get", "names", "ordered",
+           "safe_table", "safe_value", "score", "unregister"]
+
+EXACT, CLIENT, PRIOR = "exact", "client", "prior"
+KINDS = (EXACT, CLIENT, PRIOR)
+# what an exact score may ask the clients for (SufficientStats blocks; see vista.selection.stats)
+STATISTICS = {
+    "moments": "N, per-class counts n_c, feature sum s, per-class sums B, Gram matrix G",
+    "fourth_moments": "sum ||f||^4 and sum ||f||^2 f (Ledoit-Wolf shrinkage)",
+    "class_grams": "per-class Gram matrices G_c",
+    "client_logme": "each client's own LogME of its statistics (client scores; sent unmasked)",
+}
+
+
+@dataclass(frozen=True)
+class ScoreDef:
+    """A registered score. ``fn``'s signature depends on ``kind`` (module doc)."""
+
+    name: str
+    fn: Callable[..., Any]
+    needs: frozenset[str]
+    rounds: int
+    kind: str
+    doc: str = ""
+
+    @property
+    def per_class(self) -> bool:
+        """Needs per-class Gram matrices (in its last round)."""
+        return "class_grams" in self.needs
+
+    @property
+    def client_work(self) -> bool:
+        return self.kind in (EXACT, CLIENT)
+
+
+SCORES: dict[str, ScoreDef] = {}
+
+
+def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), rounds: int = 1,
+          kind: str = EXACT) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn`` as the score ``name`` (default: the function's name).
+
+    Re-registering a name replaces it only with the same function (a module imported twice);
+    otherwise it is an error, so two scores cannot silently share a name.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    wanted = frozenset(needs)
+    unknown = sorted(wanted - set(STATISTICS))
+    if unknown:
+        raise ValueError(f"unknown statistics {unknown}; known: {sorted(STATISTICS)}")
+    if rounds not in (1, 2) or (rounds == 2 and kind != EXACT):
+        raise ValueError(f"rounds must be 1, or 2 for an exact score (a PCA round first), got {rounds}")
+    if kind == CLIENT and "client_logme" not in wanted:
+        wanted = wanted | {"client_logme"}
+    if kind == PRIOR:
+        wanted = frozenset()
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        key = name or fn.__name__
+        old = SCORES.get(key)
+        if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
+            raise ValueError(f"a score named {key!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "")
+        return fn
+
+    return register
+
+
+def unregister(name: str) -> None:
+    """Remove a score (tests that register a temporary one clean up with this)."""
+    SCORES.pop(name, None)
+
+
+def ordered() -> list[ScoreDef]:
+    """The registered scores, exact ones first, then client, then prior; else in registration order."""
+    return sorted(SCORES.values(), key=lambda d: KINDS.index(d.kind))
+
+
+def names(kind: str | None = None, *, rounds: int | None = None, needs: str | None = None) -> tuple[str, ...]:
+    """Registered score names (:func:`ordered`), filtered by kind / rounds / a statistic."""
+    return tuple(d.name for d in ordered()
+                 if (kind is None or d.kind == kind) and (rounds is None or d.rounds == rounds)
+                 and (needs is None or needs in d.needs))
+
+
+def get(name: str) -> ScoreDef:
+    try:
+        return SCORES[name]
+    except KeyError:
+        raise ValueError(f"unknown score {name!r}; known: {', '.join(SCORES)}") from None
+
+
+def safe_value(x: Any) -> float | None:
+    """A score as recorded: a finite float, or ``None`` (undefined: ranks last)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def safe_table(values: Mapping[str, Any]) -> dict[str, float | None]:
+    return {k: safe_value(v) for k, v in values.items()}
+
+
+# the built-in scores register themselves on import (bottom: they import this module's decorator)
+from vista.selection import baselines as _baselines  # noqa: F401
+from vista.selection import metrics as _metrics  # noqa: F401
