@@ -30,6 +30,10 @@ class EchoRuntime:
             raise ValueError(f"boom on {key}")
         elif fn == "die":
             os._exit(7)
+        elif fn == "tensors":  # what a training job returns: tensors, each sent over a file descriptor
+            import torch
+
+            return {f"t{i}": torch.full((64,), float(key)) for i in range(payload.get("n", 8))}
         elif fn in ("calc", "slow_once"):
             if fn == "slow_once" and _attempt() == 0:  # slow the first time only: a re-run is quick
                 time.sleep(payload.get("seconds", 30))

@@ -9,6 +9,7 @@ re-runs (retries) and the worker processes replaced on the way (respawns).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import defaultdict
@@ -82,7 +83,12 @@ class JobMonitor:
             raise ValueError(f"job {result.job_id}: {result.state.value} is not a final state")
         self._state[result.job_id] = result.state
         self._worker[result.job_id] = result.worker
-        self._results[result.job_id] = result
+        if result.state is not JobState.DONE:
+            # only failures are read back (``failed``), and without their value: a kept result
+            # would pin its tensors, and a tensor received from a worker holds an open file
+            # descriptor (torch's file-descriptor sharing): keeping every job's result leaked
+            # ~26 descriptors a round and hung a run at `ulimit -n 1024` after 37 rounds
+            self._results[result.job_id] = dataclasses.replace(result, value=None)
 
     def state(self, job_id: str) -> JobState:
         return self._state[job_id]
