@@ -131,3 +131,20 @@ def test_test_split_falls_back_to_client_test_lists(pair):
     with h5py.File(pair[1]) as f:
         expected = np.unique(np.concatenate([f[f"uniform/partition_data/{c}/test"][()] for c in range(4)]))
     assert np.array_equal(fed.test_indices, expected)
+
+
+def test_a_lazy_partition_reads_a_client_when_asked_and_equals_the_eager_one(tiny_data):
+    import numpy as np
+
+    from vista.data.fednlp import FedNLPPartition
+
+    eager = FedNLPPartition(tiny_data[1], "uniform")
+    lazy = FedNLPPartition(tiny_data[1], "uniform", lazy=True)
+    assert lazy.client_ids == eager.client_ids and lazy.method == eager.method
+    assert lazy.clients._read == {}  # nothing read yet
+    c = eager.client_ids[1]
+    assert np.array_equal(lazy.clients[c].train, eager.clients[c].train)
+    assert np.array_equal(lazy.clients[c].test, eager.clients[c].test)
+    assert list(lazy.clients._read) == [c]  # only that client
+    with pytest.raises(KeyError):
+        lazy.clients[10_000]

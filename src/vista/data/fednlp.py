@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -135,11 +136,41 @@ class ClientSplit:
     test: np.ndarray
 
 
-class FedNLPPartition:
-    """One partition method (an h5 group) of a ``*_partition.h5`` file, read eagerly:
-    index lists are small, texts are not."""
+def _split(c: Any) -> ClientSplit:
+    train = np.asarray(c["train"][()], dtype=np.int64) if "train" in c else np.zeros(0, np.int64)
+    test = np.asarray(c["test"][()], dtype=np.int64) if "test" in c else np.zeros(0, np.int64)
+    return ClientSplit(train, test)
 
-    def __init__(self, path: str | Path, method: str) -> None:
+
+class _LazyClients(Mapping):
+    """Client id -> ClientSplit, each read from the file when first asked for (and kept): a
+    worker reads only the index lists of the clients it runs, not all 10,000."""
+
+    def __init__(self, path: Path, method: str, keys: dict[int, str]) -> None:
+        self._path, self._method, self._keys = path, method, keys
+        self._ids = list(keys)
+        self._read: dict[int, ClientSplit] = {}
+
+    def __getitem__(self, cid: int) -> ClientSplit:
+        if cid not in self._read:
+            key = self._keys[cid]  # KeyError for an unknown client, as a dict
+            with _open(self._path, "FedNLP partition file") as f:
+                self._read[cid] = _split(f[self._method]["partition_data"][key])
+        return self._read[cid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class FedNLPPartition:
+    """One partition method (an h5 group) of a ``*_partition.h5`` file. Eager by default
+    (index lists are small, texts are not); ``lazy=True`` reads a client's lists when first
+    asked for, which is what a worker wants with many clients."""
+
+    def __init__(self, path: str | Path, method: str, lazy: bool = False) -> None:
         self.path = Path(path).expanduser()
         with _open(self.path, "FedNLP partition file") as f:
             available = sorted(f.keys())
@@ -154,18 +185,19 @@ class FedNLPPartition:
             if "partition_data" not in g:
                 raise DataFileError(f"{self.path}: group {self.method!r} has no partition_data")
             pdata = g["partition_data"]
-            self.clients: dict[int, ClientSplit] = {}
-            for cid in sorted(pdata.keys(), key=int):
-                c = pdata[cid]
-                train = np.asarray(c["train"][()], dtype=np.int64) if "train" in c else np.zeros(0, np.int64)
-                test = np.asarray(c["test"][()], dtype=np.int64) if "test" in c else np.zeros(0, np.int64)
-                self.clients[int(cid)] = ClientSplit(train, test)
-            if "n_clients" in g and int(g["n_clients"][()]) != len(self.clients):
+            keys = {int(k): k for k in sorted(pdata.keys(), key=int)}
+            ids = list(keys)
+            self.clients: Mapping[int, ClientSplit]
+            if lazy:
+                self.clients = _LazyClients(self.path, self.method, keys)
+            else:
+                self.clients = {cid: _split(pdata[k]) for cid, k in keys.items()}
+            if "n_clients" in g and int(g["n_clients"][()]) != len(ids):
                 raise DataFileError(
                     f"{self.path}: group {self.method!r} says n_clients={int(g['n_clients'][()])} "
-                    f"but holds {len(self.clients)} clients"
+                    f"but holds {len(ids)} clients"
                 )
-        if not self.clients:
+        if not ids:
             raise DataFileError(f"{self.path}: partition {self.method!r} has no clients")
 
     @property

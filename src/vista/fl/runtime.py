@@ -155,7 +155,7 @@ class FedPEFTRuntime:
     # -- data ------------------------------------------------------------------------------
     def _partition_of(self) -> FedNLPPartition:
         if self._partition is None:
-            self._partition = FedNLPPartition(self.args.data.partition_file, self.args.data.method)
+            self._partition = FedNLPPartition(self.args.data.partition_file, self.args.data.method, lazy=True)
         return self._partition
 
     def _client_data(self, client: int) -> Encoded:

@@ -98,7 +98,7 @@ class StatisticsRuntime:
                              np.asarray(payload["centre"], dtype=np.float64))
             per_class, shift = True, None
         if self._partition is None:
-            self._partition = FedNLPPartition(a.data.partition_file, a.data.method)
+            self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
         idx = np.asarray(self._partition.clients[client].train, dtype=np.int64)
         labels = np.asarray(self.data.labels(idx), dtype=np.int64)
         adm = admit(labels, a.num_labels, a.privacy)
