@@ -131,6 +131,9 @@ def test_a_local_executor_leaves_no_ray_process(tmp_path):
     while ray_processes() and time.monotonic() < deadline:  # the module's Ray session winding down
         time.sleep(0.5)
     assert not ray_processes()
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "120"])  # another child of this process (a W&B service, say)
     ex = build_executor(_spec(num_workers=1), make_echo, {}, tmp_path).start()
     assert len(ray_processes()) >= 3  # GCS, raylet, the actor
     with pytest.raises(ZeroDivisionError):
@@ -140,6 +143,9 @@ def test_a_local_executor_leaves_no_ray_process(tmp_path):
         finally:
             ex.shutdown()
     assert not ray_processes()  # at once: shutdown() returns when Ray's processes are gone
+    assert bystander.poll() is None, "shutdown killed a process that was not Ray's"
+    bystander.kill()
+    bystander.wait()
 
 
 def test_ship_data_gives_actors_their_own_copies_of_the_data_and_model_files(ray_session, tiny_hub, tiny_data,

@@ -37,7 +37,7 @@ from vista.scheduler.arrangement import Arrangement, Inventory
 from vista.scheduler.backends import plan_workers
 from vista.scheduler.devices import GpuInfo, gpu_inventory, usable_cpus
 from vista.scheduler.ray_actor import actor_class
-from vista.scheduler.reaping import descendants, reap
+from vista.scheduler.reaping import descendants, is_ray, reap
 from vista.scheduler.spec import RaySchedulerSpec, SchedulerSpec
 from vista.scheduler.shipping import ship
 
@@ -84,6 +84,7 @@ class RayExecutor:
         self._memory, self._useful = memory, useful_workers
         self._ray: Any = None
         self._owns_ray = False  # this executor started (or connected) Ray, so it stops it
+        self._before_ray: set[int] = set()
         self._slots: list[_Slot] = []
         self._groups = 0
         self._stop_at: float | None = None
@@ -132,6 +133,7 @@ class RayExecutor:
             if self._log_dir is not None:
                 self._log_dir.mkdir(parents=True, exist_ok=True)
             inv = Inventory.probe()
+            self._before_ray = set(descendants(os.getpid()))  # this process's own children are not Ray's
             ray.init(num_cpus=inv.cpus, num_gpus=len(inv.gpus), **kw)
         else:
             kw.pop("include_dashboard")
@@ -208,7 +210,9 @@ class RayExecutor:
                 log.debug("killing actor %d: %s", slot.id, err)
         if self._owns_ray:
             local = self.spec.address == "local"
-            started = descendants(os.getpid()) if local else []  # GCS, raylet, its workers ...
+            # what Ray started below us (GCS, raylet, its workers); never other children of this
+            # process (a W&B service, another executor's workers)
+            started = [p for p in descendants(os.getpid()) if p not in self._before_ray and is_ray(p)] if local else []
             ray.shutdown()
             if local:  # all gone before we return, idle pre-started workers too
                 reap(started)

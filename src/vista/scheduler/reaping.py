@@ -61,3 +61,12 @@ def running(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def is_ray(pid: int) -> bool:
+    """Whether the process looks like one of Ray's (its command line names ray)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"ray" in f.read()
+    except OSError:
+        return False
