@@ -26,11 +26,10 @@ import atexit
 import itertools
 import logging
 import multiprocessing as mp
-import time
-from collections import deque
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -48,6 +47,7 @@ from vista.pipeline.protocol import (
 from vista.scheduler import faults
 from vista.scheduler.arrangement import Arrangement
 from vista.scheduler.backends import plan_workers
+from vista.scheduler.job_group import JobGroup
 from vista.scheduler.pool import (
     BUSY,
     DIED,
@@ -65,37 +65,6 @@ POLL_SECONDS = 0.1
 
 class WorkerStartError(RuntimeError):
     pass
-
-
-class _Group:
-    """The dispatch state of one ``run_jobs`` call."""
-
-    def __init__(self, requests: Sequence[JobRequest], shared: Any, shared_id: str | None,
-                 on_start: Callable[[str, int], None], on_done: Callable[[JobResult], None],
-                 on_retry: Callable[[JobResult, int], None], on_respawn: Callable[[int, str], None],
-                 stop_on_failure: bool) -> None:
-        self.pending: deque[tuple[JobRequest, int]] = deque((r, 0) for r in requests)
-        self.live: dict[str, tuple[JobRequest, int]] = {}  # job id -> (request, attempt) on a worker now
-        self.shared, self.shared_id = shared, shared_id
-        self.on_start, self.on_done, self.on_retry, self.on_respawn = on_start, on_done, on_retry, on_respawn
-        self.stop_on_failure = stop_on_failure
-        self.results: list[JobResult] = []
-        self.failed = False
-
-    def finish(self, res: JobResult) -> None:
-        self.results.append(res)
-        self.on_done(res)
-        if res.state in (JobState.FAILED, JobState.TIMED_OUT) and self.stop_on_failure:
-            self.failed = True
-
-    @property
-    def done(self) -> bool:
-        return self.failed or (not self.pending and not self.live)
-
-
-def _cancelled(req: JobRequest, why: str, worker: int | None = None, attempt: int = 0) -> JobResult:
-    return JobResult(req.job_id, req.key, JobState.CANCELLED, error=f"cancelled: {why}", traceback="(not run)",
-                     worker=worker, attempt=attempt)
 
 
 class NodeScheduler:
@@ -220,7 +189,7 @@ class NodeScheduler:
         if self._pool is None:
             raise RuntimeError("NodeScheduler.run_jobs before start()")
         shared_id = f"s{next(self._shared_ids)}" if shared is not None else None
-        g = _Group(requests, shared, shared_id, on_start, on_done, on_retry, on_respawn, stop_on_failure)
+        g = JobGroup(requests, shared, shared_id, on_start, on_done, on_retry, on_respawn, stop_on_failure)
         while True:
             if self._stop_at is not None:
                 self._cancel(g)
@@ -229,15 +198,11 @@ class NodeScheduler:
             if g.done:
                 return g.results
             if g.pending and not g.live and not self._pool.any_up():
-                for req, attempt in list(g.pending):
-                    g.finish(JobResult(req.job_id, req.key, JobState.FAILED, attempt=attempt,
-                                       error="no live worker left to run this job (all worker processes died)",
-                                       traceback="(not run)"))
-                g.pending.clear()
+                g.fail_pending("no live worker left to run this job (all worker processes died)")
                 continue
             self._poll(g)
 
-    def _dispatch(self, g: _Group) -> None:
+    def _dispatch(self, g: JobGroup) -> None:
         assert self._pool is not None
         while g.pending and not g.failed:
             slot = self._pool.idle_slot()
@@ -249,31 +214,28 @@ class NodeScheduler:
                          g.shared if send_shared else None, attempt)
             slot.ch.inbox.put(job)
             slot.shared_id, slot.state, slot.job, slot.dispatched_at = g.shared_id, BUSY, job, time.monotonic()
-            g.live[req.job_id] = (req, attempt)
+            g.started(req, attempt)
 
-    def _cancel(self, g: _Group) -> None:
+    def _cancel(self, g: JobGroup) -> None:
         """After a stop request: nothing more starts; at the deadline what runs is killed."""
         assert self._pool is not None and self._stop_at is not None
         if not self._stop_noted:
             self._stop_noted = True
             log.warning("stop requested: %d job(s) not started are cancelled, %d running may finish within %.1fs",
                         len(g.pending), len(g.live), max(0.0, self._stop_at - time.monotonic()))
-        while g.pending:
-            req, attempt = g.pending.popleft()
-            g.finish(_cancelled(req, "stop requested before it started", attempt=attempt))
+        g.cancel_pending()
         if time.monotonic() < self._stop_at:
             return
         for slot in self._pool.slots:
             job = slot.job if slot.state == BUSY else None
             if job is not None and job.job_id in g.live:
-                req, attempt = g.live.pop(job.job_id)
                 log.warning("job %s still running on worker %d at the stop deadline: killing the worker",
                             job.job_id, slot.id)
                 self._pool.kill(slot)
-                g.finish(_cancelled(req, "still running at the stop deadline (worker killed)", slot.id, attempt))
+                g.cancel_live(job.job_id, "still running at the stop deadline (worker killed)", slot.id)
 
     # -- events -------------------------------------------------------------------------------
-    def _poll(self, g: _Group | None) -> None:
+    def _poll(self, g: JobGroup | None) -> None:
         """Handle what the workers said (waiting up to POLL_SECONDS), then check on each."""
         assert self._pool is not None
         pool = self._pool
@@ -289,7 +251,7 @@ class NodeScheduler:
             if problem is not None:
                 self._fault(slot, *problem, g)
 
-    def _handle(self, slot: Slot, ch: Any, msg: Any, g: _Group | None) -> None:
+    def _handle(self, slot: Slot, ch: Any, msg: Any, g: JobGroup | None) -> None:
         if ch is not slot.ch or isinstance(msg, ChannelClosed):
             return  # a replaced process's last words; a closed channel is seen by problem()
         if isinstance(msg, WorkerReady):
@@ -307,7 +269,7 @@ class NodeScheduler:
                 self._attempt_over(msg, g)
             # else: a result of an abandoned group's job; its worker is free again
 
-    def _fault(self, slot: Slot, kind: str, reason: str, g: _Group | None) -> None:
+    def _fault(self, slot: Slot, kind: str, reason: str, g: JobGroup | None) -> None:
         """The slot's process died, hung or ran out of time: replace it, re-run its job."""
         if slot.state == STARTING:
             self._start_failed(slot, reason, g)
@@ -327,23 +289,11 @@ class NodeScheduler:
                                          traceback=f"(no traceback: {why})", worker=slot.id, seconds=seconds,
                                          attempt=job.attempt), g)
 
-    def _attempt_over(self, res: JobResult, g: _Group) -> None:
-        """One attempt of a job of this group ended: final, or re-run."""
-        req, attempt = g.live.pop(res.job_id)
-        if res.ok or attempt >= self.spec.max_retries:
-            g.finish(res)
-        elif self._stop_at is not None:  # it would run again, but the run is stopping
-            g.finish(_cancelled(req, f"stop requested; its attempt {attempt} ended {res.state.value}: {res.error}",
-                                res.worker, attempt))
-        else:
+    def _attempt_over(self, res: JobResult, g: JobGroup) -> None:
+        if g.attempt_over(res, self.spec.max_retries, stopping=self._stop_at is not None):
             self.retries += 1
-            log.warning("job %s attempt %d %s on worker %s (%s); re-running it (attempt %d of at most %d)",
-                        res.job_id, attempt, res.state.value, res.worker, (res.error or "").splitlines()[0],
-                        attempt + 1, self.spec.max_retries + 1)
-            g.on_retry(res, attempt + 1)
-            g.pending.appendleft((req, attempt + 1))
 
-    def _replace(self, slot: Slot, reason: str, g: _Group | None) -> None:
+    def _replace(self, slot: Slot, reason: str, g: JobGroup | None) -> None:
         assert self._pool is not None
         self._pool.kill(slot)
         if self._stop_at is not None or self.spec.max_retries == 0:
@@ -352,7 +302,7 @@ class NodeScheduler:
             return
         self._respawn(slot, reason, g)
 
-    def _start_failed(self, slot: Slot, reason: str, g: _Group | None) -> None:
+    def _start_failed(self, slot: Slot, reason: str, g: JobGroup | None) -> None:
         assert self._pool is not None
         self._pool.kill(slot)
         slot.start_failures += 1
@@ -365,7 +315,7 @@ class NodeScheduler:
         log.warning("worker %d failed to start (start #%d): %s", slot.id, slot.starts - 1, reason.splitlines()[0])
         self._respawn(slot, f"failed to start: {reason.splitlines()[0]}", g)
 
-    def _respawn(self, slot: Slot, reason: str, g: _Group | None) -> None:
+    def _respawn(self, slot: Slot, reason: str, g: JobGroup | None) -> None:
         assert self._pool is not None
         self._pool.spawn(slot)
         self.respawns += 1

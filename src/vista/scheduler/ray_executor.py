@@ -25,7 +25,6 @@ import logging
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,10 +35,11 @@ from vista.scheduler import faults
 from vista.scheduler.arrangement import Arrangement, Inventory
 from vista.scheduler.backends import plan_workers
 from vista.scheduler.devices import GpuInfo, gpu_inventory, usable_cpus
+from vista.scheduler.job_group import JobGroup
 from vista.scheduler.ray_actor import actor_class
 from vista.scheduler.reaping import descendants, is_ray, reap
-from vista.scheduler.spec import RaySchedulerSpec, SchedulerSpec
 from vista.scheduler.shipping import ship
+from vista.scheduler.spec import RaySchedulerSpec, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -244,32 +244,15 @@ class RayExecutor:
         self._groups += 1
         shared_id = f"s{self._groups}" if shared is not None else None
         box = [ray.put(shared)] if shared is not None else None  # once per group
-        pending: deque[tuple[JobRequest, int]] = deque((r, 0) for r in requests)
-        results: list[JobResult] = []
-        failed = False
+        g = JobGroup(requests, shared, shared_id, on_start, on_done, on_retry, on_respawn, stop_on_failure)
 
-        def finish(res: JobResult) -> None:
-            nonlocal failed
-            results.append(res)
-            on_done(res)
-            failed = failed or (res.state in (JobState.FAILED, JobState.TIMED_OUT) and stop_on_failure)
-
-        def attempt_over(res: JobResult, req: JobRequest, attempt: int) -> None:
-            if res.ok or attempt >= self.spec.max_retries:
-                finish(res)
-            elif self._stop_at is not None:
-                finish(_cancelled(req, f"stop requested; its attempt {attempt} ended {res.state.value}: {res.error}",
-                                  res.worker, attempt))
-            else:
+        def attempt_over(res: JobResult) -> None:
+            if g.attempt_over(res, self.spec.max_retries, stopping=self._stop_at is not None):
                 self.retries += 1
-                log.warning("job %s attempt %d %s on worker %s (%s); re-running it", res.job_id, attempt,
-                            res.state.value, res.worker, (res.error or "").splitlines()[0])
-                on_retry(res, attempt + 1)
-                pending.appendleft((req, attempt + 1))
 
         def lost(slot: _Slot, state: JobState, reason: str) -> None:
             """The slot's actor died or was killed: its job's attempt is over; Ray restarts it."""
-            ref, req, attempt, started = slot.job  # type: ignore[misc]
+            _, req, attempt, started = slot.job  # type: ignore[misc]
             slot.job = None
             if self.spec.max_retries > 0 and self._stop_at is None:
                 self.respawns += 1
@@ -280,41 +263,35 @@ class RayExecutor:
                 slot.dead = True
             attempt_over(JobResult(req.job_id, req.key, state, error=reason, worker=slot.id,
                                    traceback=f"(no traceback: {reason})", seconds=time.monotonic() - started,
-                                   attempt=attempt), req, attempt)
+                                   attempt=attempt))
 
         while True:
             if self._stop_at is not None:
-                while pending:
-                    req, attempt = pending.popleft()
-                    finish(_cancelled(req, "stop requested before it started", attempt=attempt))
+                g.cancel_pending()
                 if time.monotonic() >= self._stop_at:
                     for slot in self._slots:
                         if slot.job is not None:
-                            _, req, attempt, _ = slot.job
+                            req = slot.job[1]
                             ray.kill(slot.actor, no_restart=True)
                             slot.job, slot.dead = None, True
-                            finish(_cancelled(req, "still running at the stop deadline (actor killed)", slot.id,
-                                              attempt))
-            while pending and not failed:
+                            g.cancel_live(req.job_id, "still running at the stop deadline (actor killed)", slot.id)
+            while g.pending and not g.failed:
                 slot = next((s for s in self._slots if s.idle), None)
                 if slot is None:
                     break
-                req, attempt = pending.popleft()
+                req, attempt = g.pending.popleft()
                 send = box if slot.shared_id != shared_id else None
                 job = RunJob(req.job_id, req.fn, req.key, req.payload, shared_id, None, attempt)
                 slot.job = (slot.actor.run.remote(job, send), req, attempt, time.monotonic())
                 slot.shared_id = shared_id
+                g.started(req, attempt)
                 on_start(req.job_id, slot.id)
-            busy = [s for s in self._slots if s.job is not None]
-            if failed or (not pending and not busy):
-                return results
-            if pending and not busy and all(s.dead for s in self._slots):
-                for req, attempt in pending:
-                    finish(JobResult(req.job_id, req.key, JobState.FAILED, attempt=attempt, traceback="(not run)",
-                                     error="no live worker left to run this job (all Ray actors died)"))
-                pending.clear()
+            if g.done:
+                return g.results
+            if g.pending and not g.live and all(s.dead for s in self._slots):
+                g.fail_pending("no live worker left to run this job (all Ray actors died)")
                 continue
-            self._wait(busy, attempt_over, lost)
+            self._wait([s for s in self._slots if s.job is not None], attempt_over, lost)
 
     def _restarted(self, slot: _Slot, ref: Any) -> None:
         """A restarting actor answered ``ready()``: up (fresh, so it holds no payload), not yet
@@ -351,7 +328,6 @@ class RayExecutor:
                 self._restarted(restarting[ref], ref)
                 continue
             slot = refs[ref]
-            _, req, attempt, _ = slot.job  # type: ignore[misc]
             try:
                 res = ray.get(ref)
             except Exception as err:  # noqa: BLE001  RayActorError & co: the actor process is gone
@@ -359,7 +335,7 @@ class RayExecutor:
                                             f"(out of memory?): {type(err).__name__}: {str(err).splitlines()[0]}")
                 continue
             slot.job = None
-            attempt_over(res, req, attempt)
+            attempt_over(res)
         if self.spec.job_timeout_s > 0:
             now = time.monotonic()
             for slot in busy:
@@ -376,9 +352,3 @@ def _actor_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.startswith("VISTA_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
-
-
-def _cancelled(req: JobRequest, why: str, worker: int | None = None, attempt: int = 0) -> JobResult:
-    return JobResult(req.job_id, req.key, JobState.CANCELLED, error=f"cancelled: {why}", traceback="(not run)",
-                     worker=worker, attempt=attempt)
-
