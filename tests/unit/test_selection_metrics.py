@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
+from support.selection_refs import REFS as PLAIN_REFS
+from support.selection_refs import ref_gbc, ref_logme
 
-from vista.selection import METRICS, SCORES, SufficientStats, federated_score, score_features
+from vista.selection import (
+    METRICS,
+    SCORES,
+    SufficientStats,
+    federated_score,
+    score_features,
+)
 from vista.selection import metrics as M
 from vista.selection.scores import CLIENT, EXACT, PRIOR
 
@@ -34,116 +42,7 @@ def _skewed_split(f, y, num_clients, seed=0, alpha=0.3):
     return clients
 
 
-# ---------------------------------------------------------------- direct references
-def ref_logme(f, y, eps=M.LOGME_EPSILON):
-    """You et al.'s LogME from raw features via the SVD of F (no statistics), with the
-    epsilon of their code in the fixed point and the evidence."""
-    f = np.asarray(f, dtype=np.float64)
-    n, d = f.shape
-    u, s, _vh = np.linalg.svd(f, full_matrices=False)
-    vh = _vh
-    keep = s**2 > (s**2).max() * d * np.finfo(float).eps
-    u, s, vh = u[:, keep], s[keep], vh[keep]
-    sig2 = s**2
-    out = []
-    for c in range(int(y.max()) + 1):
-        t = (y == c).astype(np.float64)
-        if t.sum() == 0:
-            continue
-        ut = u.T @ t
-        alpha, beta = 1.0, 1.0
-        lam = 1.0
-        for _ in range(11):
-            denom = alpha + beta * sig2
-            gamma = np.sum(beta * sig2 / denom)
-            m = vh.T @ (beta * s * ut / denom)
-            m2 = m @ m
-            res = np.sum((t - f @ m) ** 2)
-            alpha, beta = gamma / (m2 + eps), (n - gamma) / (res + eps)
-            new_lam = alpha / beta
-            if abs(new_lam - lam) / lam < 1e-3:
-                break
-            lam = new_lam
-        logdet = np.sum(np.log(alpha + beta * sig2)) + (d - sig2.size) * np.log(alpha)
-        ev = (
-            n / 2 * np.log(beta)
-            + d / 2 * np.log(alpha)
-            - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * (res + eps)
-            - alpha / 2 * (m2 + eps)
-            - logdet / 2
-        )
-        out.append(ev / n)
-    return float(np.mean(out))
-
-
-def _class_mean_rows(f, y):
-    g = np.zeros_like(f)
-    for c in np.unique(y):
-        g[y == c] = f[y == c].mean(axis=0)
-    return g
-
-
-def ref_hscore(f, y):
-    f = np.asarray(f, dtype=np.float64)
-    cov_f = np.cov(f, rowvar=False)
-    cov_g = np.cov(_class_mean_rows(f, y), rowvar=False)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
-
-
-def ref_reg_hscore(f, y):
-    f = np.asarray(f, dtype=np.float64)
-    lw = LedoitWolf(assume_centered=False).fit(f)
-    cov_g = np.cov(_class_mean_rows(f, y), rowvar=False)
-    a = lw.shrinkage_
-    return float(
-        np.trace(np.linalg.pinv(lw.covariance_, rcond=1e-15) @ ((1 - a) * cov_g))
-    )
-
-
-def ref_transrate(f, y, eps=1e-4):
-    f = np.asarray(f, dtype=np.float64)
-    z = f - f.mean(axis=0)
-
-    def rate(zz):
-        n, d = zz.shape
-        return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps**2) * zz.T @ zz)[1]
-
-    return float(rate(z) - sum((y == c).mean() * rate(z[y == c]) for c in np.unique(y)))
-
-
-def ref_gbc(f, y, k=64):
-    """Pandy et al.: PCA of the pooled features (here by SVD), then diagonal class Gaussians."""
-    f = np.asarray(f, dtype=np.float64)
-    centred = f - f.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    f = f @ vt[: min(k, f.shape[1])].T
-    classes = np.unique(y)
-    mu = {c: f[y == c].mean(axis=0) for c in classes}
-    var = {c: f[y == c].var(axis=0) for c in classes}
-    total = 0.0
-    for a in classes:
-        for b in classes:
-            if a == b:
-                continue
-            v = (var[a] + var[b]) / 2
-            db = np.sum((mu[a] - mu[b]) ** 2 / v) / 8 + 0.5 * (
-                np.sum(np.log(v))
-                - 0.5 * np.sum(np.log(var[a]))
-                - 0.5 * np.sum(np.log(var[b]))
-            )
-            total += np.exp(-db)
-    return -float(total)
-
-
-REFS = {
-    "logme": ref_logme,
-    "hscore": ref_hscore,
-    "reg_hscore": ref_reg_hscore,
-    "transrate": ref_transrate,
-    "gbc": ref_gbc,
-    "avg_logme": ref_logme,  # one pooled client: avg_logme is LogME
-}
+REFS = {**PLAIN_REFS, "avg_logme": ref_logme}  # one pooled client: avg_logme is LogME
 
 
 # ---------------------------------------------------------------- tests
