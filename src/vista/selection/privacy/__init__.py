@@ -6,16 +6,19 @@ Three independent layers, all configured by one :class:`PrivacySpec`:
   per-class counts a client needs to contribute; a k-anonymity-style safeguard, outside
   the (epsilon, delta) accounting.
 * **Differential privacy** (``dp``): the distributed Gaussian mechanism on the summed
-  statistics, calibrated with the analytic Gaussian mechanism (:func:`noise_stds`,
-  :func:`privacy_report`), and :func:`repair`, the free post-processing of the noisy sum.
+  statistics, calibrated with the analytic Gaussian mechanism (:func:`noise_stds`), the
+  clients' own scores clipped and noised (:func:`guard_client_score`), and :func:`repair`,
+  the free post-processing of the noisy sum. ``accounting``: ``dp_epsilon`` is the budget
+  of all a run releases (:func:`plan`, :class:`Releases`), composed with dp-accounting's
+  PLD accountant (:func:`composed_epsilon`, :func:`privacy_report`).
 * **Secure aggregation** (``secure_agg``, simulated): fixed-point ring encoding in
   ``Z_2^64`` and pairwise masks that cancel exactly in the sum (:func:`to_ring`,
   :func:`mask_upload`, :func:`recover_dropped`).
 
 ``spec`` holds :class:`PrivacySpec` and the shared validation helpers; ``pipeline`` is the
 only module that combines the layers (:func:`client_upload`, :func:`merge_uploads`). The
-imports run one way, ``spec`` <- ``admission``, ``dp``, ``secure_agg`` <- ``pipeline``, so
-each layer can be read (and tested) without the others.
+imports run one way, ``spec`` <- ``admission``, ``dp`` (<- ``accounting``), ``secure_agg``
+<- ``pipeline``, so each layer can be read (and tested) without the others.
 
 Client side: :func:`prepare_stats` then :func:`client_upload`; server side:
 :func:`merge_uploads`; :func:`privacy_report` describes the guarantee.
@@ -23,6 +26,13 @@ Client side: :func:`prepare_stats` then :func:`client_upload`; server side:
 
 from __future__ import annotations
 
+from vista.selection.privacy.accounting import (
+    ACCOUNTANT,
+    Releases,
+    composed_epsilon,
+    plan,
+    privacy_report,
+)
 from vista.selection.privacy.admission import (
     Admission,
     admit,
@@ -35,10 +45,12 @@ from vista.selection.privacy.dp import _check_delta as _check_delta
 from vista.selection.privacy.dp import _log_delta as _log_delta
 from vista.selection.privacy.dp import _psd as _psd
 from vista.selection.privacy.dp import (
+    check_budget,
     epsilon_for,
+    guard_client_score,
     noise_multiplier_for,
     noise_stds,
-    privacy_report,
+    release_multiplier,
     repair,
     sensitivities,
 )
@@ -63,23 +75,30 @@ from vista.selection.privacy.spec import _is_real as _is_real
 
 # the private helpers above stay importable from here, as from the former single module
 __all__ = [
+    "ACCOUNTANT",
+    "GUARDED",
     "Admission",
     "Layout",
-    "GUARDED",
     "PrivacySpec",
+    "Releases",
     "admit",
+    "check_budget",
     "client_upload",
     "clip_rows",
+    "composed_epsilon",
     "epsilon_for",
     "from_ring",
+    "guard_client_score",
     "mask_upload",
     "merge_uploads",
     "noise_multiplier_for",
     "noise_stds",
     "pairwise_mask",
+    "plan",
     "prepare_stats",
     "privacy_report",
     "recover_dropped",
+    "release_multiplier",
     "repair",
     "sensitivities",
     "to_ring",

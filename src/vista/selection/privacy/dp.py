@@ -1,14 +1,22 @@
-"""Differential privacy: sensitivities, calibration and accounting, and the free repair.
+"""Differential privacy: sensitivities, calibration, the client-score guard, and the repair.
 
 **Differential privacy** (distributed Gaussian mechanism, add/remove-one-example
 adjacency): features are clipped to L2 norm ``clip_norm``, and each of the ``m`` cohort
 members adds ``N(0, (z * sens_b)^2 / m)`` to every block ``b`` of its wire statistics, so
 the *sum* carries noise multiplier ``z`` per block. The ``k`` blocks compose into one
-Gaussian mechanism of multiplier ``z / sqrt(k)``, calibrated with the analytic Gaussian
-mechanism (Balle & Wang 2018) to ``(dp_epsilon, dp_delta)`` for the released sum. This
-relies on secure aggregation: a single upload seen in the clear carries only ``1/m`` of
-the noise variance, i.e. multiplier ``z / sqrt(k m)`` (``local_epsilon`` in
-:func:`privacy_report`).
+Gaussian mechanism of multiplier ``z_r = z / sqrt(k)``: one *release*. A selection run makes
+``R`` releases (``accounting``), and ``dp_epsilon`` is the budget of all of them: each gets
+``z_r = z_1 sqrt(R)`` (:func:`release_multiplier`), ``z_1`` the analytic Gaussian
+mechanism's (Balle & Wang 2018) multiplier for ``(dp_epsilon, dp_delta)``. That is exact:
+``R`` Gaussian mechanisms of multiplier ``z_r`` compose into one of multiplier
+``z_r / sqrt(R)`` (Dong, Roth & Su 2019), which ``accounting`` checks with dp-accounting's
+PLD accountant. This relies on secure aggregation: a single upload seen in the clear
+carries only ``1/m`` of the noise variance, i.e. multiplier ``z_r / sqrt(m)``.
+
+A client's own score (avg_logme, borda) cannot be summed under masks (borda ranks each
+client's values), so with DP it is clipped to ``[score_min, score_max]`` and noised to that
+width on the client, and its example count (the score's weight) is noised with
+sensitivity 1 (:func:`guard_client_score`): two more kinds of release.
 
 The guarantee holds for a fixed admission decision (see ``admission``).
 :func:`repair` post-processes a noisy merged sum back into valid statistics (free under
@@ -17,6 +25,7 @@ DP). This module knows nothing of the ring encoding or the masks.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,10 +36,12 @@ from vista.selection.privacy.spec import PrivacySpec, _check_cohort_size, _is_re
 from vista.selection.stats import from_triu
 
 __all__ = [
+    "check_budget",
     "epsilon_for",
+    "guard_client_score",
     "noise_multiplier_for",
     "noise_stds",
-    "privacy_report",
+    "release_multiplier",
     "repair",
     "sensitivities",
 ]
@@ -93,6 +104,7 @@ def epsilon_for(noise_multiplier: float, delta: float) -> float:
     )
 
 
+@functools.lru_cache(maxsize=256)  # every upload asks: the same few (epsilon, delta) each run
 def noise_multiplier_for(epsilon: float, delta: float) -> float:
     """Smallest noise multiplier (std / sensitivity) giving (epsilon, delta)-DP (analytic)."""
     _check_delta(delta)
@@ -114,64 +126,76 @@ def noise_multiplier_for(epsilon: float, delta: float) -> float:
     return float(brentq(f, lo, hi, xtol=1e-15, rtol=1e-14))
 
 
-def _block_multiplier(spec: PrivacySpec, num_blocks: int) -> float:
-    """Per-block multiplier z of the sum: the k blocks compose to multiplier z / sqrt(k)."""
-    return noise_multiplier_for(spec.dp_epsilon, spec.dp_delta) * math.sqrt(num_blocks)
+def _check_releases(releases) -> int:
+    if isinstance(releases, bool) or not isinstance(releases, (int, np.integer)) or releases < 1:
+        raise ValueError(f"releases must be an integer >= 1, got {releases!r}")
+    return int(releases)
+
+
+def release_multiplier(spec: PrivacySpec, releases: int = 1) -> float:
+    """Noise multiplier (std / L2 sensitivity) of each of ``releases`` Gaussian releases that
+    share the ``(dp_epsilon, dp_delta)`` budget equally: ``z_1 sqrt(releases)`` (module doc)."""
+    if not spec.dp:
+        raise ValueError("release_multiplier needs a spec with dp_epsilon set")
+    return noise_multiplier_for(spec.dp_epsilon, spec.dp_delta) * math.sqrt(_check_releases(releases))
+
+
+def _block_multiplier(spec: PrivacySpec, num_blocks: int, releases: int = 1) -> float:
+    """Per-block multiplier z of the sum: the k blocks compose to the release's z / sqrt(k)."""
+    return release_multiplier(spec, releases) * math.sqrt(num_blocks)
 
 
 def noise_stds(
-    spec: PrivacySpec, per_class: bool, cohort_size: int
+    spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1
 ) -> dict[str, float]:
-    """Std of the noise each of ``cohort_size`` clients adds to each block (sum: x sqrt(m))."""
+    """Std of the noise each of ``cohort_size`` clients adds to each block (sum: x sqrt(m)),
+    for one of ``releases`` releases sharing the budget."""
     if not spec.dp:
         raise ValueError("noise_stds needs a spec with dp_epsilon set")
     m = _check_cohort_size(cohort_size)
     sens = sensitivities(spec.clip_norm, per_class)
-    z = _block_multiplier(spec, len(sens))
+    z = _block_multiplier(spec, len(sens), releases)
     return {b: z * v / math.sqrt(m) for b, v in sens.items()}
 
 
-def privacy_report(spec: PrivacySpec, cohort_size: int, per_class: bool) -> dict:
-    """A json-serialisable description of the guarantee ``spec`` gives a cohort of this size.
-
-    ``epsilon``: of the released sum (all ``cohort_size`` noise shares present).
-    ``local_epsilon``: of one client's upload on its own (what the server learns from it
-    without secure aggregation, or a coalition of the server with all other clients).
-    """
+def check_budget(spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1) -> None:
+    """Fail before any client work when the budget, split over ``releases``, asks for noise
+    that secure aggregation's fixed point cannot carry (a 10-sigma share past ``2^62 / m``)."""
+    if not (spec.dp and spec.secure_agg):
+        return
     m = _check_cohort_size(cohort_size)
-    rep: dict = {
-        "secure_agg": bool(spec.secure_agg),
-        "frac_bits": int(spec.frac_bits) if spec.secure_agg else None,
-        "min_examples": int(spec.min_examples),
-        "min_per_class": int(spec.min_per_class),
-        "cohort_size": m,
-        "dp": spec.dp,
-        "epsilon": None,
-        "local_epsilon": None,
-        "delta": None,
-        "noise_multiplier": None,
-        "effective_noise_multiplier": None,
-        "clip_norm": None,
-        "sigma": None,
-        "sigma_per_client": None,
-    }
+    worst = max(noise_stds(spec, per_class, m, releases).values())
+    limit = 2.0 ** (62 - spec.frac_bits) / m
+    if not 10 * worst <= limit:
+        raise ValueError(
+            f"dp_epsilon={spec.dp_epsilon:g} split over {releases} releases needs noise of std {worst:.3g} "
+            f"per upload, past the fixed-point range of secure aggregation ({limit / 10:.3g} at "
+            f"frac_bits={spec.frac_bits}, {m} clients): raise dp_epsilon, lower frac_bits, or score "
+            "fewer candidates"
+        )
+
+
+def guard_client_score(
+    score: float | None, examples: int, spec: PrivacySpec, *, releases: int = 1,
+    score_seed: int, weight_seed: int,
+) -> tuple[float | None, float]:
+    """A voting client's own score and weight (its example count) as they leave it.
+
+    Without DP: as they are (in the clear; ``None``, an undefined score, stays ``None``).
+    With DP: the score (``None``: ``score_min``, it ranks last) clipped to
+    ``[score_min, score_max]`` plus ``N(0, (z (score_max - score_min))^2)`` (one example can
+    move it anywhere in the range), the count plus ``N(0, z^2)`` floored at 1 (free
+    post-processing), ``z`` the per-release multiplier. ``weight_seed`` must be the same for
+    all of a client's candidates: the one noisy count is then released once, not once each.
+    """
     if not spec.dp:
-        return rep
-    sens = sensitivities(spec.clip_norm, per_class)
-    k = len(sens)
-    z = _block_multiplier(spec, k)
-    z_eff = z / math.sqrt(k)
-    rep.update(
-        epsilon=epsilon_for(z_eff, spec.dp_delta),
-        local_epsilon=epsilon_for(z_eff / math.sqrt(m), spec.dp_delta),
-        delta=float(spec.dp_delta),
-        noise_multiplier=z,
-        effective_noise_multiplier=z_eff,
-        clip_norm=float(spec.clip_norm),
-        sigma={b: z * v for b, v in sens.items()},
-        sigma_per_client={b: z * v / math.sqrt(m) for b, v in sens.items()},
-    )
-    return rep
+        return score, float(examples)
+    z = release_multiplier(spec, releases)
+    v = spec.score_min if score is None or not math.isfinite(score) else float(score)
+    v = min(max(v, spec.score_min), spec.score_max)
+    v += float(np.random.default_rng(score_seed).normal(0.0, z * (spec.score_max - spec.score_min)))
+    w = float(examples) + float(np.random.default_rng(weight_seed).normal(0.0, z))
+    return v, max(w, 1.0)
 
 
 # =========================================================================== post-processing

@@ -7,7 +7,7 @@ decodes, and repairs the noisy sum (``dp.repair``).
 
 Client side: :func:`~vista.selection.privacy.admission.prepare_stats` then
 :func:`client_upload`; server side: :func:`merge_uploads`;
-:func:`~vista.selection.privacy.dp.privacy_report` describes the guarantee.
+:func:`~vista.selection.privacy.accounting.privacy_report` describes the guarantee.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 from vista.selection.privacy.dp import (
     _block_multiplier,
     epsilon_for,
-    noise_multiplier_for,
     noise_stds,
+    release_multiplier,
     repair,
     sensitivities,
 )
@@ -48,12 +48,13 @@ def client_upload(
     spec: PrivacySpec,
     seed: int,
     rng_seed: int,
+    releases: int = 1,
 ) -> dict:
     """What one client sends: ``{"kind", "client", "payload", "layout"}`` (picklable).
 
     ``stats`` must already be admitted and clipped (see :func:`prepare_stats`). With DP the
-    client adds its ``1/len(cohort)`` share of the noise (``rng_seed`` seeds it; keep it
-    secret). With ``secure_agg`` the payload is a masked uint64 vector (``seed``: the
+    client adds its ``1/len(cohort)`` share of the noise of one of ``releases`` releases
+    sharing the budget (``rng_seed`` seeds it; keep it secret). With ``secure_agg`` the payload is a masked uint64 vector (``seed``: the
     cohort's shared mask seed); otherwise it is the (noisy) wire dict in the clear.
     """
     members = _check_cohort(client, cohort)
@@ -66,7 +67,7 @@ def client_upload(
                 "clip_rows before client_upload"
             )
         rng = np.random.default_rng(rng_seed)
-        for b, std in noise_stds(spec, stats.per_class, len(members)).items():
+        for b, std in noise_stds(spec, stats.per_class, len(members), releases).items():
             x = np.asarray(wire[b], dtype=np.float64)
             noisy = x + rng.normal(0.0, std, size=x.shape)
             wire[b] = float(noisy) if x.ndim == 0 else noisy
@@ -96,8 +97,10 @@ def merge_uploads(
     seed: int | None = None,
     cohort: Sequence[int] | None = None,
     dropped: Sequence[int] = (),
+    releases: int = 1,
 ) -> SufficientStats:
-    """The server's merged statistics from the uploads that arrived.
+    """The server's merged statistics from the uploads that arrived (``releases``: as the
+    clients were told in :func:`client_upload`).
 
     Ring uploads are summed mod 2^64, the masks of ``dropped`` clients (by default: the
     ``cohort`` members with no upload) removed with ``seed``, then decoded; plain ones are
@@ -140,11 +143,11 @@ def merge_uploads(
         dropped = missing
     if spec.dp and dropped:
         m = len(survivors) + len(dropped)
-        z_eff = noise_multiplier_for(spec.dp_epsilon, spec.dp_delta)
+        z_eff = release_multiplier(spec, releases)
         eps = epsilon_for(z_eff * math.sqrt(len(survivors) / m), spec.dp_delta)
         warnings.warn(
             f"{len(dropped)} of {m} clients dropped: the sum lacks their noise shares, "
-            f"so its epsilon is {eps:.4g}, not {spec.dp_epsilon:g}",
+            f"so its epsilon is {eps:.4g}, not {epsilon_for(z_eff, spec.dp_delta):.4g}",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -172,6 +175,6 @@ def merge_uploads(
         sens = sensitivities(spec.clip_norm, layout.per_class)
         # regularise the Gram directions the noise swamps (one noise std of a Gram entry)
         wire = repair(
-            wire, noise_floor=_block_multiplier(spec, len(sens)) * sens["G_triu"]
+            wire, noise_floor=_block_multiplier(spec, len(sens), releases) * sens["G_triu"]
         )
     return SufficientStats.from_wire(wire)

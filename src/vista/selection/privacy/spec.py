@@ -26,8 +26,11 @@ class PrivacySpec:
     ``min_per_class``: a client's examples of a class it holds fewer than this many of are
     withheld (from all its statistics). ``secure_agg``: mask uploads so the server only sees
     the sum. ``frac_bits``: fixed-point precision of the ring encoding. ``dp_epsilon``:
-    target epsilon of the whole released sum (``None``: no DP), with ``dp_delta``.
-    ``clip_norm``: per-example feature L2 clip, applied only when DP is on.
+    the (epsilon, delta) budget of everything a run releases, composed (``None``: no DP; see
+    ``accounting``). ``clip_norm``: per-example feature L2 clip, applied only when DP is on.
+    ``score_min``, ``score_max``: with DP, the range a client's own score (its LogME, which
+    avg_logme and borda read) is clipped to before noise calibrated to the range's width is
+    added (a useless feature scores about -0.87; values above 2 mean well separated classes).
     """
 
     min_examples: int = 0
@@ -37,6 +40,8 @@ class PrivacySpec:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     clip_norm: float = 1.0
+    score_min: float = -1.0
+    score_max: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("min_examples", "min_per_class"):
@@ -55,6 +60,12 @@ class PrivacySpec:
             raise FieldError("dp_delta", f"must lie in (0, 1), got {self.dp_delta!r}")
         if not (_is_real(self.clip_norm) and 0 < self.clip_norm < math.inf):
             raise FieldError("clip_norm", f"must be a finite number > 0, got {self.clip_norm!r}")
+        for name in ("score_min", "score_max"):
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v)):
+                raise FieldError(name, f"must be a finite number, got {v!r}")
+        if not self.score_min < self.score_max:
+            raise FieldError("score_max", f"must be > score_min={self.score_min}, got {self.score_max}")
 
     @property
     def dp(self) -> bool:
