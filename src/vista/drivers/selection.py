@@ -38,7 +38,7 @@ from vista.pipeline import (EventManager, FLContext, JobResult, Jobs, JobSpec, P
 from vista.recording.recorder import ExpRecorder
 from vista.selection import metrics as score_fns
 from vista.selection import scores as registry
-from vista.selection.privacy import merge_uploads, privacy_report
+from vista.selection.privacy import Releases, check_budget, merge_uploads, plan, privacy_report
 from vista.selection.ranking import rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
 from vista.selection.search import Cost
@@ -62,14 +62,16 @@ def _cohort(clients: list[int], size: int | None, seed: int) -> list[int]:
 
 # -- statistics methods ------------------------------------------------------------------------
 def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
-                        collect_failures: bool) -> Pipeline:
+                        collect_failures: bool, releases: int = 1) -> Pipeline:
     """The statistics round (setup): the server computes each candidate's shift (its features
     of public probe texts); every client encodes its train data with every candidate and uploads
     additive statistics around that shift; the server merges them (a sum) and scores. A
     two-round score (GBC) takes a second round: the server sends each candidate's PCA basis and
     pooled mean (from the merged round-1 statistics) and the clients upload statistics of their
     centred, projected features. Which scores, which statistics, which rounds: the registry
-    (:data:`vista.selection.scores.SCORES`)."""
+    (:data:`vista.selection.scores.SCORES`). ``releases``: how many DP releases the budget is
+    split over (:func:`vista.selection.privacy.plan`); ``missing_shares`` in the context
+    counts, per sum that lost any, the clients whose noise share is missing."""
     wanted = spec.statistics_scores()
     defs = {s: registry.SCORES[s] for s in wanted}
     first_round = [s for s, d in defs.items() if d.kind == registry.EXACT and d.rounds == 1]
@@ -78,7 +80,8 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     failures = "collect" if collect_failures else "raise"
 
     def plan_probe(ctx: FLContext) -> Jobs:
-        ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost", "baseline_voters")
+        ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost", "baseline_voters",
+                 "missing_shares")
         return Jobs([JobSpec("probe", (m, -1)) for m in range(len(names))])
 
     def collect_probe(ctx: FLContext, results: list[JobResult]) -> None:
@@ -87,8 +90,12 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     def plan_stats(ctx: FLContext) -> Jobs:
         ctx["cohort"] = cohort
         shifts = ctx["shifts"]  # a candidate whose probe failed: statistics around 0
+        # score_seed / weight_seed: the DP noise of a client's own score (per candidate) and of its
+        # example count (one per client: every candidate's job draws the same, released once)
         specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
                                                   "noise_seed": _derived_seed(seed, 7, m, c),
+                                                  "score_seed": _derived_seed(seed, 10, m, c),
+                                                  "weight_seed": _derived_seed(seed, 11, c),
                                                   "shift": shifts.get(name)})
                  for m, name in enumerate(names) for c in cohort]  # candidate-major: one model load per run
         return Jobs(specs)
@@ -98,7 +105,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
 
     def merge_and_score(ctx: FLContext) -> None:
         results: list[JobResult] = ctx["client_results"]
-        merged, failed, mine_of = _merge(results, spec, names, cohort, seed, 6)
+        merged, failed, mine_of = _merge(results, spec, names, cohort, seed, 6, releases)
         table: dict[str, dict[str, float | None]] = {s: {} for s in wanted}
         local: list[dict[str, float]] = [dict() for _ in cohort]
         weights = [0.0 for _ in cohort]
@@ -108,9 +115,9 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
                 table[s][name] = _score(defs[s], merged[name])
             for r in mine_of[name]:
                 v, i = r.value, cohort.index(r.key[1])
-                if v["local_logme"] is not None:
+                if v["local_logme"] is not None:  # with DP: clipped and noised, and so is the weight
                     local[i][name] = v["local_logme"]
-                    weights[i] = float(v["examples"])
+                    weights[i] = float(v["local_weight"])
                 per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
                                                  "eligible": v["eligible"], "reason": v["reason"],
                                                  "withheld_classes": v["withheld_classes"]})
@@ -127,6 +134,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
         ctx["dims"] = {n: int(mine_of[n][0].value["dim"]) for n in names}
         ctx["failed_jobs"] = failed
+        ctx["missing_shares"] = _missing_shares(failed, names)
         shift_bytes = sum(np.asarray(ctx["shifts"][names[r.key[0]]]).nbytes for r in results
                           if r.ok and names[r.key[0]] in ctx["shifts"])
         ctx["cost"] = dataclasses.replace(_cost(results, rounds=1), bytes_down=shift_bytes)
@@ -144,11 +152,12 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         return Jobs(specs)
 
     def collect_projected(ctx: FLContext, results: list[JobResult]) -> None:
-        merged, failed, _ = _merge(results, spec, names, cohort, seed, 8)
+        merged, failed, _ = _merge(results, spec, names, cohort, seed, 8, releases)
         ctx["pca_dims"] = {n: int(ctx["bases"][n].shape[1]) for n in names}
         for s in second_round:
             ctx["scores"][s] = {n: _score(defs[s], merged[n]) for n in names}
         ctx["failed_jobs"] = ctx["failed_jobs"] + failed
+        ctx["missing_shares"] = ctx["missing_shares"] + _missing_shares(failed, names)
         # what each client got: the basis and the centre
         down = sum(ctx["bases"][names[r.key[0]]].nbytes + 8 * ctx["bases"][names[r.key[0]]].shape[0]
                    for r in results if r.ok)
@@ -173,8 +182,14 @@ def _score(d: registry.ScoreDef, stats: Any) -> float | None:
         return registry.safe_value(d.fn(stats))
 
 
+def _missing_shares(failed: list[dict[str, Any]], names: list[str]) -> list[int]:
+    """Per candidate's sum that lost any: how many clients' uploads (and DP noise shares) it lacks."""
+    counts = [len({f["client"] for f in failed if f["candidate"] == n}) for n in names]
+    return [k for k in counts if k]
+
+
 def _merge(results: list[JobResult], spec: SelectionSpec, names: list[str], cohort: list[int], seed: int,
-           tag: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[JobResult]]]:
+           tag: int, releases: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[JobResult]]]:
     """Per candidate: the server's sum of the uploads that arrived (masks of dropped clients
     removed), the failed jobs, and the successful results."""
     failed = [{"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error}
@@ -187,7 +202,8 @@ def _merge(results: list[JobResult], spec: SelectionSpec, names: list[str], coho
                                f"{next((f['error'] for f in failed if f['candidate'] == name), '?')}")
         dropped = sorted({f["client"] for f in failed if f["candidate"] == name})
         merged[name] = merge_uploads([r.value["upload"] for r in mine], spec.privacy,
-                                     seed=_derived_seed(seed, tag, m), cohort=cohort, dropped=dropped)
+                                     seed=_derived_seed(seed, tag, m), cohort=cohort, dropped=dropped,
+                                     releases=releases)
         mine_of[name] = mine
     return merged, failed, mine_of
 
@@ -200,14 +216,23 @@ def _cost(results: list[JobResult], rounds: int) -> Cost:
 
 def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
                    events: EventManager, guard: StopOnSignals | None = None) -> FLContext:
-    """The statistics round on the scheduler's workers; returns the context after ``select``."""
+    """The statistics round on the scheduler's workers; returns the context after ``select``
+    (``releases``: what it released, :func:`statistics_releases`)."""
     names = [c.name for c in spec.models]
     cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
+    releases = statistics_releases(spec)
+    check_budget(spec.privacy, spec.per_class or spec.rounds == 2, len(cohort), releases.total)
+    if spec.client_logme and spec.privacy.secure_agg and not spec.privacy.dp:
+        log.warning("selection: the clients' own LogME (%s) leaves them unmasked and un-noised; "
+                    "set selection.privacy.dp_epsilon to noise it", ", ".join(
+                        s for s in spec.statistics_scores() if "client_logme" in registry.SCORES[s].needs))
     args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
-                     per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy)
+                     per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
+                     releases=releases.total)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
-                                   collect_failures=parts.fl.client_failures is ClientFailures.drop)
+                                   collect_failures=parts.fl.client_failures is ClientFailures.drop,
+                                   releases=releases.total)
     ctx = FLContext()
     t0 = time.perf_counter()
     memory = None
@@ -224,7 +249,14 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     finally:
         executor.shutdown()
     ctx["cost"] = dataclasses.replace(ctx["cost"], seconds=time.perf_counter() - t0)
+    ctx["releases"] = releases
     return ctx
+
+
+def statistics_releases(spec: SelectionSpec) -> Releases:
+    """What the statistics round releases, for the DP budget split and its accounting: a sum per
+    candidate and round, and with client scores a score vector per candidate and the weights."""
+    return plan(len(spec.candidates), spec.rounds, spec.client_logme)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -264,7 +296,8 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             scores, cost = ctx["scores"], ctx["cost"]
             out["clients"] = ctx["client_rows"]
             out["failed_jobs"] = ctx["failed_jobs"]
-            out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class)
+            out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class, ctx["releases"],
+                                            missing_shares=ctx["missing_shares"])
             out["pooling"] = spec.pooling
             out["dims"] = ctx["dims"]
             if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))
@@ -345,4 +378,4 @@ def _json_default(x: Any) -> Any:
 
 
 __all__ = ["FedPEFTOracle", "SELECTION_FILE", "finetune", "run_search", "run_selection", "run_statistics",
-           "statistics_pipeline"]
+           "statistics_pipeline", "statistics_releases"]

@@ -3,7 +3,9 @@
 A job ``client_stats`` with key ``(candidate, client)`` runs the candidate's frozen encoder
 over the client's train texts and returns the client's upload: its additive statistics
 around the shift the server sent, passed through the privacy guard (withheld rare classes,
-too-small clients contributing zeros, DP clipping and noise, pairwise masks). A job
+too-small clients contributing zeros, DP clipping and noise, pairwise masks), and, for the
+client scores, its own LogME and example count (with DP clipped and noised:
+``privacy.guard_client_score``). A job
 ``probe`` with key ``(candidate, -1)`` is the server's: the candidate's mean feature of
 :data:`PROBE_TEXTS` (public), the shift every client's statistics are taken around. Jobs are
 planned candidate-major, so a worker loads each candidate once in a row; one encoder is held
@@ -23,7 +25,7 @@ from vista.models.hub import ModelSpec
 from vista.pipeline.protocol import WorkerEnv
 from vista.selection.features import FrozenEncoder, client_statistics
 from vista.selection.metrics import local_logme
-from vista.selection.privacy import PrivacySpec, admit, client_upload
+from vista.selection.privacy import PrivacySpec, admit, client_upload, guard_client_score
 from vista.selection.stats import SufficientStats
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ class StatsArgs:
     batch_size: int
     max_seq_len: int
     per_class: bool
-    local_logme: bool  # per-client LogME, for the client scores (avg_logme, borda; sent in the clear)
+    local_logme: bool  # per-client LogME, for the client scores (avg_logme, borda; not masked, noised with DP)
     privacy: PrivacySpec
+    releases: int = 1  # the DP releases dp_epsilon is split over (vista.selection.privacy.plan)
 
 
 class StatisticsRuntime:
@@ -110,14 +113,16 @@ class StatisticsRuntime:
                 shift=shift)
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class, shift)
-        local = None
-        if a.local_logme and adm.eligible and "basis" not in payload:
-            local = local_logme(stats)  # None for a client of fewer than 2 classes
+        local, weight = None, None
+        # a client of >= 2 admitted classes votes (a label-only decision, like admission)
+        if a.local_logme and adm.eligible and "basis" not in payload and np.count_nonzero(stats.counts) >= 2:
+            local, weight = guard_client_score(local_logme(stats), stats.n, a.privacy, releases=a.releases,
+                                               score_seed=payload["score_seed"], weight_seed=payload["weight_seed"])
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
-                               rng_seed=payload["noise_seed"])
+                               rng_seed=payload["noise_seed"], releases=a.releases)
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
                 "eligible": bool(adm.eligible), "reason": adm.reason,
-                "withheld_classes": list(adm.withheld_classes), "local_logme": local,
+                "withheld_classes": list(adm.withheld_classes), "local_logme": local, "local_weight": weight,
                 "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None)}
 
     def close(self) -> None:

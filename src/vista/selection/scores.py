@@ -39,7 +39,7 @@ STATISTICS = {
     "moments": "N, per-class counts n_c, feature sum s, per-class sums B, Gram matrix G",
     "fourth_moments": "sum ||f||^4 and sum ||f||^2 f (Ledoit-Wolf shrinkage)",
     "class_grams": "per-class Gram matrices G_c",
-    "client_logme": "each client's own LogME of its statistics (client scores; sent unmasked)",
+    "client_logme": "each client's own LogME of its statistics (client scores; not masked: with DP clipped and noised)",
 }
 
 
