@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="of each client's train split, held out: what the searches rank on (default 0.1)")
     a = p.parse_args(argv)
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
-                      device=a.device)
+                      device=a.device, val_fraction=a.val_fraction)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {corpus} {part} seed {seed}", flush=True)
                 try:
                     res = run_setting(cfg, a.data / f"{corpus}_data.h5", part, seed, out)
-                except Exception as err:  # record and go on with the grid
+                except Exception as err:  # noqa: BLE001 - record and go on with the grid
                     out.mkdir(parents=True, exist_ok=True)
                     (out / "failed.json").write_text(json.dumps({"error": repr(err),
                                                                  "traceback": traceback.format_exc()}))

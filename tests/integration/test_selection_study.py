@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vista.models.hub import ModelSpec
 from vista.drivers.study import StudyConfig, quality_of, run_setting
+from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         for name, e in m.items():  # regret is exactly truth[best] - truth[chosen]
             assert e["top1_regret"] == pytest.approx(truth[best] - truth[e["chosen"]]), name
             assert -1.0 <= e["kendall_tau"] <= 1.0
+        assert res["val_fraction"] == 0.1 and res["validation_key"] == "client_val_accuracy_mean"
         bf, sh, lg = (m[k]["cost"] for k in ("brute_force", "successive_halving", "logme"))
         assert bf["rounds"] == 3 * 2 and sh["rounds"] < bf["rounds"]  # 3 x r0=1, 1 survivor to 2: 4 rounds
         assert lg["backward_passes"] == 0 and lg["forward_passes"] < bf["forward_passes"]

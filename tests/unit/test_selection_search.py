@@ -17,7 +17,7 @@ from vista.selection.search import (
     successive_halving,
 )
 
-KEY = "client_test_accuracy_mean"
+KEY = "client_val_accuracy_mean"
 ROUND_COST = {
     "forward_passes": 100,
     "backward_passes": 50,
@@ -106,7 +106,7 @@ def test_replay_missing_cost_keys_count_zero_and_custom_key():
 
 def test_replay_validation():
     with pytest.raises(
-        ValueError, match="lacks accuracy key 'client_test_accuracy_mean' at round"
+        ValueError, match="lacks accuracy key 'client_val_accuracy_mean' at round"
     ):
         ReplayOracle({"m": [{KEY: 0.1}, {"acc": 0.2}]})
     with pytest.raises(ValueError, match="no rounds recorded"):

@@ -1,19 +1,21 @@
 """Scoring the global model: fixed test shards, per-example predictions, global and per client.
 
-Every test example that the global test split or some client's own test split holds is
-predicted once per evaluated round (shards of ``eval_shard_size``, in a fixed order), and
-each split is scored from those predictions, so the numbers do not depend on which worker
-ran which shard.
+Every test example that the global test split or some client's own test split holds, and
+every example of the clients' validation splits (``fl.val_fraction``, held out of their train
+splits), is predicted once per evaluated round (shards of ``eval_shard_size``, in a fixed
+order), and each split is scored from those predictions, so the numbers do not depend on
+which worker ran which shard.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vista.data.fednlp import FederatedData
+from vista.data.holdout import hold_out
 from vista.fl.client import EvalSums, Predictions, macro_f1, score
 from vista.fl.transfer import to_wire
 from vista.pipeline import JobResult, Jobs, JobSpec
@@ -23,24 +25,32 @@ EVAL_SHARD_SIZE = 128
 
 @dataclass(frozen=True)
 class EvalPlan:
-    """Which test examples to predict (each once) and how to score them."""
+    """Which examples to predict (each once) and how to score them."""
 
-    indices: np.ndarray  # sorted unique union of the global and client test splits
+    indices: np.ndarray  # sorted unique union of the global test, client test and client validation splits
     labels: np.ndarray  # aligned with indices
     test: np.ndarray  # the global test split
     client_tests: dict[int, np.ndarray]  # client -> its test indices (clients with any)
     num_labels: int
+    client_vals: dict[int, np.ndarray] = field(default_factory=dict)  # client -> its validation indices
 
     @classmethod
-    def of(cls, fed: FederatedData, with_clients: bool) -> "EvalPlan":
+    def of(cls, fed: FederatedData, with_clients: bool, val_fraction: float = 0.0, seed: int = 0) -> EvalPlan:
+        """``val_fraction`` > 0: also each client's validation split (seeded by ``seed``, the
+        run's), scored whatever ``with_clients`` says: the searches rank by it."""
         test = np.asarray(fed.test_indices, dtype=np.int64)
         client_tests = {}
         if with_clients:
             client_tests = {c: np.asarray(s.test, dtype=np.int64) for c, s in fed.partition.clients.items()
                             if len(s.test)}
-        indices = np.unique(np.concatenate([test, *client_tests.values()])) if client_tests else np.unique(test)
+        client_vals = {}
+        if val_fraction > 0:
+            held = {c: hold_out(s.train, val_fraction, seed, c).val for c, s in fed.partition.clients.items()}
+            client_vals = {c: v for c, v in held.items() if len(v)}
+        parts = [test, *client_tests.values(), *client_vals.values()]
+        indices = np.unique(np.concatenate(parts))
         labels = fed.data.labels(indices) if len(indices) else np.zeros(0, np.int64)
-        return cls(indices, np.asarray(labels, np.int64), test, client_tests, fed.num_labels)
+        return cls(indices, np.asarray(labels, np.int64), test, client_tests, fed.num_labels, client_vals)
 
     def shards(self, size: int = EVAL_SHARD_SIZE) -> list[np.ndarray]:
         return [self.indices[i : i + size] for i in range(0, len(self.indices), size)]
@@ -55,13 +65,20 @@ class EvalPlan:
         pred = np.concatenate([p.pred for p in preds]) if preds else np.zeros(0, np.int64)
         loss = np.concatenate([p.loss for p in preds]) if preds else np.zeros(0, np.float64)
         out: dict[str, Any] = eval_metrics(self.sums(pred, loss, self.test))
-        rows = []
+        rows: dict[int, dict[str, Any]] = {}
         for c, idx in sorted(self.client_tests.items()):
             s = self.sums(pred, loss, idx)
-            rows.append({"client": c, "test_examples": s.n, "test_accuracy": s.correct / s.n,
-                         "test_macro_f1": macro_f1(s.confusion)})
-        out.update(client_summary(rows, "test_accuracy", "client_test_accuracy"))
-        out["client_eval"] = rows
+            rows[c] = {"client": c, "test_examples": s.n, "test_accuracy": s.correct / s.n,
+                       "test_macro_f1": macro_f1(s.confusion)}
+        if self.client_vals:
+            out.update(eval_metrics(self.sums(pred, loss, np.concatenate(list(self.client_vals.values()))), "val_"))
+            for c, idx in sorted(self.client_vals.items()):
+                s = self.sums(pred, loss, idx)
+                rows.setdefault(c, {"client": c}).update(val_examples=s.n, val_accuracy=s.correct / s.n)
+        table = [rows[c] for c in sorted(rows)]
+        out.update(client_summary(table, "test_accuracy", "client_test_accuracy"))
+        out.update(client_summary(table, "val_accuracy", "client_val_accuracy"))
+        out["client_eval"] = table
         return out
 
 

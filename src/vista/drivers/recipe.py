@@ -4,7 +4,8 @@ Per round: sample clients (seeded) -> broadcast the global trainable state (in
 ``fl.transfer_dtype``) and train locally on each sampled client (parallel) -> aggregate
 (the aggregator's own state, e.g. a server optimiser's moments, is kept across rounds) ->
 every ``eval_every`` rounds and in the last, score the global model on the test split and
-on every client's own test split (parallel, fixed shards, per-example predictions) ->
+on every client's own test split, and on the clients' validation splits held out of their
+training data with ``fl.val_fraction`` (parallel, fixed shards, per-example predictions) ->
 record. The best round's state and full evaluation (global and per client) are kept for
 the summary and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross
 process boundaries, and the bytes each client sends and receives are counted exactly.
@@ -19,21 +20,30 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from vista.data.fednlp import FederatedData
 from vista.drivers.evaluation import SUMMARY_STATS, EvalPlan, client_summary, eval_jobs
 from vista.drivers.round_state import RoundState
+from vista.errors import UserError
 from vista.fl.aggregators import Aggregator, ClientUpdate
 from vista.fl.client import EvalSums
 from vista.fl.sampling import client_seed, sample_clients
 from vista.fl.spec import ClientFailures
 from vista.fl.transfer import to_wire
 from vista.parts import ExperimentParts
-from vista.errors import UserError
-from vista.pipeline import FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
+from vista.pipeline import (
+    FLContext,
+    JobResult,
+    Jobs,
+    JobSpec,
+    Pipeline,
+    Task,
+    payload_nbytes,
+)
 from vista.recording.plan import Artifact, RecordPlan, Table, client_role
 from vista.recording.recorder import ExpRecorder
 
@@ -47,9 +57,10 @@ BEST_ADAPTER_FILE = "adapter_best.safetensors"  # written when the best round is
 # from the ``client:<id>`` roles, and the adapters at the end.
 TRAIN_ROWS = Table("per_client", ("num_examples", "train_loss", "steps", "seconds", "bytes_up", "bytes_down",
                                   "rank", "personal_accuracy", "micro_batch", "oom_retries", "failed", "error"))
-EVAL_ROWS = Table("client_eval", ("test_examples", "test_accuracy", "test_macro_f1"))
+EVAL_ROWS = Table("client_eval", ("test_examples", "test_accuracy", "test_macro_f1", "val_examples", "val_accuracy"))
 RECORDS = RecordPlan(
     metrics=("test_accuracy", "test_loss", "test_macro_f1", *(f"client_test_accuracy_{s}" for s in SUMMARY_STATS),
+             "val_accuracy", "val_loss", "val_macro_f1", *(f"client_val_accuracy_{s}" for s in SUMMARY_STATS),
              "train_loss", "train_examples", "backward_passes", "forward_passes", "bytes_up", "bytes_down",
              "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total", "round_seconds",
              "clients_failed", "jobs_retried", "workers_respawned", *(f"personal_accuracy_{s}" for s in SUMMARY_STATS),
@@ -84,7 +95,7 @@ class FedPEFTRecipe:
         self.client_options = self.aggregator.client_options()
         self.rank_of = parts.peft.client_rank
         self.recorder, self.on_round, self.announce = recorder, on_round, announce
-        self.eval_plan = EvalPlan.of(fed, self.fl.eval_clients)
+        self.eval_plan = EvalPlan.of(fed, self.fl.eval_clients, self.fl.val_fraction, self.seed)
         self.shards = self.eval_plan.shards()
         self.state: RoundState | None = resume.copy() if resume is not None else None
         # the state after the last complete round: what an interrupted run checkpoints
@@ -206,7 +217,8 @@ class FedPEFTRecipe:
                 ctx[k] = v
         for row in scored["client_eval"]:
             for k in EVAL_ROWS.columns:
-                ctx.set(k, row[k], role=client_role(row["client"]))
+                if k in row:
+                    ctx.set(k, row[k], role=client_role(row["client"]))
         ctx["eval_passes"] = len(self.eval_plan.indices)  # forward-only
         st = self.st
         st.totals.forward_passes += ctx["eval_passes"]

@@ -5,6 +5,10 @@ Each stretch is a run directory of its own, ``search/<candidate>/rounds_<a>-<b>`
 continues the candidate's previous stretch from its round state, so no round is trained twice.
 A resumed selection run (``vista resume=RUN_DIR``) replays the search: finished stretches are
 read back from their directories, an interrupted one continues from its checkpoint.
+
+Every stretch trains on the clients' train splits less the validation split held out of them
+(``selection.val_fraction``, as ``fl.val_fraction``) and the search ranks on that split: the test
+split, which the results are judged on, decides nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vista.drivers.fedpeft import run_fedpeft_session
 from vista.drivers.round_state import RoundState, Totals
@@ -21,7 +26,13 @@ from vista.models.hub import ModelSpec
 from vista.parts import ExperimentParts
 from vista.recording.checkpoints import CheckpointStore
 from vista.recording.spec import RecorderSpec
-from vista.selection.search import Cost, SearchResult, brute_force, hybrid, successive_halving
+from vista.selection.search import (
+    Cost,
+    SearchResult,
+    brute_force,
+    hybrid,
+    successive_halving,
+)
 from vista.selection.spec import SelectionSpec
 
 
@@ -32,10 +43,12 @@ class FedPEFTOracle:
 
     def __init__(self, parts: ExperimentParts, candidates: dict[str, ModelSpec], root: Path, key: str,
                  progress_stream: Any = None, reuse: bool = False,
-                 before_stretch: Callable[[], None] = lambda: None) -> None:
+                 before_stretch: Callable[[], None] = lambda: None, val_fraction: float = 0.1) -> None:
         """``reuse``: a resumed selection run: a stretch that finished is read back from its run
-        directory, a stretch that was interrupted continues from its newest checkpoint."""
-        self.parts, self.candidates, self.root, self.key = parts, candidates, root, key
+        directory, a stretch that was interrupted continues from its newest checkpoint.
+        ``val_fraction``: each client's validation split, held out of training, that ``key`` scores."""
+        self.parts = dataclasses.replace(parts, fl=dataclasses.replace(parts.fl, val_fraction=val_fraction))
+        self.candidates, self.root, self.key = candidates, root, key
         self.progress_stream, self.reuse, self.before_stretch = progress_stream, reuse, before_stretch
         self.checkpoints: dict[str, RoundState] = {}
         self.summaries: dict[str, dict[str, Any]] = {}
@@ -78,7 +91,8 @@ def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
     decisions on the stretches already trained and continues in the rung it was in."""
     names = [c.name for c in spec.models]
     oracle = FedPEFTOracle(parts, {c.name: c for c in spec.models}, run_dir / "search", spec.validation_key,
-                           progress_stream, reuse=reuse, before_stretch=before_stretch)
+                           progress_stream, reuse=reuse, before_stretch=before_stretch,
+                           val_fraction=spec.val_fraction)
     max_rounds = spec.max_rounds or parts.fl.rounds
     if spec.name == "successive_halving":
         result = successive_halving(names, oracle, spec.r0, spec.eta, max_rounds)
@@ -95,10 +109,12 @@ def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
 def finetune(parts: ExperimentParts, spec: SelectionSpec, chosen: str, run_dir: Path,
              oracle: FedPEFTOracle | None, progress_stream: Any, reuse: bool = False) -> dict[str, Any]:
     """FedPEFT of the chosen candidate for ``fl.rounds``. A search has trained it already:
-    its run is reused, or continued from its checkpoint when the search stopped earlier."""
+    its run is reused, or continued from its checkpoint when the search stopped earlier (with
+    the search's validation split held out still, so the continued run is the search's run)."""
     model = next(c for c in spec.models if c.name == chosen)
-    p = dataclasses.replace(parts, model=model, recorder=RecorderSpec(), selection=None)
     ck = oracle.checkpoints.get(chosen) if oracle is not None else None
+    fl = dataclasses.replace(parts.fl, val_fraction=spec.val_fraction) if ck is not None else parts.fl
+    p = dataclasses.replace(parts, model=model, fl=fl, recorder=RecorderSpec(), selection=None)
     if ck is not None and ck.round >= parts.fl.rounds:
         return {**oracle.summaries[chosen], "reused_from_search": True}  # type: ignore[union-attr]
     summary, _ = stretch(p, run_dir / "finetune", ck, reuse, progress_stream)

@@ -3,10 +3,12 @@
 Per setting: one statistics round scores every candidate with every statistics score
 (LogME, H-score, regularised H-score, TransRate, GBC, the avg_logme and Borda baselines),
 the prior baselines cost nothing, and one brute-force run fine-tunes every candidate for
-``rounds`` rounds (the ground truth: final global test accuracy). Successive halving and
-hybrid are then *replayed* on the brute-force learning curves: FedPEFT is deterministic and
-a continued run equals an uninterrupted one (tested), so a replayed search decides exactly
-as a live one would and its cost is the sum of the rounds it would have run.
+``rounds`` rounds on the clients' train splits less a validation split held out of each
+(``val_fraction``, seeded; the ground truth: final global test accuracy). Successive halving
+and hybrid are then *replayed* on the brute-force validation curves: FedPEFT is deterministic
+and a continued run equals an uninterrupted one (tested), so a replayed search decides exactly
+as a live one would (on the validation split, never the test split) and its cost is the sum
+of the rounds it would have run.
 
 Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`).
 Statistics-score costs are per score, from what each declares: per-class Gram matrices
@@ -77,7 +79,8 @@ class StudyConfig:
     num_workers: int = 2
     device: str = "cpu"  # auto | cpu | cuda (the scheduler's device plan)
     privacy: PrivacySpec = GUARDED
-    validation_key: str = "client_test_accuracy_mean"
+    val_fraction: float = 0.1  # of each client's train split, held out: what the searches rank on
+    validation_key: str = "client_val_accuracy_mean"
 
 
 def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, work: Path) -> ExperimentParts:
@@ -115,7 +118,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     stats = _run_or_reuse(dataclasses.replace(parts, selection=stats_spec), out_dir / "statistics")
     stats_seconds = stats["selection_seconds"]
     bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
-                            validation_key=cfg.validation_key)
+                            val_fraction=cfg.val_fraction, validation_key=cfg.validation_key)
     bf = _run_or_reuse(dataclasses.replace(parts, selection=bf_spec), out_dir / "brute_force")
     bf_seconds = bf["selection_seconds"]
     histories = bf["histories"]
@@ -149,6 +152,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     methods["brute_force"] = _entry(truth, truth, Cost(**bf["cost"]))
     result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
               "candidates": names, "truth": truth, "methods": methods,
+              "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds}}
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))

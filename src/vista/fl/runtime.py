@@ -15,16 +15,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
 from vista.data.encoding import Encoded, encode
-from vista.fl.client import LocalOptions, Predictions, TrainStats, local_train, predict, score
+from vista.data.fednlp import FederatedDataSpec, FedNLPData, FedNLPPartition
+from vista.data.holdout import hold_out
+from vista.fl.client import (
+    LocalOptions,
+    Predictions,
+    TrainStats,
+    local_train,
+    predict,
+    score,
+)
 from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
 from vista.models.shared_weights import share_weights
 from vista.peft.base import PeftSpec
-from vista.peft.state import count_parameters, load_trainable_state, trainable_parameters, trainable_state
+from vista.peft.state import (
+    count_parameters,
+    load_trainable_state,
+    trainable_parameters,
+    trainable_state,
+)
 from vista.pipeline.protocol import WorkerEnv
 
 log = logging.getLogger(__name__)
@@ -61,7 +74,7 @@ class FedPEFTRuntime:
         log.info("runtime ready: %s from %s, %d trainable tensors", args.model.name, model_dir, len(self.params))
 
     @classmethod
-    def create(cls, args: RuntimeArgs, env: WorkerEnv) -> "FedPEFTRuntime":
+    def create(cls, args: RuntimeArgs, env: WorkerEnv) -> FedPEFTRuntime:
         return cls(args, env)
 
     def run(self, fn: str, key: Any, payload: dict[str, Any], shared: Any) -> Any:
@@ -158,9 +171,15 @@ class FedPEFTRuntime:
             self._partition = FedNLPPartition(self.args.data.partition_file, self.args.data.method, lazy=True)
         return self._partition
 
+    def train_indices(self, client: int) -> np.ndarray:
+        """What the client trains on: its train split less the validation split held out of it
+        (``fl.val_fraction``; the same draw the server evaluates, see vista.data.holdout)."""
+        return hold_out(self._partition_of().clients[client].train, self.args.train.val_fraction, self.args.seed,
+                        client).train
+
     def _client_data(self, client: int) -> Encoded:
         if client not in self._cache:
-            self._cache[client] = self._encode(self._partition_of().clients[client].train)
+            self._cache[client] = self._encode(self.train_indices(client))
         return self._cache[client]
 
     def _client_test(self, client: int) -> Encoded:

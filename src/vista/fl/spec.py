@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from vista.checks import FieldError, at_least, positive
+from vista.checks import FieldError, at_least, check_range, positive
 
 
 class TransferDtype(str, enum.Enum):
@@ -45,6 +45,9 @@ class FLSpec:
     client_failures: ClientFailures = ClientFailures.stop
     # with client_failures=drop: the fewest successful clients a round may aggregate
     min_clients: int = 1
+    # hold out this fraction of each client's train split (seeded by the run seed) as its
+    # validation split: trained on never, scored as val_* and client_val_accuracy_* (the searches)
+    val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         # the enums travel as enums whether the config gave strings or Python gave members
@@ -55,6 +58,7 @@ class FLSpec:
             at_least(self, name, 1)
         at_least(self, "max_seq_len", 4)
         positive(self, "lr")
+        check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
 
 
 def _member(enum_type: type[enum.Enum], field: str, value: object) -> Any:

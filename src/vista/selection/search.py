@@ -287,16 +287,17 @@ def _round_cost(record: Mapping[str, Any]) -> Cost:
 class ReplayOracle:
     """An :class:`Oracle` that replays recorded per-round learning curves.
 
-    ``histories[candidate]`` holds one dict per round, in round order, with the accuracy
-    under ``key`` and optional per-round cost keys ``forward_passes``, ``backward_passes``,
-    ``bytes_up``, ``bytes_down``, ``round_seconds`` (missing ones count 0). Like a live
-    oracle it keeps how far each candidate has been trained, and charges only new rounds.
+    ``histories[candidate]`` holds one dict per round, in round order, with the validation
+    accuracy under ``key`` (of the split held out of training, what a live search ranks by)
+    and optional per-round cost keys ``forward_passes``, ``backward_passes``, ``bytes_up``,
+    ``bytes_down``, ``round_seconds`` (missing ones count 0). Like a live oracle it keeps how
+    far each candidate has been trained, and charges only new rounds.
     """
 
     def __init__(
         self,
         histories: Mapping[str, Sequence[Mapping[str, Any]]],
-        key: str = "client_test_accuracy_mean",
+        key: str = "client_val_accuracy_mean",
     ) -> None:
         if not isinstance(histories, Mapping) or not histories:
             raise ValueError(

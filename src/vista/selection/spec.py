@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from vista.checks import FieldError, at_least, one_of
+from vista.checks import FieldError, at_least, check_range, one_of
 from vista.models.hub import ModelSpec
 from vista.selection import scores as registry
 from vista.selection.features import POOLINGS
@@ -79,6 +79,9 @@ def __getattr__(name: str) -> tuple[str, ...]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# what a search may rank by: metrics of the validation split (FedPEFT's val_*, client_val_*)
+VALIDATION_PREFIXES = ("val_", "client_val_")
+
 # model config names (conf/model/<name>.yaml), hub directory names or paths
 DEFAULT_CANDIDATES = ("minilm", "mpnet", "smollm2", "minilm_l3", "random_bert")
 
@@ -105,7 +108,10 @@ class SelectionSpec:
     eta: int = 2  # keep the best 1/eta each rung, multiply the rounds by eta
     top_k: int = 3  # hybrid: candidates kept by the score
     max_rounds: int | None = None  # None: fl.rounds (brute force trains every candidate this long)
-    validation_key: str = "client_test_accuracy_mean"  # the FedPEFT metric the searches rank by
+    # the searches train on each client's train split less a validation split of this fraction
+    # (seeded by the run seed, at least 1 text of a client with 2) and rank on it: never on the test split
+    val_fraction: float = 0.1
+    validation_key: str = "client_val_accuracy_mean"  # the FedPEFT validation metric the searches rank by
     privacy: PrivacySpec = GUARDED  # the privacy guard, on unless told otherwise
     score_modules: tuple[str, ...] = ()  # modules to import first: they register more scores (@score)
 
@@ -137,6 +143,11 @@ class SelectionSpec:
         one_of(self, "pooling", POOLINGS)
         if self.max_rounds is not None and self.max_rounds < self.r0:
             raise FieldError("max_rounds", f"must be >= selection.r0={self.r0}, got {self.max_rounds}", "selection")
+        check_range("SelectionSpec", "val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True)
+        if not self.validation_key.startswith(VALIDATION_PREFIXES):
+            raise FieldError("validation_key", f"must be a validation metric ({'*, '.join(VALIDATION_PREFIXES)}*: "
+                             f"the split held out of training), got {self.validation_key!r}; the test split is "
+                             "what the results are judged on", "selection")
         if self.clients is not None and self.clients < 1:
             raise FieldError("clients", f"must be >= 1 or null (all), got {self.clients}", "selection")
 
