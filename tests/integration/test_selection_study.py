@@ -39,8 +39,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and m["brute_force"]["kendall_tau"] == pytest.approx(1.0)
         for name, e in m.items():  # regret is exactly truth[best] - truth[chosen]
-            assert e["top1_regret"] == pytest.approx(truth[best] - truth[e["chosen"]]), name
+            q = e["draw"] if name == "random" else e  # random: its one live draw, beside its expectation
+            assert q["top1_regret"] == pytest.approx(truth[best] - truth[q["chosen"]]), name
             assert -1.0 <= e["kendall_tau"] <= 1.0
+        # random is reported as its expectation: regret near best minus the mean accuracy (1000 draws)
+        assert m["random"]["chosen"] is None and m["random"]["draws"] == 1000
+        assert m["random"]["top1_regret"] == pytest.approx(truth[best] - sum(truth.values()) / 3, abs=0.02)
         assert res["val_fraction"] == 0.1 and res["validation_key"] == "client_val_accuracy_mean"
         bf, sh, lg = (m[k]["cost"] for k in ("brute_force", "successive_halving", "logme"))
         assert bf["rounds"] == 3 * 2 and sh["rounds"] < bf["rounds"]  # 3 x r0=1, 1 survivor to 2: 4 rounds
@@ -91,3 +95,27 @@ def _script_bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_the_table_reports_random_as_its_expectation_and_flags_searches_on_test():
+    """An old result.json holds random's one seeded draw and predates the validation split: the
+    table re-scores random as its expectation over 1,000 seeded rankings and says that the
+    searches of that setting ranked on the test split."""
+    from vista.selection.ranking import random_expectation
+
+    table = _script("table")
+    truth = {"a": 0.9, "b": 0.7, "c": 0.5, "d": 0.3}
+    cost = {"forward_passes": 1, "backward_passes": 0, "bytes_up": 0, "bytes_down": 0, "rounds": 1, "seconds": 0.0}
+    old = {"data": "x", "partition": "iid", "seed": 0, "truth": truth, "methods": {
+        "random": {"kendall_tau": 1.0, "top1_regret": 0.0, "chosen": "a", "best": "a",
+                   "scores": {"a": 0.9, "b": 0.8, "c": 0.2, "d": 0.1}, "cost": cost},
+        "brute_force": {"scores": truth, "cost": cost}}}
+    results = table.requalify([old])
+    [row] = [r for r in table.rows_of(results) if r["method"] == "random"]
+    expected = random_expectation(truth)
+    assert row["kendall_tau"] == expected["kendall_tau"] and abs(row["kendall_tau"]) < 0.05
+    assert row["top1_regret"] == pytest.approx(0.9 - 0.6, abs=0.02) and row["picked_best"] == pytest.approx(0.25, abs=0.04)
+    assert row["chosen"] is None and results[0]["methods"]["random"]["draw"]["kendall_tau"] == pytest.approx(1.0)
+    md = table.markdown(results, table.rows_of(results))
+    assert "1 of 1 settings predate the held-out validation split" in md and "(expectation, 1000 draws)" in md
+    assert not table.searched_on_test({**old, "val_fraction": 0.1})

@@ -24,6 +24,7 @@ __all__ = [
     "kendall_tau",
     "missing_last",
     "param_prior",
+    "random_expectation",
     "random_scores",
     "rank_by",
     "selection_quality",
@@ -249,3 +250,42 @@ def random_scores(candidates: Iterable[str], seed: int) -> dict[str, float]:
         digest = hashlib.blake2b(f"{int(seed)}\0{c}".encode(), digest_size=8).digest()
         out[c] = int.from_bytes(digest, "big") / 2.0**64
     return out
+
+
+RANDOM_DRAWS = 1000  # rankings the random baseline is averaged over (the study's table)
+RANDOM_SEED = 0
+
+
+def random_expectation(
+    truth: Mapping[str, float], draws: int = RANDOM_DRAWS, seed: int = RANDOM_SEED
+) -> dict[str, Any]:
+    """The random baseline as its expectation: each agreement measure averaged over ``draws``
+    uniformly random rankings of the candidates (permutations from
+    ``numpy.random.default_rng(seed)``: sampled, not computed in closed form), and
+    ``picked_best``, the share of draws whose top candidate is the best.
+
+    One seeded draw (what a live ``selection=random`` run is) lands anywhere: a table of a few
+    settings would rank the baseline by luck. The sampled means approach E[tau] = 0 and
+    E[regret] = best accuracy minus the mean accuracy. ``chosen`` is None: no single pick."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    _check_scores(truth, "truth")
+    names = sorted(truth)
+    if len(names) < 2:
+        raise ValueError(f"truth needs at least 2 candidates, got {names}")
+    rng = np.random.default_rng(seed)
+    seen: dict[tuple[int, ...], dict[str, Any]] = {}  # at most M! distinct rankings: each scored once
+    measures = ("kendall_tau", "weighted_tau", "spearman", "top1_regret")
+    sums = dict.fromkeys(measures, 0.0)
+    hits = 0
+    for _ in range(draws):
+        perm = tuple(int(i) for i in rng.permutation(len(names)))
+        if perm not in seen:
+            seen[perm] = selection_quality(truth, {n: float(r) for n, r in zip(names, perm)})
+        q = seen[perm]
+        for m in measures:
+            sums[m] += q[m]
+        hits += q["chosen"] == q["best"]
+    best = rank_by(truth)[0]
+    return {**{m: sums[m] / draws for m in measures}, "picked_best": hits / draws, "chosen": None, "best": best,
+            "draws": draws, "seed": seed}
