@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from support.experiments import tiny_parts
+from support.records import TIMING, strip_timing
 
 from vista.drivers.fedpeft import run_fedpeft
 from vista.errors import Interrupted
@@ -20,16 +21,11 @@ from vista.fl.aggregators import ExactLoRA, FedAdam
 from vista.recording.checkpoints import CheckpointSpec, CheckpointStore
 from vista.scheduler import SchedulerSpec
 
-TIMING = {"round_seconds", "seconds", "wall_seconds", "mean_round_seconds"}
 RECORDS = ("metrics.jsonl", "clients.jsonl", "client_eval.jsonl", "best_client_eval.jsonl")
 
 
 def _strip(x):
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [_strip(v) for v in x]
-    return x
+    return strip_timing(x, TIMING)
 
 
 def _records(run_dir: Path) -> dict[str, object]:

@@ -18,21 +18,20 @@ from pathlib import Path
 
 import pytest
 from support.experiments import tiny_parts
+from support.processes import ray_processes
+from support.records import TIMING as BASE_TIMING
+from support.records import strip_timing
 
 from vista.drivers.fedpeft import run_fedpeft
 from vista.scheduler import RaySchedulerSpec, SchedulerSpec
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
-TIMING = {"round_seconds", "seconds", "wall_seconds", "mean_round_seconds", "executor"}
+TIMING = BASE_TIMING | {"executor"}
 
 
 def _strip(x):
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [_strip(v) for v in x]
-    return x
+    return strip_timing(x, TIMING)
 
 
 def _records(run_dir: Path) -> dict:
@@ -43,19 +42,7 @@ def _records(run_dir: Path) -> dict:
 
 
 def _ray_procs() -> list[int]:
-    import psutil
-
-    pids = []
-    for p in psutil.process_iter(["name", "cmdline", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:  # exited, waiting for init to reap it: not running
-                continue
-            text = " ".join([p.info["name"] or "", *(p.info["cmdline"] or [])[:2]])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(k in text for k in ("gcs_server", "raylet", "ray::", "default_worker.py")):
-            pids.append(p.pid)
-    return pids
+    return list(ray_processes())
 
 
 def _wait_no_ray(timeout: float = 20.0) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
+from support.processes import ray_processes
 from test_reliability import _cli_args, _Run
 
 pytest.importorskip("ray")
@@ -25,19 +25,7 @@ BEFORE: set[int] = set()  # Ray processes not ours (another Ray user on this mac
 
 
 def _ray_processes() -> list[str]:
-    out = []
-    for p in psutil.process_iter(["name", "cmdline", "status"]):
-        if p.pid in BEFORE:
-            continue
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            text = " ".join([p.info["name"] or "", *(p.info["cmdline"] or [])[:2]])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(k in text for k in ("gcs_server", "raylet", "ray::", "default_worker.py")):
-            out.append(text[:80])
-    return out
+    return list(ray_processes(ignore=BEFORE).values())
 
 
 def _ray_args(hub: Path, data: Path, part: Path, run_dir: Path) -> list[str]:

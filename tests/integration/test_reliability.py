@@ -18,21 +18,17 @@ from pathlib import Path
 import psutil
 import pytest
 from support.experiments import tiny_parts
+from support.records import TIMING, strip_timing
 
 from vista.drivers.fedpeft import run_fedpeft
 from vista.scheduler import SchedulerSpec
 
 pytestmark = pytest.mark.slow
-TIMING = {"round_seconds", "seconds", "wall_seconds", "mean_round_seconds"}
 FAULT_KEYS = {"jobs_retried", "workers_respawned", "jobs_retried_total", "workers_respawned_total", "executor"}
 
 
 def _strip(x, drop=TIMING | FAULT_KEYS):
-    if isinstance(x, dict):
-        return {k: _strip(v, drop) for k, v in x.items() if k not in drop}
-    if isinstance(x, list):
-        return [_strip(v, drop) for v in x]
-    return x
+    return strip_timing(x, drop)
 
 
 def _jsonl(path: Path) -> list[dict]:

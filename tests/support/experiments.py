@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vista.data.fednlp import FederatedDataSpec
-from vista.parts import ExperimentParts
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec

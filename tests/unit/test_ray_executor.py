@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-import psutil
 import pytest
+from support.processes import ray_processes
 from support.runtimes import make_echo
 
 from vista.pipeline.protocol import JobRequest, JobState
@@ -26,21 +26,6 @@ def _requests(fn: str, keys, payload=None, group: str = "g") -> list[JobRequest]
 def _spec(**kw) -> RaySchedulerSpec:
     return RaySchedulerSpec(**{"num_workers": 2, "device": "cpu", "threads_per_worker": 1, "start_timeout_s": 120.0,
                                **kw})
-
-
-def ray_processes() -> list[str]:
-    """Ray's own processes (GCS, raylet, workers) on this machine, by name."""
-    names = []
-    for p in psutil.process_iter(["name", "cmdline", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:  # exited, waiting for init to reap it: not running
-                continue
-            text = " ".join([p.info["name"] or "", *(p.info["cmdline"] or [])[:2]])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(k in text for k in ("gcs_server", "raylet", "ray::", "default_worker.py")):
-            names.append(text[:80])
-    return names
 
 
 @pytest.fixture(scope="module")
