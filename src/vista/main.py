@@ -62,6 +62,7 @@ def _recorder_spec(resolved: dict[str, Any] | None, cfg: DictConfig) -> Any:
 def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Validate, build and run one job; raises on any failure (ConfigError, user errors, ...)."""
     hc = HydraConfig.get()
+    _warm_up(cfg)
     resolved = validate(cfg)
     if resolved["resume"]:  # the run's own saved config, with what may change taken from this command
         from vista.resume import resume_config
@@ -78,6 +79,20 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     from vista.drivers import driver
 
     return driver(resolved["driver"])(build_parts(resolved), run_dir, resolved, from_checkpoint=bool(resolved["resume"]))
+
+
+def _warm_up(cfg: DictConfig) -> None:
+    """Start the workers' fork server (and its imports) now, beside the parent's own imports and
+    checks; a config that does not even resolve is left to validate() to report."""
+    from vista.scheduler.warm_start import warm_up_for
+
+    try:
+        scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        model = OmegaConf.to_container(cfg.model, resolve=True) if "model" in cfg else None
+    except Exception:  # noqa: BLE001  validate() says what is wrong
+        return
+    if isinstance(scheduler, dict):
+        warm_up_for(scheduler, model if isinstance(model, dict) else None)
 
 
 def _finished(summary: dict[str, Any], run_dir: Path) -> None:

@@ -28,6 +28,7 @@ from vista.pipeline import EventManager, EventPipeline, FLContext, RunInterrupte
 from vista.recording.checkpoints import CheckpointStore
 from vista.recording.progress import RoundProgress
 from vista.recording.recorder import ExpRecorder
+from vista.scheduler.warm_start import warm_up_for
 
 __all__ = ["TooFewClientsError", "run_fedpeft", "run_fedpeft_session"]
 
@@ -99,6 +100,7 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
     from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 
     run_dir = Path(run_dir)
+    warm_up_for(parts.scheduler, parts.model)  # the workers' imports start now, beside this process's
     seed_everything(parts.seed)
     records, steps, where = None, None, None
     if from_checkpoint:

@@ -91,6 +91,7 @@ class WorkerInit:
     log_file: str | None
     start: int = 0  # how many processes this worker slot started before (fault injection counts on it)
     heartbeat_s: float = 10.0
+    environ: dict[str, str] | None = None  # the parent's environment (a forked worker has its fork server's)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
-import multiprocessing as mp
 import os
 import signal
 import socket
@@ -57,6 +56,7 @@ from vista.scheduler.pool import (
     Slot,
     WorkerPool,
 )
+from vista.scheduler.warm_start import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class NodeScheduler:
         self._factory = runtime_factory
         self._args = runtime_args
         self._log_dir = Path(log_dir) if log_dir is not None else None
-        self._ctx = mp.get_context("spawn")
+        self._ctx = worker_context()
         self._pool: WorkerPool | None = None
         self._threads = 1
         self._shared_ids = itertools.count()
@@ -335,4 +335,5 @@ class NodeScheduler:
             log_file=str(self._log_dir / f"worker_{slot.id}.log") if self._log_dir else None,
             start=slot.starts,
             heartbeat_s=self.spec.heartbeat_s,
+            environ=dict(os.environ),
         )

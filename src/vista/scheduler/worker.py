@@ -72,10 +72,23 @@ def _die_with_parent() -> None:
 
 
 def _watch_parent(parent_pid: int) -> None:
+    """Exit when the run's process is gone: a spawned worker is re-parented, a forked one's
+    parent (the fork server) may outlive it by a moment, so ask for the pid itself too."""
+    ppid = os.getppid()
     while True:
         time.sleep(PARENT_POLL_SECONDS)
-        if os.getppid() != parent_pid:
+        if os.getppid() != ppid or not _alive(parent_pid):
             os._exit(3)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _redirect_output(log_file: str) -> None:
@@ -117,6 +130,9 @@ def run_job(runtime: Any, msg: RunJob, shared: Any, worker_id: int) -> JobResult
 
 def worker_main(init: WorkerInit, inbox: Any, conn: Any, parent_pid: int) -> None:
     """``inbox``: a queue of RunJob / Shutdown; ``conn``: the write end of this worker's pipe."""
+    if init.environ is not None:  # a forked worker has its fork server's environment: take the run's
+        os.environ.clear()
+        os.environ.update(init.environ)
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     _die_with_parent()
