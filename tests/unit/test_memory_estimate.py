@@ -17,10 +17,12 @@ from vista.scheduler.memory import (
     MB,
     OVERRIDE,
     RUNTIME_OVERHEAD_MB,
+    UPPER_BOUND,
     MemoryEstimate,
     Shape,
     estimate_worker_memory,
     training_activation_bytes,
+    upper_bound_memory,
 )
 
 LABELS = 3
@@ -148,3 +150,47 @@ def test_every_architecture_counts_exactly(arch_hub, arch):
         est.activations_mb > estimate_worker_memory(arch_hub / "bert", LoraSpec().apply, LABELS, 4, 16).activations_mb
     )
     assert gated == (arch == "llama")  # Llama's MLP keeps gate and up projections (same shapes otherwise)
+
+
+# ---------------------------------------------------------------- the bound read from the files alone
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "mpnet", "roberta", "gpt2", "llama"])
+@pytest.mark.parametrize("spec", [LORA, None], ids=["lora", "full"])
+def test_the_files_bound_is_never_below_the_exact_estimate(arch_hub, arch, spec):
+    exact = estimate_worker_memory(arch_hub / arch, spec.apply if spec else None, LABELS, 4, 16)
+    bound = upper_bound_memory(arch_hub / arch, 4, 16, train=True, num_labels=LABELS)
+    assert bound is not None and bound.source == UPPER_BOUND
+    assert bound.frozen_mb + bound.trainable_mb >= exact.frozen_mb + exact.trainable_mb
+    assert bound.activations_mb == pytest.approx(exact.activations_mb)  # same formula, same shape (gated too)
+    assert bound.total_mb >= exact.total_mb
+    if spec is None:  # full fine-tuning: the bound is the exact count, up to the head it adds
+        assert bound.trainable_mb == pytest.approx(exact.trainable_mb, rel=0.05)
+
+
+def test_the_files_bound_needs_safetensors_and_a_known_config(tiny, tmp_path):
+    assert upper_bound_memory(tmp_path, 4, 16) is None  # no config.json
+    shutil.copy(tiny / "config.json", tmp_path / "config.json")
+    assert upper_bound_memory(tmp_path, 4, 16) is None  # no safetensors file
+
+
+def test_auto_takes_the_bound_unless_it_changes_the_plan(tiny, monkeypatch):
+    """Where memory cannot limit the workers the bound answers, with no model built (no
+    transformers import on the way to the first job); where it would, the exact estimate."""
+    from vista.drivers import run
+    from vista.models.hub import ModelSpec
+    from vista.scheduler import SchedulerSpec
+    from vista.scheduler import arrangement as A
+
+    model = ModelSpec(name="tiny", path=str(tiny))
+    spec = SchedulerSpec(num_workers="auto", device="cpu", cpus=2)
+    built = []
+    monkeypatch.setattr(run, "_exact_estimate", lambda *a, **k: built.append(a) or "exact")
+    plenty = A.Inventory(cpus=2, gpus=(), host_available_mb=64_000)
+    monkeypatch.setattr(A.Inventory, "probe", classmethod(lambda cls: plenty))
+    got = run.estimate_memory(model, LORA.apply, LABELS, 4, 16, scheduler=spec, useful_workers=4)
+    assert got.source == UPPER_BOUND and built == []
+    bound_mb = got.total_mb
+    tight = A.Inventory(cpus=2, gpus=(), host_available_mb=int(bound_mb * 2 / A.HOST_HEADROOM) - 1)
+    monkeypatch.setattr(A.Inventory, "probe", classmethod(lambda cls: tight))  # 2 workers fit only below the bound
+    assert run.estimate_memory(model, LORA.apply, LABELS, 4, 16, scheduler=spec, useful_workers=4) == "exact"
+    assert len(built) == 1
+    assert run.estimate_memory(model, LORA.apply, LABELS, 4, 16) == "exact"  # no scheduler given: exact

@@ -140,7 +140,9 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
         with guard:
             t0 = time.perf_counter()
             memory = estimate_memory(parts.model, parts.peft.apply, fed.num_labels, parts.fl.batch_size,
-                                     parts.fl.max_seq_len) if parts.scheduler.num_workers == "auto" else None
+                                     parts.fl.max_seq_len, scheduler=parts.scheduler,
+                                     useful_workers=parts.fl.clients_per_round) \
+                if parts.scheduler.num_workers == "auto" else None
             executor = make_executor(parts, RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels,
                                                         parts.seed), run_dir, runtime_factory or FedPEFTRuntime.create,
                                      memory=memory, useful_workers=parts.fl.clients_per_round)

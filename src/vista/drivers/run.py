@@ -43,11 +43,28 @@ def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Cal
 
 
 def estimate_memory(model: Any, peft_apply: Callable[[Any], Any] | None, num_labels: int, batch_size: int,
-                    max_seq_len: int, train: bool = True) -> Any:
+                    max_seq_len: int, train: bool = True, scheduler: Any = None,
+                    useful_workers: int | None = None) -> Any:
     """A worker's memory estimate for ``scheduler.num_workers=auto`` (None, with a warning,
-    when the model's config cannot be read that way: the arrangement then goes by cores)."""
+    when the model's config cannot be read that way: the arrangement then goes by cores).
+
+    Given the ``scheduler`` spec, a bound read from the model's files comes first: when memory
+    does not limit the workers even at that bound (the common case on a CPU host), it is the
+    answer, and the exact estimate (which imports transformers and peft: seconds, on the path
+    to the first job) is not built."""
     if model is None:
         return None
+    from vista.scheduler.memory import upper_bound_memory
+
+    if scheduler is not None:
+        bound = upper_bound_memory(Path(model.resolve()), batch_size, max_seq_len, train, num_labels)
+        if bound is not None and _plan_unchanged(scheduler, bound, useful_workers):
+            return bound
+    return _exact_estimate(model, peft_apply, num_labels, batch_size, max_seq_len, train)
+
+
+def _exact_estimate(model: Any, peft_apply: Callable[[Any], Any] | None, num_labels: int, batch_size: int,
+                    max_seq_len: int, train: bool) -> Any:
     from vista.scheduler.memory import estimate_worker_memory
 
     try:
@@ -57,6 +74,19 @@ def estimate_memory(model: Any, peft_apply: Callable[[Any], Any] | None, num_lab
         log.warning("no memory estimate for %s (%s: %s); arranging workers by cores alone", model.name,
                     type(err).__name__, err)
         return None
+
+
+def _plan_unchanged(scheduler: Any, memory: Any, useful_workers: int | None) -> bool:
+    """Whether ``memory`` leaves the workers' arrangement as it is without any estimate."""
+    from vista.scheduler.backends import plan_workers
+    from vista.scheduler.devices import DevicePlanError
+
+    try:
+        with_memory = plan_workers(scheduler, memory, useful_workers)
+        without = plan_workers(scheduler, None, useful_workers)
+    except DevicePlanError:
+        return False
+    return (with_memory.devices, with_memory.threads) == (without.devices, without.threads)
 
 
 def executor_summary(executor: Executor) -> dict[str, Any]:

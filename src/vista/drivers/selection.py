@@ -237,8 +237,10 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     t0 = time.perf_counter()
     memory = None
     if parts.scheduler.num_workers == "auto":  # the largest candidate's forward pass bounds a worker
-        estimates = [e for m in spec.models if (e := estimate_memory(m, None, fed.num_labels, args.batch_size,
-                                                                      args.max_seq_len, train=False)) is not None]
+        useful = len(names) * len(cohort)
+        estimates = [e for m in spec.models
+                     if (e := estimate_memory(m, None, fed.num_labels, args.batch_size, args.max_seq_len, train=False,
+                                              scheduler=parts.scheduler, useful_workers=useful)) is not None]
         memory = max(estimates, key=lambda e: e.total_mb, default=None)
     executor = make_executor(parts, args, run_dir, StatisticsRuntime.create, memory=memory,
                              useful_workers=len(names) * len(cohort))

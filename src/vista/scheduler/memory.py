@@ -70,6 +70,7 @@ FORWARD_PER_SCORE = 8  # scores and probabilities
 HEAP_SLACK = 0.5
 
 ESTIMATE = "estimate"
+UPPER_BOUND = "upper bound"
 OVERRIDE = "scheduler.gpu_mem_per_worker_mb"
 
 
@@ -187,6 +188,70 @@ def estimate_worker_memory(
         source=ESTIMATE,
         heap_slack_mb=slack / MB,
     )
+
+
+# config.json's names for what Shape reads (GPT-2 and others spell them their own way)
+_CONFIG_KEYS = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+}
+
+
+def upper_bound_memory(model_dir: Path, batch_size: int, max_seq_len: int, train: bool = True,
+                       num_labels: int = 2) -> MemoryEstimate | None:
+    """A bound on :func:`estimate_worker_memory` read from config.json and the safetensors headers
+    alone (no torch, no transformers: milliseconds): every parameter's bytes as stored, and, when
+    training, every parameter trained (16 bytes each, as full fine-tuning) with activations kept
+    for backward. ``num_workers=auto`` takes it when it does not change the plan (memory does not
+    limit the workers), and builds the exact estimate only when it would. None when the model's
+    files do not say enough (no safetensors, an unknown config layout)."""
+    model_dir = Path(model_dir)
+    try:
+        raw = json.loads((model_dir / "config.json").read_text())
+        values = {k: next(raw[n] for n in names if raw.get(n)) for k, names in _CONFIG_KEYS.items()}
+    except (OSError, ValueError, StopIteration, TypeError):
+        return None
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    numel = nbytes = 0
+    gated = False
+    for path in files:
+        try:
+            with path.open("rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            lo, hi = entry["data_offsets"]
+            nbytes += hi - lo
+            count = 1
+            for d in entry["shape"]:
+                count *= d
+            numel += count
+            gated = gated or "gate_proj" in name
+    head = values["hidden_size"] * (values["hidden_size"] + num_labels + 1)  # a classifier head the checkpoint lacks
+    numel, nbytes = numel + head, nbytes + 4 * head
+    shape = Shape.of(_Attrs({**raw, **values}), gated=gated)
+    act = training_activation_bytes(shape, batch_size, max_seq_len) if train else forward_activation_bytes(
+        shape, batch_size, max_seq_len)
+    return MemoryEstimate(frozen_mb=nbytes / MB, trainable_mb=(numel * 16 if train else 0) / MB,
+                          activations_mb=act / MB, source=UPPER_BOUND,
+                          heap_slack_mb=HEAP_SLACK * act / MB if train else 0.0)
+
+
+class _Attrs:
+    """A config.json dict read as a config object (missing keys are None)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values.get(name)
 
 
 def _config(model_dir: Path, num_labels: int, trust_remote_code: bool) -> Any:
