@@ -148,3 +148,23 @@ def test_a_lazy_partition_reads_a_client_when_asked_and_equals_the_eager_one(tin
     assert list(lazy.clients._read) == [c]  # only that client
     with pytest.raises(KeyError):
         lazy.clients[10_000]
+    assert lazy.train_sizes == eager.train_sizes == {c: len(s.train) for c, s in eager.clients.items()}
+    import pickle
+
+    again = pickle.loads(pickle.dumps(lazy))  # the open file handle does not travel; a read reopens it
+    assert np.array_equal(again.clients[c].train, eager.clients[c].train)
+    lazy.close()
+    again.close()
+
+
+def test_the_parent_reads_client_sizes_without_the_index_lists(tiny_data):
+    """FederatedData (the parent's view) knows every client's size from the lists' shapes and
+    reads no client's lists until asked (a 10,000-client run reads only the sampled ones)."""
+    from vista.data.fednlp import FederatedData, FederatedDataSpec, FedNLPPartition
+
+    fed = FederatedData(FederatedDataSpec(str(tiny_data[0]), str(tiny_data[1]), "uniform"))
+    eager = FedNLPPartition(tiny_data[1], "uniform")
+    assert fed.partition.clients._read == {}
+    assert [fed.client_size(c) for c in fed.client_ids] == [len(eager.clients[c].train) for c in eager.client_ids]
+    assert fed.partition.clients._read == {}
+    fed.close()

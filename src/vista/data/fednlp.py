@@ -142,6 +142,14 @@ def _split(c: Any) -> ClientSplit:
     return ClientSplit(train, test)
 
 
+def _length(c: Any, name: str) -> int:
+    """How many indices a client's list holds (its dataset's shape: nothing is read)."""
+    if name not in c:
+        return 0
+    shape = c[name].shape
+    return int(shape[0]) if shape else 1
+
+
 class _LazyClients(Mapping):
     """Client id -> ClientSplit, each read from the file when first asked for (and kept): a
     worker reads only the index lists of the clients it runs, not all 10,000."""
@@ -150,13 +158,23 @@ class _LazyClients(Mapping):
         self._path, self._method, self._keys = path, method, keys
         self._ids = list(keys)
         self._read: dict[int, ClientSplit] = {}
+        self._file: Any = None  # opened on the first read, kept open (reading every client opens it once)
 
     def __getitem__(self, cid: int) -> ClientSplit:
         if cid not in self._read:
             key = self._keys[cid]  # KeyError for an unknown client, as a dict
-            with _open(self._path, "FedNLP partition file") as f:
-                self._read[cid] = _split(f[self._method]["partition_data"][key])
+            if self._file is None:
+                self._file = _open(self._path, "FedNLP partition file")
+            self._read[cid] = _split(self._file[self._method]["partition_data"][key])
         return self._read[cid]
+
+    def __getstate__(self) -> dict[str, Any]:  # h5py handles do not pickle
+        return {**self.__dict__, "_file": None}
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._ids)
@@ -188,10 +206,13 @@ class FedNLPPartition:
             keys = {int(k): k for k in sorted(pdata.keys(), key=int)}
             ids = list(keys)
             self.clients: Mapping[int, ClientSplit]
+            self.train_sizes: dict[int, int]  # client -> its training examples
             if lazy:
                 self.clients = _LazyClients(self.path, self.method, keys)
+                self.train_sizes = {cid: _length(pdata[k], "train") for cid, k in keys.items()}  # shapes only
             else:
                 self.clients = {cid: _split(pdata[k]) for cid, k in keys.items()}
+                self.train_sizes = {cid: len(s.train) for cid, s in self.clients.items()}
             if "n_clients" in g and int(g["n_clients"][()]) != len(ids):
                 raise DataFileError(
                     f"{self.path}: group {self.method!r} says n_clients={int(g['n_clients'][()])} "
@@ -203,6 +224,11 @@ class FedNLPPartition:
     @property
     def client_ids(self) -> list[int]:
         return list(self.clients)
+
+    def close(self) -> None:
+        close = getattr(self.clients, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass(frozen=True)
@@ -302,8 +328,8 @@ class FederatedData:
     def __init__(self, spec: FederatedDataSpec) -> None:
         self.spec = spec
         self.data = FedNLPData(spec.data_file)
-        self.partition = FedNLPPartition(spec.partition_file, spec.method)
-        empty = [c for c, s in self.partition.clients.items() if len(s.train) == 0]
+        self.partition = FedNLPPartition(spec.partition_file, spec.method, lazy=True)  # lists read when used
+        empty = [c for c, n in self.partition.train_sizes.items() if n == 0]
         if empty:
             raise DataFileError(f"{spec.partition_file}: clients {empty[:10]} of {self.partition.method!r} have no training examples")
 
@@ -324,5 +350,9 @@ class FederatedData:
         parts = [s.test for s in self.partition.clients.values()]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
+    def close(self) -> None:
+        self.data.close()
+        self.partition.close()
+
     def client_size(self, cid: int) -> int:
-        return len(self.partition.clients[cid].train)
+        return self.partition.train_sizes[cid]

@@ -168,7 +168,7 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
             executor.shutdown()
             events.record("scheduler_shutdown", round=ctx.round, seconds=time.perf_counter() - t0)
         events.steps.save(run_dir / "event_pipeline.json")
-        fed.data.close()
+        fed.close()
         recorder.close()
 
 

@@ -360,7 +360,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
         raise stop from None
     finally:
         events.steps.save(run_dir / "event_pipeline.json")
-        fed.data.close()
+        fed.close()
         recorder.close()
 
 
