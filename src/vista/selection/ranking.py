@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "borda",
@@ -117,6 +116,8 @@ def kendall_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> floa
     _, x, y = _common(truth, scores)
     if _constant(x, y):
         return float("nan")
+    from scipy import stats  # here, not at the top: the config's import of vista.selection stays light
+
     return float(stats.kendalltau(x, y).statistic)
 
 
@@ -129,6 +130,8 @@ def weighted_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> flo
     _, x, y = _common(truth, scores)
     if _constant(x, y):
         return float("nan")
+    from scipy import stats
+
     return float(stats.weightedtau(x, y).statistic)
 
 
@@ -137,6 +140,8 @@ def spearman(truth: Mapping[str, float], scores: Mapping[str, float]) -> float:
     _, x, y = _common(truth, scores)
     if _constant(x, y):
         return float("nan")
+    from scipy import stats
+
     return float(stats.spearmanr(x, y).statistic)
 
 
@@ -210,6 +215,8 @@ def borda(
             raise ValueError(
                 f"weights must be finite, non-negative and not all zero, got {w.tolist()}"
             )
+    from scipy import stats
+
     # rankdata ranks ascending from 1 with ties averaged: minus 1 gives points 0..M-1.
     points = np.array(
         [
