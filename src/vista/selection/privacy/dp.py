@@ -29,8 +29,6 @@ import functools
 import math
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import norm
 
 from vista.selection.privacy.spec import PrivacySpec, _check_cohort_size, _is_real
 from vista.selection.stats import from_triu
@@ -73,6 +71,8 @@ def _log_delta(eps: float, z: float) -> float:
     ``delta = Phi(1/(2z) - eps z) - e^eps Phi(-1/(2z) - eps z)``, evaluated in logs so
     that neither e^eps nor the tails overflow or underflow.
     """
+    from scipy.stats import norm  # here, not at the top: validating a config imports this module
+
     a = float(norm.logcdf(0.5 / z - eps * z))
     b = eps + float(norm.logcdf(-0.5 / z - eps * z))
     with np.errstate(divide="ignore"):
@@ -87,6 +87,8 @@ def _check_delta(delta: float) -> None:
 
 def epsilon_for(noise_multiplier: float, delta: float) -> float:
     """Smallest epsilon of the Gaussian mechanism with std ``noise_multiplier`` x sensitivity."""
+    from scipy.optimize import brentq
+
     _check_delta(delta)
     z = float(noise_multiplier)
     if not 0 < z < math.inf:
@@ -107,6 +109,8 @@ def epsilon_for(noise_multiplier: float, delta: float) -> float:
 @functools.lru_cache(maxsize=256)  # every upload asks: the same few (epsilon, delta) each run
 def noise_multiplier_for(epsilon: float, delta: float) -> float:
     """Smallest noise multiplier (std / sensitivity) giving (epsilon, delta)-DP (analytic)."""
+    from scipy.optimize import brentq
+
     _check_delta(delta)
     eps = float(epsilon)
     if not 0 < eps < math.inf:
