@@ -241,10 +241,10 @@ class RoundSampler:
         workers = {}
         for pid in tree_pids(self.root):
             try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                name = Path(f"/proc/{pid}/comm").read_bytes()
             except OSError:
                 continue
-            if pid != self.root and b"spawn_main" in cmd:
+            if pid != self.root and name.startswith(b"vista-w"):  # a worker (vista.scheduler.worker names itself)
                 workers[pid] = self.measure(pid)
         return {"parent": self.measure(self.root), "workers": {p: v for p, v in workers.items() if v is not None}}
 

@@ -54,7 +54,7 @@ class Run:
     def workers(self) -> list[int]:
         self.watch()
         return sorted(p for p in self.pids if psutil.pid_exists(p)
-                      and "spawn_main" in " ".join(psutil.Process(p).cmdline()))
+                      and psutil.Process(p).name().startswith("vista-w"))
 
     def finish(self) -> tuple[int, float]:
         code = self.proc.wait(timeout=900)

@@ -130,12 +130,12 @@ class _Run:
             pass
 
     def workers(self) -> list[int]:
-        """The live worker processes (spawned with multiprocessing's spawn_main)."""
+        """The live worker processes (named vista-wN)."""
         self._note_children()
         live = []
         for pid in self.pids:
             try:
-                if "spawn_main" in " ".join(psutil.Process(pid).cmdline()):
+                if psutil.Process(pid).name().startswith("vista-w"):
                     live.append(pid)
             except psutil.Error:  # gone since it was seen
                 continue

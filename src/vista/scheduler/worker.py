@@ -71,6 +71,20 @@ def _die_with_parent() -> None:
         logging.getLogger("vista.worker").debug("no PR_SET_PDEATHSIG (%s): the watchdog thread alone", err)
 
 
+PROCESS_NAME = "vista-w{}"  # a worker's name in ps/top (/proc/PID/comm): "vista-w0", "vista-w1", ...
+
+
+def _name_process(name: str) -> None:
+    """Linux: ``ps`` and ``top`` show the worker as ``name`` (a forked worker would otherwise
+    carry its fork server's command line, a spawned one multiprocessing's)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def _watch_parent(parent_pid: int) -> None:
     """Exit when the run's process is gone: a spawned worker is re-parented, a forked one's
     parent (the fork server) may outlive it by a moment, so ask for the pid itself too."""
@@ -135,6 +149,7 @@ def worker_main(init: WorkerInit, inbox: Any, conn: Any, parent_pid: int) -> Non
         os.environ.update(init.environ)
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    _name_process(PROCESS_NAME.format(init.worker_id))
     _die_with_parent()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     outbox = Outbox(conn)
