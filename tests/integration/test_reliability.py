@@ -200,6 +200,19 @@ def test_sigkill_of_the_main_process_leaves_no_worker_and_the_run_resumes(tiny_h
     assert _records(run_dir) == cli_fault_free
 
 
+def test_sigkill_of_the_main_process_while_a_worker_is_stopped_leaves_nothing(tiny_hub, tiny_data, tmp_path):
+    """A stopped worker cannot run its watchdog: the kernel (PR_SET_PDEATHSIG) kills it when its
+    parent, the fork server, exits, which the server does when the run's process is gone
+    (workers do not hold the server's "alive" pipe open)."""
+    run = _Run(_cli_args(tiny_hub, *tiny_data, tmp_path / "run"), tmp_path)
+    run.wait_for("round 1/3")
+    stopped = min(run.workers())
+    os.kill(stopped, signal.SIGSTOP)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    assert run.finish() == -signal.SIGKILL
+    assert stopped in run.pids and run.left_behind() == []
+
+
 def test_a_worker_killed_from_outside_is_replaced(tiny_hub, tiny_data, tmp_path, cli_fault_free):
     """What a user sees when the OOM killer takes a worker: the run goes on, same results."""
     run_dir = tmp_path / "run"

@@ -35,6 +35,7 @@ START_METHOD_ENV = "VISTA_START_METHOD"
 # server is skipped silently by multiprocessing, and the worker imports it itself).
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "peft", "vista.scheduler.worker",
            "vista.fl.runtime", "vista.selection.runtime")
+FREEZE = "vista.scheduler.fork_ready"  # imported after everything else: gc.freeze() before the first fork
 
 
 def start_method() -> str:
@@ -51,7 +52,7 @@ def worker_context() -> BaseContext:
         from multiprocessing import forkserver
 
         if not forkserver._forkserver._forkserver_pid:  # not started yet: ours to set
-            ctx.set_forkserver_preload(list(_preload))
+            ctx.set_forkserver_preload([*_preload, FREEZE])
     return ctx
 
 
@@ -84,7 +85,7 @@ def warm_up(extra: list[str] | None = None) -> bool:
         return False
     _preload[:] = [*PRELOAD, *(m for m in extra or [] if m not in PRELOAD)]
     ctx = worker_context()
-    ctx.set_forkserver_preload(list(_preload))
+    ctx.set_forkserver_preload([*_preload, FREEZE])
     forkserver.ensure_running()
     atexit.register(_stop_server)  # a run that ends while the server still imports leaves nothing behind
     log.debug("fork server started, preloading %s", ", ".join(_preload))

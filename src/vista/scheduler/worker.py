@@ -85,6 +85,22 @@ def _name_process(name: str) -> None:
         pass
 
 
+def _release_fork_server() -> None:
+    """A worker forked by the fork server is handed the server's "alive" pipe end, which the
+    server watches to exit when the run's process is gone; a worker holding it (a stopped one
+    cannot exit) would keep the server, and so itself, alive. Close it: the worker starts no
+    processes of its own."""
+    from multiprocessing import forkserver
+
+    fd = forkserver._forkserver._forkserver_alive_fd
+    if fd is not None and forkserver._forkserver._forkserver_pid is None:  # handed down, not our own server
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
+
+
 def _watch_parent(parent_pid: int) -> None:
     """Exit when the run's process is gone: a spawned worker is re-parented, a forked one's
     parent (the fork server) may outlive it by a moment, so ask for the pid itself too."""
@@ -150,6 +166,7 @@ def worker_main(init: WorkerInit, inbox: Any, conn: Any, parent_pid: int) -> Non
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     _name_process(PROCESS_NAME.format(init.worker_id))
+    _release_fork_server()
     _die_with_parent()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     outbox = Outbox(conn)
