@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -148,7 +149,6 @@ def test_a_lazy_partition_reads_a_client_when_asked_and_equals_the_eager_one(tin
     assert list(lazy.clients._read) == [c]  # only that client
     with pytest.raises(KeyError):
         lazy.clients[10_000]
-    assert lazy.train_sizes == eager.train_sizes == {c: len(s.train) for c, s in eager.clients.items()}
     import pickle
 
     again = pickle.loads(pickle.dumps(lazy))  # the open file handle does not travel; a read reopens it
@@ -157,14 +157,30 @@ def test_a_lazy_partition_reads_a_client_when_asked_and_equals_the_eager_one(tin
     again.close()
 
 
-def test_the_parent_reads_client_sizes_without_the_index_lists(tiny_data):
-    """FederatedData (the parent's view) knows every client's size from the lists' shapes and
-    reads no client's lists until asked (a 10,000-client run reads only the sampled ones)."""
-    from vista.data.fednlp import FederatedData, FederatedDataSpec, FedNLPPartition
+def test_the_parent_checks_a_small_federation_up_front_and_a_large_one_per_client(tiny_data, tmp_path, monkeypatch):
+    """At <= EAGER_CHECK_CLIENTS clients every client's lists are read (a client without training
+    data is an error at start); above, a client's lists are read when first used and the same
+    check fails then: visiting 10,000 groups leaves ~64 MB in HDF5's free lists."""
+    import h5py
 
-    fed = FederatedData(FederatedDataSpec(str(tiny_data[0]), str(tiny_data[1]), "uniform"))
-    eager = FedNLPPartition(tiny_data[1], "uniform")
-    assert fed.partition.clients._read == {}
-    assert [fed.client_size(c) for c in fed.client_ids] == [len(eager.clients[c].train) for c in eager.client_ids]
-    assert fed.partition.clients._read == {}
+    from vista.data import fednlp
+    from vista.data.fednlp import DataFileError, FederatedData, FederatedDataSpec
+
+    part = tmp_path / "part.h5"
+    part.write_bytes(Path(tiny_data[1]).read_bytes())
+    with h5py.File(part, "r+") as f:
+        g = f["uniform"]["partition_data"]
+        victim = sorted(g.keys(), key=int)[0]
+        del g[victim]["train"]
+        g[victim].create_dataset("train", data=np.zeros(0, np.int64))
+    spec = FederatedDataSpec(str(tiny_data[0]), str(part), "uniform")
+    with pytest.raises(DataFileError, match=f"clients \\[{int(victim)}\\] of 'uniform' have no training examples"):
+        FederatedData(spec)
+    monkeypatch.setattr(fednlp, "EAGER_CHECK_CLIENTS", 1)
+    fed = FederatedData(spec)
+    assert fed.partition.clients._read == {}  # nothing read at start
+    other = [c for c in fed.client_ids if c != int(victim)][0]
+    assert fed.client_size(other) > 0 and list(fed.partition.clients._read) == [other]
+    with pytest.raises(DataFileError, match=f"client {int(victim)} of 'uniform' has no training examples"):
+        fed.client_size(int(victim))
     fed.close()

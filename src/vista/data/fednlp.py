@@ -142,14 +142,6 @@ def _split(c: Any) -> ClientSplit:
     return ClientSplit(train, test)
 
 
-def _length(c: Any, name: str) -> int:
-    """How many indices a client's list holds (its dataset's shape: nothing is read)."""
-    if name not in c:
-        return 0
-    shape = c[name].shape
-    return int(shape[0]) if shape else 1
-
-
 class _LazyClients(Mapping):
     """Client id -> ClientSplit, each read from the file when first asked for (and kept): a
     worker reads only the index lists of the clients it runs, not all 10,000."""
@@ -161,6 +153,13 @@ class _LazyClients(Mapping):
         self._file: Any = None  # opened on the first read, kept open (reading every client opens it once)
 
     def __getitem__(self, cid: int) -> ClientSplit:
+        split = self.split(cid)
+        if len(split.train) == 0:  # FederatedData checks small federations up front; a large one here
+            raise DataFileError(f"{self._path}: client {cid} of {self._method!r} has no training examples")
+        return split
+
+    def split(self, cid: int) -> ClientSplit:
+        """The client's lists as the file has them (read once, kept)."""
         if cid not in self._read:
             key = self._keys[cid]  # KeyError for an unknown client, as a dict
             if self._file is None:
@@ -206,13 +205,10 @@ class FedNLPPartition:
             keys = {int(k): k for k in sorted(pdata.keys(), key=int)}
             ids = list(keys)
             self.clients: Mapping[int, ClientSplit]
-            self.train_sizes: dict[int, int]  # client -> its training examples
             if lazy:
                 self.clients = _LazyClients(self.path, self.method, keys)
-                self.train_sizes = {cid: _length(pdata[k], "train") for cid, k in keys.items()}  # shapes only
             else:
                 self.clients = {cid: _split(pdata[k]) for cid, k in keys.items()}
-                self.train_sizes = {cid: len(s.train) for cid, s in self.clients.items()}
             if "n_clients" in g and int(g["n_clients"][()]) != len(ids):
                 raise DataFileError(
                     f"{self.path}: group {self.method!r} says n_clients={int(g['n_clients'][()])} "
@@ -322,6 +318,9 @@ class FederatedDataSpec:
     method: str
 
 
+EAGER_CHECK_CLIENTS = 1000
+
+
 class FederatedData:
     """The federation as the pipeline sees it: client ids, sizes, labels, the test split."""
 
@@ -329,7 +328,11 @@ class FederatedData:
         self.spec = spec
         self.data = FedNLPData(spec.data_file)
         self.partition = FedNLPPartition(spec.partition_file, spec.method, lazy=True)  # lists read when used
-        empty = [c for c, n in self.partition.train_sizes.items() if n == 0]
+        ids = self.partition.client_ids
+        # every client's lists checked now, up to EAGER_CHECK_CLIENTS; beyond, each when first read
+        # (HDF5 keeps ~6 KB of native memory per group visited, even after the file is closed)
+        clients = self.partition.clients
+        empty = [c for c in ids if len(clients.split(c).train) == 0] if len(ids) <= EAGER_CHECK_CLIENTS else []
         if empty:
             raise DataFileError(f"{spec.partition_file}: clients {empty[:10]} of {self.partition.method!r} have no training examples")
 
@@ -355,4 +358,4 @@ class FederatedData:
         self.partition.close()
 
     def client_size(self, cid: int) -> int:
-        return self.partition.train_sizes[cid]
+        return len(self.partition.clients[cid].train)
