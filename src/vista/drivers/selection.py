@@ -6,7 +6,8 @@ the avg_logme / borda baselines, and any score registered later): a parallel ``p
 (the server's shift per candidate), a parallel ``client_stats`` task (one job per candidate x
 client: frozen encoder -> additive statistics around the shift -> privacy guard) and a single
 ``merge_and_score`` task (merge = sum, score, rank); a two-round score adds the PCA round.
-Prior scores (param_prior, random) need no client work. Search methods (successive_halving,
+Prior scores (param_prior, random) need no client work; combined ones (gbc_prior, and ``auto``,
+its alias) are the server's function of their components' values. Search methods (successive_halving,
 hybrid, brute_force) fine-tune candidates with the FedPEFT driver, continuing survivors from
 their checkpoints. Optionally (``then_finetune``) the winner is then fine-tuned. The result
 lands in FLContext, in ``selection.json``, in the ``selection`` recorder table and in
@@ -33,12 +34,28 @@ from vista.errors import Interrupted
 from vista.fl.spec import ClientFailures
 from vista.models.inventory import count_parameters
 from vista.parts import ExperimentParts
-from vista.pipeline import (EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, RunInterrupted, Task,
-                            payload_nbytes)
+from vista.pipeline import (
+    EventManager,
+    FLContext,
+    JobResult,
+    Jobs,
+    JobSpec,
+    Pipeline,
+    RunInterrupted,
+    Task,
+    payload_nbytes,
+)
 from vista.recording.recorder import ExpRecorder
 from vista.selection import metrics as score_fns
 from vista.selection import scores as registry
-from vista.selection.privacy import Releases, check_budget, merge_uploads, plan, privacy_report
+from vista.selection.combine import resolved, server_scores
+from vista.selection.privacy import (
+    Releases,
+    check_budget,
+    merge_uploads,
+    plan,
+    privacy_report,
+)
 from vista.selection.ranking import rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
 from vista.selection.search import Cost
@@ -305,11 +322,9 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))
                 out["pca_dims"] = ctx["pca_dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
-        for s in spec.wanted_scores():  # prior scores: no client work
-            d = registry.SCORES[s]
-            if d.kind == registry.PRIOR:
-                got = registry.safe_table(d.fn(names, params, parts.seed))
-                scores[s] = {n: got.get(n) for n in names}
+        scores = server_scores(spec.wanted_scores(), names, params, parts.seed, scores)  # prior, then combined
+        if resolved(spec.wanted_scores()):
+            out["resolved"] = resolved(spec.wanted_scores())  # e.g. auto -> gbc_prior, and its rule
         search = oracle = None
         if spec.method.kind == SEARCH:
             seeding = scores.get(spec.ranking_score or "") if spec.name == "hybrid" else None

@@ -17,6 +17,12 @@ Three kinds, by what the function takes:
   values (``local``: one ``{candidate: value}`` dict per voting client, ``weights``: their
   example counts): the naive federated baselines.
 * ``prior``: ``fn(candidates, params, seed) -> {candidate: score}``: no client work.
+* ``combined``: ``fn(table) -> {candidate: score}`` of other registered scores' values
+  (``table``: ``{score: {candidate: value}}`` for each name in ``uses``), computed by the
+  server after them; a run records the components beside it (:mod:`vista.selection.combine`).
+
+:func:`alias` gives a registered score a second name that says what it is for (``auto``, the
+recommended method); ``ScoreDef.alias_of`` names what it resolves to.
 
 Higher is better for every score; a score that is undefined for a candidate is ``None``
 (NaN and infinities are turned into ``None`` by :func:`safe_value`) and ranks last.
@@ -24,16 +30,17 @@ Higher is better for every score; a score that is undefined for a candidate is `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIENT", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "get", "names", "ordered",
-           "safe_table", "safe_value", "score", "unregister"]
+__all__ = ["CLIENT", "COMBINED", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "alias", "check_uses",
+           "get", "names", "ordered", "safe_table", "safe_value", "score", "unregister"]
 
-EXACT, CLIENT, PRIOR = "exact", "client", "prior"
-KINDS = (EXACT, CLIENT, PRIOR)
+EXACT, CLIENT, PRIOR, COMBINED = "exact", "client", "prior", "combined"
+KINDS = (EXACT, CLIENT, PRIOR, COMBINED)
 # what an exact score may ask the clients for (SufficientStats blocks; see vista.selection.stats)
 STATISTICS = {
     "moments": "N, per-class counts n_c, feature sum s, per-class sums B, Gram matrix G",
@@ -53,6 +60,8 @@ class ScoreDef:
     rounds: int
     kind: str
     doc: str = ""
+    uses: tuple[str, ...] = ()  # a combined score's components (registered scores, none combined)
+    alias_of: str | None = None  # this name is another name of that score (alias)
 
     @property
     def per_class(self) -> bool:
@@ -61,6 +70,9 @@ class ScoreDef:
 
     @property
     def client_work(self) -> bool:
+        """Needs the clients: itself (exact, client) or through a component (combined)."""
+        if self.kind == COMBINED:
+            return any(u in SCORES and SCORES[u].client_work for u in self.uses)
         return self.kind in (EXACT, CLIENT)
 
 
@@ -68,14 +80,21 @@ SCORES: dict[str, ScoreDef] = {}
 
 
 def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), rounds: int = 1,
-          kind: str = EXACT) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+          kind: str = EXACT, uses: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the score ``name`` (default: the function's name).
 
     Re-registering a name replaces it only with the same function (a module imported twice);
-    otherwise it is an error, so two scores cannot silently share a name.
+    otherwise it is an error, so two scores cannot silently share a name. ``uses``: a combined
+    score's components, registered before it and not combined themselves.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    parts = tuple(uses)
+    if (kind == COMBINED) != bool(parts):
+        raise ValueError("a combined score names the scores it uses (uses=...), and only a combined one does")
+    nested = [u for u in parts if u in SCORES and SCORES[u].kind == COMBINED]
+    if nested:  # components need not be registered yet (a module imported half-way); check_uses says
+        raise ValueError(f"a combined score uses scores that are not combined; {nested[0]!r} is")
     wanted = frozenset(needs)
     unknown = sorted(wanted - set(STATISTICS))
     if unknown:
@@ -84,7 +103,7 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         raise ValueError(f"rounds must be 1, or 2 for an exact score (a PCA round first), got {rounds}")
     if kind == CLIENT and "client_logme" not in wanted:
         wanted = wanted | {"client_logme"}
-    if kind == PRIOR:
+    if kind in (PRIOR, COMBINED):
         wanted = frozenset()
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,10 +112,30 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
             raise ValueError(f"a score named {key!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "")
+        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "", parts)
         return fn
 
     return register
+
+
+def alias(name: str, target: str, doc: str = "") -> None:
+    """Register ``name`` as another name of the score ``target`` (``auto``: the recommended
+    method); calling it again re-points the alias, but it never replaces a score of its own."""
+    old = SCORES.get(name)
+    if old is not None and old.alias_of is None:
+        raise ValueError(f"{name!r} is a score of its own, not an alias")
+    d = get(target)
+    if d.alias_of is not None:
+        raise ValueError(f"{target!r} is itself an alias (of {d.alias_of!r}); point {name!r} at that")
+    SCORES[name] = dataclasses.replace(d, name=name, doc=doc or d.doc, alias_of=target)
+
+
+def check_uses(name: str) -> None:
+    """A combined score's components are registered and not combined (a ValueError otherwise)."""
+    for u in get(name).uses:
+        if u not in SCORES or SCORES[u].kind == COMBINED:
+            raise ValueError(f"score {name!r} uses {u!r}, which is not a registered score of its own kind "
+                             f"(exact, client or prior); known: {', '.join(SCORES)}")
 
 
 def unregister(name: str) -> None:
@@ -140,4 +179,5 @@ def safe_table(values: Mapping[str, Any]) -> dict[str, float | None]:
 
 # the built-in scores register themselves on import (bottom: they import this module's decorator)
 from vista.selection import baselines as _baselines  # noqa: F401
+from vista.selection import combine as _combine  # noqa: F401  (combinations of the above, and auto)
 from vista.selection import metrics as _metrics  # noqa: F401

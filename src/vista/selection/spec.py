@@ -42,7 +42,7 @@ SEARCH_METHODS: dict[str, Method] = {
 
 
 def _method_of(d: registry.ScoreDef) -> Method:
-    return Method(d.name, PRIOR if d.kind == registry.PRIOR else STATS, d.name)
+    return Method(d.name, STATS if d.client_work else PRIOR, d.name)
 
 
 class _Methods(Mapping[str, Method]):
@@ -140,6 +140,12 @@ class SelectionSpec:
             if unknown:
                 raise FieldError(field_name, f"unknown score {unknown[0]!r}; known: {list(registry.names())}",
                                  "selection")
+        for s in (self.ranking_score, *self.scores):
+            if s in registry.SCORES:
+                try:
+                    registry.check_uses(s)
+                except ValueError as err:
+                    raise FieldError("name" if s == self.name else "scores", str(err), "selection") from None
         one_of(self, "pooling", POOLINGS)
         if self.max_rounds is not None and self.max_rounds < self.r0:
             raise FieldError("max_rounds", f"must be >= selection.r0={self.r0}, got {self.max_rounds}", "selection")
@@ -169,12 +175,17 @@ class SelectionSpec:
         return self.metric or self.method.score
 
     def wanted_scores(self) -> tuple[str, ...]:
-        """Every score the run records: the ranking one first, then the extras."""
-        return tuple(dict.fromkeys(s for s in (self.ranking_score, *self.scores) if s in registry.SCORES))
+        """Every score the run records: the ranking one first, then the extras, then the
+        components of combined ones."""
+        wanted = dict.fromkeys(s for s in (self.ranking_score, *self.scores) if s in registry.SCORES)
+        for s in list(wanted):
+            wanted.update(dict.fromkeys(registry.SCORES[s].uses))
+        return tuple(wanted)
 
     def statistics_scores(self) -> tuple[str, ...]:
-        """The wanted scores that need client work (exact and client scores)."""
-        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].client_work)
+        """The wanted scores the statistics round computes (exact and client scores)."""
+        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT))
+
 
     @property
     def needs_statistics(self) -> bool:

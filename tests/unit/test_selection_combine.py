@@ -1,0 +1,104 @@
+"""Combined scores and ``auto``: registered like any score, computed by the server from their
+components' values; the numbers here are worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vista.selection import scores as registry
+from vista.selection.combine import (
+    gbc_prior,
+    logme_gbc,
+    near_ties,
+    resolved,
+    server_scores,
+    weighted_z,
+    zscores,
+)
+from vista.selection.ranking import rank_by
+from vista.selection.spec import METHODS, STATS, SelectionSpec
+
+
+def test_the_registry_lists_auto_as_an_alias_of_a_combination():
+    assert {"auto", "gbc_prior", "logme_gbc"} <= set(registry.names(registry.COMBINED))
+    auto = registry.SCORES["auto"]
+    assert auto.alias_of == "gbc_prior" and auto.uses == ("gbc", "param_prior") and auto.fn is gbc_prior
+    assert registry.SCORES["logme_gbc"].uses == ("logme", "gbc") and registry.SCORES["logme_gbc"].alias_of is None
+    assert METHODS["auto"].kind == STATS and METHODS["auto"].score == "auto"  # GBC needs the clients
+    spec = SelectionSpec(name="auto", candidates=("a", "b"))
+    # the components are recorded beside it; GBC's two rounds, no per-class Grams in round 1
+    assert spec.wanted_scores() == ("auto", "gbc", "param_prior") and spec.statistics_scores() == ("gbc",)
+    assert spec.rounds == 2 and not spec.per_class and not spec.client_logme
+    assert resolved(spec.wanted_scores())["auto"]["resolved_to"] == "gbc_prior"
+    assert resolved(SelectionSpec(name="gbc", candidates=("a", "b")).wanted_scores()) == {}
+
+
+def test_logme_gbc_lets_gbc_order_logmes_near_ties():
+    # a and b tie on LogME (1e-4 apart, spread 0.4: within 5%); GBC separates them, a first
+    logme = {"a": 0.5, "b": 0.5001, "c": 0.1}
+    gbc = {"a": -1.0, "b": -3.0, "c": -0.5}
+    assert rank_by(logme) == ["b", "a", "c"]
+    got = logme_gbc({"logme": logme, "gbc": gbc})
+    assert got == {"a": 3.0, "b": 2.0, "c": 1.0}  # ordinal; c's better GBC does not lift it over a real gap
+    # 0.03 apart is 7.5% of the spread: no longer a near-tie, LogME decides
+    assert rank_by(logme_gbc({"logme": {"a": 0.5, "b": 0.53, "c": 0.1}, "gbc": gbc})) == ["b", "a", "c"]
+    # a chain: each within 5% of the run's first member, not of its neighbour
+    assert rank_by(near_ties({"a": 1.0, "b": 0.96, "c": 0.92, "d": 0.0}, {"a": 0, "b": 1, "c": 2, "d": 3}, 0.05)) \
+        == ["b", "a", "c", "d"]
+    # no LogME: last (None); no GBC inside a near-tie: after the ones that have one
+    assert near_ties({"a": 1.0, "b": 1.0, "c": None}, {"a": None, "b": 0.0, "c": 9.0}, 0.05) == \
+        {"a": 1.0, "b": 2.0, "c": None}
+
+
+def test_auto_moves_gbcs_near_ties_by_size_but_not_a_clear_gbc_gap():
+    # GBC near-ties a and b; the size prior (log10 parameters) separates them: b, the bigger, first.
+    # c is the biggest, but its GBC is far below: it stays last.
+    table = {"gbc": {"a": -1.0, "b": -1.0001, "c": -5.0}, "param_prior": {"a": 7.0, "b": 8.0, "c": 9.0}}
+    got = gbc_prior(table)
+    zg, zp = zscores(table["gbc"]), zscores(table["param_prior"])
+    assert zp == pytest.approx({"a": -math.sqrt(1.5), "b": 0.0, "c": math.sqrt(1.5)})
+    assert got == pytest.approx({k: zg[k] + 0.5 * zp[k] for k in "abc"})
+    assert got == pytest.approx({"a": 0.09476, "b": 0.70708, "c": -0.80184}, abs=1e-5)
+    assert rank_by(table["gbc"]) == ["a", "b", "c"] and rank_by(got) == ["b", "a", "c"]
+    # a clear GBC gap (evenly spread: z 1.22, 0, -1.22) outweighs the size prior (half its z): a stays first
+    clear = {"gbc": {"a": -1.0, "b": -3.0, "c": -5.0}, "param_prior": {"a": 7.0, "b": 8.0, "c": 9.0}}
+    assert gbc_prior(clear) == pytest.approx({"a": math.sqrt(1.5) / 2, "b": 0.0, "c": -math.sqrt(1.5) / 2})
+
+
+def test_a_missing_component_value():
+    table = {"gbc": {"a": -1.0, "b": None, "c": -3.0}, "param_prior": {"a": None, "b": 8.0, "c": 9.0}}
+    got = weighted_z(table, {"gbc": 1.0, "param_prior": 0.5}, required=("gbc",))
+    # no GBC: None (ranks last, as GBC alone ranks it); no size: adds 0, the mean
+    assert got["b"] is None and got["a"] == pytest.approx(1.0) and got["c"] == pytest.approx(-1.0 + 0.5)
+    assert zscores({"a": 2.0, "b": 2.0}) == {"a": 0.0, "b": 0.0} and zscores({"a": None}) == {"a": None}
+
+
+def test_the_server_computes_priors_then_combinations():
+    scores = {"gbc": {"a": -1.0, "b": -1.0001, "c": -5.0}}
+    out = server_scores(("auto", "gbc", "param_prior"), ["a", "b", "c"], {"a": 10**7, "b": 10**8, "c": 10**9}, 0,
+                        scores)
+    assert out["param_prior"] == pytest.approx({"a": 7.0, "b": 8.0, "c": 9.0})
+    assert rank_by(out["auto"]) == ["b", "a", "c"] and out["auto"]["b"] == pytest.approx(0.70708, abs=1e-5)
+
+
+def test_registration_rules():
+    with pytest.raises(ValueError, match="names the scores it uses"):
+        registry.score("toy_combo", kind=registry.COMBINED)(lambda table: {})
+    with pytest.raises(ValueError, match="names the scores it uses"):
+        registry.score("toy_exact", uses=("logme",))(lambda stats: 0.0)
+    with pytest.raises(ValueError, match="not combined; 'gbc_prior' is"):
+        registry.score("toy_combo", kind=registry.COMBINED, uses=("gbc_prior",))(lambda table: {})
+    with pytest.raises(ValueError, match="a score of its own"):
+        registry.alias("logme", "gbc")
+    with pytest.raises(ValueError, match="itself an alias"):
+        registry.alias("toy_alias", "auto")
+    assert "toy_combo" not in registry.SCORES and "toy_alias" not in registry.SCORES
+    # a combination of a score nobody registered is refused when a run asks for it, in one line
+    registry.score("toy_combo", kind=registry.COMBINED, uses=("no_such_score",))(lambda table: {})
+    try:
+        with pytest.raises(ValueError, match="uses 'no_such_score', which is not a registered score"):
+            SelectionSpec(name="toy_combo", candidates=("a", "b"))
+    finally:
+        registry.unregister("toy_combo")
