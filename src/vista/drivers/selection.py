@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,23 +59,14 @@ from vista.selection.privacy import (
 )
 from vista.selection.ranking import rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
+from vista.selection.sampling import cohort as sample_cohort
+from vista.selection.sampling import derived_seed
 from vista.selection.search import Cost
 from vista.selection.spec import PRIOR, SEARCH, STATS, SelectionSpec
 
 log = logging.getLogger(__name__)
 
 SELECTION_FILE = "selection.json"
-
-
-def _derived_seed(seed: int, *tags: int) -> int:
-    return int(np.random.SeedSequence([seed, *tags]).generate_state(1)[0])
-
-
-def _cohort(clients: list[int], size: int | None, seed: int) -> list[int]:
-    if size is None or size >= len(clients):
-        return sorted(clients)
-    rng = np.random.default_rng(_derived_seed(seed, 5))
-    return sorted(int(c) for c in rng.choice(clients, size=size, replace=False))
 
 
 # -- statistics methods ------------------------------------------------------------------------
@@ -109,10 +101,10 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         shifts = ctx["shifts"]  # a candidate whose probe failed: statistics around 0
         # score_seed / weight_seed: the DP noise of a client's own score (per candidate) and of its
         # example count (one per client: every candidate's job draws the same, released once)
-        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 6, m),
-                                                  "noise_seed": _derived_seed(seed, 7, m, c),
-                                                  "score_seed": _derived_seed(seed, 10, m, c),
-                                                  "weight_seed": _derived_seed(seed, 11, c),
+        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": derived_seed(seed, 6, m),
+                                                  "noise_seed": derived_seed(seed, 7, m, c),
+                                                  "score_seed": derived_seed(seed, 10, m, c),
+                                                  "weight_seed": derived_seed(seed, 11, c),
                                                   "shift": shifts.get(name)})
                  for m, name in enumerate(names) for c in cohort]  # candidate-major: one model load per run
         return Jobs(specs)
@@ -162,8 +154,8 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
         bases = {name: score_fns.pca_basis(ctx["merged"][name]) for name in names}
         centres = {name: ctx["merged"][name].mean() for name in names}
         ctx["bases"] = bases
-        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": _derived_seed(seed, 8, m),
-                                                  "noise_seed": _derived_seed(seed, 9, m, c),
+        specs = [JobSpec("client_stats", (m, c), {"cohort": cohort, "mask_seed": derived_seed(seed, 8, m),
+                                                  "noise_seed": derived_seed(seed, 9, m, c),
                                                   "basis": bases[name], "centre": centres[name]})
                  for m, name in enumerate(names) for c in cohort]
         return Jobs(specs)
@@ -219,7 +211,7 @@ def _merge(results: list[JobResult], spec: SelectionSpec, names: list[str], coho
                                f"{next((f['error'] for f in failed if f['candidate'] == name), '?')}")
         dropped = sorted({f["client"] for f in failed if f["candidate"] == name})
         merged[name] = merge_uploads([r.value["upload"] for r in mine], spec.privacy,
-                                     seed=_derived_seed(seed, tag, m), cohort=cohort, dropped=dropped,
+                                     seed=derived_seed(seed, tag, m), cohort=cohort, dropped=dropped,
                                      releases=releases)
         mine_of[name] = mine
     return merged, failed, mine_of
@@ -236,17 +228,21 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     """The statistics round on the scheduler's workers; returns the context after ``select``
     (``releases``: what it released, :func:`statistics_releases`)."""
     names = [c.name for c in spec.models]
-    cohort = _cohort(list(fed.client_ids), spec.clients, parts.seed)
+    cohort = sample_cohort(list(fed.client_ids), spec.cohort_size(len(fed.client_ids)), parts.seed)
     releases = statistics_releases(spec)
     check_budget(spec.privacy, spec.per_class or spec.rounds == 2, len(cohort), releases.total)
     if spec.client_logme and spec.privacy.secure_agg and not spec.privacy.dp:
         log.warning("selection: the clients' own LogME (%s) leaves them unmasked and un-noised; "
                     "set selection.privacy.dp_epsilon to noise it", ", ".join(
                         s for s in spec.statistics_scores() if "client_logme" in registry.SCORES[s].needs))
+    cache = run_dir / "feature_cache" if spec.rounds == 2 and spec.feature_cache_mb else None
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)  # a stopped run's leftovers
     args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
-                     releases=releases.total)
+                     releases=releases.total, seed=parts.seed, max_texts=spec.max_texts_per_client,
+                     feature_cache=str(cache) if cache else None, feature_cache_mb=spec.feature_cache_mb)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop,
                                    releases=releases.total)
@@ -267,6 +263,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
         pipeline.run(ctx, events, executor)
     finally:
         executor.shutdown()
+        if cache is not None:  # features of the clients' texts: nothing is kept after the round
+            shutil.rmtree(cache, ignore_errors=True)
     ctx["cost"] = dataclasses.replace(ctx["cost"], seconds=time.perf_counter() - t0)
     ctx["releases"] = releases
     return ctx
@@ -322,6 +320,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))
                 out["pca_dims"] = ctx["pca_dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
+            out["cohort"] = ctx["cohort"]  # the clients sampled (selection.clients / client_fraction)
         scores = server_scores(spec.wanted_scores(), names, params, parts.seed, scores)  # prior, then combined
         if resolved(spec.wanted_scores()):
             out["resolved"] = resolved(spec.wanted_scores())  # e.g. auto -> gbc_prior, and its rule

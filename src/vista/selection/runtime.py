@@ -9,7 +9,9 @@ client scores, its own LogME and example count (with DP clipped and noised:
 ``probe`` with key ``(candidate, -1)`` is the server's: the candidate's mean feature of
 :data:`PROBE_TEXTS` (public), the shift every client's statistics are taken around. Jobs are
 planned candidate-major, so a worker loads each candidate once in a row; one encoder is held
-at a time.
+at a time. A client encodes at most ``max_texts`` of its texts (a seeded sample, the same for
+every candidate and round), and with a second round its round-1 features are kept
+(:mod:`vista.selection.feature_cache`), so the PCA round loads no model and encodes nothing.
 """
 
 from __future__ import annotations
@@ -20,12 +22,24 @@ from typing import Any
 
 import numpy as np
 
-from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
+from vista.data.fednlp import FederatedDataSpec, FedNLPData, FedNLPPartition
 from vista.models.hub import ModelSpec
 from vista.pipeline.protocol import WorkerEnv
+from vista.selection.feature_cache import (
+    CachedEncoder,
+    FeatureCache,
+    RecordingEncoder,
+    feature_key,
+)
 from vista.selection.features import FrozenEncoder, client_statistics
 from vista.selection.metrics import local_logme
-from vista.selection.privacy import PrivacySpec, admit, client_upload, guard_client_score
+from vista.selection.privacy import (
+    PrivacySpec,
+    admit,
+    client_upload,
+    guard_client_score,
+)
+from vista.selection.sampling import capped
 from vista.selection.stats import SufficientStats
 
 log = logging.getLogger(__name__)
@@ -53,6 +67,10 @@ class StatsArgs:
     local_logme: bool  # per-client LogME, for the client scores (avg_logme, borda; not masked, noised with DP)
     privacy: PrivacySpec
     releases: int = 1  # the DP releases dp_epsilon is split over (vista.selection.privacy.plan)
+    seed: int = 0  # the text cap's sample
+    max_texts: int | None = None  # texts a client encodes at most (a seeded sample); None: all
+    feature_cache: str | None = None  # where round-1 features are kept for the PCA round; None: re-encode
+    feature_cache_mb: int = 0
 
 
 class StatisticsRuntime:
@@ -63,6 +81,7 @@ class StatisticsRuntime:
         self.data = FedNLPData(args.data.data_file)
         self._partition: FedNLPPartition | None = None
         self._encoder: tuple[int, FrozenEncoder] | None = None
+        self.cache = FeatureCache(args.feature_cache, args.feature_cache_mb * 2**20)
 
     @classmethod
     def create(cls, args: StatsArgs, env: WorkerEnv) -> StatisticsRuntime:
@@ -94,28 +113,40 @@ class StatisticsRuntime:
     def client_stats(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         candidate, client = key
         a = self.args
-        enc: Any = self.encoder(candidate)
-        per_class, shift = a.per_class, payload.get("shift")
-        if payload.get("basis") is not None:  # the PCA round: centred features on the pooled PCA basis
-            enc = _Projected(enc, np.asarray(payload["basis"], dtype=np.float64),
-                             np.asarray(payload["centre"], dtype=np.float64))
-            per_class, shift = True, None
+        second = payload.get("basis") is not None  # the PCA round: centred features on the pooled PCA basis
         if self._partition is None:
             self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
-        idx = np.asarray(self._partition.clients[client].train, dtype=np.int64)
+        idx = capped(np.asarray(self._partition.clients[client].train, dtype=np.int64), a.max_texts, a.seed, client)
         labels = np.asarray(self.data.labels(idx), dtype=np.int64)
         adm = admit(labels, a.num_labels, a.privacy)
+        kept = idx[adm.keep]  # what client_statistics encodes
+        cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
+        cached = self.cache.get(cache_key) if second and adm.eligible else None
+        enc: Any = CachedEncoder(cached) if cached is not None else None  # a hit loads no model
+        if enc is None and (adm.eligible or not second):
+            enc = self.encoder(candidate)
+        recording = RecordingEncoder(enc) if self.cache.enabled and not second and adm.eligible else None
+        enc = recording or enc
+        per_class, shift = a.per_class, payload.get("shift")
+        if second:
+            basis = np.asarray(payload["basis"], dtype=np.float64)
+            enc = _Projected(enc, basis, np.asarray(payload["centre"], dtype=np.float64))
+            per_class, shift = True, None
         passes = 0
         if adm.eligible:
             stats, passes = client_statistics(
                 enc, self.data.texts(idx), labels, a.num_labels, per_class=per_class, batch_size=a.batch_size,
                 max_seq_len=a.max_seq_len, clip_norm=a.privacy.clip_norm if a.privacy.dp else None, keep=adm.keep,
                 shift=shift)
+            if recording is not None:
+                self.cache.put(cache_key, recording.recorded())
+            if cached is not None:
+                passes = 0  # read back, not encoded
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class, shift)
         local, weight = None, None
         # a client of >= 2 admitted classes votes (a label-only decision, like admission)
-        if a.local_logme and adm.eligible and "basis" not in payload and np.count_nonzero(stats.counts) >= 2:
+        if a.local_logme and adm.eligible and not second and np.count_nonzero(stats.counts) >= 2:
             local, weight = guard_client_score(local_logme(stats), stats.n, a.privacy, releases=a.releases,
                                                score_seed=payload["score_seed"], weight_seed=payload["weight_seed"])
         upload = client_upload(stats, client, payload["cohort"], a.privacy, seed=payload["mask_seed"],
@@ -123,19 +154,21 @@ class StatisticsRuntime:
         return {"upload": upload, "examples": int(stats.n), "forward_passes": int(passes),
                 "eligible": bool(adm.eligible), "reason": adm.reason,
                 "withheld_classes": list(adm.withheld_classes), "local_logme": local, "local_weight": weight,
-                "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None)}
+                "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None), "cached": cached is not None}
 
     def close(self) -> None:
+        self.cache.clear()
         self.data.close()
 
 
 class _Projected:
     """An encoder whose features are centred on ``centre`` (the pooled mean of round 1) and
-    projected onto ``basis`` (D, k): the server's PCA basis."""
+    projected onto ``basis`` (D, k): the server's PCA basis. ``encoder`` None: an ineligible
+    client's, which encodes nothing."""
 
-    def __init__(self, encoder: FrozenEncoder, basis: np.ndarray, centre: np.ndarray) -> None:
+    def __init__(self, encoder: Any, basis: np.ndarray, centre: np.ndarray) -> None:
         self.encoder, self.basis, self.centre, self.dim = encoder, basis, centre, basis.shape[1]
-        self.pooling = encoder.pooling
+        self.pooling = getattr(encoder, "pooling", None)
 
     def features(self, texts: Any, batch_size: int, max_seq_len: int) -> Any:
         for f in self.encoder.features(texts, batch_size, max_seq_len):

@@ -10,6 +10,7 @@ a method too) plus the searches.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -102,6 +103,10 @@ class SelectionSpec:
     batch_size: int = 32  # feature extraction batch on the clients
     max_seq_len: int | None = None  # None: fl.max_seq_len
     clients: int | None = None  # clients in the statistics round (seeded sample); None: all
+    client_fraction: float = 1.0  # or this share of them (seeded sample, at least 1); not with clients
+    max_texts_per_client: int | None = None  # each client encodes at most this many of its texts (seeded)
+    # a client's features kept for the PCA round (GBC), on the host's disk, at most this many MB (0: re-encode)
+    feature_cache_mb: int = 1024
     then_finetune: bool = False  # FedPEFT of the chosen candidate after selection (a search's run is reused)
     # budgeted search (successive_halving, hybrid; brute_force uses max_rounds)
     r0: int = 1  # rounds of the first rung
@@ -156,6 +161,14 @@ class SelectionSpec:
                              "what the results are judged on", "selection")
         if self.clients is not None and self.clients < 1:
             raise FieldError("clients", f"must be >= 1 or null (all), got {self.clients}", "selection")
+        check_range("SelectionSpec", "client_fraction", self.client_fraction, 0.0, 1.0, lo_open=True, hi_open=False)
+        if self.clients is not None and self.client_fraction < 1:
+            raise FieldError("client_fraction", f"cannot be {self.client_fraction} while selection.clients="
+                             f"{self.clients} is set: sample by count or by share, not both", "selection")
+        for field_name in ("max_seq_len", "max_texts_per_client"):
+            if getattr(self, field_name) is not None:
+                at_least(self, field_name, 1)
+        at_least(self, "feature_cache_mb", 0)
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
@@ -174,6 +187,14 @@ class SelectionSpec:
         """The statistics score that ranks (or seeds hybrid's top-k)."""
         return self.metric or self.method.score
 
+    def cohort_size(self, available: int) -> int | None:
+        """Clients the statistics round samples out of ``available``; None: all of them."""
+        if self.clients is not None:
+            return self.clients
+        if self.client_fraction < 1:
+            return max(1, math.floor(self.client_fraction * available + 0.5))
+        return None
+
     def wanted_scores(self) -> tuple[str, ...]:
         """Every score the run records: the ranking one first, then the extras, then the
         components of combined ones."""
@@ -185,7 +206,6 @@ class SelectionSpec:
     def statistics_scores(self) -> tuple[str, ...]:
         """The wanted scores the statistics round computes (exact and client scores)."""
         return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT))
-
 
     @property
     def needs_statistics(self) -> bool:

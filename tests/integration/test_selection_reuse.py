@@ -1,0 +1,92 @@
+"""A client encodes its texts once per candidate and run: every round-1 score reads the same
+statistics, and GBC's PCA round reads the round-1 features back from the feature cache, on
+whichever worker it runs. Sampling clients and capping texts is recorded in selection.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+
+import pytest
+from support.experiments import tiny_parts
+
+from vista.drivers.selection import run_selection
+from vista.models.hub import ModelSpec
+from vista.scheduler import SchedulerSpec
+from vista.selection.features import FrozenEncoder
+from vista.selection.privacy import PrivacySpec
+from vista.selection.ranking import rank_by
+from vista.selection.runtime import PROBE_TEXTS
+from vista.selection.spec import SelectionSpec
+
+NAMES = ("bert", "roberta", "gpt2")
+SCORES = ("gbc", "hscore", "reg_hscore", "transrate", "avg_logme")
+PRIVACY = PrivacySpec(min_examples=4, min_per_class=2, secure_agg=True)
+
+
+@pytest.fixture(scope="module")
+def candidates(arch_hub):
+    return tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in NAMES)
+
+
+@pytest.fixture
+def encoded(monkeypatch):
+    """Texts through each candidate's encoder (by model_type), counted in this process."""
+    counts: Counter[str] = Counter()
+    original = FrozenEncoder.features
+
+    def features(self, texts, batch_size, max_seq_len):
+        counts[self.model_type] += len(texts)
+        yield from original(self, texts, batch_size, max_seq_len)
+
+    monkeypatch.setattr(FrozenEncoder, "features", features)
+    return counts
+
+
+def _run(tiny_hub, tiny_data, tmp_path, candidates, name="logme", workers=0, **spec):
+    sel = SelectionSpec(name=name, candidates=candidates, privacy=PRIVACY, **spec)
+    parts = dataclasses.replace(tiny_parts(tiny_hub, *tiny_data), selection=sel,
+                                scheduler=SchedulerSpec(num_workers=workers, device="cpu"))
+    run_selection(parts, tmp_path)
+    return json.loads((tmp_path / "selection.json").read_text())
+
+
+def test_every_score_and_round_share_one_encode(tiny_hub, tiny_data, candidates, tmp_path, encoded,
+                                                one_torch_thread):
+    sel = _run(tiny_hub, tiny_data, tmp_path / "cached", candidates, scores=SCORES)
+    admitted = sum(r["examples"] for r in sel["clients"])
+    assert 36 <= admitted <= 48 and sel["cost"]["rounds"] == 2  # 4 clients x 12 texts less rare classes; 2 rounds
+    # logme, gbc (both rounds), hscore, reg_hscore, transrate, avg_logme: each text once per
+    # candidate, plus the server's 4 public probe texts
+    assert encoded == {"bert": admitted + len(PROBE_TEXTS), "roberta": admitted + len(PROBE_TEXTS),
+                       "gpt2": admitted + len(PROBE_TEXTS)}
+    assert sel["cost"]["forward_passes"] == admitted * len(NAMES)
+
+    encoded.clear()  # without the cache the PCA round encodes again, and the scores do not change
+    plain = _run(tiny_hub, tiny_data, tmp_path / "plain", candidates, scores=SCORES, feature_cache_mb=0)
+    assert encoded == {n: 2 * admitted + len(PROBE_TEXTS) for n in ("bert", "roberta", "gpt2")}
+    assert plain["cost"]["forward_passes"] == 2 * admitted * len(NAMES)
+    for s in ("logme", *SCORES):
+        assert plain["scores"][s] == pytest.approx(sel["scores"][s], rel=1e-12, abs=0), s
+
+
+def test_auto_on_a_sample_of_clients_and_texts(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread):
+    sel = _run(tiny_hub, tiny_data, tmp_path, candidates, name="auto", client_fraction=0.5, max_texts_per_client=8,
+               max_seq_len=16)
+    assert sel["resolved"]["auto"]["resolved_to"] == "gbc_prior" and sel["ranked_by"] == "auto"
+    assert set(sel["scores"]) == {"auto", "gbc", "param_prior"}
+    assert sel["ranking"] == rank_by(sel["scores"]["auto"]) and sel["chosen"] == sel["ranking"][0]
+    assert len(sel["cohort"]) == 2 and set(sel["cohort"]) <= {0, 1, 2, 3} and sel["num_clients"] == 4
+    assert [r["client"] for r in sel["clients"]] == sel["cohort"]
+    assert all(r["examples"] <= 8 for r in sel["clients"])
+    admitted = sum(r["examples"] for r in sel["clients"])
+    assert admitted <= 16 and sel["cost"]["forward_passes"] == admitted * len(NAMES)
+
+
+def test_the_pca_round_reuses_features_across_worker_processes(tiny_hub, tiny_data, candidates, tmp_path):
+    sel = _run(tiny_hub, tiny_data, tmp_path, candidates, name="gbc", workers=2)
+    admitted = sum(r["examples"] for r in sel["clients"])
+    # a job goes to any idle worker: the cache is on the host's disk, so every PCA-round job hits
+    assert sel["cost"]["forward_passes"] == admitted * len(NAMES) and sel["cost"]["rounds"] == 2
+    assert not (tmp_path / "feature_cache").exists()

@@ -1,0 +1,70 @@
+"""Cheaper statistics rounds: a seeded share of the clients (``selection.client_fraction``) and a
+seeded cap on each client's texts (``selection.max_texts_per_client``); defaults change nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from vista.config import ConfigError, validate
+from vista.selection.sampling import capped
+from vista.selection.spec import SelectionSpec
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="vista.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _spec(**kw) -> SelectionSpec:
+    return SelectionSpec(name="auto", candidates=("a", "b"), **kw)
+
+
+def test_defaults_keep_every_client_and_text():
+    spec = _spec()
+    assert spec.client_fraction == 1.0 and spec.max_texts_per_client is None and spec.cohort_size(10) is None
+    cfg = validate(_compose("selection=auto"))["selection"]
+    assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] is None and cfg["max_seq_len"] is None
+    assert cfg["feature_cache_mb"] == 1024
+
+
+@pytest.mark.parametrize("fraction,available,size", [(0.5, 8, 4), (0.25, 10, 3), (0.3, 5, 2), (0.01, 8, 1),
+                                                     (0.99, 3, 3), (1.0, 7, None)])
+def test_client_fraction_rounds_half_up_and_keeps_at_least_one(fraction, available, size):
+    assert _spec(client_fraction=fraction).cohort_size(available) == size
+
+
+def test_clients_still_counts():
+    assert _spec(clients=3).cohort_size(10) == 3
+
+
+def test_the_text_cap_is_a_seeded_sample_in_order():
+    idx = np.arange(100, 120)
+    a = capped(idx, 5, seed=11, client=2)
+    assert len(a) == 5 and set(a) <= set(idx) and list(a) == sorted(a)
+    assert np.array_equal(a, capped(idx, 5, seed=11, client=2))  # every candidate and round: the same texts
+    assert not np.array_equal(a, capped(idx, 5, seed=11, client=3))  # each client its own draw
+    assert not np.array_equal(a, capped(idx, 5, seed=12, client=2))
+    assert capped(idx, None, 0, 0) is idx and capped(idx, 20, 0, 0) is idx and capped(idx, 50, 0, 0) is idx
+
+
+@pytest.mark.parametrize("override,key", [
+    ("selection.client_fraction=0", "selection.client_fraction"),
+    ("selection.client_fraction=1.5", "selection.client_fraction"),
+    ("selection.max_texts_per_client=0", "selection.max_texts_per_client"),
+    ("selection.max_seq_len=0", "selection.max_seq_len"),
+    ("selection.feature_cache_mb=-1", "selection.feature_cache_mb"),
+])
+def test_bad_values_are_one_line_errors(override, key):
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("selection=auto", override))
+    msg = str(info.value)
+    assert msg.startswith(key + ":") and "\n" not in msg
+
+
+def test_a_count_and_a_share_of_clients_are_not_both_set():
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("selection=auto", "selection.clients=2", "selection.client_fraction=0.5"))
+    assert str(info.value) == ("selection.client_fraction: cannot be 0.5 while selection.clients=2 is set: "
+                               "sample by count or by share, not both")
