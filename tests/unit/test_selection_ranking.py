@@ -9,12 +9,15 @@ import pytest
 from vista.selection.ranking import (
     borda,
     kendall_tau,
+    max_kendall_tau,
     missing_last,
     param_prior,
     random_scores,
     rank_by,
     selection_quality,
     spearman,
+    tie_groups,
+    tied_truth,
     top1_regret,
     weighted_tau,
 )
@@ -121,6 +124,7 @@ def test_selection_quality():
     q = selection_quality(TRUTH, SWAP_TOP)
     assert set(q) == {
         "kendall_tau",
+        "kendall_tau_max",
         "weighted_tau",
         "spearman",
         "top1_regret",
@@ -181,3 +185,52 @@ def test_random_scores_seeded_and_order_free():
         random_scores(["a", "a"], seed=0)
     with pytest.raises(TypeError, match="seed must be an int"):
         random_scores(["a"], seed=0.5)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- ties in the truth
+def _best_tau_by_enumeration(truth: dict[str, float]) -> float:
+    """Max tau-b over every strict ranking of the candidates (what a real-valued score gives)."""
+    import itertools
+
+    names = sorted(truth)
+    return max(kendall_tau(truth, dict(zip(names, map(float, p)))) for p in itertools.permutations(range(len(names))))
+
+
+def test_max_kendall_tau_closed_form_equals_the_best_ranking():
+    three_at_chance = {"a": 0.9, "b": 0.7, "c": 0.2, "d": 0.2, "e": 0.2}  # n0 = 10 pairs, n1 = 3 tied
+    assert max_kendall_tau(three_at_chance) == pytest.approx(math.sqrt(0.7)) == pytest.approx(0.83666, abs=1e-5)
+    assert _best_tau_by_enumeration(three_at_chance) == pytest.approx(math.sqrt(0.7))
+    three_and_two = {"a": 0.9, "b": 0.9, "c": 0.2, "d": 0.2, "e": 0.2}  # n1 = 1 + 3
+    assert max_kendall_tau(three_and_two) == pytest.approx(math.sqrt(0.6)) == pytest.approx(
+        _best_tau_by_enumeration(three_and_two))
+    assert max_kendall_tau(TRUTH) == 1.0 == pytest.approx(_best_tau_by_enumeration(TRUTH))
+    assert math.isnan(max_kendall_tau({"a": 0.5, "b": 0.5})) and math.isnan(max_kendall_tau({"a": 0.5}))
+
+
+def test_tau_b_against_a_tied_truth_by_hand():
+    truth = {"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.5}  # 6 pairs, 3 tied: tau-b = (nc - nd) / sqrt(3 * 6)
+    assert kendall_tau(truth, {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}) == pytest.approx(3 / math.sqrt(18))
+    assert kendall_tau(truth, {"b": 4.0, "a": 3.0, "c": 2.0, "d": 1.0}) == pytest.approx(1 / math.sqrt(18))
+    assert max_kendall_tau(truth) == pytest.approx(math.sqrt(0.5)) == pytest.approx(3 / math.sqrt(18))
+
+
+def test_tie_groups_within_a_tolerance_do_not_chain():
+    truth = {"a": 0.90, "b": 0.91, "c": 0.92, "d": 0.5}
+    assert tie_groups(truth) == [["c"], ["b"], ["a"], ["d"]]
+    assert tie_groups(truth, 0.015) == [["c", "b"], ["a"], ["d"]]  # a is 0.02 from c: a group of its own
+    assert tie_groups(truth, 0.02) == [["c", "b", "a"], ["d"]]
+    assert tied_truth(truth, 0.015) == {"a": 0.90, "b": 0.92, "c": 0.92, "d": 0.5}
+    assert tied_truth(truth) == truth
+    assert max_kendall_tau(truth, 0.015) == pytest.approx(math.sqrt(5 / 6))
+    with pytest.raises(ValueError, match="tol must be"):
+        tie_groups(truth, -0.1)
+
+
+def test_selection_quality_ranks_against_the_tied_truth_and_regrets_against_the_real_one():
+    truth = {"a": 0.900, "b": 0.895, "c": 0.5, "d": 0.45}
+    scores = {"b": 4.0, "a": 3.0, "c": 2.0, "d": 1.0}  # swaps the two within 0.01
+    q = selection_quality(truth, scores, tie_tol=0.01)
+    assert q["kendall_tau"] == pytest.approx(math.sqrt(5 / 6)) == pytest.approx(q["kendall_tau_max"])  # 5 / sqrt(5 * 6)
+    assert q["chosen"] == "b" and q["best"] == "a" and q["top1_regret"] == pytest.approx(0.005)
+    exact = selection_quality(truth, scores)
+    assert exact["kendall_tau"] == pytest.approx(4 / 6) and exact["kendall_tau_max"] == 1.0

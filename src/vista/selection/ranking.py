@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "borda",
     "kendall_tau",
+    "max_kendall_tau",
     "missing_last",
     "param_prior",
     "random_expectation",
@@ -28,6 +29,8 @@ __all__ = [
     "rank_by",
     "selection_quality",
     "spearman",
+    "tie_groups",
+    "tied_truth",
     "top1_regret",
     "weighted_tau",
 ]
@@ -116,7 +119,8 @@ def kendall_tau(truth: Mapping[str, float], scores: Mapping[str, float]) -> floa
     _, x, y = _common(truth, scores)
     if _constant(x, y):
         return float("nan")
-    from scipy import stats  # here, not at the top: the config's import of vista.selection stays light
+    # here, not at the top: the config's import of vista.selection stays light
+    from scipy import stats
 
     return float(stats.kendalltau(x, y).statistic)
 
@@ -163,15 +167,75 @@ def top1_regret(truth: Mapping[str, float], scores: Mapping[str, float]) -> floa
     return float(truth[best]) - float(truth[chosen])
 
 
+def tie_groups(truth: Mapping[str, float], tol: float = 0.0) -> list[list[str]]:
+    """The candidates in groups the truth cannot order, best group first.
+
+    Sorted by value (name order among equals), a group starts at the best candidate left and
+    takes every next one within ``tol`` of *that* candidate, so every pair in a group is
+    within ``tol`` (no chaining: 0.90, 0.91, 0.92 at ``tol`` 0.015 make two groups, not one).
+    ``tol`` = 0: exact ties only; a gap of exactly ``tol`` ties (1e-12 of slack absorbs the
+    rounding of 0.92 - 0.90). Accuracies that differ by less than the ground truth can resolve
+    (a few test texts, seed noise) are not an order a score can be blamed for missing.
+    """
+    _check_scores(truth, "truth")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    groups: list[list[str]] = []
+    top = 0.0
+    for k in rank_by(truth):
+        v = float(truth[k])
+        if groups and top - v <= tol + 1e-12:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+            top = v
+    return groups
+
+
+def tied_truth(truth: Mapping[str, float], tol: float = 0.0) -> dict[str, float]:
+    """The truth with each candidate valued at its :func:`tie_groups` group's best value: the
+    groups keep their order and tie inside, so tau-b and the other rank measures do not ask a
+    score to order what the truth cannot. ``tol`` = 0 changes only values within 1e-12."""
+    out: dict[str, float] = {}
+    for g in tie_groups(truth, tol):
+        out.update(dict.fromkeys(g, float(truth[g[0]])))
+    return out
+
+
+def max_kendall_tau(truth: Mapping[str, float], tol: float = 0.0) -> float:
+    """The highest Kendall tau-b any score without ties of its own can reach against ``truth``
+    whose :func:`tie_groups` (at ``tol``) tie: ``sqrt(1 - n1 / n0)``, ``n0`` = all pairs,
+    ``n1`` = pairs inside a group.
+
+    Why: tau-b = (concordant - discordant) / sqrt((n0 - n1)(n0 - n2)); a strict score
+    (``n2 = 0``) can be concordant on at most the ``n0 - n1`` pairs the truth orders, and any
+    score that sorts the groups right is. So 5 candidates with 3 tied at chance cap tau-b at
+    sqrt(0.7) = 0.837 whatever the score. (A score that ties exactly the truth's tied
+    candidates would reach 1; real-valued scores do not tie.) NaN when every candidate ties
+    or there are fewer than 2 (tau-b is NaN there too)."""
+    groups = tie_groups(truth, tol)
+    n = sum(len(g) for g in groups)
+    n0 = n * (n - 1) // 2
+    n1 = sum(len(g) * (len(g) - 1) // 2 for g in groups)
+    return math.sqrt(1.0 - n1 / n0) if n0 > n1 else float("nan")
+
+
 def selection_quality(
-    truth: Mapping[str, float], scores: Mapping[str, float]
+    truth: Mapping[str, float], scores: Mapping[str, float], tie_tol: float = 0.0
 ) -> dict[str, Any]:
-    """Every agreement measure at once, plus which candidate was chosen and which was best."""
+    """Every agreement measure at once, plus which candidate was chosen and which was best.
+
+    The rank measures compare ``scores`` with :func:`tied_truth` at ``tie_tol`` and come with
+    ``kendall_tau_max`` (:func:`max_kendall_tau`, the ceiling those ties put on tau-b); the
+    regret, the chosen and the best candidate use the truth's own values."""
     chosen, best = _chosen_and_best(truth, scores)
+    keys = sorted(set(truth) & set(scores))
+    ranked = tied_truth({k: truth[k] for k in keys}, tie_tol)
     return {
-        "kendall_tau": kendall_tau(truth, scores),
-        "weighted_tau": weighted_tau(truth, scores),
-        "spearman": spearman(truth, scores),
+        "kendall_tau": kendall_tau(ranked, scores),
+        "kendall_tau_max": max_kendall_tau(ranked),
+        "weighted_tau": weighted_tau(ranked, scores),
+        "spearman": spearman(ranked, scores),
         "top1_regret": float(truth[best]) - float(truth[chosen]),
         "chosen": chosen,
         "best": best,
@@ -264,7 +328,7 @@ RANDOM_SEED = 0
 
 
 def random_expectation(
-    truth: Mapping[str, float], draws: int = RANDOM_DRAWS, seed: int = RANDOM_SEED
+    truth: Mapping[str, float], draws: int = RANDOM_DRAWS, seed: int = RANDOM_SEED, tie_tol: float = 0.0
 ) -> dict[str, Any]:
     """The random baseline as its expectation: each agreement measure averaged over ``draws``
     uniformly random rankings of the candidates (permutations from
@@ -273,7 +337,8 @@ def random_expectation(
 
     One seeded draw (what a live ``selection=random`` run is) lands anywhere: a table of a few
     settings would rank the baseline by luck. The sampled means approach E[tau] = 0 and
-    E[regret] = best accuracy minus the mean accuracy. ``chosen`` is None: no single pick."""
+    E[regret] = best accuracy minus the mean accuracy. ``chosen`` is None: no single pick.
+    ``tie_tol``: as in :func:`selection_quality`."""
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
     _check_scores(truth, "truth")
@@ -288,11 +353,11 @@ def random_expectation(
     for _ in range(draws):
         perm = tuple(int(i) for i in rng.permutation(len(names)))
         if perm not in seen:
-            seen[perm] = selection_quality(truth, {n: float(r) for n, r in zip(names, perm)})
+            seen[perm] = selection_quality(truth, {n: float(r) for n, r in zip(names, perm)}, tie_tol)
         q = seen[perm]
         for m in measures:
             sums[m] += q[m]
         hits += q["chosen"] == q["best"]
     best = rank_by(truth)[0]
-    return {**{m: sums[m] / draws for m in measures}, "picked_best": hits / draws, "chosen": None, "best": best,
-            "draws": draws, "seed": seed}
+    return {**{m: sums[m] / draws for m in measures}, "kendall_tau_max": max_kendall_tau(tied_truth(truth, tie_tol)),
+            "picked_best": hits / draws, "chosen": None, "best": best, "draws": draws, "seed": seed}
