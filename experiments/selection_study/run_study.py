@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from vista.build import candidate_spec
-from vista.drivers.study import PARTITIONS, StudyConfig, run_setting
+from vista.drivers.study import PARTITIONS, TIE_TOL, StudyConfig, run_setting
 from vista.selection.spec import DEFAULT_CANDIDATES
 
 POOL = list(DEFAULT_CANDIDATES)  # the selection= default pool
@@ -41,15 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="of each client's train split, held out: what the searches rank on (default 0.1)")
+    p.add_argument("--tie-tol", type=float, default=TIE_TOL,
+                   help=f"truth accuracies this close tie in result.json's rank measures (default {TIE_TOL}; "
+                        "table.py recomputes them against the mean over seeds)")
     a = p.parse_args(argv)
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
-                      device=a.device, val_fraction=a.val_fraction)
+                      device=a.device, val_fraction=a.val_fraction, local_epochs=a.local_epochs,
+                      tie_tol=a.tie_tol)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

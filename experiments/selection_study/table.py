@@ -1,14 +1,21 @@
 """Table and plot of a selection study: ``python experiments/selection_study/table.py RUNS [--out DIR]``.
 
-Reads every ``result.json`` under RUNS (written by run_study.py), recomputes each method's
-quality from its scores (a candidate a score could not rank counts last, as in a live run;
-``random`` as its expectation over 1,000 seeded random rankings, not its one seeded draw),
-and writes to ``--out`` (default: this folder's ``results/``):
-- ``table.md``: per method, the mean over settings of Kendall tau, weighted tau, Spearman rho,
-  top-1 regret, how often it picked the best candidate, and its cost (client forward and
+Reads every ``result.json`` under RUNS (written by run_study.py). A *setting* is a corpus x
+partition; its seeds are runs of it. The ground truth of a setting is each candidate's test
+accuracy averaged over its seeds (SELECTION.md: at least 3), with accuracies within
+``--tie-tol`` (default ``TIE_TOL`` = 0.01) tied. Each method's quality is recomputed per seed
+from that seed's scores against that truth (a candidate a score could not rank counts last, as
+in a live run; ``random`` as its expectation over 1,000 seeded random rankings, not its one
+seeded draw; ``brute_force`` is one seed's accuracies: the seed noise of the truth itself),
+and written to ``--out`` (default: this folder's ``results/``):
+- ``table.md``: per method, over settings, the mean and the spread (mean over settings of the
+  standard deviation over seeds; range of the per-setting means) of Kendall tau-b and top-1
+  regret, beside tau-b the best tau-b the truth's ties allow (``max_kendall_tau``), weighted tau,
+  Spearman rho, how often it picked the best candidate, and its cost (client forward and
   backward passes, bytes, federated rounds, wall time; compute also as a fraction of brute
-  force); then per setting the ground truth and each method's weighted tau / regret;
-- ``summary.csv``: one row per method x setting;
+  force); then per setting the ground truth (mean and sd over seeds, its ties) and each
+  method's tau-b (mean, sd, range over seeds) and regret;
+- ``summary.csv``: one row per method x setting x seed;
 - ``plot.png``: weighted tau per method and partition, and regret vs compute.
 """
 
@@ -18,30 +25,57 @@ import argparse
 import csv
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
-from vista.drivers.study import EXPECTED, method_quality
-from vista.selection.ranking import RANDOM_DRAWS, RANDOM_SEED
+from vista.drivers.study import EXPECTED, TIE_TOL, method_quality
+from vista.selection.ranking import (
+    RANDOM_DRAWS,
+    RANDOM_SEED,
+    max_kendall_tau,
+    tie_groups,
+)
 from vista.selection.scores import names as score_names
 from vista.selection.search import Cost
 from vista.selection.spec import SEARCH_METHODS
 
 METHODS = (*score_names(), *SEARCH_METHODS)  # every registered score, then the searches
-QUALITY = ("kendall_tau", "weighted_tau", "spearman", "top1_regret")
+QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 
-def requalify(results: list[dict]) -> list[dict]:
-    """Each method's quality recomputed from its recorded scores, a missing score (None/NaN)
-    ranked last as a live run ranks it (results written before that rule dropped them), and
-    ``random`` as its expectation (results written before that reported one draw)."""
+def settings(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The results grouped by setting (corpus, partition), each group's seeds in order."""
+    out: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in results:
-        for name, e in r["methods"].items():
-            if "scores" in e:
-                for q in (*QUALITY, "chosen", "best", "picked_best", "draw", "draws", "seed"):
-                    e.pop(q, None)
-                e.update(method_quality(name, r["truth"], e["scores"]))
+        out[(r["data"], r["partition"])].append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in out.items()}
+
+
+def seed_truth(group: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation (NaN with one seed) over the seeds of each candidate's test
+    accuracy: the setting's ground truth and its own noise. Candidates every seed trained."""
+    names = sorted(set.intersection(*(set(r["truth"]) for r in group)))
+    accs = {c: [float(r["truth"][c]) for r in group] for c in names}
+    return ({c: mean(a) for c, a in accs.items()},
+            {c: stdev(a) if len(a) > 1 else float("nan") for c, a in accs.items()})
+
+
+def requalify(results: list[dict], tie_tol: float = TIE_TOL) -> list[dict]:
+    """Each method's quality recomputed from its recorded scores against its setting's truth
+    (:func:`seed_truth`, ties within ``tie_tol``); a missing score (None/NaN) ranked last as a
+    live run ranks it (results written before that rule dropped them), and ``random`` as its
+    expectation (results written before that reported one draw). Each result gets
+    ``truth_mean``, ``truth_sd``, ``seeds`` and ``tie_tol``."""
+    for group in settings(results).values():
+        truth, sd = seed_truth(group)
+        for r in group:
+            r.update(truth_mean=truth, truth_sd=sd, seeds=[g["seed"] for g in group], tie_tol=tie_tol)
+            for name, e in r["methods"].items():
+                if "scores" in e:
+                    for q in (*QUALITY, "chosen", "best", "picked_best", "draw", "draws", "seed"):
+                        e.pop(q, None)
+                    e.update(method_quality(name, truth, e["scores"], tie_tol))
     return results
 
 
@@ -51,11 +85,11 @@ def searched_on_test(result: dict) -> bool:
     return "val_fraction" not in result
 
 
-def load(runs: Path) -> list[dict]:
+def load(runs: Path, tie_tol: float = TIE_TOL) -> list[dict]:
     out = [json.loads(p.read_text()) for p in sorted(runs.rglob("result.json"))]
     if not out:
         raise SystemExit(f"no result.json under {runs}")
-    return requalify(out)
+    return requalify(out, tie_tol)
 
 
 def compute(cost: dict) -> float:
@@ -67,8 +101,29 @@ def _m(xs: list[float]) -> float:
     return mean(xs) if xs else float("nan")
 
 
+def _sd(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return stdev(xs) if len(xs) > 1 else float("nan")
+
+
 def _f(x: float, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _range(xs: list[float], nd: int = 2) -> str:
+    xs = [x for x in xs if not math.isnan(x)]
+    return f"{min(xs):.{nd}f} to {max(xs):.{nd}f}" if xs else "n/a"
+
+
+def spread(rows: list[dict], key: str) -> dict[str, float | list[float]]:
+    """One method's ``key`` over settings: ``means`` (per setting, the mean over its seeds),
+    ``mean`` (of those), ``seed_sd`` (the mean over settings of the sd over seeds: how much one
+    seed moves it; NaN with single seeds)."""
+    by: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        by[(r["data"], r["partition"])].append(r[key])
+    means = [_m(v) for v in by.values()]
+    return {"means": means, "mean": _m(means), "seed_sd": _m([_sd(v) for v in by.values()])}
 
 
 def rows_of(results: list[dict]) -> list[dict]:
@@ -94,42 +149,66 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
     by = defaultdict(list)
     for row in rows:
         by[row["method"]].append(row)
-    intro = ("Mean over settings (corpus x partition x seed). Quality against the ground truth (final global "
-             "test accuracy of each candidate after brute-force federated LoRA). Regret: accuracy of the best "
-             "candidate minus that of the chosen one. Compute: forward-pass equivalents (backward = 2 forward) "
-             f"as a fraction of brute force. {', '.join(EXPECTED)}: the expectation over {RANDOM_DRAWS:,} "
-             f"random rankings per setting (sampled, numpy seed {RANDOM_SEED}; picked best: the expected share), "
-             "not the one seeded draw a live run makes.")
-    header = ("| method | Kendall tau | weighted tau | Spearman | top-1 regret | picked best | forward passes | "
-              "backward passes | MB | rounds | wall s | compute vs BF |")
-    lines = [f"# Selection study: {len(results)} settings", "", intro, "", *_search_note(results), header,
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = settings(results)
+    tol = results[0].get("tie_tol", TIE_TOL)
+    seeds = Counter(len(g) for g in groups.values())
+    intro = ("A setting is a corpus x partition; its ground truth is each candidate's final global test accuracy "
+             "after brute-force federated LoRA, averaged over the setting's seeds, with accuracies within "
+             f"{tol:g} of each other tied. Each method is scored per seed (its scores on that seed's clients) "
+             "against that truth. Per method: the mean over settings of the per-setting mean over seeds; "
+             "'seed sd': the mean over settings of the standard deviation over seeds (how much one seed moves it); "
+             "'range': the lowest and highest per-setting mean; 'tau-b cap': the best tau-b a score without ties "
+             "of its own can reach, given the truth's ties (sqrt(1 - tied pairs / pairs); 1 without ties). "
+             "brute_force is one seed's accuracies against the mean over seeds: the truth's own noise. "
+             "Regret: accuracy of the best candidate minus that of the chosen one. Compute: forward-pass "
+             "equivalents (backward = 2 forward) as a fraction of brute force. "
+             f"{', '.join(EXPECTED)}: the expectation over {RANDOM_DRAWS:,} random rankings per seed (sampled, "
+             f"numpy seed {RANDOM_SEED}; picked best: the expected share), not the one seeded draw a live run makes.")
+    header = ("| method | Kendall tau-b | seed sd | range | tau-b cap | weighted tau | Spearman | top-1 regret | "
+              "seed sd | range | picked best | forward passes | backward passes | MB | rounds | wall s | "
+              "compute vs BF |")
+    counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in sorted(seeds.items()))
+    lines = [f"# Selection study: {len(groups)} settings, {len(results)} runs ({counts})", "", intro, "",
+             *_search_note(results), header, "|---|" + "---|" * 16]
     for m in METHODS:
         rs = by.get(m)
         if not rs:
             continue
-        hit = _m([x["picked_best"] for x in rs])
-        lines.append(f"| {m} | {_f(_m([x['kendall_tau'] for x in rs]))} | {_f(_m([x['weighted_tau'] for x in rs]))} | "
-                     f"{_f(_m([x['spearman'] for x in rs]))} | {_f(_m([x['top1_regret'] for x in rs]), 3)} | "
-                     f"{hit:.0%} | {_m([x['forward_passes'] for x in rs]):,.0f} | "
+        tau, reg = spread(rs, "kendall_tau"), spread(rs, "top1_regret")
+        lines.append(f"| {m} | {_f(tau['mean'])} | {_f(tau['seed_sd'])} | {_range(tau['means'])} | "
+                     f"{_f(spread(rs, 'kendall_tau_max')['mean'])} | {_f(spread(rs, 'weighted_tau')['mean'])} | "
+                     f"{_f(spread(rs, 'spearman')['mean'])} | {_f(reg['mean'], 3)} | {_f(reg['seed_sd'], 3)} | "
+                     f"{_range(reg['means'], 3)} | {_m([x['picked_best'] for x in rs]):.0%} | "
+                     f"{_m([x['forward_passes'] for x in rs]):,.0f} | "
                      f"{_m([x['backward_passes'] for x in rs]):,.0f} | {_m([x['bytes'] for x in rs]) / 1e6:,.1f} | "
                      f"{_m([x['rounds'] for x in rs]):.1f} | {_m([x['seconds'] for x in rs]):,.0f} | "
                      f"{_f(_m([x['compute_vs_bf'] for x in rs]), 4)} |")
     lines += ["", "## Per setting", ""]
-    for r in results:
-        truth = sorted(r["truth"].items(), key=lambda kv: -kv[1])
-        lines.append(f"### {r['data']} / {r['partition']} / seed {r['seed']}")
-        lines.append("")
-        lines.append("Ground truth (test accuracy): " + ", ".join(f"{c} {a:.3f}" for c, a in truth))
-        lines.append("")
-        lines.append("| method | chosen | Kendall tau | weighted tau | regret |")
-        lines.append("|---|---|---|---|---|")
+    for (data, part), group in groups.items():
+        r0 = group[0]
+        truth, sd = r0["truth_mean"], r0["truth_sd"]
+        order = sorted(truth, key=lambda c: -truth[c])
+        ties = [g for g in tie_groups(truth, tol) if len(g) > 1]
+        lines += [f"### {data} / {part} / seeds {', '.join(str(s) for s in r0['seeds'])}", "",
+                  "Ground truth (test accuracy, mean +- sd over seeds): "
+                  + ", ".join(f"{c} {truth[c]:.3f}" + (f" +- {sd[c]:.3f}" if not math.isnan(sd[c]) else "")
+                              for c in order), "",
+                  f"Tied within {tol:g}: " + ("; ".join(" = ".join(g) for g in ties) if ties else "none")
+                  + f". Best reachable tau-b: {_f(max_kendall_tau(truth, tol), 3)}.", "",
+                  "| method | chosen (per seed) | Kendall tau-b | seed sd | range over seeds | weighted tau | regret | "
+                  "regret sd |", "|---|---|---|---|---|---|---|---|"]
         for m in METHODS:
-            e = r["methods"].get(m)
-            if e:
-                chosen = e.get("chosen") if "draws" not in e else f"(expectation, {e['draws']} draws)"
-                lines.append(f"| {m} | {chosen} | {_f(e.get('kendall_tau'))} | {_f(e.get('weighted_tau'))} | "
-                             f"{_f(e.get('top1_regret'), 3)} |")
+            es = [r["methods"][m] for r in group if m in r["methods"]]
+            if not es:
+                continue
+            if "draws" in es[0]:
+                chosen = f"(expectation, {es[0]['draws']} draws)"
+            else:
+                chosen = ", ".join(f"{c} x{n}" if n > 1 else str(c) for c, n in Counter(e.get("chosen") for e in es).items())
+            taus = [float("nan") if e.get("kendall_tau") is None else e["kendall_tau"] for e in es]
+            regs = [float("nan") if e.get("top1_regret") is None else e["top1_regret"] for e in es]
+            lines.append(f"| {m} | {chosen} | {_f(_m(taus))} | {_f(_sd(taus))} | {_range(taus)} | "
+                         f"{_f(_m([e.get('weighted_tau') for e in es]))} | {_f(_m(regs), 3)} | {_f(_sd(regs), 3)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -182,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--tie-tol", type=float, default=TIE_TOL,
+                   help=f"mean truth accuracies this close tie in the rank measures (default {TIE_TOL}; 0: exact ties)")
     a = p.parse_args(argv)
-    results = load(a.runs)
+    results = load(a.runs, a.tie_tol)
     rows = rows_of(results)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "table.md").write_text(markdown(results, rows))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from vista.drivers.study import StudyConfig, quality_of, run_setting
+from vista.drivers.study import TIE_TOL, StudyConfig, quality_of, run_setting
 from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
 
@@ -27,7 +28,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     names = ("bert", "roberta", "gpt2")
     cfg = StudyConfig(candidates=tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in names),
                       clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32, num_workers=0,
-                      top_k=2)
+                      top_k=2, tie_tol=TIE_TOL)
     data = tiny_data[0]
     results = [run_setting(cfg, data, part, seed, tmp_path / "runs" / part / f"seed{seed}")
                for part in ("iid", "alpha=1") for seed in (0, 1)]
@@ -37,7 +38,10 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                           "random", "successive_halving", "hybrid", "brute_force"}
         truth = res["truth"]
         best = max(truth, key=truth.get)
-        assert m["brute_force"]["top1_regret"] == 0 and m["brute_force"]["kendall_tau"] == pytest.approx(1.0)
+        assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
+        # the truth's own accuracies against the truth tied within 0.01: at least the cap (1 without ties)
+        bf_tau, cap = m["brute_force"]["kendall_tau"], m["brute_force"]["kendall_tau_max"]
+        assert bf_tau >= cap - 1e-9 or (math.isnan(bf_tau) and math.isnan(cap))
         for name, e in m.items():  # regret is exactly truth[best] - truth[chosen]
             q = e["draw"] if name == "random" else e  # random: its one live draw, beside its expectation
             assert q["top1_regret"] == pytest.approx(truth[best] - truth[q["chosen"]]), name
@@ -64,7 +68,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     out = tmp_path / "results"
     table.main([str(tmp_path / "runs"), "--out", str(out)])
     md = (out / "table.md").read_text()
-    assert "| logme |" in md and "4 settings" in md and (out / "plot.png").stat().st_size > 10_000
+    assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 * 12
 
@@ -119,3 +123,37 @@ def test_the_table_reports_random_as_its_expectation_and_flags_searches_on_test(
     md = table.markdown(results, table.rows_of(results))
     assert "1 of 1 settings predate the held-out validation split" in md and "(expectation, 1000 draws)" in md
     assert not table.searched_on_test({**old, "val_fraction": 0.1})
+
+
+def test_the_table_pools_seeds_into_one_truth_and_reports_the_spread_and_the_tie_cap():
+    """Two seeds of one setting: the truth is the mean over seeds (c and d within 0.01 tie), each
+    seed's scores are ranked against it, and the table gives mean, sd over seeds and the cap."""
+    table = _script("table")
+    cost = {"forward_passes": 1, "backward_passes": 0, "bytes_up": 0, "bytes_down": 0, "rounds": 1, "seconds": 0.0}
+
+    def run(seed: int, truth: dict, logme: dict) -> dict:
+        return {"data": "x", "partition": "iid", "seed": seed, "truth": truth, "val_fraction": 0.1, "methods": {
+            "logme": {"scores": logme, "cost": cost}, "brute_force": {"scores": truth, "cost": cost}}}
+
+    results = table.requalify([
+        run(0, {"a": 0.90, "b": 0.70, "c": 0.20, "d": 0.20}, {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}),
+        run(1, {"a": 0.80, "b": 0.70, "c": 0.21, "d": 0.20}, {"b": 4.0, "a": 3.0, "d": 2.0, "c": 1.0})])
+    assert results[0]["truth_mean"] == pytest.approx({"a": 0.85, "b": 0.70, "c": 0.205, "d": 0.20})
+    lg0, lg1 = (r["methods"]["logme"] for r in results)
+    cap = 5 / 30 ** 0.5  # 6 pairs, c = d tied: tau-b = (nc - nd) / sqrt(5 * 6) for a strict score
+    assert lg0["kendall_tau"] == pytest.approx(cap) == pytest.approx(lg0["kendall_tau_max"])  # a > b > c, d
+    assert lg1["kendall_tau"] == pytest.approx(3 / 30 ** 0.5)  # a, b swapped (c, d swapped: a tie, no cost)
+    assert lg0["top1_regret"] == 0 and lg1["top1_regret"] == pytest.approx(0.85 - 0.70)  # against the mean
+    bf0, bf1 = (r["methods"]["brute_force"] for r in results)
+    assert bf0["kendall_tau"] == pytest.approx(1.0)  # seed 0 ties c = d exactly as the truth does: tau-b 5 / 5
+    assert bf1["kendall_tau"] == pytest.approx(cap)
+    rows = [r for r in table.rows_of(results) if r["method"] == "logme"]
+    tau = table.spread(rows, "kendall_tau")
+    assert tau["mean"] == pytest.approx((5 + 3) / 2 / 30 ** 0.5) and tau["seed_sd"] == pytest.approx(2 / 60 ** 0.5)
+    assert table.spread(rows, "top1_regret")["seed_sd"] == pytest.approx(0.15 / 2 ** 0.5)
+    md = table.markdown(results, table.rows_of(results))
+    assert "1 settings, 2 runs (1 with 2 seeds)" in md and "Tied within 0.01: c = d. Best reachable tau-b: 0.913" in md
+    assert "| logme | 0.73 | 0.26 | 0.73 to 0.73 | 0.91 |" in md
+    assert "a 0.850 +- 0.071, b 0.700 +- 0.000, c 0.205 +- 0.007, d 0.200 +- 0.000" in md
+    exact = table.requalify([run(0, {"a": 0.9, "b": 0.7, "c": 0.21, "d": 0.2}, {"a": 4, "b": 3, "c": 2, "d": 1})], 0.0)
+    assert exact[0]["methods"]["logme"]["kendall_tau"] == pytest.approx(1.0)  # --tie-tol 0: exact ties only
