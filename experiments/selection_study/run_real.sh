@@ -14,7 +14,7 @@ python experiments/selection_study/prepare.py --src "$SRC" --out "$WORK/data" --
   --train 256 --test 160
 python experiments/selection_study/run_study.py --data "$WORK/data" --hub "$HUB" --out "$WORK/runs" \
   --corpora 20news5 bbc r8 --partitions iid alpha=1 alpha=0.1 --seeds 0 --rounds 3 || echo "some settings failed"
-python experiments/selection_study/table.py "$WORK/runs" --out "$OUT"
+python experiments/selection_study/table.py "$WORK/runs" --out "$OUT" --tie-tol 0  # exact ties: the README's numbers
 # keep each setting's result.json (small) next to the table, for benchmarks/selection_cost.py --results
 KEEP="$(pwd)/$OUT/runs"
 (cd "$WORK/runs" && find . -name result.json | while read -r f; do mkdir -p "$KEEP/$(dirname "$f")";

@@ -153,8 +153,9 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
     tol = results[0].get("tie_tol", TIE_TOL)
     seeds = Counter(len(g) for g in groups.values())
     intro = ("A setting is a corpus x partition; its ground truth is each candidate's final global test accuracy "
-             "after brute-force federated LoRA, averaged over the setting's seeds, with accuracies within "
-             f"{tol:g} of each other tied. Each method is scored per seed (its scores on that seed's clients) "
+             "after brute-force federated LoRA, averaged over the setting's seeds, with "
+             + (f"accuracies within {tol:g} of each other tied" if tol else "exactly equal accuracies tied")
+             + ". Each method is scored per seed (its scores on that seed's clients) "
              "against that truth. Per method: the mean over settings of the per-setting mean over seeds; "
              "'seed sd': the mean over settings of the standard deviation over seeds (how much one seed moves it); "
              "'range': the lowest and highest per-setting mean; 'tau-b cap': the best tau-b a score without ties "
@@ -168,7 +169,7 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
               "seed sd | range | picked best | forward passes | backward passes | MB | rounds | wall s | "
               "compute vs BF |")
     counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in sorted(seeds.items()))
-    lines = [f"# Selection study: {len(groups)} settings, {len(results)} runs ({counts})", "", intro, "",
+    lines = [f"# Selection study: {len(groups)} setting{'s' if len(groups) > 1 else ''}, {len(results)} runs ({counts})", "", intro, "",
              *_search_note(results), header, "|---|" + "---|" * 16]
     for m in METHODS:
         rs = by.get(m)
@@ -189,11 +190,12 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
         truth, sd = r0["truth_mean"], r0["truth_sd"]
         order = sorted(truth, key=lambda c: -truth[c])
         ties = [g for g in tie_groups(truth, tol) if len(g) > 1]
-        lines += [f"### {data} / {part} / seeds {', '.join(str(s) for s in r0['seeds'])}", "",
+        seed_list = f"seed{'s' if len(group) > 1 else ''} {', '.join(str(s) for s in r0['seeds'])}"
+        lines += [f"### {data} / {part} / {seed_list}", "",
                   "Ground truth (test accuracy, mean +- sd over seeds): "
                   + ", ".join(f"{c} {truth[c]:.3f}" + (f" +- {sd[c]:.3f}" if not math.isnan(sd[c]) else "")
                               for c in order), "",
-                  f"Tied within {tol:g}: " + ("; ".join(" = ".join(g) for g in ties) if ties else "none")
+                  (f"Tied within {tol:g}: " if tol else "Tied exactly: ") + ("; ".join(" = ".join(g) for g in ties) if ties else "none")
                   + f". Best reachable tau-b: {_f(max_kendall_tau(truth, tol), 3)}.", "",
                   "| method | chosen (per seed) | Kendall tau-b | seed sd | range over seeds | weighted tau | regret | "
                   "regret sd |", "|---|---|---|---|---|---|---|---|"]

@@ -152,7 +152,7 @@ def test_the_table_pools_seeds_into_one_truth_and_reports_the_spread_and_the_tie
     assert tau["mean"] == pytest.approx((5 + 3) / 2 / 30 ** 0.5) and tau["seed_sd"] == pytest.approx(2 / 60 ** 0.5)
     assert table.spread(rows, "top1_regret")["seed_sd"] == pytest.approx(0.15 / 2 ** 0.5)
     md = table.markdown(results, table.rows_of(results))
-    assert "1 settings, 2 runs (1 with 2 seeds)" in md and "Tied within 0.01: c = d. Best reachable tau-b: 0.913" in md
+    assert "1 setting, 2 runs (1 with 2 seeds)" in md and "Tied within 0.01: c = d. Best reachable tau-b: 0.913" in md
     assert "| logme | 0.73 | 0.26 | 0.73 to 0.73 | 0.91 |" in md
     assert "a 0.850 +- 0.071, b 0.700 +- 0.000, c 0.205 +- 0.007, d 0.200 +- 0.000" in md
     exact = table.requalify([run(0, {"a": 0.9, "b": 0.7, "c": 0.21, "d": 0.2}, {"a": 4, "b": 3, "c": 2, "d": 1})], 0.0)
