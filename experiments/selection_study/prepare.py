@@ -1,11 +1,15 @@
 """Subsample FedNLP corpora into small study data files (seeded, the same for every method).
 
     python experiments/selection_study/prepare.py --src /work/data --out DIR \
-        --corpora 20news5 bbc r8 rotten_tomatoes --train 256 --test 160
+        --corpora 20news5 bbc r8 rotten_tomatoes r52 --train 600 --test 400
 
 ``20news5`` comes from Vista's own assets; the others from ``vista-data import NAME
---data-dir SRC``. Partitions are computed later by the study (uniform / Dirichlet label
+--data-dir SRC`` (any corpus it imports: 20news, 20news5, r8, r52, election_tweets, bbc,
+rotten_tomatoes). Partitions are computed later by the study (uniform / Dirichlet label
 skew) from the subsample's train split, so every method sees the same clients.
+
+The label set is what the subsample holds: a long-tailed corpus keeps only some classes (r52 at
+600 + 400 texts: 45 of 52, 7 of them only in the test part, 20 with fewer than 4 train texts).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", type=Path, default=Path("data"), help="where `vista-data import` wrote the corpora")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--corpora", nargs="+", default=["20news5", "bbc", "r8", "rotten_tomatoes"])
+    p.add_argument("--corpora", nargs="+", default=["20news5", "bbc", "r8", "rotten_tomatoes", "r52"])
     p.add_argument("--train", type=int, default=256)
     p.add_argument("--test", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)

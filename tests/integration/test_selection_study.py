@@ -157,3 +157,19 @@ def test_the_table_pools_seeds_into_one_truth_and_reports_the_spread_and_the_tie
     assert "a 0.850 +- 0.071, b 0.700 +- 0.000, c 0.205 +- 0.007, d 0.200 +- 0.000" in md
     exact = table.requalify([run(0, {"a": 0.9, "b": 0.7, "c": 0.21, "d": 0.2}, {"a": 4, "b": 3, "c": 2, "d": 1})], 0.0)
     assert exact[0]["methods"]["logme"]["kendall_tau"] == pytest.approx(1.0)  # --tie-tol 0: exact ties only
+
+
+def test_prepare_subsamples_any_imported_corpus_the_same_way_twice(tiny_data, tmp_path):
+    """prepare.py reads <src>/<corpus>_data.h5 (what `vista-data import` writes: r52, rotten_tomatoes,
+    ...), keeps n train + n test texts drawn with the seed, and writes the same file again on a rerun."""
+    from vista.data.fednlp import FedNLPData
+
+    prep = _script("prepare")
+    src = tiny_data[0].parent
+    prep.main(["--src", str(src), "--out", str(tmp_path / "a"), "--corpora", "tiny", "--train", "20", "--test", "10"])
+    prep.main(["--src", str(src), "--out", str(tmp_path / "b"), "--corpora", "tiny", "--train", "20", "--test", "10"])
+    a, b = tmp_path / "a" / "tiny_data.h5", tmp_path / "b" / "tiny_data.h5"
+    assert a.read_bytes() == b.read_bytes()
+    d = FedNLPData(a)
+    assert len(d.train_indices) == 20 and len(d.test_indices) == 10
+    d.close()
