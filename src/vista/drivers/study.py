@@ -16,7 +16,8 @@ live run makes is kept beside it (``draw``).
 
 Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`).
 Statistics-score costs are per score, from what each declares: per-class Gram matrices
-(TransRate, GBC) cost bytes, a second round (GBC) costs forward passes; the bytes are
+(TransRate, GBC) cost bytes, a second round (GBC) costs a round and bytes (its features come
+from the feature cache, not a second encode, unless ``feature_cache_mb=0``); the bytes are
 computed from the wire layout for each, plus what the server sends (the shift; GBC's basis
 and centre). A score that is undefined for a candidate ranks it last, as a live run does
 (:func:`vista.selection.ranking.missing_last`).
@@ -152,7 +153,9 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
         cost = Cost(forward_passes=encoded, rounds=1, seconds=stats_seconds, bytes_up=up, bytes_down=shift_down)
         if d.rounds == 2:  # the PCA round: per-class statistics on the basis (basis and centre sent out)
             k = {c: int(stats.get("pca_dims", {}).get(c, min(GBC_PCA_DIM, dims[c]))) for c in names}
-            cost = cost + Cost(forward_passes=encoded, rounds=1,
+            # the round-1 features are read back from the feature cache (note 54): no second encode
+            again = 0 if stats_spec.feature_cache_mb > 0 else encoded
+            cost = cost + Cost(forward_passes=again, rounds=1,
                                bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
                                bytes_down=sum(uploading * 8 * dims[c] * (k[c] + 1) for c in names))
         stat_costs[m] = cost
