@@ -55,7 +55,9 @@ def test_a_ray_run_prints_its_arrangement_records_its_placement_and_stops_ray(ti
     summary = json.loads((run_dir / "summary.json").read_text())
     ex = summary["executor"]
     assert ex["backend"] == "ray" and ex["arrangement"]["workers"] == 2
-    assert ex["arrangement"]["mem_source"] == "estimate" and ex["arrangement"]["mem_per_worker_mb"] > 0
+    # num_workers=auto keeps the cheap upper bound when the exact estimate could not change the plan
+    assert ex["arrangement"]["mem_source"] in {"estimate", "upper bound"}, ex["arrangement"]
+    assert ex["arrangement"]["mem_per_worker_mb"] > 0
     assert len({w["pid"] for w in ex["placement"]}) == 2
     assert not _ray_processes(), "a finished scheduler=ray run left Ray processes"
 

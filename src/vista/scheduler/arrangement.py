@@ -98,7 +98,7 @@ class Arrangement:
     devices: tuple[str, ...]  # one per worker: "cpu" or "cuda:i"
     threads: int  # torch threads per worker
     mem_per_worker_mb: float | None  # what each worker is expected to use (on its GPU for GPU workers)
-    mem_source: str  # "estimate", "scheduler.gpu_mem_per_worker_mb", or "none"
+    mem_source: str  # "estimate", "upper bound", "scheduler.gpu_mem_per_worker_mb", or "none"
     reason: str  # why this many workers here
 
     @property

@@ -79,7 +79,7 @@ class MemoryEstimate:
     frozen_mb: float  # the parameters not trained, at the dtype they load in (float32 unless the checkpoint says)
     trainable_mb: float  # trainable parameters x 16 bytes: float32 weights, gradients, two AdamW moments
     activations_mb: float  # one training step at batch x seq (kept for backward), or one forward layer
-    source: str  # "estimate" or "scheduler.gpu_mem_per_worker_mb" (the user's override)
+    source: str  # "estimate", "upper bound" (auto kept the cheap bound) or "scheduler.gpu_mem_per_worker_mb"
     overhead_mb: float = RUNTIME_OVERHEAD_MB  # the worker process's Python/torch runtime (CPU side)
     heap_slack_mb: float = 0.0  # freed activation memory glibc keeps (CPU side)
 
