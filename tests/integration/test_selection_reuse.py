@@ -90,3 +90,25 @@ def test_the_pca_round_reuses_features_across_worker_processes(tiny_hub, tiny_da
     # a job goes to any idle worker: the cache is on the host's disk, so every PCA-round job hits
     assert sel["cost"]["forward_passes"] == admitted * len(NAMES) and sel["cost"]["rounds"] == 2
     assert not (tmp_path / "feature_cache").exists()
+
+
+def test_a_feature_store_lets_a_second_run_encode_nothing(tiny_hub, tiny_data, candidates, tmp_path, encoded,
+                                                          one_torch_thread):
+    """A study re-scoring the same clients (a DP sweep) keeps their features across runs: the
+    second run reads them back, encodes only the public probe texts, and scores the same."""
+    store = tmp_path / "store"
+    first = _run(tiny_hub, tiny_data, tmp_path / "a", candidates, scores=SCORES, feature_store=str(store))
+    admitted = sum(r["examples"] for r in first["clients"])
+    assert encoded == {n: admitted + len(PROBE_TEXTS) for n in NAMES}  # round 1 fills it, GBC's round reads it
+    kept = sorted(p.name for p in store.glob("*.npy"))
+    assert len(kept) == len(NAMES) * 4  # one file per candidate and client, still there after the run
+
+    encoded.clear()
+    second = _run(tiny_hub, tiny_data, tmp_path / "b", candidates, scores=SCORES, feature_store=str(store))
+    assert encoded == {n: len(PROBE_TEXTS) for n in NAMES} and second["cost"]["forward_passes"] == 0
+    assert sorted(p.name for p in store.glob("*.npy")) == kept
+    for s in ("logme", *SCORES):
+        assert second["scores"][s] == pytest.approx(first["scores"][s], rel=1e-12, abs=0), s
+
+    with pytest.raises(Exception, match="feature_cache_mb > 0"):
+        SelectionSpec(name="logme", candidates=candidates, feature_store=str(store), feature_cache_mb=0)

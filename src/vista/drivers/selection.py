@@ -235,14 +235,16 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
         log.warning("selection: the clients' own LogME (%s) leaves them unmasked and un-noised; "
                     "set selection.privacy.dp_epsilon to noise it", ", ".join(
                         s for s in spec.statistics_scores() if "client_logme" in registry.SCORES[s].needs))
-    cache = run_dir / "feature_cache" if spec.rounds == 2 and spec.feature_cache_mb else None
-    if cache is not None:
+    store = Path(spec.feature_store) if spec.feature_store else None  # kept across runs (a study's choice)
+    cache = store or (run_dir / "feature_cache" if spec.rounds == 2 and spec.feature_cache_mb else None)
+    if cache is not None and store is None:
         shutil.rmtree(cache, ignore_errors=True)  # a stopped run's leftovers
     args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
                      releases=releases.total, seed=parts.seed, max_texts=spec.max_texts_per_client,
-                     feature_cache=str(cache) if cache else None, feature_cache_mb=spec.feature_cache_mb)
+                     feature_cache=str(cache) if cache else None, feature_cache_mb=spec.feature_cache_mb,
+                     keep_features=store is not None)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop,
                                    releases=releases.total)
@@ -263,7 +265,7 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
         pipeline.run(ctx, events, executor)
     finally:
         executor.shutdown()
-        if cache is not None:  # features of the clients' texts: nothing is kept after the round
+        if cache is not None and store is None:  # features of the clients' texts: nothing is kept after the round
             shutil.rmtree(cache, ignore_errors=True)
     ctx["cost"] = dataclasses.replace(ctx["cost"], seconds=time.perf_counter() - t0)
     ctx["releases"] = releases

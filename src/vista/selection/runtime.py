@@ -71,6 +71,7 @@ class StatsArgs:
     max_texts: int | None = None  # texts a client encodes at most (a seeded sample); None: all
     feature_cache: str | None = None  # where round-1 features are kept for the PCA round; None: re-encode
     feature_cache_mb: int = 0
+    keep_features: bool = False  # the cache is a feature store: round 1 reads it too, nothing is deleted
 
 
 class StatisticsRuntime:
@@ -121,11 +122,12 @@ class StatisticsRuntime:
         adm = admit(labels, a.num_labels, a.privacy)
         kept = idx[adm.keep]  # what client_statistics encodes
         cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
-        cached = self.cache.get(cache_key) if second and adm.eligible else None
+        cached = self.cache.get(cache_key) if (second or a.keep_features) and adm.eligible else None
         enc: Any = CachedEncoder(cached) if cached is not None else None  # a hit loads no model
         if enc is None and (adm.eligible or not second):
             enc = self.encoder(candidate)
-        recording = RecordingEncoder(enc) if self.cache.enabled and not second and adm.eligible else None
+        recording = (RecordingEncoder(enc) if self.cache.enabled and not second and adm.eligible and cached is None
+                     else None)
         enc = recording or enc
         per_class, shift = a.per_class, payload.get("shift")
         if second:
@@ -157,7 +159,8 @@ class StatisticsRuntime:
                 "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None), "cached": cached is not None}
 
     def close(self) -> None:
-        self.cache.clear()
+        if not self.args.keep_features:
+            self.cache.clear()
         self.data.close()
 
 

@@ -107,6 +107,10 @@ class SelectionSpec:
     max_texts_per_client: int | None = None  # each client encodes at most this many of its texts (seeded)
     # a client's features kept for the PCA round (GBC), on the host's disk, at most this many MB (0: re-encode)
     feature_cache_mb: int = 1024
+    # a directory that keeps the clients' round-1 features across runs, read back by later runs
+    # (a study re-scoring the same clients: a DP sweep, new scores); they derive from the clients'
+    # private texts: a simulation tool, never a deployment setting. None: features live for one run
+    feature_store: str | None = None
     then_finetune: bool = False  # FedPEFT of the chosen candidate after selection (a search's run is reused)
     # budgeted search (successive_halving, hybrid; brute_force uses max_rounds)
     r0: int = 1  # rounds of the first rung
@@ -169,6 +173,9 @@ class SelectionSpec:
             if getattr(self, field_name) is not None:
                 at_least(self, field_name, 1)
         at_least(self, "feature_cache_mb", 0)
+        if self.feature_store is not None and self.feature_cache_mb == 0:
+            raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",
+                             "selection")
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
