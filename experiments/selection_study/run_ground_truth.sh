@@ -32,7 +32,7 @@ BUDGET=(--rounds 6 --clients 8 --clients-per-round 8 --local-epochs 1 --batch-si
 # shellcheck disable=SC2086
 "$PYTHON" experiments/selection_study/run_study.py --data "$WORK/data" --hub "$HUB" --out "$WORK/runs" \
   --corpora $CORPORA --partitions $PARTITIONS --seeds $SEEDS "${BUDGET[@]}" --device "$DEVICE" \
-  --workers "$WORKERS" || echo "some settings failed"
+  --workers "$WORKERS" --keep-features || echo "some settings failed"
 "$PYTHON" experiments/selection_study/table.py "$WORK/runs" --out "$OUT"
 # keep each run's result.json (small) next to the table
 KEEP="$(pwd)/$OUT/runs"

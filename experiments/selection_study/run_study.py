@@ -49,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tie-tol", type=float, default=TIE_TOL,
                    help=f"truth accuracies this close tie in result.json's rank measures (default {TIE_TOL}; "
                         "table.py recomputes them against the mean over seeds)")
+    p.add_argument("--keep-features", action="store_true",
+                   help="keep each setting's client features in <setting>/features (privacy_cost.py re-scores "
+                        "from them without encoding again); they derive from the clients' texts")
     a = p.parse_args(argv)
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       device=a.device, val_fraction=a.val_fraction, local_epochs=a.local_epochs,
-                      tie_tol=a.tie_tol)
+                      tie_tol=a.tie_tol, keep_features=a.keep_features)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

@@ -24,18 +24,22 @@ def _script(name: str):
     return mod
 
 
+def _pstd(centred: dict[str, float]) -> float:
+    return math.sqrt(sum(v * v for v in centred.values()) / len(centred))
+
+
 def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thread):
     names = ("bert", "roberta", "gpt2")
     cfg = StudyConfig(candidates=tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in names),
                       clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32, num_workers=0,
-                      top_k=2, tie_tol=TIE_TOL)
+                      top_k=2, tie_tol=TIE_TOL, keep_features=True)
     data = tiny_data[0]
     results = [run_setting(cfg, data, part, seed, tmp_path / "runs" / part / f"seed{seed}")
                for part in ("iid", "alpha=1") for seed in (0, 1)]
     for res in results:
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
-                          "random", "successive_halving", "hybrid", "brute_force"}
+                          "random", "gbc_prior", "logme_gbc", "auto", "successive_halving", "hybrid", "brute_force"}
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -57,12 +61,20 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["hybrid"]["cost"]["forward_passes"] > lg["forward_passes"]  # statistics + its search
         setting = tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
         assert json.loads((setting / "result.json").read_text())["truth"] == truth
+        assert len(list((setting / "features").glob("*.npy"))) == 3 * 4  # kept: candidates x clients
         measured_cost = json.loads((setting / "statistics" / "selection.json").read_text())["cost"]
         measured = measured_cost["bytes_up"]
         assert m["gbc"]["cost"]["bytes_down"] == measured_cost["bytes_down"] > 0  # the PCA bases sent out
         # the per-score bytes formula = the wire's bytes: TransRate's round 1 + GBC's round 2
         assert m["transrate"]["cost"]["bytes_up"] + m["gbc"]["cost"]["bytes_up"] - lg["bytes_up"] == measured
         assert m["gbc"]["cost"]["rounds"] == 2 and m["gbc"]["cost"]["forward_passes"] == lg["forward_passes"]  # cached features
+        # the combined scores: computed by the server from their components' recorded values, at
+        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias
+        assert m["auto"]["scores"] == m["gbc_prior"]["scores"] and m["auto"]["uses"] == ["gbc", "param_prior"]
+        assert m["auto"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"]
+        z = {s: (lambda v: {c: (v[c] - sum(v.values()) / 3) for c in v})(m[s]["scores"]) for s in ("gbc", "param_prior")}
+        assert rank_by(m["auto"]["scores"]) == rank_by({c: z["gbc"][c] / _pstd(z["gbc"]) + 0.5 * z["param_prior"][c]
+                                                        / _pstd(z["param_prior"]) for c in names})
 
     table = _script("table")
     out = tmp_path / "results"
@@ -70,7 +82,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     md = (out / "table.md").read_text()
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 12
+    assert len(rows) == 4 * 15
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])

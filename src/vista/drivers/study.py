@@ -43,7 +43,7 @@ from vista.scheduler import SchedulerSpec
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
 from vista.selection.ranking import missing_last, random_expectation, selection_quality
-from vista.selection.scores import CLIENT, EXACT, PRIOR, SCORES
+from vista.selection.scores import CLIENT, COMBINED, EXACT, PRIOR, SCORES
 from vista.selection.scores import names as score_names
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
 from vista.selection.spec import SelectionSpec
@@ -63,6 +63,12 @@ def stat_methods() -> tuple[str, ...]:
 
 def prior_methods() -> tuple[str, ...]:
     return score_names(PRIOR)
+
+
+def combined_methods() -> tuple[str, ...]:
+    """The registry's combined scores (``auto`` among them): computed by the server from their
+    components' values, no client work of their own."""
+    return score_names(COMBINED)
 
 
 SEARCH_METHODS = ("successive_halving", "hybrid")
@@ -95,6 +101,7 @@ class StudyConfig:
     val_fraction: float = 0.1  # of each client's train split, held out: what the searches rank on
     validation_key: str = "client_val_accuracy_mean"
     tie_tol: float = 0.0  # truth accuracies this close tie in the rank measures (run_study.py: TIE_TOL)
+    keep_features: bool = False  # keep the statistics round's features in <setting>/features for re-scoring
 
 
 def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, work: Path) -> ExperimentParts:
@@ -127,9 +134,10 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     parts = setting_parts(cfg, data_file, partition, seed, out_dir)
     names = [c.name for c in cfg.candidates]
     tol = cfg.tie_tol
-    stat_names, prior_names = stat_methods(), prior_methods()
+    stat_names, prior_names, combined_names = stat_methods(), prior_methods(), combined_methods()
     stats_spec = SelectionSpec(name="logme", candidates=cfg.candidates,
-                               scores=(*stat_names, *prior_names), privacy=cfg.privacy)
+                               scores=(*stat_names, *prior_names, *combined_names), privacy=cfg.privacy,
+                               feature_store=str(out_dir / "features") if cfg.keep_features else None)
     stats = _run_or_reuse(dataclasses.replace(parts, selection=stats_spec), out_dir / "statistics")
     stats_seconds = stats["selection_seconds"]
     bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
@@ -162,6 +170,10 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
         methods[m] = _entry(m, truth, stats["scores"][m], cost, tol)
     for m in prior_names:
         methods[m] = _entry(m, truth, stats["scores"][m], Cost(), tol)
+    for m in combined_names:  # its components share one encode: it costs what its dearest component does
+        costs = [stat_costs[u] for u in SCORES[m].uses if u in stat_costs]
+        cost = max(costs, key=lambda c: (c.rounds, c.forward_passes, c.bytes_up), default=Cost())
+        methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, uses=list(SCORES[m].uses))
     sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
     methods["successive_halving"] = _entry("successive_halving", truth, sh.rank_scores, sh.cost, tol,
                                            search=sh.to_dict())
