@@ -87,6 +87,23 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])
 
+    # the privacy guard's cost: every run re-scored from its kept features, without DP (equal to
+    # the study's own scores, or the script stops) and at total epsilon 8, two noise draws
+    privacy = _script("privacy_cost")
+    assert privacy.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                         "--candidates", *names, "--epsilons", "8", "--draws", "2", "--clients", "4",
+                         "--max-seq-len", "32", "--out", str(tmp_path / "priv")]) == 0
+    out = json.loads((tmp_path / "priv" / "privacy.json").read_text())
+    per_draw = 15 - 3  # every score but random, the searches and brute force
+    assert len(out["rows"]) == 4 * (1 + 2) * per_draw and {r["epsilon"] for r in out["rows"]} == {None, 8.0}
+    assert out["report"]["8.0"]["epsilon"] == pytest.approx(8.0, rel=1e-3)
+    assert out["report"]["8.0"]["composition"]["total"] == 3 * 2 + 3 + 1  # sums x 2 rounds, client scores, weights
+    runs = tmp_path / "priv" / "privacy_runs" / "iid" / "seed0"
+    draws = [json.loads((runs / "eps8" / f"draw{d}" / "selection.json").read_text()) for d in (0, 1)]
+    assert draws[0]["scores"]["logme"] != draws[1]["scores"]["logme"]  # other noise
+    assert all(d["cost"]["forward_passes"] == 0 for d in draws)  # read back from the store, nothing encoded
+    assert "| logme |" in (tmp_path / "priv" / "privacy.md").read_text()
+
 
 def test_a_missing_score_ranks_last_in_the_study_as_in_a_live_run():
     """A score undefined for a candidate (None, NaN in old results) ranks it last, in name order
