@@ -56,13 +56,14 @@ def _truths(results: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, epsilon: float | None, draw: int,
-            out: Path) -> dict:
-    """One statistics round of ``setting`` from its kept features, at total ``epsilon`` (None: no DP)."""
+            out: Path, project_dim: int | None = None) -> dict:
+    """One statistics round of ``setting`` from its kept features, at total ``epsilon`` (None: no DP),
+    the features on a public random basis of ``project_dim`` dimensions first where given."""
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
     spec = SelectionSpec(name="logme", candidates=cfg.candidates,
                          scores=(*stat_methods(), *prior_methods(), *combined_methods()),
                          privacy=dataclasses.replace(cfg.privacy, dp_epsilon=epsilon),
-                         feature_store=str(setting / "features"))
+                         feature_store=str(setting / "features"), project_dim=project_dim)
     seed = result["seed"] + (DRAW_SEED * (draw + 1) if epsilon is not None else 0)
     tag = "no_dp" if epsilon is None else f"eps{epsilon:g}/draw{draw}"
     return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=seed), out / tag)
@@ -75,7 +76,8 @@ def _fmt(xs: list[float]) -> str:
     return f"{mean(xs):.2f} ± {stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
 
-def table(rows: list[dict], epsilons: list[float | None], methods: list[str], report: dict) -> str:
+def table(rows: list[dict], epsilons: list[float | None], methods: list[str], report: dict,
+          project_dim: int | None = None) -> str:
     cols = ["no DP" if e is None else f"ε = {e:g}" for e in epsilons]
     runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
     lines = ["# The privacy guard's cost in ranking quality", "",
@@ -83,7 +85,9 @@ def table(rows: list[dict], epsilons: list[float | None], methods: list[str], re
              f"{max(r['draw'] for r in rows) + 1} noise draws per epsilon. ε is the whole selection run's "
              "budget (δ = 1e-5), composed over every release with dp-accounting's PLD accountant; "
              "tau-b ± its standard deviation over draws and runs; regret is the truth's best accuracy minus "
-             "the chosen candidate's; 'best' is the share of draws that picked the best candidate.", "",
+             "the chosen candidate's; 'best' is the share of draws that picked the best candidate."
+             + ("" if project_dim is None else f" Every candidate's features on a public random basis of "
+                f"{project_dim} dimensions first (selection.project_dim={project_dim}), no DP included."), "",
              "| method | " + " | ".join(f"{c}: tau-b | {c}: regret | {c}: best" for c in cols) + " |",
              "|---|" + "---|---|---|" * len(cols)]
     for m in methods:
@@ -115,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=128, help="as the study ran (the features' key)")
     p.add_argument("--workers", type=int, default=0, help="0: in this process (each model loads once a run)")
     p.add_argument("--tie-tol", type=float, default=TIE_TOL)
+    p.add_argument("--project-dim", type=int, default=None,
+                   help="selection.project_dim: features on a public random basis of this many dims first "
+                        "(writes privacy_k<K>.md/json; the no-DP run then differs from the study's by design)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="where the re-scoring runs go (default: <runs>/../privacy_runs, next to the study's work)")
     a = p.parse_args(argv)
+    k = a.project_dim
+    stem = "privacy" if k is None else f"privacy_k{k}"
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       privacy=GUARDED)
@@ -129,17 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     rows, report = [], {}
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
-        work = a.out / "privacy_runs" / setting.relative_to(a.runs)
+        work = (a.work or a.runs.parent / f"{stem}_runs") / setting.relative_to(a.runs)
         for e in epsilons:
             for d in range(1 if e is None else a.draws):
                 t0 = time.perf_counter()
-                sel = rescore(cfg, setting, a.data, res, e, d, work)
-                if e is None:  # the store reproduces the study's own statistics round
+                sel = rescore(cfg, setting, a.data, res, e, d, work, project_dim=k)
+                if e is None and k is None:  # the store reproduces the study's own statistics round
                     own = res["methods"]
                     off = [m for m in stat_methods() if not _same(sel["scores"][m], own[m]["scores"])]
                     if off:
                         raise SystemExit(f"{setting}: re-scored {off} differ from the study's: a stale feature store?")
-                elif e not in report:
+                elif e is not None and e not in report:
                     report[e] = sel["privacy"]
                 for m in methods:
                     q = quality_of(truth, sel["scores"][m], a.tie_tol)
@@ -149,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{setting.relative_to(a.runs)} eps {e} draw {d}: {time.perf_counter() - t0:.0f}s, "
                       f"logme tau {rows[-len(methods)]['kendall_tau']:.2f}", flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "privacy.json").write_text(json.dumps({"rows": rows, "report": {str(k): v for k, v in report.items()},
+    (a.out / f"{stem}.json").write_text(json.dumps({"rows": rows, "report": {str(k): v for k, v in report.items()},
                                                     "tie_tol": a.tie_tol}, indent=1))
-    (a.out / "privacy.md").write_text(table(rows, epsilons, methods, report))
-    print(f"wrote {a.out / 'privacy.md'}, {a.out / 'privacy.json'}")
+    (a.out / f"{stem}.md").write_text(table(rows, epsilons, methods, report, k))
+    print(f"wrote {a.out / f'{stem}.md'}, {a.out / f'{stem}.json'}")
     return 0
 
 

@@ -36,15 +36,20 @@ def _parts(tiny_hub, tiny_data, candidates, spec, **fl):
     return dataclasses.replace(parts, selection=spec)
 
 
-def _pooled_stats(arch_hub, tiny_data, name, privacy, shift=False):
+def _pooled_stats(arch_hub, tiny_data, name, privacy, shift=False, basis=None):
     """What a server holding every client's admitted examples would compute, directly (with the
     clients' own batches, so the features are the same floats and only aggregation differs).
     ``shift``: around the server's shift, as the run accumulates (the mean of the probe texts'
-    features, rounded to float32); the projected statistics are of the centred features."""
+    features, rounded to float32); the projected statistics are of the centred features.
+    ``basis``: every feature (the probe's too) multiplied by it first (``selection.project_dim``)."""
     data, part = tiny_data
     fed = FedNLPData(data)
     clients = FedNLPPartition(part, "uniform").clients
     enc = FrozenEncoder(arch_hub / name)
+    if basis is not None:
+        from vista.selection.runtime import _Projected
+
+        enc = _Projected(enc, basis, np.zeros(basis.shape[0]))
     from vista.selection.privacy import admit
     from vista.selection.runtime import PROBE_TEXTS
 
@@ -108,6 +113,36 @@ def test_statistics_selection_equals_pooled_scores(arch_hub, tiny_hub, tiny_data
     steps = json.loads((tmp_path / "sel" / "event_pipeline.json").read_text())["steps"]
     assert [s["name"] for s in steps if s["name"] in ("client_stats", "merge_and_score", "client_gbc_stats")] == \
         ["client_stats", "merge_and_score", "client_gbc_stats"]
+
+
+def test_a_public_projection_scores_the_projected_features_exactly(arch_hub, tiny_hub, tiny_data, candidates,
+                                                                   tmp_path, one_torch_thread):
+    """``selection.project_dim``: every client (and the probe) multiplies its features by the same
+    public random basis, so the federated scores are the pooled scores of the projected features,
+    and the run's statistics are k-dimensional."""
+    from vista.selection.runtime import public_basis
+
+    k = 6
+    privacy = PrivacySpec(min_examples=8, min_per_class=2, secure_agg=True)
+    spec = SelectionSpec(name="logme", candidates=candidates, privacy=privacy, scores=("hscore", "gbc"),
+                         project_dim=k)
+    parts = _parts(tiny_hub, tiny_data, candidates, spec)
+    run_selection(parts, tmp_path / "sel")
+    sel = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    for name in NAMES:
+        dim = FrozenEncoder(arch_hub / name).dim
+        basis = public_basis(dim, k, parts.seed, name)
+        assert basis.shape == (dim, k) and np.allclose(basis.T @ basis, np.eye(k), atol=1e-12)
+        pooled, projected = _pooled_stats(arch_hub, tiny_data, name, privacy, shift=True, basis=basis)
+        assert pooled.dim == k
+        for s in ("logme", "hscore"):
+            assert sel["scores"][s][name] == pytest.approx(getattr(metrics, s)(pooled), rel=1e-6), (s, name)
+        assert sel["scores"]["gbc"][name] == pytest.approx(metrics.gbc(projected), rel=1e-5), name
+    assert sel["dims"] == {n: k for n in NAMES} and sel["project_dim"] == k
+    # public and fixed: the same basis for the same seed and candidate, another for another
+    assert np.array_equal(public_basis(32, k, 0, "bert"), public_basis(32, k, 0, "bert"))
+    assert not np.allclose(public_basis(32, k, 0, "bert"), public_basis(32, k, 0, "gpt2"))
+    assert not np.allclose(public_basis(32, k, 0, "bert"), public_basis(32, k, 1, "bert"))
 
 
 def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_data, candidates, tmp_path,

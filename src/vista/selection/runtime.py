@@ -16,6 +16,8 @@ every candidate and round), and with a second round its round-1 features are kep
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +74,7 @@ class StatsArgs:
     feature_cache: str | None = None  # where round-1 features are kept for the PCA round; None: re-encode
     feature_cache_mb: int = 0
     keep_features: bool = False  # the cache is a feature store: round 1 reads it too, nothing is deleted
+    project_dim: int | None = None  # features on a public random basis of this many dims first (public_basis)
 
 
 class StatisticsRuntime:
@@ -107,9 +110,19 @@ class StatisticsRuntime:
         """The server's shift for a candidate: its mean feature of the public probe texts,
         rounded to float32 (a short, exact number every client receives as is)."""
         enc = self.encoder(key[0])
+        enc = self._public_projection(enc, key[0])
         f = np.concatenate(list(enc.features(list(PROBE_TEXTS), len(PROBE_TEXTS), self.args.max_seq_len)))
         return {"shift": np.asarray(f, dtype=np.float64).mean(axis=0).astype(np.float32).astype(np.float64),
                 "forward_passes": len(PROBE_TEXTS)}
+
+    def _public_projection(self, enc: Any, candidate: int) -> Any:
+        """``enc`` whose features go through the public random basis first (``project_dim``), or
+        ``enc`` itself (no projection asked, no encoder, or a model no wider than asked)."""
+        k = self.args.project_dim
+        if k is None or enc is None or enc.dim <= k:
+            return enc
+        basis = public_basis(enc.dim, k, self.args.seed, self.args.candidates[candidate].name)
+        return _Projected(enc, basis, np.zeros(enc.dim))
 
     def client_stats(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         candidate, client = key
@@ -128,7 +141,7 @@ class StatisticsRuntime:
             enc = self.encoder(candidate)
         recording = (RecordingEncoder(enc) if self.cache.enabled and not second and adm.eligible and cached is None
                      else None)
-        enc = recording or enc
+        enc = self._public_projection(recording or enc, candidate)  # the cache keeps the model's own features
         per_class, shift = a.per_class, payload.get("shift")
         if second:
             basis = np.asarray(payload["basis"], dtype=np.float64)
@@ -162,6 +175,17 @@ class StatisticsRuntime:
         if not self.args.keep_features:
             self.cache.clear()
         self.data.close()
+
+
+def public_basis(dim: int, k: int, seed: int, candidate: str) -> np.ndarray:
+    """A (dim, k) matrix with orthonormal columns, the same on the server and every client: drawn
+    from the run seed and the candidate's name (public), so nothing about the data is in it.
+    Orthonormal, so a projected row is never longer than the row: the DP clip and sensitivities
+    hold as they are, and the noise now sits on k x k moments instead of dim x dim ones."""
+    h = hashlib.blake2b(repr((int(seed), candidate, int(dim), int(k))).encode(), digest_size=8)
+    rng = np.random.default_rng(int.from_bytes(h.digest(), "little"))
+    q, r = np.linalg.qr(rng.standard_normal((dim, k)))
+    return q * np.sign(np.diag(r))  # a unique Q (positive R diagonal): the same on every BLAS
 
 
 class _Projected:

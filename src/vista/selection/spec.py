@@ -105,6 +105,9 @@ class SelectionSpec:
     clients: int | None = None  # clients in the statistics round (seeded sample); None: all
     client_fraction: float = 1.0  # or this share of them (seeded sample, at least 1); not with clients
     max_texts_per_client: int | None = None  # each client encodes at most this many of its texts (seeded)
+    # features projected onto a public seeded random k-dim basis before any statistic (every
+    # candidate at the same k): with DP the noise on the k x k moments is what D x D's was at k = D
+    project_dim: int | None = None
     # a client's features kept for the PCA round (GBC), on the host's disk, at most this many MB (0: re-encode)
     feature_cache_mb: int = 1024
     # a directory that keeps the clients' round-1 features across runs, read back by later runs
@@ -169,7 +172,7 @@ class SelectionSpec:
         if self.clients is not None and self.client_fraction < 1:
             raise FieldError("client_fraction", f"cannot be {self.client_fraction} while selection.clients="
                              f"{self.clients} is set: sample by count or by share, not both", "selection")
-        for field_name in ("max_seq_len", "max_texts_per_client"):
+        for field_name in ("max_seq_len", "max_texts_per_client", "project_dim"):
             if getattr(self, field_name) is not None:
                 at_least(self, field_name, 1)
         at_least(self, "feature_cache_mb", 0)
