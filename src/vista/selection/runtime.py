@@ -17,7 +17,6 @@ every candidate and round), and with a second round its round-1 features are kep
 from __future__ import annotations
 
 import hashlib
-
 import logging
 from dataclasses import dataclass
 from typing import Any
