@@ -94,7 +94,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                          "--candidates", *names, "--epsilons", "8", "--draws", "2", "--clients", "4",
                          "--max-seq-len", "32", "--out", str(tmp_path / "priv")]) == 0
     out = json.loads((tmp_path / "priv" / "privacy.json").read_text())
-    per_draw = 15 - 3  # every score but random, the searches and brute force
+    per_draw = 15 - 4  # every score but random, the searches and brute force
     assert len(out["rows"]) == 4 * (1 + 2) * per_draw and {r["epsilon"] for r in out["rows"]} == {None, 8.0}
     assert out["report"]["8.0"]["epsilon"] == pytest.approx(8.0, rel=1e-3)
     assert out["report"]["8.0"]["composition"]["total"] == 3 * 2 + 3 + 1  # sums x 2 rounds, client scores, weights
@@ -102,7 +102,8 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     draws = [json.loads((runs / "eps8" / f"draw{d}" / "selection.json").read_text()) for d in (0, 1)]
     assert draws[0]["scores"]["logme"] != draws[1]["scores"]["logme"]  # other noise
     assert all(d["cost"]["forward_passes"] == 0 for d in draws)  # read back from the store, nothing encoded
-    assert "| logme |" in (tmp_path / "priv" / "privacy.md").read_text()
+    md = (tmp_path / "priv" / "privacy.md").read_text()
+    assert "| logme |" in md and "| random |" not in md
     # a public projection first (selection.project_dim): its own files; the no-DP run is not the study's
     assert privacy.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
                          "--candidates", *names, "--epsilons", "8", "--draws", "1", "--clients", "4",
