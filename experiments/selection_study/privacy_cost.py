@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, report = [], {}
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
-        work = (a.work or a.runs.parent / f"{stem}_runs") / setting.relative_to(a.runs)
+        # named by what the run is, not by where --runs points: two settings never share a run
+        work = (a.work or a.runs.parent / f"{stem}_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
         for e in epsilons:
             for d in range(1 if e is None else a.draws):
                 t0 = time.perf_counter()
