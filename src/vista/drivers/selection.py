@@ -243,9 +243,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
                      releases=releases.total, seed=parts.seed, max_texts=spec.max_texts_per_client,
-                     project_dim=spec.project_dim,
-                     feature_cache=str(cache) if cache else None, feature_cache_mb=spec.feature_cache_mb,
-                     keep_features=store is not None)
+                     project_dim=spec.project_dim, feature_cache=str(cache) if cache else None,
+                     feature_cache_mb=spec.feature_cache_mb, keep_features=store is not None)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop,
                                    releases=releases.total)
@@ -320,8 +319,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
                                             missing_shares=ctx["missing_shares"])
             out["pooling"] = spec.pooling
             out["dims"] = ctx["dims"]
-            if spec.project_dim is not None:  # the dims above are the projected ones where a model was wider
-                out["project_dim"] = spec.project_dim
+            out["project_dim"] = spec.project_dim  # not null: the dims above are the projected ones
             if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))
                 out["pca_dims"] = ctx["pca_dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
