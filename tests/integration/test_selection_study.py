@@ -99,7 +99,8 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert out["report"]["8.0"]["epsilon"] == pytest.approx(8.0, rel=1e-3)
     assert out["report"]["8.0"]["composition"]["total"] == 3 * 2 + 3 + 1  # sums x 2 rounds, client scores, weights
     # next to the study's runs (not in the results), named data / partition / seed
-    runs = tmp_path / "privacy_runs" / data.name.removesuffix("_data.h5") / "iid" / "seed0"
+    setting = Path(data.name.removesuffix("_data.h5"), "iid", "seed0")
+    runs = tmp_path / "privacy_runs" / setting
     draws = [json.loads((runs / "eps8" / f"draw{d}" / "selection.json").read_text()) for d in (0, 1)]
     assert draws[0]["scores"]["logme"] != draws[1]["scores"]["logme"]  # other noise
     assert all(d["cost"]["forward_passes"] == 0 for d in draws)  # read back from the store, nothing encoded
@@ -111,8 +112,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                          "--max-seq-len", "32", "--project-dim", "4", "--out", str(tmp_path / "priv")]) == 0
     k4 = json.loads((tmp_path / "priv" / "privacy_k4.json").read_text())
     assert len(k4["rows"]) == 4 * 2 * per_draw and list(k4["report"]) == ["8.0"]
-    sel = json.loads((runs.parents[2].with_name("privacy_k4_runs") / runs.relative_to(runs.parents[2]) / "no_dp"
-                      / "selection.json").read_text())
+    sel = json.loads((tmp_path / "privacy_k4_runs" / setting / "no_dp" / "selection.json").read_text())
     assert sel["dims"] == dict.fromkeys(names, 4) and sel["cost"]["forward_passes"] == 0
     assert "4 dimensions" in (tmp_path / "priv" / "privacy_k4.md").read_text()
 

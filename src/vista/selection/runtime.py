@@ -16,6 +16,7 @@ every candidate and round), and with a second round its round-1 features are kep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -108,8 +109,7 @@ class StatisticsRuntime:
     def probe(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """The server's shift for a candidate: its mean feature of the public probe texts,
         rounded to float32 (a short, exact number every client receives as is)."""
-        enc = self.encoder(key[0])
-        enc = self._public_projection(enc, key[0])
+        enc = self._public_projection(self.encoder(key[0]), key[0])
         f = np.concatenate(list(enc.features(list(PROBE_TEXTS), len(PROBE_TEXTS), self.args.max_seq_len)))
         return {"shift": np.asarray(f, dtype=np.float64).mean(axis=0).astype(np.float32).astype(np.float64),
                 "forward_passes": len(PROBE_TEXTS)}
@@ -176,15 +176,19 @@ class StatisticsRuntime:
         self.data.close()
 
 
+@functools.lru_cache(maxsize=4)
 def public_basis(dim: int, k: int, seed: int, candidate: str) -> np.ndarray:
     """A (dim, k) matrix with orthonormal columns, the same on the server and every client: drawn
     from the run seed and the candidate's name (public), so nothing about the data is in it.
     Orthonormal, so a projected row is never longer than the row: the DP clip and sensitivities
-    hold as they are, and the noise now sits on k x k moments instead of dim x dim ones."""
+    hold as they are, and the noise now sits on k x k moments instead of dim x dim ones. Cached:
+    a worker runs one job per client of the same candidate in a row (read-only, never written)."""
     h = hashlib.blake2b(repr((int(seed), candidate, int(dim), int(k))).encode(), digest_size=8)
     rng = np.random.default_rng(int.from_bytes(h.digest(), "little"))
     q, r = np.linalg.qr(rng.standard_normal((dim, k)))
-    return q * np.sign(np.diag(r))  # a unique Q (positive R diagonal): the same on every BLAS
+    basis = q * np.sign(np.diag(r))  # a unique Q (positive R diagonal): the same on every BLAS
+    basis.flags.writeable = False  # shared by the cache
+    return basis
 
 
 class _Projected:
