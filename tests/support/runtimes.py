@@ -117,7 +117,13 @@ class MemoryProbe:
         with torch.no_grad():  # touch every page, as training would
             checksum = float(sum(p.double().sum() for p in frozen))
         mapped = _file_mappings(files)
-        return {"pid": os.getpid(), "checksum": checksum,
+        device = self.inner.device
+        report = self.inner.device_report
+        return {"pid": os.getpid(), "checksum": checksum, "device": device,
+                "frozen_on": sorted({str(p.device) for p in frozen}),
+                "device_report": report.to_dict() if report is not None else None,
+                # the caching allocator's live tensors: memory mapped from the parent is not among them
+                "cuda_allocated": torch.cuda.memory_allocated(device) if device.startswith("cuda") else 0,
                 "frozen_bytes": sum(p.numel() * p.element_size() for p in frozen),
                 "frozen_in_file_bytes": sum(p.numel() * p.element_size() for p in frozen if _inside(p, mapped)),
                 "file_smaps_kb": _smaps_of({str(f.resolve()) for f in files})}

@@ -19,9 +19,19 @@ from typing import Any
 
 from vista.data.fednlp import FederatedData
 from vista.drivers.interrupt import StopOnSignals
-from vista.drivers.recipe import BEST_ADAPTER_FILE, RECORDS, FedPEFTRecipe, TooFewClientsError
+from vista.drivers.recipe import (
+    BEST_ADAPTER_FILE,
+    RECORDS,
+    FedPEFTRecipe,
+    TooFewClientsError,
+)
 from vista.drivers.round_state import RoundState, restore_rng, rng_state
-from vista.drivers.run import estimate_memory, executor_summary, make_executor, seed_everything
+from vista.drivers.run import (
+    estimate_memory,
+    executor_summary,
+    make_executor,
+    seed_everything,
+)
 from vista.errors import Interrupted, UserError
 from vista.parts import ExperimentParts
 from vista.pipeline import EventManager, EventPipeline, FLContext, RunInterrupted
@@ -97,7 +107,7 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
 
     The run directory always receives ``metrics.jsonl``, ``summary.json`` and
     ``event_pipeline.json`` (the latter also when the run fails, for the post-mortem)."""
-    from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
+    from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs, weight_keeper
 
     run_dir = Path(run_dir)
     warm_up_for(parts.scheduler, parts.model)  # the workers' imports start now, beside this process's
@@ -143,9 +153,9 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
                                      parts.fl.max_seq_len, scheduler=parts.scheduler,
                                      useful_workers=parts.fl.clients_per_round) \
                 if parts.scheduler.num_workers == "auto" else None
-            executor = make_executor(parts, RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels,
-                                                        parts.seed), run_dir, runtime_factory or FedPEFTRuntime.create,
-                                     memory=memory, useful_workers=parts.fl.clients_per_round)
+            args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels, parts.seed)
+            executor = make_executor(parts, args, run_dir, runtime_factory or FedPEFTRuntime.create, memory=memory,
+                                     useful_workers=parts.fl.clients_per_round, weight_keeper=weight_keeper(args))
             guard.attach(executor)
             _announce_arrangement(executor, say)
             events.record("scheduler_start", round=0, seconds=time.perf_counter() - t0, backend=executor.backend,

@@ -29,12 +29,13 @@ def seed_everything(seed: int) -> None:
 
 
 def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Callable[..., Any],
-                  memory: Any = None, useful_workers: int | None = None) -> Executor:
+                  memory: Any = None, useful_workers: int | None = None, weight_keeper: Any = None) -> Executor:
     """A started executor of the backend ``parts.scheduler`` names (``scheduler=process |
     inline | ray``), whose workers build their runtime with ``factory(args, env)`` (a picklable
-    top-level function). ``memory`` and ``useful_workers`` inform ``num_workers=auto``."""
+    top-level function). ``memory`` and ``useful_workers`` inform ``num_workers=auto``;
+    ``weight_keeper`` keeps one copy of the frozen weights per GPU (process backend)."""
     executor = build_executor(parts.scheduler, factory, args, run_dir / "workers", memory=memory,
-                              useful_workers=useful_workers)
+                              useful_workers=useful_workers, weight_keeper=weight_keeper)
     try:
         return executor.start()
     except BaseException:  # a worker that failed to start, a timeout, Ctrl-C: nothing left behind

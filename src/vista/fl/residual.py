@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from vista.fl.aggregation.lora import RESIDUAL_PREFIX  # the one name of a residual entry
+from vista.fl.aggregation.lora import (
+    RESIDUAL_PREFIX,  # the one name of a residual entry
+)
 
 State = dict[str, torch.Tensor]
 
@@ -37,8 +39,9 @@ class ResidualFolder:
             except AttributeError:
                 raise KeyError(f"residual for {path!r}, but the model has no such module") from None
             base = module.get_base_layer().weight
-            if path not in self._pristine:
-                self._pristine[path] = base.detach().clone()
+            if path not in self._pristine:  # the base may be shared (a file's pages, a GPU's one copy):
+                self._pristine[path] = base.detach()  # keep it as W0, and write a private copy
+                base.data = base.detach().clone()
             delta = residual.to(base.dtype).to(base.device)
             if getattr(module, "fan_in_fan_out", False):  # GPT-2's Conv1D stores W transposed
                 delta = delta.T

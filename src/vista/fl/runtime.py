@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from vista.fl.client import (
 from vista.fl.residual import ResidualFolder, split_residuals
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
+from vista.models.device_weights import AdoptReport, WeightKeeper, WriteGuard, adopt
 from vista.models.hub import ModelSpec, load_classifier, load_tokenizer
 from vista.models.shared_weights import share_weights
 from vista.peft.base import PeftSpec
@@ -53,25 +55,47 @@ class RuntimeArgs:
     seed: int
 
 
+def build_model(args: RuntimeArgs) -> tuple[Any, torch.nn.Module]:
+    """(tokenizer, the base wrapped with the PEFT method) on the CPU, as every worker builds it;
+    the parent builds the same to keep one copy of its frozen weights per GPU (:func:`weight_keeper`)."""
+    model_dir = args.model.resolve()
+    tokenizer = load_tokenizer(model_dir, args.model.trust_remote_code)
+    torch.manual_seed(args.seed)  # the same head and adapter init in every worker
+    base = load_classifier(model_dir, args.num_labels, int(tokenizer.pad_token_id), args.model.trust_remote_code)
+    if args.model.share_weights:  # frozen tensors: views of the host's one mapped copy of the file
+        share_weights(base, model_dir)
+    return tokenizer, args.peft.apply(base)
+
+
+def weight_keeper(args: RuntimeArgs) -> WeightKeeper | None:
+    """The parent's keeper of the frozen weights on each GPU (None: ``model.share_weights=false``)."""
+    return WeightKeeper(partial(_model_only, args)) if args.model.share_weights else None
+
+
+def _model_only(args: RuntimeArgs) -> torch.nn.Module:
+    return build_model(args)[1]
+
+
 class FedPEFTRuntime:
     JOBS = ("init_state", "train", "evaluate")
 
     def __init__(self, args: RuntimeArgs, env: WorkerEnv) -> None:
         self.args, self.device = args, env.device
-        model_dir = args.model.resolve()
-        self.tokenizer = load_tokenizer(model_dir, args.model.trust_remote_code)
+        self.tokenizer, model = build_model(args)
         self.pad_id = int(self.tokenizer.pad_token_id)
-        torch.manual_seed(args.seed)  # the same head and adapter init in every worker
-        base = load_classifier(model_dir, args.num_labels, self.pad_id, args.model.trust_remote_code)
-        if args.model.share_weights:  # frozen tensors: views of the host's one mapped copy of the file
-            share_weights(base, model_dir)
-        self.model = args.peft.apply(base).to(self.device)
+        self.device_report: AdoptReport | None = None
+        self._guard: WriteGuard | None = None
+        if env.device_weights is not None:  # the GPU's one copy of the frozen weights, kept by the parent
+            shared = env.device_weights.open()
+            self.device_report = adopt(model, shared)
+            self._guard = WriteGuard(model, shared)
+        self.model = model.to(self.device)
         self.params = trainable_parameters(self.model)
         self.residuals = ResidualFolder(self.model)
         self.data = FedNLPData(args.data.data_file)
         self._partition: FedNLPPartition | None = None
         self._cache: dict[Any, Encoded] = {}
-        log.info("runtime ready: %s from %s, %d trainable tensors", args.model.name, model_dir, len(self.params))
+        log.info("runtime ready: %s, %d trainable tensors", args.model.name, len(self.params))
 
     @classmethod
     def create(cls, args: RuntimeArgs, env: WorkerEnv) -> FedPEFTRuntime:
@@ -80,7 +104,10 @@ class FedPEFTRuntime:
     def run(self, fn: str, key: Any, payload: dict[str, Any], shared: Any) -> Any:
         if fn not in self.JOBS:
             raise ValueError(f"unknown job function {fn!r}; this runtime runs {self.JOBS}")
-        return getattr(self, fn)(key, payload, shared)
+        out = getattr(self, fn)(key, payload, shared)
+        if self._guard is not None:
+            self._guard.check()  # a shared frozen weight written in place would change every worker's model
+        return out
 
     # -- jobs ------------------------------------------------------------------------------
     def init_state(self, key: Any, payload: dict[str, Any], shared: Any) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class WorkerInit:
     start: int = 0  # how many processes this worker slot started before (fault injection counts on it)
     heartbeat_s: float = 10.0
     environ: dict[str, str] | None = None  # the parent's environment (a forked worker has its fork server's)
+    device_weights: Any = None  # IPC handles of the GPU's one copy of the frozen weights (models.device_weights)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class WorkerEnv:
 
     worker_id: int
     device: str
+    device_weights: Any = None  # a DeviceWeights: the frozen weights the parent keeps on this GPU, to map
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,14 @@ def backend(name: str) -> Callable[..., Executor]:
 
 def build_executor(spec: SchedulerSpec, runtime_factory: Callable[..., Any], runtime_args: Any,
                    log_dir: str | Path | None = None, *, memory: Any = None,
-                   useful_workers: int | None = None) -> Executor:
+                   useful_workers: int | None = None, weight_keeper: Any = None) -> Executor:
     """The unstarted executor ``spec`` names. ``memory`` (a MemoryEstimate) and
-    ``useful_workers`` (the most jobs a task runs at once) inform ``num_workers=auto``."""
+    ``useful_workers`` (the most jobs a task runs at once) inform ``num_workers=auto``;
+    ``weight_keeper`` (a :class:`~vista.models.device_weights.WeightKeeper`) keeps one copy of
+    the frozen weights per GPU for the process backend's workers (the others ignore it)."""
     build = backend(spec.executor)
-    return build(spec, runtime_factory, runtime_args, log_dir, memory=memory, useful_workers=useful_workers)
+    return build(spec, runtime_factory, runtime_args, log_dir, memory=memory, useful_workers=useful_workers,
+                 weight_keeper=weight_keeper)
 
 
 def plan_workers(spec: SchedulerSpec, memory: Any = None, useful_workers: int | None = None,

@@ -112,9 +112,9 @@ class InlineExecutor:
 
 def inline_executor(spec: SchedulerSpec, runtime_factory: Callable[..., Any], runtime_args: Any,
                     log_dir: str | Path | None = None, *, memory: Any = None,
-                    useful_workers: int | None = None) -> InlineExecutor:
+                    useful_workers: int | None = None, weight_keeper: Any = None) -> InlineExecutor:
     """``scheduler=inline`` / ``num_workers=0``: one worker, this process (``log_dir`` is moot:
-    the jobs log where the run logs)."""
+    the jobs log where the run logs; ``weight_keeper`` too: one process holds one copy anyway)."""
     device = "cpu" if spec.device == "auto" else spec.device
     if device == "cuda":
         device = "cuda:0"

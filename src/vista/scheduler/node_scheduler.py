@@ -79,13 +79,17 @@ class NodeScheduler:
         *,
         memory: Any = None,
         useful_workers: int | None = None,
+        weight_keeper: Any = None,
     ) -> None:
         """``memory`` (a :class:`~vista.scheduler.memory.MemoryEstimate`) and ``useful_workers``
-        inform the arrangement of ``num_workers=auto`` (:mod:`vista.scheduler.arrangement`)."""
+        inform the arrangement of ``num_workers=auto`` (:mod:`vista.scheduler.arrangement`).
+        ``weight_keeper`` (a :class:`~vista.models.device_weights.WeightKeeper`): this process
+        keeps one copy of the frozen weights on each GPU the workers use, and they map it."""
         if spec.num_workers == 0:
             raise ValueError("NodeScheduler needs scheduler.num_workers >= 1 or auto (0 means run inline)")
         self.spec = spec
         self._memory, self._useful = memory, useful_workers
+        self._keeper = weight_keeper
         self.arrangement: Arrangement | None = None
         self._factory = runtime_factory
         self._args = runtime_args
@@ -111,6 +115,8 @@ class NodeScheduler:
             self._log_dir.mkdir(parents=True, exist_ok=True)
         self._pool = WorkerPool(self._ctx, self._init_for, self.spec.heartbeat_s)
         atexit.register(self.shutdown)
+        if self._keeper is not None:  # before any worker starts: each maps what is kept on its GPU
+            self._keeper.prepare(self.devices)
         for device in self.devices:
             self._pool.add(device)
         while any(s.state == STARTING for s in self._pool.slots):
@@ -126,6 +132,8 @@ class NodeScheduler:
         if pool is None:
             return
         pool.shutdown()
+        if self._keeper is not None:  # only now: no worker maps the kept weights any more
+            self._keeper.close()
         atexit.unregister(self.shutdown)
 
     def __enter__(self) -> NodeScheduler:
@@ -336,4 +344,5 @@ class NodeScheduler:
             start=slot.starts,
             heartbeat_s=self.spec.heartbeat_s,
             environ=dict(os.environ),
+            device_weights=self._keeper.handles(slot.device) if self._keeper is not None else None,
         )

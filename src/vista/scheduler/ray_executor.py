@@ -76,7 +76,10 @@ class RayExecutor:
     backend = "ray"
 
     def __init__(self, spec: SchedulerSpec, runtime_factory: Callable[..., Any], runtime_args: Any,
-                 log_dir: str | Path | None = None, *, memory: Any = None, useful_workers: int | None = None) -> None:
+                 log_dir: str | Path | None = None, *, memory: Any = None, useful_workers: int | None = None,
+                 weight_keeper: Any = None) -> None:
+        # weight_keeper is not used: actors may live on other hosts, where CUDA IPC cannot reach,
+        # so each keeps its own device copy of the frozen weights
         self.spec = spec if isinstance(spec, RaySchedulerSpec) else RaySchedulerSpec(
             **{k: v for k, v in vars(spec).items() if k != "backend"})
         self._factory, self._args = runtime_factory, runtime_args

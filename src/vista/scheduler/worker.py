@@ -184,7 +184,8 @@ def worker_main(init: WorkerInit, inbox: Any, conn: Any, parent_pid: int) -> Non
         from vista.scheduler.devices import cap_gpu_memory
 
         cap_gpu_memory(init.device, init.gpu_mem_mb)
-        runtime = init.runtime_factory(init.runtime_args, WorkerEnv(init.worker_id, init.device))
+        runtime = init.runtime_factory(init.runtime_args,
+                                       WorkerEnv(init.worker_id, init.device, init.device_weights))
     except BaseException as err:
         log.error("worker %d failed to start:\n%s", init.worker_id, traceback.format_exc())
         outbox.put(WorkerStartFailed(init.worker_id, f"{type(err).__name__}: {err}", traceback.format_exc()))
