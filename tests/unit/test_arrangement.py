@@ -215,3 +215,42 @@ def test_host_available_reads_meminfo_and_a_cgroup_limit(tmp_path):
 def test_probe_reads_this_machine():
     inv = Inventory.probe()
     assert inv.cpus >= 1 and inv.host_available_mb > 0 and all(g.free_mb >= 0 for g in inv.gpus)
+
+
+# -- the parent keeps the frozen weights once per GPU (models.device_weights) -------------------
+# a 1B model's shape: 4,300 MB frozen, small adapters, 3,000 MB of activations
+BIG_FROZEN = MemoryEstimate(frozen_mb=4300.0, trainable_mb=50.0, activations_mb=3000.0, source=ESTIMATE)
+SHARED = MemoryEstimate(**{**vars(BIG_FROZEN), "frozen_shared": True})
+OWN = (4300 + 50 + 3000) * GPU_SAFETY + CUDA_CONTEXT_MB  # a worker with its own copy
+LEAN = (50 + 3000) * GPU_SAFETY + CUDA_CONTEXT_MB  # a worker mapping the kept copy
+KEPT = 4300 * GPU_SAFETY + CUDA_CONTEXT_MB  # the parent's copy and context
+
+
+def test_a_shared_copy_lets_more_workers_onto_a_gpu():
+    assert SHARED.worker_gpu_mb == 3050 and BIG_FROZEN.worker_gpu_mb == SHARED.gpu_mb == 7350
+    plain = auto(gpus(64, 60_000), BIG_FROZEN)
+    shared = auto(gpus(64, 60_000), SHARED)
+    assert plain.num_workers == math.floor(60_000 * 0.95 / OWN) == 6
+    assert shared.num_workers == math.floor((60_000 * 0.95 - KEPT) / LEAN) == 12
+    assert shared.mem_per_worker_mb == LEAN and shared.reason == "bound by: GPU memory: cuda:0 fits 12"
+    assert SHARED.to_dict()["frozen_shared"] is True
+
+
+def test_a_gpu_that_fits_one_worker_gives_it_its_own_copy():
+    # room 0.95 x 12,000 = 11,400: one worker with its own copy (9,420) fits; the kept copy (5,760)
+    # plus two lean workers (2 x 4,260) does not
+    inv = gpus(64, 12_000)
+    assert auto(inv, SHARED).devices == ("cuda:0",)
+    with pytest.raises(DevicePlanError, match=f"a worker needs ~{OWN:.0f} MB of GPU memory"):
+        auto(gpus(64, 8_000), SHARED)  # not even one worker with its own copy
+
+
+def test_an_explicit_count_is_charged_the_kept_copy_once_per_gpu():
+    # 4 workers: 5,760 kept + 4 x 4,260 = 22,800 MB on one GPU of 23,000 free; without the kept copy
+    # charged they would need 4 x 9,420
+    a = arrange(4, "cuda", 0, 0, gpus(64, 23_000), SHARED, None)
+    assert a.devices == ("cuda:0",) * 4 and a.mem_per_worker_mb == LEAN
+    with pytest.raises(DevicePlanError, match="does not fit"):
+        arrange(4, "cuda", 0, 0, gpus(64, 23_000), BIG_FROZEN, None)
+    with pytest.raises(DevicePlanError, match="does not fit"):
+        arrange(5, "cuda", 0, 0, gpus(64, 23_000), SHARED, None)  # 5,760 + 5 x 4,260 > 23,000

@@ -117,11 +117,13 @@ def test_residual_folding_writes_a_private_copy_and_leaves_the_shared_base(args)
     guard.check()
 
 
-def test_the_keeper_builds_nothing_for_cpu_devices():
+def test_the_keeper_builds_nothing_for_cpu_devices_or_a_gpu_with_one_worker():
     calls = []
     keeper = WeightKeeper(lambda: calls.append(1) or torch.nn.Linear(2, 2))
     keeper.prepare(["cpu", "cpu"])
-    assert calls == [] and keeper.handles("cpu") is None and keeper.devices == []
+    keeper.prepare(["cuda:0", "cpu"])  # one worker alone on its GPU: the parent's context would cost more
+    assert calls == [] and keeper.handles("cpu") is None and keeper.handles("cuda:0") is None
+    assert keeper.devices == []
 
 
 def test_weight_keeper_follows_model_share_weights(args):

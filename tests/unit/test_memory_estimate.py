@@ -132,6 +132,7 @@ def test_to_dict_and_the_override():
         "overhead_mb": RUNTIME_OVERHEAD_MB,
         "heap_slack_mb": 279.0,
         "source": ESTIMATE,
+        "frozen_shared": False,
         "total_mb": round(est.total_mb, 1),
     }
     assert json.loads(json.dumps(d)) == d

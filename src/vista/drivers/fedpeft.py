@@ -11,6 +11,7 @@ uninterrupted run's records and adapter (seeds are per round and client, nothing
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -153,6 +154,8 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
                                      parts.fl.max_seq_len, scheduler=parts.scheduler,
                                      useful_workers=parts.fl.clients_per_round) \
                 if parts.scheduler.num_workers == "auto" else None
+            if memory is not None and parts.model.share_weights and parts.scheduler.executor == "process":
+                memory = dataclasses.replace(memory, frozen_shared=True)  # kept once per GPU by this process
             args = RuntimeArgs(parts.model, parts.peft, parts.data, parts.fl, fed.num_labels, parts.seed)
             executor = make_executor(parts, args, run_dir, runtime_factory or FedPEFTRuntime.create, memory=memory,
                                      useful_workers=parts.fl.clients_per_round, weight_keeper=weight_keeper(args))

@@ -89,6 +89,8 @@ class FedPEFTRuntime:
             shared = env.device_weights.open()
             self.device_report = adopt(model, shared)
             self._guard = WriteGuard(model, shared)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the check's transient copies (one tensor at a time; 0.4 GB at 1B)
         self.model = model.to(self.device)
         self.params = trainable_parameters(self.model)
         self.residuals = ResidualFolder(self.model)

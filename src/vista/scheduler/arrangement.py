@@ -19,7 +19,11 @@ Rules of :func:`arrange`:
   ``scheduler.gpu_mem_per_worker_mb`` when > 0 (taken as is), else the estimate's accelerator part
   (:attr:`~vista.scheduler.memory.MemoryEstimate.gpu_mb`: parameters, optimizer state, activations)
   x ``GPU_SAFETY`` (1.2) + ``CUDA_CONTEXT_MB`` (each process's own CUDA context); with neither,
-  one worker per GPU. GPU ``i`` holds ``floor(0.95 x free_i / M)`` workers. The count is the fewest
+  one worker per GPU. GPU ``i`` holds ``floor(0.95 x free_i / M)`` workers. When the parent keeps
+  the frozen weights once per GPU (``MemoryEstimate.frozen_shared``: ``model.share_weights``, process
+  backend), ``M`` leaves them out and a GPU of two or more workers is first charged the parent's copy
+  and context (``frozen x 1.2 + CUDA_CONTEXT_MB``); a GPU that fits only one worker gives it its own
+  copy, as the keeper does (:mod:`vista.models.device_weights`). The count is the fewest
   of their sum, the useful workers, the usable cores (each worker needs a core to feed its GPU),
   ``cores // threads_per_worker`` when set, and the host memory the workers pass their weights
   through (``floor(0.8 x host available / (overhead + parameters))``). Workers fill greedily: each
@@ -36,7 +40,7 @@ Rules of :func:`arrange`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +50,9 @@ from vista.scheduler.memory import OVERRIDE, MemoryEstimate
 HOST_HEADROOM = 0.8  # the share of the host's available memory auto may plan for
 GPU_HEADROOM = 0.95  # the share of a GPU's free memory auto may plan for
 GPU_SAFETY = 1.2  # the estimate's accelerator part x this: fragmentation of the caching allocator, cuBLAS workspaces
-# Not measured here (this machine has no GPU): a torch 2.x / CUDA 12 process's own context (lazy module
-# loading, cuBLAS handle) as nvidia-smi reports it is typically 400-600 MB; the upper end is charged.
-# `python benchmarks/memory_estimate.py --device cuda` measures it on a GPU machine.
+# A process's own CUDA context (lazy module loading, cuBLAS handle) as NVML reports it: ~520 MB measured
+# on an H200 (torch 2.11, CUDA 13; benchmarks/cuda_weights.py, 2026-12-04), 400-600 MB elsewhere; the
+# upper end is charged. `python benchmarks/memory_estimate.py --device cuda` measures it on a GPU machine.
 CUDA_CONTEXT_MB = 600.0
 HOST_UNKNOWN_MB = 1 << 30  # no /proc/meminfo (not Linux): no host-memory limit
 USEFUL = "jobs per round"
@@ -172,7 +176,26 @@ def _gpu_need(gpu_mem_per_worker_mb: int, memory: MemoryEstimate | None) -> tupl
         return None, "none"
     if memory.source == OVERRIDE:
         return memory.gpu_mb, OVERRIDE
-    return memory.gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB, memory.source
+    return memory.worker_gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB, memory.source
+
+
+def _kept_mb(memory: MemoryEstimate | None, gpu_mem_per_worker_mb: int) -> float:
+    """What the parent holds on each GPU of two or more workers when it keeps their frozen
+    weights (its own CUDA context and one copy); 0 when nothing is kept or the user's budget rules."""
+    if memory is None or not memory.frozen_shared or memory.source == OVERRIDE or gpu_mem_per_worker_mb > 0:
+        return 0.0
+    return memory.frozen_mb * GPU_SAFETY + CUDA_CONTEXT_MB
+
+
+def _fits(free_mb: float, need: float, kept: float, memory: MemoryEstimate | None) -> int:
+    """Workers one GPU holds: with a kept copy, two or more sharing it, else one with its own copy."""
+    room = free_mb * GPU_HEADROOM
+    if kept <= 0 or memory is None:
+        return int(room // need)
+    together = int((room - kept) // need)
+    if together >= 2:
+        return together
+    return int(room >= memory.gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB)
 
 
 def _bound(limits: list[tuple[str, int]]) -> tuple[int, str]:
@@ -231,16 +254,17 @@ def _auto_gpu(
 ) -> Arrangement:
     cpus = max(1, inv.cpus)
     need, source = _gpu_need(gpu_mem_per_worker_mb, memory)
+    kept = _kept_mb(memory, gpu_mem_per_worker_mb)
     gpus = sorted(inv.gpus, key=lambda g: (-g.free_mb, g.index))  # freest first
     if need is None:
         fits = {g.index: 1 for g in gpus}
         limits = [(f"one worker per GPU without a memory estimate ({len(gpus)})", len(gpus))]
     else:
-        fits = {g.index: int(g.free_mb * GPU_HEADROOM // need) for g in gpus}
+        fits = {g.index: _fits(g.free_mb, need, kept, memory) for g in gpus}
         if not any(fits.values()):
-            top = gpus[0]
+            top, alone = gpus[0], need if kept <= 0 else memory.gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB
             raise DevicePlanError(
-                f"a worker needs ~{need:.0f} MB of GPU memory ({source}) but the freest GPU (cuda:{top.index}) "
+                f"a worker needs ~{alone:.0f} MB of GPU memory ({source}) but the freest GPU (cuda:{top.index}) "
                 f"has {top.free_mb} MB free ({GPU_HEADROOM:.0%} of it plannable); use a smaller fl.batch_size / "
                 f"fl.max_seq_len, scheduler.device=cpu, or set scheduler.gpu_mem_per_worker_mb"
             )
@@ -291,8 +315,10 @@ def _explicit(
     else:
         total, source = _gpu_need(gpu_mem_per_worker_mb, memory)
         budget = math.ceil(total) if total is not None else 0
+        kept = _kept_mb(memory, gpu_mem_per_worker_mb) if n >= 2 else 0.0  # charged to every GPU: safe side
+        gpus = [replace(g, free_mb=max(0, int(g.free_mb - kept))) for g in inv.gpus]
         try:
-            devices = plan_devices(device, n, budget, list(inv.gpus))
+            devices = plan_devices(device, n, budget, gpus)
         except DevicePlanError as err:
             if source == OVERRIDE or total is None:
                 raise

@@ -82,11 +82,19 @@ class MemoryEstimate:
     source: str  # "estimate", "upper bound" (auto kept the cheap bound) or "scheduler.gpu_mem_per_worker_mb"
     overhead_mb: float = RUNTIME_OVERHEAD_MB  # the worker process's Python/torch runtime (CPU side)
     heap_slack_mb: float = 0.0  # freed activation memory glibc keeps (CPU side)
+    # the parent keeps the frozen weights once per GPU for the workers there (models.device_weights)
+    frozen_shared: bool = False
 
     @property
     def gpu_mb(self) -> float:
         """What lives on an accelerator: parameters, optimizer state, activations."""
         return self.frozen_mb + self.trainable_mb + self.activations_mb
+
+    @property
+    def worker_gpu_mb(self) -> float:
+        """What one worker holds on its GPU itself: :attr:`gpu_mb`, less the frozen weights when
+        the parent keeps them for every worker there (:attr:`frozen_shared`)."""
+        return self.gpu_mb - (self.frozen_mb if self.frozen_shared else 0.0)
 
     @property
     def total_mb(self) -> float:
@@ -104,6 +112,7 @@ class MemoryEstimate:
             for k in ("frozen_mb", "trainable_mb", "activations_mb", "overhead_mb", "heap_slack_mb")
         }
         out["source"] = self.source
+        out["frozen_shared"] = self.frozen_shared
         out["total_mb"] = round(self.total_mb, 1)
         return out
 
