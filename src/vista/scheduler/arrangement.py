@@ -44,7 +44,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vista.scheduler.devices import DEVICES, DevicePlanError, GpuInfo, gpu_inventory, plan_devices, usable_cpus
+from vista.scheduler.devices import (
+    DEVICES,
+    DevicePlanError,
+    GpuInfo,
+    gpu_inventory,
+    plan_devices,
+    usable_cpus,
+)
 from vista.scheduler.memory import OVERRIDE, MemoryEstimate
 
 HOST_HEADROOM = 0.8  # the share of the host's available memory auto may plan for
