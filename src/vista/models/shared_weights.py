@@ -12,8 +12,8 @@ mapped copy-on-write (``MAP_PRIVATE``), and its private copy is freed. A worker 
 writes, so results never change; only frozen tensors stay shared. What is shared: tensors of
 the file's dtype (Vista trains in float32, so a float32 file), 4-byte aligned in the file, and
 equal to the loaded parameter (checked, so a renamed or converted tensor stays private).
-On CUDA the parameters are copied to the device afterwards: the host copy is shared, the
-device copy is per worker (one copy per GPU through CUDA IPC is not done).
+On CUDA the parameters are copied to the device afterwards: the host copy is shared here, and
+the device copy once per GPU by :mod:`vista.models.device_weights` (CUDA IPC from the parent).
 """
 
 from __future__ import annotations
