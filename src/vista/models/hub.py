@@ -30,7 +30,9 @@ class ModelSpec:
     package_subdir: str = ""
     trust_remote_code: bool = False
     # the frozen weights as views of the memory-mapped safetensors file: one copy per host,
-    # shared by every worker (vista.models.shared_weights); false: a private copy per worker
+    # shared by every worker (vista.models.shared_weights), and on a GPU of two or more workers
+    # one device copy kept by the main process (vista.models.device_weights); false: a private
+    # copy per worker
     share_weights: bool = True
 
     def resolve(self) -> Path:
