@@ -195,3 +195,20 @@ def test_auto_takes_the_bound_unless_it_changes_the_plan(tiny, monkeypatch):
     assert run.estimate_memory(model, LORA.apply, LABELS, 4, 16, scheduler=spec, useful_workers=4) == "exact"
     assert len(built) == 1
     assert run.estimate_memory(model, LORA.apply, LABELS, 4, 16) == "exact"  # no scheduler given: exact
+
+
+def test_gradient_checkpointing_keeps_layer_inputs_and_one_layer(tiny):
+    """fl.gradient_checkpointing: kept for backward are each layer's input (float32) and one
+    layer's activations (recomputed one at a time); with 30 layers (SmolLM2's shape) that is a
+    fraction of the full set."""
+    smol = Shape(hidden=576, layers=30, heads=9, intermediate=1536, gated=True)
+    full = training_activation_bytes(smol, 16, 128)
+    kept = training_activation_bytes(smol, 16, 128, checkpointing=True)
+    one_layer = (full - training_activation_bytes(Shape(576, 0, 9, 1536, True), 16, 128)) / 30
+    embeddings = training_activation_bytes(Shape(576, 0, 9, 1536, True), 16, 128)
+    assert kept == pytest.approx(30 * 16 * 128 * 4 * 576 + one_layer + embeddings, rel=1e-12)
+    assert kept < 0.15 * full
+    plain = estimate_worker_memory(tiny, LORA.apply, LABELS, 8, 32)
+    ckpt = estimate_worker_memory(tiny, LORA.apply, LABELS, 8, 32, checkpointing=True)
+    assert ckpt.activations_mb < plain.activations_mb and ckpt.heap_slack_mb < plain.heap_slack_mb
+    assert (ckpt.frozen_mb, ckpt.trainable_mb) == (plain.frozen_mb, plain.trainable_mb)

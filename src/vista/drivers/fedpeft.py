@@ -152,7 +152,8 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
             t0 = time.perf_counter()
             memory = estimate_memory(parts.model, parts.peft.apply, fed.num_labels, parts.fl.batch_size,
                                      parts.fl.max_seq_len, scheduler=parts.scheduler,
-                                     useful_workers=parts.fl.clients_per_round) \
+                                     useful_workers=parts.fl.clients_per_round,
+                                     checkpointing=parts.fl.gradient_checkpointing) \
                 if parts.scheduler.num_workers == "auto" else None
             if memory is not None and parts.model.share_weights and parts.scheduler.executor == "process":
                 memory = dataclasses.replace(memory, frozen_shared=True)  # kept once per GPU by this process

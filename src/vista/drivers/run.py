@@ -45,7 +45,7 @@ def make_executor(parts: ExperimentParts, args: Any, run_dir: Path, factory: Cal
 
 def estimate_memory(model: Any, peft_apply: Callable[[Any], Any] | None, num_labels: int, batch_size: int,
                     max_seq_len: int, train: bool = True, scheduler: Any = None,
-                    useful_workers: int | None = None) -> Any:
+                    useful_workers: int | None = None, checkpointing: bool = False) -> Any:
     """A worker's memory estimate for ``scheduler.num_workers=auto`` (None, with a warning,
     when the model's config cannot be read that way: the arrangement then goes by cores).
 
@@ -61,16 +61,17 @@ def estimate_memory(model: Any, peft_apply: Callable[[Any], Any] | None, num_lab
         bound = upper_bound_memory(Path(model.resolve()), batch_size, max_seq_len, train, num_labels)
         if bound is not None and _plan_unchanged(scheduler, bound, useful_workers):
             return bound
-    return _exact_estimate(model, peft_apply, num_labels, batch_size, max_seq_len, train)
+    return _exact_estimate(model, peft_apply, num_labels, batch_size, max_seq_len, train, checkpointing)
 
 
 def _exact_estimate(model: Any, peft_apply: Callable[[Any], Any] | None, num_labels: int, batch_size: int,
-                    max_seq_len: int, train: bool) -> Any:
+                    max_seq_len: int, train: bool, checkpointing: bool = False) -> Any:
     from vista.scheduler.memory import estimate_worker_memory
 
     try:
         return estimate_worker_memory(Path(model.resolve()), peft_apply, num_labels, batch_size, max_seq_len,
-                                      train=train, trust_remote_code=model.trust_remote_code)
+                                      train=train, trust_remote_code=model.trust_remote_code,
+                                      checkpointing=checkpointing)
     except Exception as err:  # noqa: BLE001  an exotic architecture: plan by cores alone
         log.warning("no memory estimate for %s (%s: %s); arranging workers by cores alone", model.name,
                     type(err).__name__, err)

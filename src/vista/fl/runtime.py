@@ -92,6 +92,8 @@ class FedPEFTRuntime:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the check's transient copies (one tensor at a time; 0.4 GB at 1B)
         self.model = model.to(self.device)
+        if args.train.gradient_checkpointing:  # keep each layer's input only; recompute the rest in backward
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.params = trainable_parameters(self.model)
         self.residuals = ResidualFolder(self.model)
         self.data = FedNLPData(args.data.data_file)

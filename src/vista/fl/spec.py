@@ -48,6 +48,9 @@ class FLSpec:
     # hold out this fraction of each client's train split (seeded by the run seed) as its
     # validation split: trained on never, scored as val_* and client_val_accuracy_* (the searches)
     val_fraction: float = 0.0
+    # recompute each layer's activations in backward instead of keeping them: a training worker
+    # keeps only each layer's input (benchmarks/README.md has what it saves and costs)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         # the enums travel as enums whether the config gave strings or Python gave members

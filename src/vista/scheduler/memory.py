@@ -141,14 +141,16 @@ class Shape:
         return cls(hidden, int(config.num_hidden_layers), int(config.num_attention_heads), int(inter), gated)
 
 
-def training_activation_bytes(shape: Shape, batch: int, seq: int) -> int:
-    """Saved for backward over one step: every layer, plus the embeddings' output."""
+def training_activation_bytes(shape: Shape, batch: int, seq: int, checkpointing: bool = False) -> int:
+    """Saved for backward over one step: every layer, plus the embeddings' output. With gradient
+    checkpointing, each layer's input (float32) and one layer's activations, recomputed in backward."""
     inter = shape.intermediate * (2 if shape.gated else 1)
     per_layer = (
         batch * seq * (ACT_PER_HIDDEN * shape.hidden + ACT_PER_INTERMEDIATE * inter)
         + ACT_PER_SCORE * shape.heads * seq * seq * batch
     )
-    return shape.layers * per_layer + batch * seq * EMBEDDING_BYTES_PER_HIDDEN * shape.hidden
+    kept = shape.layers * batch * seq * 4 * shape.hidden + per_layer if checkpointing else shape.layers * per_layer
+    return kept + batch * seq * EMBEDDING_BYTES_PER_HIDDEN * shape.hidden
 
 
 def forward_activation_bytes(shape: Shape, batch: int, seq: int) -> int:
@@ -168,6 +170,7 @@ def estimate_worker_memory(
     max_seq_len: int,
     train: bool = True,
     trust_remote_code: bool = False,
+    checkpointing: bool = False,
 ) -> MemoryEstimate:
     """The memory one worker needs to hold ``model_dir``'s classifier with ``peft_apply`` (None:
     full fine-tuning when ``train``, else inference) and run one step at ``batch_size`` x
@@ -186,7 +189,7 @@ def estimate_worker_memory(
             frozen += p.numel()
     shape = Shape.of(config, gated=any(n.endswith("gate_proj") for n, _ in model.named_modules()))
     if train and backprop:
-        act = training_activation_bytes(shape, batch_size, max_seq_len)
+        act = training_activation_bytes(shape, batch_size, max_seq_len, checkpointing)
         slack = HEAP_SLACK * act
     else:
         act, slack = forward_activation_bytes(shape, batch_size, max_seq_len), 0.0

@@ -1,0 +1,37 @@
+"""fl.gradient_checkpointing: a worker recomputes activations in backward instead of keeping them,
+and trains to the same numbers (non-reentrant checkpointing replays dropout's random draws)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from vista.data.fednlp import FederatedDataSpec
+from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
+from vista.fl.spec import FLSpec
+from vista.models.hub import ModelSpec
+from vista.peft.lora import LoraSpec
+from vista.pipeline.protocol import WorkerEnv
+
+
+def test_a_checkpointed_worker_trains_to_the_same_numbers(tiny_hub, tiny_data):
+    data, part = tiny_data
+    fl = FLSpec(rounds=1, clients_per_round=1, batch_size=8, lr=5e-3, max_seq_len=32)
+    args = RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
+                       LoraSpec(r=4, alpha=8, dropout=0.1), FederatedDataSpec(str(data), str(part), "uniform"), fl,
+                       3, 7)
+    out = {}
+    for on in (False, True):
+        rt = FedPEFTRuntime(dataclasses.replace(args, train=dataclasses.replace(fl, gradient_checkpointing=on)),
+                            WorkerEnv(0, "cpu"))
+        try:
+            assert rt.model.base_model.model.is_gradient_checkpointing is on
+            init = rt.run("init_state", None, {}, None)["state"]
+            out[on] = rt.run("train", 0, {"seed": 3}, {"state": init})
+        finally:
+            rt.close()
+    assert out[True]["steps"] == out[False]["steps"] > 0
+    assert out[True]["loss"] == out[False]["loss"]
+    for k, v in out[False]["state"].items():
+        assert torch.allclose(out[True]["state"][k], v, rtol=0, atol=1e-7), k
