@@ -95,6 +95,7 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
          "num_labels": len(vocab), "data_file": str(data), "partition_file": str(partf), "work": str(work),
          "train": [[texts[i] for i in idx] for idx in train.values()],
          "train_labels": [[y[i] for i in idx] for idx in train.values()], "test": [texts[n_train:], y[n_train:]],
+         "checkpointing": args.checkpointing,
          "plan": [sample_clients(list(range(len(chosen))), per_round, 42, r) for r in range(1, args.rounds + 1)]}
     (work / "workload.json").write_text(json.dumps(w))
     return w
@@ -114,6 +115,8 @@ def build(w: dict):
     model = AutoModelForSequenceClassification.from_pretrained(w["model_dir"], num_labels=w["num_labels"],
                                                                local_files_only=True)
     model.config.pad_token_id = tok.pad_token_id
+    if w.get("checkpointing"):  # --checkpointing: every runner recomputes activations in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.05, target_modules=w["targets"])
     return tok, get_peft_model(model, cfg)
 
@@ -188,7 +191,8 @@ def child_vista(w: dict, workers: int, hub: str) -> dict:
     run_dir = Path(w["work"]) / f"vista{workers}_{os.getpid()}"
     os.environ[procmem.PROBE_ENV] = str(run_dir / "probe")
     fl = FLSpec(rounds=w["rounds"], clients_per_round=w["per_round"], batch_size=w["batch"], lr=w["lr"],
-                max_seq_len=w["seq_len"], eval_every=10_000, eval_batch_size=w["eval_batch"], eval_clients=False)
+                max_seq_len=w["seq_len"], eval_every=10_000, eval_batch_size=w["eval_batch"], eval_clients=False,
+                gradient_checkpointing=w.get("checkpointing", False))
     parts = ExperimentParts(seed=w["seed"], fl=fl, model=model_spec(w["model"], hub),
                             peft=LoraSpec(target_modules=w["targets"]),
                             data=FederatedDataSpec(w["data_file"], w["partition_file"], "uniform"), aggregator=FedAvg(),
@@ -362,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag, default in (("repeats", 2), ("rounds", 3), ("clients", 10), ("texts", 50), ("per-round", 4),
                           ("seq-len", 128), ("test", 500)):  # texts: per client; test: texts scored at the end
         ap.add_argument(f"--{flag}", type=int, default=default)
+    ap.add_argument("--checkpointing", action="store_true",
+                    help="gradient checkpointing in every runner (Vista: fl.gradient_checkpointing=true)")
     ap.add_argument("--quick", action="store_true", help="1 round, 2 clients x 10 texts, length 32, 32 test texts")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
