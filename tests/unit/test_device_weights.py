@@ -16,14 +16,10 @@ from vista.data.fednlp import FederatedDataSpec
 from vista.fl.residual import ResidualFolder
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs, build_model, weight_keeper
 from vista.fl.spec import FLSpec
-from vista.models.device_weights import (
-    WeightKeeper,
-    WriteGuard,
-    adopt,
-    frozen_parameters,
-)
+from vista.models.device_weights import WeightKeeper, WriteGuard, adopt
 from vista.models.hub import ModelSpec
 from vista.peft.lora import LoraSpec
+from vista.peft.state import frozen_parameters
 from vista.pipeline.protocol import WorkerEnv
 
 

@@ -24,25 +24,16 @@ use it; Ray's actors may live on other hosts, so they keep private device copies
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from vista.peft.state import frozen_parameters
+
 log = logging.getLogger(__name__)
-
-
-def frozen_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The parameters that do not train, by name (a tied weight once, under its first name)."""
-    out: dict[str, torch.nn.Parameter] = {}
-    seen: set[int] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        out[name] = p
-    return out
 
 
 @dataclass(frozen=True)
@@ -56,45 +47,30 @@ class DeviceWeights:
         """The tensors themselves, mapped into this process (the device's memory, not a copy)."""
         return {name: rebuild(*args) for name, (rebuild, args) in self.handles.items()}
 
-    @property
-    def nbytes(self) -> int:
-        return sum(_nbytes_of(args) for _, args in self.handles.values())
-
-
-def _nbytes_of(args: tuple[Any, ...]) -> int:
-    # reduce_tensor's args: (type, size, stride, offset, storage type, dtype, ...)
-    size, dtype = args[1], args[5]
-    return int(torch.Size(size).numel()) * torch.empty((), dtype=dtype).element_size()
-
 
 class WeightKeeper:
     """The parent's copy of the frozen parameters on each GPU, for the workers there to map.
 
     ``build`` makes the model exactly as a worker does (same files, same PEFT method, same
-    seed) on the CPU; it runs once, when the first GPU is prepared."""
+    seed) on the CPU, once per :meth:`prepare` that has GPUs to fill."""
 
     def __init__(self, build: Callable[[], torch.nn.Module]) -> None:
         self._build = build
-        self._host: dict[str, torch.Tensor] | None = None
         self._on: dict[str, dict[str, torch.Tensor]] = {}
 
     def prepare(self, devices: Sequence[str]) -> None:
         """Copy the frozen parameters to each CUDA device that ``devices`` (the workers' devices,
         one entry per worker) names twice or more. One worker alone on a GPU keeps its own copy:
         a keeper there would only add the parent's CUDA context (~0.5 GB, measured on an H200)."""
-        shared = [d for d in dict.fromkeys(devices) if d.startswith("cuda") and list(devices).count(d) >= 2]
-        for device in shared:
-            if device in self._on:
-                continue
-            if self._host is None:
-                with torch.random.fork_rng(devices=[]):  # the parent's own random streams stay as they were
-                    model = self._build()
-                self._host = {k: p.detach() for k, p in frozen_parameters(model).items()}
-                del model
-            self._on[device] = {k: t.to(device) for k, t in self._host.items()}
-            log.info("frozen weights kept once on %s for its workers: %d tensors, %.1f MB", device,
-                     len(self._on[device]), sum(t.numel() * t.element_size() for t in self._on[device].values()) / 2**20)
-        self._host = None  # the device copies are what is kept
+        todo = [d for d, n in Counter(devices).items() if d.startswith("cuda") and n >= 2 and d not in self._on]
+        if not todo:
+            return
+        with torch.random.fork_rng(devices=[]):  # the parent's own random streams stay as they were
+            host = {k: p.detach() for k, p in frozen_parameters(self._build()).items()}
+        for device in todo:
+            self._on[device] = {k: t.to(device) for k, t in host.items()}
+            log.info("frozen weights kept once on %s for its workers: %d tensors, %.1f MB", device, len(host),
+                     sum(t.numel() * t.element_size() for t in host.values()) / 2**20)
 
     def handles(self, device: str) -> DeviceWeights | None:
         """Fresh IPC handles for one worker on ``device`` (None: nothing kept there)."""

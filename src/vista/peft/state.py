@@ -11,6 +11,11 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def frozen_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters that do not train, by name (a tied weight once, under its first name)."""
+    return {n: p for n, p in model.named_parameters() if not p.requires_grad}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of every trainable tensor, keyed by parameter name."""
     return {n: p.detach().to("cpu", copy=True) for n, p in trainable_parameters(model).items()}

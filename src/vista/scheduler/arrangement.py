@@ -183,7 +183,12 @@ def _gpu_need(gpu_mem_per_worker_mb: int, memory: MemoryEstimate | None) -> tupl
         return None, "none"
     if memory.source == OVERRIDE:
         return memory.gpu_mb, OVERRIDE
-    return memory.worker_gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB, memory.source
+    return _charged(memory.worker_gpu_mb), memory.source
+
+
+def _charged(mb: float) -> float:
+    """GPU memory planned for a process holding ``mb`` of estimate: x GPU_SAFETY, plus its CUDA context."""
+    return mb * GPU_SAFETY + CUDA_CONTEXT_MB
 
 
 def _kept_mb(memory: MemoryEstimate | None, gpu_mem_per_worker_mb: int) -> float:
@@ -191,7 +196,7 @@ def _kept_mb(memory: MemoryEstimate | None, gpu_mem_per_worker_mb: int) -> float
     weights (its own CUDA context and one copy); 0 when nothing is kept or the user's budget rules."""
     if memory is None or not memory.frozen_shared or memory.source == OVERRIDE or gpu_mem_per_worker_mb > 0:
         return 0.0
-    return memory.frozen_mb * GPU_SAFETY + CUDA_CONTEXT_MB
+    return _charged(memory.frozen_mb)
 
 
 def _fits(free_mb: float, need: float, kept: float, memory: MemoryEstimate | None) -> int:
@@ -202,7 +207,7 @@ def _fits(free_mb: float, need: float, kept: float, memory: MemoryEstimate | Non
     together = int((room - kept) // need)
     if together >= 2:
         return together
-    return int(room >= memory.gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB)
+    return int(room >= _charged(memory.gpu_mb))  # alone, with its own copy
 
 
 def _bound(limits: list[tuple[str, int]]) -> tuple[int, str]:
@@ -269,7 +274,7 @@ def _auto_gpu(
     else:
         fits = {g.index: _fits(g.free_mb, need, kept, memory) for g in gpus}
         if not any(fits.values()):
-            top, alone = gpus[0], need if kept <= 0 else memory.gpu_mb * GPU_SAFETY + CUDA_CONTEXT_MB
+            top, alone = gpus[0], need if kept <= 0 else _charged(memory.gpu_mb)
             raise DevicePlanError(
                 f"a worker needs ~{alone:.0f} MB of GPU memory ({source}) but the freest GPU (cuda:{top.index}) "
                 f"has {top.free_mb} MB free ({GPU_HEADROOM:.0%} of it plannable); use a smaller fl.batch_size / "
