@@ -110,17 +110,8 @@ def local_train(
                     fire_oom()
                 idx = perm[start : start + spec.batch_size]
                 if len(idx) <= micro:  # one micro-batch: the whole batch, exactly as without accumulation
-                    batch = collate(data, idx, pad_id, device)
-                    task_loss = model(**batch).loss
-                    loss = task_loss
-                    extra = loss_extra(model)
-                    if extra is not None:
-                        loss = loss + extra
-                    if anchor is not None:
-                        prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
-                        loss = loss + 0.5 * options.prox_mu * prox
-                    loss.backward()
-                    step_loss = float(task_loss.detach())
+                    step_loss = _backward(model, collate(data, idx, pad_id, device), 1.0, True, loss_extra, anchor,
+                                          trained, options.prox_mu)
                 else:
                     step_loss = _accumulate(model, data, idx, micro, pad_id, device, loss_extra, anchor, trained,
                                             options.prox_mu)
@@ -146,18 +137,30 @@ def _accumulate(model: torch.nn.Module, data: Encoded, idx: np.ndarray, micro: i
     for first in range(0, len(idx), micro):
         chunk = idx[first : first + micro]
         share = len(chunk) / len(idx)
-        task_loss = model(**collate(data, chunk, pad_id, device)).loss
-        loss = task_loss * share
-        if first == 0:
-            extra = loss_extra(model)
-            if extra is not None:
-                loss = loss + extra
-            if anchor is not None:
-                prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
-                loss = loss + 0.5 * prox_mu * prox
-        loss.backward()
-        step_loss += float(task_loss.detach()) * share
+        step_loss += _backward(model, collate(data, chunk, pad_id, device), share, first == 0, loss_extra, anchor,
+                               trained, prox_mu) * share
     return step_loss
+
+
+def _backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: float, step_terms: bool,
+              loss_extra: Any, anchor: dict[str, torch.Tensor] | None, trained: dict[str, torch.nn.Parameter],
+              prox_mu: float) -> float:
+    """Forward and backward of one (micro-)batch, its mean loss weighted by ``share`` (1.0: the
+    whole batch, left unscaled), with the step-level terms when ``step_terms``; returns the mean
+    task loss. A function of its own so that the last reference to the graph dies on return:
+    a loss kept alive into the next forward keeps what its autograd nodes hold beyond their
+    saved tensors, measured at ~1 GB of peak memory for SmolLM2 at batch 16 x length 128."""
+    task_loss = model(**batch).loss
+    loss = task_loss if share == 1.0 else task_loss * share
+    if step_terms:
+        extra = loss_extra(model)
+        if extra is not None:
+            loss = loss + extra
+        if anchor is not None:
+            prox = sum(((p - anchor[n]) ** 2).sum() for n, p in trained.items())
+            loss = loss + 0.5 * prox_mu * prox
+    loss.backward()
+    return float(task_loss.detach())
 
 
 @dataclass(frozen=True)
