@@ -95,7 +95,7 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
          "num_labels": len(vocab), "data_file": str(data), "partition_file": str(partf), "work": str(work),
          "train": [[texts[i] for i in idx] for idx in train.values()],
          "train_labels": [[y[i] for i in idx] for idx in train.values()], "test": [texts[n_train:], y[n_train:]],
-         "checkpointing": args.checkpointing,
+         "checkpointing": args.checkpointing, "micro_batch": args.micro_batch,
          "plan": [sample_clients(list(range(len(chosen))), per_round, 42, r) for r in range(1, args.rounds + 1)]}
     (work / "workload.json").write_text(json.dumps(w))
     return w
@@ -119,6 +119,18 @@ def build(w: dict):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.05, target_modules=w["targets"])
     return tok, get_peft_model(model, cfg)
+
+
+def backward(model, batch: dict, micro: int | None) -> None:
+    """One optimiser step's backward over ``batch``; with ``--micro-batch``, in chunks of ``micro``
+    whose losses are weighted by their share of the batch (gradient accumulation, as Vista does)."""
+    n = len(batch["input_ids"])
+    if not micro or micro >= n:
+        model(**batch).loss.backward()
+        return
+    for s in range(0, n, micro):
+        chunk = {k: v[s:s + micro] for k, v in batch.items()}
+        (model(**chunk).loss * (len(chunk["input_ids"]) / n)).backward()
 
 
 def trainable(model) -> list:
@@ -163,7 +175,7 @@ def child_plain(w: dict) -> dict:
             for s in range(0, len(perm), w["batch"]):
                 b = perm[s:s + w["batch"]].tolist()
                 batch = tok.pad({"input_ids": [ids[i] for i in b]}, return_tensors="pt")
-                model(**batch, labels=labels[b]).loss.backward()
+                backward(model, {**batch, "labels": labels[b]}, w.get("micro_batch"))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             states.append([p.detach().clone() for p in params])
@@ -192,7 +204,7 @@ def child_vista(w: dict, workers: int, hub: str) -> dict:
     os.environ[procmem.PROBE_ENV] = str(run_dir / "probe")
     fl = FLSpec(rounds=w["rounds"], clients_per_round=w["per_round"], batch_size=w["batch"], lr=w["lr"],
                 max_seq_len=w["seq_len"], eval_every=10_000, eval_batch_size=w["eval_batch"], eval_clients=False,
-                gradient_checkpointing=w.get("checkpointing", False))
+                gradient_checkpointing=w.get("checkpointing", False), micro_batch_size=w.get("micro_batch"))
     parts = ExperimentParts(seed=w["seed"], fl=fl, model=model_spec(w["model"], hub),
                             peft=LoraSpec(target_modules=w["targets"]),
                             data=FederatedDataSpec(w["data_file"], w["partition_file"], "uniform"), aggregator=FedAvg(),
@@ -249,7 +261,7 @@ def child_flower(w: dict, actors: int) -> dict:
             optimizer = torch.optim.AdamW(trainable(self.net), lr=w["lr"], weight_decay=0.0)
             self.net.train()
             for batch in self.trainloader:
-                self.net(**batch).loss.backward()
+                backward(self.net, batch, w.get("micro_batch"))
                 optimizer.step()
                 optimizer.zero_grad()
             return get_weights(self.net), len(self.trainloader.dataset), {"threads": torch.get_num_threads()}
@@ -322,7 +334,10 @@ def ratio(x: float | None, base: float | None) -> str:
 
 def report(rows: dict[str, list[dict]], w: dict) -> None:
     print(f"\n{w['model']}: {w['clients']} clients x {len(w['train'][0])} texts, {w['per_round']} per round, "
-          f"{w['rounds']} rounds, batch {w['batch']}, length {w['seq_len']}, {len(w['test'][0])} test texts, "
+          f"{w['rounds']} rounds, batch {w['batch']}"
+          + (f" in micro-batches of {w['micro_batch']}" if w.get("micro_batch") else "")
+          + (", gradient checkpointing" if w.get("checkpointing") else "")
+          + f", length {w['seq_len']}, {len(w['test'][0])} test texts, "
           f"{w['cores']} cores; medians over {max(len(v) for v in rows.values())} repeat(s)\n{procmem.versions()}")
     head = ("runner", "rounds s", "total s", "x plain", "wall s", "x plain", "1st job s", "peak PSS MB", "x plain",
             "accuracy", "threads")
@@ -368,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument(f"--{flag}", type=int, default=default)
     ap.add_argument("--checkpointing", action="store_true",
                     help="gradient checkpointing in every runner (Vista: fl.gradient_checkpointing=true)")
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="gradient accumulation in micro-batches of this size in every runner "
+                         "(Vista: fl.micro_batch_size)")
     ap.add_argument("--quick", action="store_true", help="1 round, 2 clients x 10 texts, length 32, 32 test texts")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)

@@ -150,7 +150,7 @@ def run_fedpeft_session(parts: ExperimentParts, run_dir: str | Path, config: dic
     try:
         with guard:
             t0 = time.perf_counter()
-            memory = estimate_memory(parts.model, parts.peft.apply, fed.num_labels, parts.fl.batch_size,
+            memory = estimate_memory(parts.model, parts.peft.apply, fed.num_labels, parts.fl.micro_batch,
                                      parts.fl.max_seq_len, scheduler=parts.scheduler,
                                      useful_workers=parts.fl.clients_per_round,
                                      checkpointing=parts.fl.gradient_checkpointing) \

@@ -146,12 +146,13 @@ class FedPEFTRuntime:
 
     def _train_fitting_memory(self, client: int, global_state: dict[str, Any], rank: int | None, data: Encoded,
                               seed: int, options: LocalOptions) -> tuple[TrainStats, int, int]:
-        """Local training from the broadcast state; on CUDA out of memory, again from that
-        state and the same seed with half the micro-batch (gradient accumulation keeps the
-        batch ``fl.batch_size``), down to 1, below which the error propagates. Every job
-        starts at the full batch, so results do not depend on which worker ran what before.
+        """Local training from the broadcast state, in micro-batches of ``fl.micro_batch_size``
+        (gradient accumulation keeps the batch ``fl.batch_size``); on CUDA out of memory, again
+        from that state and the same seed with half the micro-batch, down to 1, below which the
+        error propagates. Every job starts at the configured micro-batch, so results do not
+        depend on which worker ran what before.
         Returns (stats, the micro-batch that fitted, the number of halvings)."""
-        spec, micro, retries = self.args.train, self.args.train.batch_size, 0
+        spec, micro, retries = self.args.train, self.args.train.micro_batch, 0
         while True:
             self._load_global(global_state, rank)
             try:

@@ -51,6 +51,9 @@ class FLSpec:
     # recompute each layer's activations in backward instead of keeping them: a training worker
     # keeps only each layer's input (benchmarks/README.md has what it saves and costs)
     gradient_checkpointing: bool = False
+    # the most examples one forward/backward holds (None: batch_size): a step of batch_size
+    # accumulates gradients over micro-batches, so activations scale with this, not the batch
+    micro_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         # the enums travel as enums whether the config gave strings or Python gave members
@@ -61,6 +64,13 @@ class FLSpec:
             at_least(self, name, 1)
         at_least(self, "max_seq_len", 4)
         positive(self, "lr")
+        if self.micro_batch_size is not None:
+            at_least(self, "micro_batch_size", 1)
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per forward/backward in local training: ``micro_batch_size`` capped at the batch."""
+        return min(self.micro_batch_size or self.batch_size, self.batch_size)
         check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
 
 
