@@ -64,6 +64,7 @@ class FLSpec:
             at_least(self, name, 1)
         at_least(self, "max_seq_len", 4)
         positive(self, "lr")
+        check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
         if self.micro_batch_size is not None:
             at_least(self, "micro_batch_size", 1)
 
@@ -71,7 +72,6 @@ class FLSpec:
     def micro_batch(self) -> int:
         """Examples per forward/backward in local training: ``micro_batch_size`` capped at the batch."""
         return min(self.micro_batch_size or self.batch_size, self.batch_size)
-        check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
 
 
 def _member(enum_type: type[enum.Enum], field: str, value: object) -> Any:
