@@ -102,29 +102,58 @@ def tree_pids(root: int, session: int | None = None) -> list[int]:
     return sorted(seen)
 
 
-def sample_tree(root: int, session: int | None = None) -> dict[str, Any]:
-    """One sample: PSS (bytes) of the root, of each other process, and of the whole tree."""
-    per = {pid: pss_bytes(pid) for pid in tree_pids(root, session)}
+def sample_tree(root: int, session: int | None = None, detail: bool = False) -> dict[str, Any]:
+    """One sample: PSS (bytes) of the root, of each other process, and of the whole tree; with
+    ``detail`` also each process's whole ``smaps_rollup`` (``rollups``), the reading behind its PSS."""
+    pids = tree_pids(root, session)
+    rollups = {pid: r for pid in pids if (r := rollup(pid))} if detail else {}
+    per = {pid: rollups[pid].get("Pss") if detail else pss_bytes(pid) for pid in (rollups if detail else pids)}
     per = {pid: v for pid, v in per.items() if v is not None}
     return {"root": per.get(root, 0), "others": {p: v for p, v in per.items() if p != root},
-            "total": sum(per.values()), "procs": len(per)}
+            "total": sum(per.values()), "procs": len(per), "rollups": rollups}
+
+
+def process_name(pid: int, root: int) -> str:
+    """What a process of a run's tree is: the run itself, a Vista worker (``vista-w0``, ...), the
+    fork server, Ray's daemons, or else its ``comm``."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+    if pid == root:
+        return "runner (Vista: the main process)"
+    if comm.startswith("vista-"):  # a forked worker keeps the fork server's command line, not its name
+        return comm
+    for marker, name in (("forkserver", "fork server"), ("resource_tracker", "resource tracker"),
+                         ("raylet", "ray: raylet"), ("gcs_server", "ray: gcs")):
+        if marker in cmd:
+            return name
+    return comm
 
 
 class Sampler(threading.Thread):
-    """Samples the tree of ``root`` every ``interval`` s until :meth:`stop`."""
+    """Samples the tree of ``root`` every ``interval`` s until :meth:`stop`. With ``detail``, it
+    also keeps each process's ``smaps_rollup`` and name at the moment the tree peaks."""
 
-    def __init__(self, root: int, interval: float = 0.2, session: int | None = None) -> None:
+    def __init__(self, root: int, interval: float = 0.2, session: int | None = None, detail: bool = False) -> None:
         super().__init__(daemon=True)
-        self.root, self.interval, self.session = root, interval, session
+        self.root, self.interval, self.session, self.detail = root, interval, session, detail
         self.t0 = time.perf_counter()
         self.peak = self.peak_root = self.max_procs = 0
         self.timeline: list[tuple[float, int, int, int]] = []  # (s since start, tree, root, processes)
         self.seen: set[int] = set()
+        self.own_peak: dict[int, int] = {}  # pid -> its own highest PSS (bytes)
+        self.at_peak: dict[int, tuple[str, dict[str, int]]] = {}  # detail: pid -> (name, rollup) at the tree's peak
         self._halt = threading.Event()
 
     def sample(self) -> dict[str, Any]:
-        s = sample_tree(self.root, self.session)
+        s = sample_tree(self.root, self.session, self.detail)
         self.seen.update(s["others"])
+        for pid, pss in [(self.root, s["root"]), *s["others"].items()]:
+            self.own_peak[pid] = max(self.own_peak.get(pid, 0), pss)
+        if self.detail and s["total"] > self.peak:
+            self.at_peak = {pid: (process_name(pid, self.root), r) for pid, r in s["rollups"].items()}
         if s["procs"]:
             self.peak, self.peak_root = max(self.peak, s["total"]), max(self.peak_root, s["root"])
             self.max_procs = max(self.max_procs, s["procs"])
@@ -155,17 +184,19 @@ class FreshRun:
     result: Any  # the JSON of the last stdout line, or None
     timeline: list[tuple[float, int, int, int]] = field(repr=False, default_factory=list)
     tail: str = field(repr=False, default="")  # last lines of stdout + stderr
+    own_peak: dict[int, int] = field(repr=False, default_factory=dict)  # pid -> its own highest PSS (bytes)
+    at_peak: dict[int, tuple[str, dict[str, int]]] = field(repr=False, default_factory=dict)  # run_fresh(detail=True)
 
 
 def run_fresh(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None, interval: float = 0.2,
-              timeout: float | None = None, echo: bool = True) -> FreshRun:
-    """Run ``cmd`` in a fresh process in a new session under a :class:`Sampler`."""
+              timeout: float | None = None, echo: bool = True, detail: bool = False) -> FreshRun:
+    """Run ``cmd`` in a fresh process in a new session under a :class:`Sampler` (``detail``: see there)."""
     lines: list[str] = []
     launched = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
                             start_new_session=True, bufsize=1)
-    sampler = Sampler(proc.pid, interval, session=proc.pid)
+    sampler = Sampler(proc.pid, interval, session=proc.pid, detail=detail)
     sampler.start()
 
     def pump() -> None:
@@ -196,7 +227,7 @@ def run_fresh(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None
                 pass
             break
     return FreshRun(cmd, rc, wall, launched, sampler.peak / MB, sampler.peak_root / MB, sampler.max_procs, result,
-                    sampler.timeline, "\n".join(lines[-30:]))
+                    sampler.timeline, "\n".join(lines[-30:]), sampler.own_peak, sampler.at_peak)
 
 
 def _kill_leftovers(session: int, seen: set[int], grace: float = 5.0) -> None:
