@@ -217,10 +217,34 @@ def tiny_lora(hub: Path, dropout_off: bool = False):
         torch.manual_seed(0)
         model = LoraSpec(r=4, alpha=8, dropout=0.0).apply(load_classifier(hub / "roberta-base", 3, tok.pad_token_id))
         if dropout_off:
-            for m in model.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.p = 0.0
+            no_dropout(model)
         return model, trainable_parameters(model)
 
     return build, data, tok.pad_token_id
 
+
+def no_dropout(model):
+    """Zero every dropout module's p: dropout masks are drawn per forward call, so only a
+    dropout-free model gives the same numbers whatever the micro-batch or training path."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def tiny_runtime_args(hub: Path, data_pair: tuple[Path, Path], dropout: float = 0.0, **fl):
+    """A FedPEFT worker's RuntimeArgs on the tiny RoBERTa hub and FedNLP pair (3 labels, seed 7):
+    LoRA r 4 (``dropout``), one client a round, batch 8, length 32, lr 5e-3 unless ``fl`` says otherwise."""
+    from vista.data.fednlp import FederatedDataSpec
+    from vista.fl.runtime import RuntimeArgs
+    from vista.fl.spec import FLSpec
+    from vista.models.hub import ModelSpec
+    from vista.peft.lora import LoraSpec
+
+    data, part = data_pair
+    spec = FLSpec(**{"rounds": 1, "clients_per_round": 1, "batch_size": 8, "lr": 5e-3, "max_seq_len": 32, **fl})
+    return RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(hub), hub_name="roberta-base"),
+                       LoraSpec(r=4, alpha=8, dropout=dropout), FederatedDataSpec(str(data), str(part), "uniform"),
+                       spec, 3, 7)

@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import tiny_runtime_args
 
-from vista.data.fednlp import FederatedDataSpec
 from vista.fl.residual import ResidualFolder
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs, build_model, weight_keeper
-from vista.fl.spec import FLSpec
 from vista.models.device_weights import WeightKeeper, WriteGuard, adopt
-from vista.models.hub import ModelSpec
-from vista.peft.lora import LoraSpec
 from vista.peft.state import frozen_parameters
 from vista.pipeline.protocol import WorkerEnv
 
 
 @pytest.fixture()
 def args(tiny_hub, tiny_data) -> RuntimeArgs:
-    data, part = tiny_data
-    fl = FLSpec(rounds=1, clients_per_round=1, batch_size=8, lr=5e-3, max_seq_len=32, local_epochs=1)
-    return RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
-                       LoraSpec(r=4, alpha=8, dropout=0.0), FederatedDataSpec(str(data), str(part), "uniform"), fl,
-                       3, 7)
+    return tiny_runtime_args(tiny_hub, tiny_data, local_epochs=1)
 
 
 def _copy_of_frozen(args: RuntimeArgs) -> dict[str, torch.Tensor]:

@@ -6,21 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from support.tiny import tiny_runtime_args
 
-from vista.data.fednlp import FederatedDataSpec
-from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
-from vista.fl.spec import FLSpec
-from vista.models.hub import ModelSpec
-from vista.peft.lora import LoraSpec
+from vista.fl.runtime import FedPEFTRuntime
 from vista.pipeline.protocol import WorkerEnv
 
 
 def test_a_checkpointed_worker_trains_to_the_same_numbers(tiny_hub, tiny_data):
-    data, part = tiny_data
-    fl = FLSpec(rounds=1, clients_per_round=1, batch_size=8, lr=5e-3, max_seq_len=32)
-    args = RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
-                       LoraSpec(r=4, alpha=8, dropout=0.1), FederatedDataSpec(str(data), str(part), "uniform"), fl,
-                       3, 7)
+    args = tiny_runtime_args(tiny_hub, tiny_data, dropout=0.1)
+    fl = args.train
     out = {}
     for on in (False, True):
         rt = FedPEFTRuntime(dataclasses.replace(args, train=dataclasses.replace(fl, gradient_checkpointing=on)),

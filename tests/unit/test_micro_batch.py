@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from support.tiny import no_dropout, tiny_runtime_args
 
 import vista.drivers.fedpeft as fedpeft
 from vista.checks import FieldError
@@ -31,9 +32,7 @@ def _train(args: RuntimeArgs) -> tuple[dict, list[int]]:
     """One client's local training; returns its upload and the batch size of every forward."""
     rt = FedPEFTRuntime(args, WorkerEnv(0, "cpu"))
     try:
-        for m in rt.model.modules():  # no dropout: accumulation is then the full batch's gradient
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
+        no_dropout(rt.model)  # accumulation is then the full batch's gradient
         seen: list[int] = []
         rt.model.get_input_embeddings().register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].shape[0]))
         init = rt.run("init_state", None, {}, None)["state"]
@@ -44,11 +43,8 @@ def _train(args: RuntimeArgs) -> tuple[dict, list[int]]:
 
 
 def test_a_micro_batched_worker_trains_to_the_same_numbers_in_smaller_forwards(tiny_hub, tiny_data):
-    data, part = tiny_data
-    fl = FLSpec(rounds=1, clients_per_round=1, batch_size=8, lr=5e-3, max_seq_len=32)
-    args = RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
-                       LoraSpec(r=4, alpha=8, dropout=0.0), FederatedDataSpec(str(data), str(part), "uniform"), fl,
-                       3, 7)
+    args = tiny_runtime_args(tiny_hub, tiny_data)
+    fl = args.train
     whole, whole_sizes = _train(args)
     micro, micro_sizes = _train(dataclasses.replace(args, train=dataclasses.replace(fl, micro_batch_size=3)))
     assert max(whole_sizes) == 8 and max(micro_sizes) == 3  # the micro-batch bounds every forward

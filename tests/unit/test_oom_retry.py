@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.tiny import tiny_lora
+from support.tiny import no_dropout, tiny_lora, tiny_runtime_args
 
-from vista.data.fednlp import FederatedDataSpec
 from vista.fl.client import LocalOptions, local_train
-from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
+from vista.fl.runtime import FedPEFTRuntime
 from vista.fl.spec import FLSpec
-from vista.models.hub import ModelSpec
-from vista.peft.lora import LoraSpec
 from vista.peft.state import trainable_state
 from vista.pipeline.protocol import WorkerEnv
 from vista.scheduler import faults
@@ -21,15 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SPEC = FLSpec(local_epochs=2, batch_size=8, lr=1e-2)  # 18 examples: steps of 8, 8 and 2 per epoch
 JOB = ("r1.client_train.g0.j0", 0)
-
-
-def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Dropout masks are drawn per forward call, so only a dropout-free model gives the same
-    numbers whatever the micro-batch."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +80,8 @@ def test_injected_oom_fires_at_the_full_batch_only(lora_model, oom_fault):
 
 
 def _runtime(tiny_hub, tiny_data) -> FedPEFTRuntime:
-    data, part = tiny_data
-    fl = FLSpec(rounds=1, clients_per_round=1, batch_size=8, lr=5e-3, max_seq_len=32, local_epochs=2)
-    args = RuntimeArgs(ModelSpec(name="roberta", hub_dir=str(tiny_hub), hub_name="roberta-base"),
-                       LoraSpec(r=4, alpha=8, dropout=0.0), FederatedDataSpec(str(data), str(part), "uniform"), fl,
-                       3, 7)
-    runtime = FedPEFTRuntime(args, WorkerEnv(0, "cpu"))
-    _no_dropout(runtime.model)
+    runtime = FedPEFTRuntime(tiny_runtime_args(tiny_hub, tiny_data, local_epochs=2), WorkerEnv(0, "cpu"))
+    no_dropout(runtime.model)
     return runtime
 
 
