@@ -101,6 +101,8 @@ def test_statistics_selection_equals_pooled_scores(arch_hub, tiny_hub, tiny_data
         # two-round exactness to 1e-8: tests/unit/test_selection_robust.py
         # (seen: 4e-6 apart in one run of several, so 1e-5)
         assert sel["scores"]["gbc"][name] == pytest.approx(metrics.gbc(projected), rel=1e-5), name
+        # H-score's caveat (N not much above D) is the pooled statistics' caveat, recorded per candidate
+        assert sel["caveats"].get("hscore", {}).get(name) == metrics.hscore_caveat(pooled), name
     assert set(sel["scores"]["borda"]) == set(NAMES) and sel["baseline_voters"] == 4
     # cost: every admitted example of every client through every candidate, once: GBC's projection
     # round reads round 1's features back (selection.feature_cache_mb; it encoded again before)
@@ -143,6 +145,24 @@ def test_a_public_projection_scores_the_projected_features_exactly(arch_hub, tin
     assert np.array_equal(public_basis(32, k, 0, "bert"), public_basis(32, k, 0, "bert"))
     assert not np.allclose(public_basis(32, k, 0, "bert"), public_basis(32, k, 0, "gpt2"))
     assert not np.allclose(public_basis(32, k, 0, "bert"), public_basis(32, k, 1, "bert"))
+
+
+def test_a_saturated_hscore_is_recorded_and_said(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread,
+                                                 capsys):
+    """Fewer texts than feature dimensions (4 clients x 4 texts, D = 32): every candidate's H-score is
+    C - 1 whatever it knows; selection.json's caveats and the run's output say so."""
+    privacy = PrivacySpec(min_examples=1, min_per_class=1, secure_agg=False)
+    spec = SelectionSpec(name="hscore", candidates=candidates, privacy=privacy, max_texts_per_client=4)
+    run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "sel")
+    sel = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert sum(r["examples"] for r in sel["clients"]) == 16
+    assert sorted(sel["caveats"]["hscore"]) == sorted(NAMES)
+    for name in NAMES:
+        assert "saturated" in sel["caveats"]["hscore"][name]
+    classes = sel["num_labels"]
+    assert all(v <= classes - 1 + 1e-9 for v in sel["scores"]["hscore"].values())
+    out = capsys.readouterr().out
+    assert out.count("selection: caveat: hscore of ") == len(NAMES)
 
 
 def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_data, candidates, tmp_path,

@@ -255,3 +255,70 @@ def test_wire_floats_counts_what_to_wire_sends(per_class):
     stats = SufficientStats.from_features(np.ones((4, 6)), np.array([0, 1, 2, 0]), 3, per_class=per_class)
     sent = sum(np.size(v) for k, v in stats.to_wire().items() if k not in ("num_classes", "dim"))
     assert stats.num_floats() == SufficientStats.wire_floats(3, 6, per_class) == sent
+
+
+# -- H-score's chance level and its caveat (N not much larger than D) ------------------------------
+def test_hscore_chance_is_its_mean_over_random_labellings():
+    """(C - 1) r / (N - 1) is the exact expectation over permutations of the labels: checked
+    against 3,000 permutations (standard error of their mean ~0.2% here)."""
+    rng = np.random.default_rng(3)
+    n, d, c = 40, 12, 3
+    f = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 5.0  # correlated, off-centre
+    y = np.arange(n) % c
+    stats = SufficientStats.from_features(f, y, c)
+    expected = M.hscore_chance(stats)
+    assert expected == pytest.approx((c - 1) * d / (n - 1), rel=1e-12)
+    draws = [M.hscore(SufficientStats.from_features(f, rng.permutation(y), c)) for _ in range(3000)]
+    assert np.mean(draws) == pytest.approx(expected, rel=0.01)
+    # and the true structure scores far above it
+    g = f + 4.0 * np.eye(c)[y] @ rng.normal(size=(c, d))
+    assert M.hscore(SufficientStats.from_features(g, y, c)) > 2 * M.hscore_chance(SufficientStats.from_features(g, y, c))
+
+
+@pytest.mark.parametrize("labels", ["structured", "random"])
+def test_hscore_is_saturated_at_c_minus_1_when_n_le_d(labels):
+    """N <= D: every labelling scores C - 1 exactly (what made MPNet's H-score 4.000 in the study),
+    and the caveat says so."""
+    rng = np.random.default_rng(4)
+    n, d, c = 30, 64, 5
+    y = np.arange(n) % c if labels == "structured" else rng.integers(0, c, size=n)
+    f = rng.normal(size=(n, d)) + (3.0 * np.eye(c)[y] @ rng.normal(size=(c, d)) if labels == "structured" else 0)
+    stats = SufficientStats.from_features(f, y, c)
+    present = len(np.unique(y))
+    assert M.hscore(stats) == pytest.approx(present - 1, rel=1e-9)
+    assert M.hscore_chance(stats) == pytest.approx(present - 1, rel=1e-12)
+    assert "saturated" in M.hscore_caveat(stats) and f"N - 1 = {n - 1}" in M.hscore_caveat(stats)
+
+
+def test_hscore_caveat_only_where_random_labels_come_near_the_maximum():
+    rng = np.random.default_rng(5)
+    c = 4
+    wide = SufficientStats.from_features(rng.normal(size=(100, 60)), np.arange(100) % c, c)  # r/(N-1) = 0.61
+    said = M.hscore_caveat(wide)
+    assert said is not None and "saturated" not in said and f"{3 * 60 / 99:.3f}" in said
+    assert M.hscore_caveat(SufficientStats.from_features(rng.normal(size=(400, 60)), np.arange(400) % c, c)) is None
+    one_class = SufficientStats.from_features(rng.normal(size=(10, 60)), np.zeros(10, dtype=int), c)
+    assert M.hscore_caveat(one_class) is None  # H-score is 0 there: no width to mistake for knowledge
+
+
+def test_caveats_of_the_registry():
+    from vista.selection import scores as registry
+
+    rng = np.random.default_rng(6)
+    merged = {"narrow": SufficientStats.from_features(rng.normal(size=(200, 8)), np.arange(200) % 3, 3),
+              "wide": SufficientStats.from_features(rng.normal(size=(20, 48)), np.arange(20) % 3, 3),
+              "empty": SufficientStats.empty(3, 8)}
+    got = registry.caveats(["logme", "hscore"], merged)
+    assert list(got) == ["hscore"] and list(got["hscore"]) == ["wide"] and "saturated" in got["hscore"]["wide"]
+    with pytest.raises(ValueError, match="only an exact score"):
+        registry.score("toy_prior", kind=PRIOR, caveat=lambda s: "x")(lambda names, params, seed: {})
+
+    def broken(stats):
+        raise RuntimeError("boom")
+
+    registry.score("toy_caveat", caveat=broken)(lambda stats: 0.0)
+    try:
+        assert registry.caveats(["toy_caveat"], {"a": merged["narrow"]}) == {
+            "toy_caveat": {"a": "its caveat could not be computed (RuntimeError: boom)"}}
+    finally:
+        registry.unregister("toy_caveat")

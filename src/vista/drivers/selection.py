@@ -1,17 +1,16 @@
 """The selection driver: which candidate model to fine-tune, how sure, at what cost.
 
-A selection run is a pipeline. Statistics methods (the exact and client scores of the
-registry, :data:`vista.selection.scores.SCORES`: logme, hscore, reg_hscore, transrate, gbc,
-the avg_logme / borda baselines, and any score registered later): a parallel ``probe`` task
-(the server's shift per candidate), a parallel ``client_stats`` task (one job per candidate x
-client: frozen encoder -> additive statistics around the shift -> privacy guard) and a single
-``merge_and_score`` task (merge = sum, score, rank); a two-round score adds the PCA round.
-Prior scores (param_prior, random) need no client work; combined ones (gbc_prior, and ``auto``,
-its alias) are the server's function of their components' values. Search methods (successive_halving,
-hybrid, brute_force) fine-tune candidates with the FedPEFT driver, continuing survivors from
-their checkpoints. Optionally (``then_finetune``) the winner is then fine-tuned. The result
-lands in FLContext, in ``selection.json``, in the ``selection`` recorder table and in
-``summary.json``.
+A selection run is a pipeline. Statistics methods (the exact and client scores of the registry,
+:data:`vista.selection.scores.SCORES`: logme, hscore, reg_hscore, transrate, gbc, the avg_logme /
+borda baselines, and any score registered later): a parallel ``probe`` task (the server's shift per
+candidate), a parallel ``client_stats`` task (one job per candidate x client: frozen encoder ->
+additive statistics around the shift -> privacy guard) and a single ``merge_and_score`` task (merge
+= sum, score, rank, caveats); a two-round score adds the PCA round. Prior scores (param_prior,
+random) need no client work; combined ones (gbc_prior, and ``auto``, its alias) are the server's
+function of their components' values. Search methods (successive_halving, hybrid, brute_force)
+fine-tune candidates with the FedPEFT driver, continuing survivors from their checkpoints.
+Optionally (``then_finetune``) the winner is then fine-tuned. The result lands in FLContext, in
+``selection.json``, in the ``selection`` recorder table and in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -90,7 +89,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
 
     def plan_probe(ctx: FLContext) -> Jobs:
         ctx.keep("cohort", "merged", "scores", "client_rows", "dims", "failed_jobs", "cost", "baseline_voters",
-                 "missing_shares")
+                 "missing_shares", "caveats")
         return Jobs([JobSpec("probe", (m, -1)) for m in range(len(names))])
 
     def collect_probe(ctx: FLContext, results: list[JobResult]) -> None:
@@ -139,6 +138,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
             table[s] = {n: got.get(n) for n in names}
         ctx["baseline_voters"] = len(voters)
         ctx["merged"] = merged
+        ctx["caveats"] = registry.caveats(first_round, merged)  # where a score's value says little
         ctx["scores"] = table
         ctx["client_rows"] = [per_client[c] for c in sorted(per_client)]
         ctx["dims"] = {n: int(mine_of[n][0].value["dim"]) for n in names}
@@ -225,8 +225,7 @@ def _cost(results: list[JobResult], rounds: int) -> Cost:
 
 def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedData, run_dir: Path,
                    events: EventManager, guard: StopOnSignals | None = None) -> FLContext:
-    """The statistics round on the scheduler's workers; returns the context after ``select``
-    (``releases``: what it released, :func:`statistics_releases`)."""
+    """The statistics round on the workers: the context after it (``releases``: what it released)."""
     names = [c.name for c in spec.models]
     cohort = sample_cohort(list(fed.client_ids), spec.cohort_size(len(fed.client_ids)), parts.seed)
     releases = statistics_releases(spec)
@@ -273,8 +272,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
 
 
 def statistics_releases(spec: SelectionSpec) -> Releases:
-    """What the statistics round releases, for the DP budget split and its accounting: a sum per
-    candidate and round, and with client scores a score vector per candidate and the weights."""
+    """What the statistics round releases (DP split and accounting): a sum per candidate and round,
+    and with client scores a score vector per candidate and the weights."""
     return plan(len(spec.candidates), spec.rounds, spec.client_logme)
 
 
@@ -324,6 +323,9 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
                 out["pca_dims"] = ctx["pca_dims"]
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
             out["cohort"] = ctx["cohort"]  # the clients sampled (selection.clients / client_fraction)
+            out["caveats"] = ctx["caveats"]  # {score: {candidate: why its value says little}}
+            print("".join(f"selection: caveat: {s} of {n}: {w}\n" for s, per in ctx["caveats"].items()
+                          for n, w in per.items()), end="", file=stream, flush=True)
         scores = server_scores(spec.wanted_scores(), names, params, parts.seed, scores)  # prior, then combined
         if resolved(spec.wanted_scores()):
             out["resolved"] = resolved(spec.wanted_scores())  # e.g. auto -> gbc_prior, and its rule
@@ -387,10 +389,8 @@ def _raise_if_stopped(guard: StopOnSignals, run_dir: Path) -> None:
 
 
 def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
     if dataclasses.is_dataclass(x):
         return dataclasses.asdict(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

@@ -32,7 +32,7 @@ import numpy as np
 from vista.selection.scores import score
 from vista.selection.stats import SufficientStats
 
-__all__ = ["GBC_PCA_DIM", "LOGME_EPSILON", "avg_logme", "gbc", "hscore", "ledoit_wolf", "local_logme", "logme",
+__all__ = ["GBC_PCA_DIM", "LOGME_EPSILON", "avg_logme", "gbc", "hscore", "hscore_caveat", "hscore_chance", "ledoit_wolf", "local_logme", "logme",
            "pca_basis", "reg_hscore", "spectrum", "transrate"]
 
 _EPS = np.finfo(np.float64).eps
@@ -170,7 +170,51 @@ def avg_logme(client_stats: Sequence[SufficientStats]) -> float:
 
 
 # --------------------------------------------------------------------------- H-scores
-@score("hscore")
+HSCORE_WIDTH_WARNING = 0.5  # a caveat once random labels would reach this share of H-score's maximum C - 1
+
+
+def _rank_and_classes(stats: SufficientStats) -> tuple[int, int]:
+    """The numerical rank of the centred features (:func:`spectrum`) and the classes present."""
+    w, _ = spectrum(stats.centred(), stats.power())
+    return int(np.count_nonzero(w)), int(np.count_nonzero(stats.counts > 0))
+
+
+def hscore_chance(stats: SufficientStats) -> float:
+    """The H-score that labels drawn at random get on average: ``(C - 1) r / (N - 1)``, with
+    ``r`` the numerical rank of the centred features and ``C`` the classes present (the same
+    class counts, every assignment of them to the examples equally likely).
+
+    Why: whitened, the centred features ``z_i`` have ``sum_i z_i z_i^T = N P`` (``P`` the
+    projection on their r-dim span), and ``H = sum_c ||sum_{i in c} z_i||^2 / (N n_c)``. A
+    random class is a sample of ``n_c`` of the ``z_i`` without replacement, so ``E ||sum||^2 =
+    n_c (N - n_c) r / (N - 1)``; summed over the classes, ``r (C - 1) / (N - 1)``. At ``r = N - 1``
+    (N <= D, features in general position) *every* labelling scores ``C - 1`` exactly: the
+    score is saturated and ranks candidates by feature width, not by what they know.
+    """
+    _check(stats)
+    if stats.n < 2:
+        return float("nan")
+    r, c = _rank_and_classes(stats)
+    return (c - 1) * r / (stats.n - 1)
+
+
+def hscore_caveat(stats: SufficientStats) -> str | None:
+    """H-score's caveat (:data:`HSCORE_WIDTH_WARNING`): saturated, or mostly feature width."""
+    if stats.n < 2:
+        return None
+    r, c = _rank_and_classes(stats)
+    if c < 2 or r < HSCORE_WIDTH_WARNING * (stats.n - 1):
+        return None
+    if r >= stats.n - 1:
+        return (f"saturated: the features' rank {r} reaches N - 1 = {stats.n - 1} (no more texts than "
+                f"feature dimensions), so any labels score C - 1 = {c - 1}: the value says nothing about "
+                "this candidate; score on more texts than dimensions, or set selection.project_dim")
+    return (f"random labels would score {(c - 1) * r / (stats.n - 1):.3f} of at most {c - 1} (feature rank {r} "
+            f"of N - 1 = {stats.n - 1}): the value is mostly the feature width; score on more texts than "
+            "dimensions, or set selection.project_dim")
+
+
+@score("hscore", caveat=hscore_caveat)
 def hscore(stats: SufficientStats) -> float:
     """H-score (Bao et al. 2019): ``tr(pinv(cov f) cov(E[f | y]))``.
 

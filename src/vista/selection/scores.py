@@ -24,6 +24,10 @@ Three kinds, by what the function takes:
 :func:`alias` gives a registered score a second name that says what it is for (``auto``, the
 recommended method); ``ScoreDef.alias_of`` names what it resolves to.
 
+An exact score may register a ``caveat``: ``caveat(stats) -> str | None`` says, for one
+candidate's merged statistics, when the value says little (H-score at N <= D scores any labels
+C - 1); a run records every caveat in ``selection.json`` and warns (:func:`caveats`).
+
 Higher is better for every score; a score that is undefined for a candidate is ``None``
 (NaN and infinities are turned into ``None`` by :func:`safe_value`) and ranks last.
 """
@@ -36,8 +40,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIENT", "COMBINED", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "alias", "check_uses",
-           "get", "names", "ordered", "safe_table", "safe_value", "score", "unregister"]
+__all__ = ["CLIENT", "COMBINED", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "alias", "caveats",
+           "check_uses", "get", "names", "ordered", "safe_table", "safe_value", "score", "unregister"]
 
 EXACT, CLIENT, PRIOR, COMBINED = "exact", "client", "prior", "combined"
 KINDS = (EXACT, CLIENT, PRIOR, COMBINED)
@@ -62,6 +66,7 @@ class ScoreDef:
     doc: str = ""
     uses: tuple[str, ...] = ()  # a combined score's components (registered scores, none combined)
     alias_of: str | None = None  # this name is another name of that score (alias)
+    caveat: Callable[[Any], str | None] | None = None  # exact scores: when a value says little (module doc)
 
     @property
     def per_class(self) -> bool:
@@ -80,7 +85,8 @@ SCORES: dict[str, ScoreDef] = {}
 
 
 def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), rounds: int = 1,
-          kind: str = EXACT, uses: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+          kind: str = EXACT, uses: Iterable[str] = (),
+          caveat: Callable[[Any], str | None] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the score ``name`` (default: the function's name).
 
     Re-registering a name replaces it only with the same function (a module imported twice);
@@ -101,6 +107,8 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         raise ValueError(f"unknown statistics {unknown}; known: {sorted(STATISTICS)}")
     if rounds not in (1, 2) or (rounds == 2 and kind != EXACT):
         raise ValueError(f"rounds must be 1, or 2 for an exact score (a PCA round first), got {rounds}")
+    if caveat is not None and kind != EXACT:
+        raise ValueError("only an exact score has a caveat (a function of its merged statistics)")
     if kind == CLIENT and "client_logme" not in wanted:
         wanted = wanted | {"client_logme"}
     if kind in (PRIOR, COMBINED):
@@ -112,7 +120,7 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
             raise ValueError(f"a score named {key!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "", parts)
+        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "", parts, caveat=caveat)
         return fn
 
     return register
@@ -160,6 +168,26 @@ def get(name: str) -> ScoreDef:
         return SCORES[name]
     except KeyError:
         raise ValueError(f"unknown score {name!r}; known: {', '.join(SCORES)}") from None
+
+
+def caveats(scores: Iterable[str], merged: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """``{score: {candidate: caveat}}`` of the named exact scores for each candidate's merged
+    statistics (``merged``), only where a caveat applies; a caveat that fails says so."""
+    out: dict[str, dict[str, str]] = {}
+    for s in scores:
+        d = get(s)
+        if d.caveat is None:
+            continue
+        for cand, stats in merged.items():
+            if getattr(stats, "n", 0) < 1:
+                continue
+            try:
+                said = d.caveat(stats)
+            except Exception as err:  # noqa: BLE001  a caveat is advice: it never stops a run
+                said = f"its caveat could not be computed ({type(err).__name__}: {err})"
+            if said:
+                out.setdefault(s, {})[cand] = said
+    return out
 
 
 def safe_value(x: Any) -> float | None:
