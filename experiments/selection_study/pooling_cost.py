@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from statistics import mean
-
-from privacy_cost import _same, _truths
 
 from vista.build import candidate_spec
 from vista.drivers.study import (
@@ -43,6 +42,9 @@ from vista.drivers.study import (
 )
 from vista.selection.privacy import GUARDED
 from vista.selection.spec import DEFAULT_CANDIDATES, SelectionSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from privacy_cost import _same, _truths  # noqa: E402
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, pooling: str, out: Path) -> dict:

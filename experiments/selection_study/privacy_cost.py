@@ -56,14 +56,16 @@ def _truths(results: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, epsilon: float | None, draw: int,
-            out: Path, project_dim: int | None = None) -> dict:
+            out: Path, project_dim: int | None = None, pooling: str = "auto") -> dict:
     """One statistics round of ``setting`` from its kept features, at total ``epsilon`` (None: no DP),
-    the features on a public random basis of ``project_dim`` dimensions first where given."""
+    the features on a public random basis of ``project_dim`` dimensions first where given, pooled
+    by ``pooling`` (``selection.pooling``; features of another pooling than the study's are encoded
+    once and kept in the setting's store)."""
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
     spec = SelectionSpec(name="logme", candidates=cfg.candidates,
                          scores=(*stat_methods(), *prior_methods(), *combined_methods()),
                          privacy=dataclasses.replace(cfg.privacy, dp_epsilon=epsilon),
-                         feature_store=str(setting / "features"), project_dim=project_dim)
+                         feature_store=str(setting / "features"), project_dim=project_dim, pooling=pooling)
     seed = result["seed"] + (DRAW_SEED * (draw + 1) if epsilon is not None else 0)
     tag = "no_dp" if epsilon is None else f"eps{epsilon:g}/draw{draw}"
     return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=seed), out / tag)
@@ -77,7 +79,7 @@ def _fmt(xs: list[float]) -> str:
 
 
 def table(rows: list[dict], epsilons: list[float | None], methods: list[str], report: dict,
-          project_dim: int | None = None) -> str:
+          project_dim: int | None = None, pooling: str = "auto") -> str:
     cols = ["no DP" if e is None else f"ε = {e:g}" for e in epsilons]
     runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
     lines = ["# The privacy guard's cost in ranking quality", "",
@@ -87,7 +89,9 @@ def table(rows: list[dict], epsilons: list[float | None], methods: list[str], re
              "tau-b ± its standard deviation over draws and runs; regret is the truth's best accuracy minus "
              "the chosen candidate's; 'best' is the share of draws that picked the best candidate."
              + ("" if project_dim is None else f" Every candidate's features on a public random basis of "
-                f"{project_dim} dimensions first (selection.project_dim={project_dim}), no DP included."), "",
+                f"{project_dim} dimensions first (selection.project_dim={project_dim}), no DP included.")
+             + ("" if pooling == "auto" else f" Every candidate's features pooled by selection.pooling={pooling}, "
+                "no DP included."), "",
              "| method | " + " | ".join(f"{c}: tau-b | {c}: regret | {c}: best" for c in cols) + " |",
              "|---|" + "---|---|---|" * len(cols)]
     for m in methods:
@@ -122,11 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project-dim", type=int, default=None,
                    help="selection.project_dim: features on a public random basis of this many dims first "
                         "(writes privacy_k<K>.md/json; the no-DP run then differs from the study's by design)")
+    p.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "last"],
+                   help="selection.pooling (writes privacy_<pooling>.md/json unless auto; the no-DP run then "
+                        "differs from the study's by design)")
     p.add_argument("--work", type=Path, default=None,
                    help="where the re-scoring runs go (default: <runs>/../privacy_runs, next to the study's work)")
     a = p.parse_args(argv)
     k = a.project_dim
-    stem = "privacy" if k is None else f"privacy_k{k}"
+    stem = "privacy" + ("" if k is None else f"_k{k}") + ("" if a.pooling == "auto" else f"_{a.pooling}")
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       privacy=GUARDED)
@@ -147,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         for e in epsilons:
             for d in range(1 if e is None else a.draws):
                 t0 = time.perf_counter()
-                sel = rescore(cfg, setting, a.data, res, e, d, work, project_dim=k)
-                if e is None and k is None:  # the store reproduces the study's own statistics round
+                sel = rescore(cfg, setting, a.data, res, e, d, work, project_dim=k, pooling=a.pooling)
+                if e is None and k is None and a.pooling == "auto":  # the store reproduces the study's own statistics round
                     own = res["methods"]
                     off = [m for m in stat_methods() if not _same(sel["scores"][m], own[m]["scores"])]
                     if off:
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{stem}.json").write_text(json.dumps({"rows": rows, "report": {str(k): v for k, v in report.items()},
                                                     "tie_tol": a.tie_tol}, indent=1))
-    (a.out / f"{stem}.md").write_text(table(rows, epsilons, methods, report, k))
+    (a.out / f"{stem}.md").write_text(table(rows, epsilons, methods, report, k, a.pooling))
     print(f"wrote {a.out / f'{stem}.md'}, {a.out / f'{stem}.json'}")
     return 0
 

@@ -6,7 +6,9 @@
 ``--data`` holds the subsampled corpora written by ``prepare.py``. Candidates default to the
 offline pool (``vista-hub add NAME`` for minilm, mpnet, smollm2, minilm-l3, random-bert), named by their
 model configs. Each setting writes ``<out>/<corpus>/<partition>/seed<k>/result.json``; a
-finished setting is skipped on a rerun, a failed one is recorded and the grid goes on.
+finished setting is skipped on a rerun (but for a method the registry now scores on another
+pooling, e.g. ``auto`` on mean-pooled features: one statistics round of that pooling), a failed
+one is recorded and the grid goes on.
 Then ``table.py RUNS`` writes the table and the plot.
 """
 
@@ -20,7 +22,13 @@ import traceback
 from pathlib import Path
 
 from vista.build import candidate_spec
-from vista.drivers.study import PARTITIONS, TIE_TOL, StudyConfig, run_setting
+from vista.drivers.study import (
+    PARTITIONS,
+    TIE_TOL,
+    StudyConfig,
+    rescore_own_poolings,
+    run_setting,
+)
 from vista.selection.spec import DEFAULT_CANDIDATES
 
 POOL = list(DEFAULT_CANDIDATES)  # the selection= default pool
@@ -64,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         for part in a.partitions:
             for seed in a.seeds:
                 out = a.out / corpus / part / f"seed{seed}"
-                if (out / "result.json").is_file():
-                    print(f"skip {out} (done)", flush=True)
-                    continue
+                done = (out / "result.json").is_file()
                 t0 = time.perf_counter()
-                print(f"== {corpus} {part} seed {seed}", flush=True)
+                print(f"skip {out} (done; methods of another pooling scored if new)" if done else
+                      f"== {corpus} {part} seed {seed}", flush=True)
                 try:
+                    if done:  # a method the registry now means for another pooling: one statistics round
+                        rescore_own_poolings(cfg, a.data / f"{corpus}_data.h5", out)
+                        continue
                     res = run_setting(cfg, a.data / f"{corpus}_data.h5", part, seed, out)
                 except Exception as err:  # noqa: BLE001 - record and go on with the grid
                     out.mkdir(parents=True, exist_ok=True)

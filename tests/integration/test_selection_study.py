@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from vista.drivers.study import TIE_TOL, StudyConfig, quality_of, run_setting
+from vista.drivers.study import (
+    TIE_TOL,
+    StudyConfig,
+    quality_of,
+    rescore_own_poolings,
+    run_setting,
+)
 from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
 
@@ -61,7 +67,8 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["hybrid"]["cost"]["forward_passes"] > lg["forward_passes"]  # statistics + its search
         setting = tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
         assert json.loads((setting / "result.json").read_text())["truth"] == truth
-        assert len(list((setting / "features").glob("*.npy"))) == 3 * 4  # kept: candidates x clients
+        # kept: candidates x clients, for the classifiers' pooling and for auto's own (mean)
+        assert len(list((setting / "features").glob("*.npy"))) == 3 * 4 * 2
         measured_cost = json.loads((setting / "statistics" / "selection.json").read_text())["cost"]
         measured = measured_cost["bytes_up"]
         assert m["gbc"]["cost"]["bytes_down"] == measured_cost["bytes_down"] > 0  # the PCA bases sent out
@@ -69,12 +76,41 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["transrate"]["cost"]["bytes_up"] + m["gbc"]["cost"]["bytes_up"] - lg["bytes_up"] == measured
         assert m["gbc"]["cost"]["rounds"] == 2 and m["gbc"]["cost"]["forward_passes"] == lg["forward_passes"]  # cached features
         # the combined scores: computed by the server from their components' recorded values, at
-        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias
-        assert m["auto"]["scores"] == m["gbc_prior"]["scores"] and m["auto"]["uses"] == ["gbc", "param_prior"]
-        assert m["auto"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"]
-        z = {s: (lambda v: {c: (v[c] - sum(v.values()) / 3) for c in v})(m[s]["scores"]) for s in ("gbc", "param_prior")}
+        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias, scored
+        # as a live selection=auto run scores it: on mean-pooled features, a statistics round of its own
+        assert m["gbc_prior"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"]
+        assert m["gbc"]["pooling"] == "auto" and m["auto"]["pooling"] == "mean" and "pooling" not in m["random"]
+        pooled = json.loads((setting / "statistics_mean" / "selection.json").read_text())
+        assert pooled["pooling"] == "mean" and m["auto"]["uses"] == ["gbc", "param_prior"]
+        assert m["auto"]["scores"] == pooled["scores"]["gbc_prior"] == pooled["scores"]["auto"]
+        assert {k: v for k, v in m["auto"]["cost"].items() if k != "seconds"} == \
+            {k: v for k, v in m["gbc"]["cost"].items() if k != "seconds"}
+        z = {s: (lambda v: {c: (v[c] - sum(v.values()) / 3) for c in v})(pooled["scores"][s]) for s in ("gbc", "param_prior")}
         assert rank_by(m["auto"]["scores"]) == rank_by({c: z["gbc"][c] / _pstd(z["gbc"]) + 0.5 * z["param_prior"][c]
                                                         / _pstd(z["param_prior"]) for c in names})
+
+    # a setting finished under an earlier rule (auto on the classifiers' pooling) gets auto re-scored
+    # on its own pooling by one statistics round, the truth and everything else kept
+    setting = tmp_path / "runs" / "iid" / "seed0"
+    before = json.loads((setting / "result.json").read_text())
+    old = json.loads(json.dumps(before))
+    old["methods"]["auto"] = {**old["methods"]["gbc_prior"]}  # what the old rule recorded
+    (setting / "result.json").write_text(json.dumps(old))
+    assert "pooling" in old["methods"]["auto"] and old["methods"]["auto"]["pooling"] == "auto"
+    again = rescore_own_poolings(cfg, data, setting)
+    assert again["methods"] == before["methods"] and again["truth"] == before["truth"]
+    assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
+
+    # pooling_cost.py: every setting's statistics round re-run per pooling, from the kept features
+    pooling = _script("pooling_cost")
+    assert pooling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                         "--candidates", *names, "--clients", "4", "--max-seq-len", "32", "--poolings", "auto",
+                         "mean", "--out", str(tmp_path / "pool")]) == 0
+    rows = json.loads((tmp_path / "pool" / "pooling.json").read_text())["rows"]
+    mean_auto = [r for r in rows if r["pooling"] == "mean" and r["method"] == "gbc_prior"
+                 and (r["partition"], r["seed"]) == ("iid", 0)]
+    assert mean_auto[0]["scores"] == before["methods"]["auto"]["scores"]  # the same round as the study's
+    assert "| gbc |" in (tmp_path / "pool" / "pooling.md").read_text()
 
     table = _script("table")
     out = tmp_path / "results"

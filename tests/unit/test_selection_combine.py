@@ -35,6 +35,28 @@ def test_the_registry_lists_auto_as_an_alias_of_a_combination():
     assert resolved(SelectionSpec(name="gbc", candidates=("a", "b")).wanted_scores()) == {}
 
 
+def test_auto_scores_mean_pooled_features_unless_told_otherwise():
+    """The registry carries the pooling auto is meant for; selection.pooling, when set, wins; the
+    other methods keep what each classifier reads; hybrid seeded by auto encodes as auto does."""
+    from hydra import compose, initialize_config_module
+
+    from vista.config import validate
+    from vista.selection.combine import AUTO_POOLING
+
+    assert AUTO_POOLING == "mean" and registry.SCORES["auto"].pooling == AUTO_POOLING
+    assert registry.SCORES["gbc_prior"].pooling is None  # the same rule under its own name: as configured
+    assert SelectionSpec(name="auto", candidates=("a", "b")).feature_pooling == "mean"
+    assert SelectionSpec(name="auto", candidates=("a", "b"), pooling="auto").feature_pooling == "auto"
+    assert SelectionSpec(name="logme", candidates=("a", "b")).feature_pooling == "auto"
+    assert SelectionSpec(name="logme", candidates=("a", "b"), scores=("auto",)).feature_pooling == "auto"
+    assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="auto").feature_pooling == "mean"
+    assert resolved(("auto",))["auto"]["pooling"] == "mean"
+    with initialize_config_module(config_module="vista.conf", version_base="1.3"):
+        for overrides, want in ((["selection=auto"], None), (["selection=auto", "selection.pooling=cls"], "cls"),
+                                (["selection=logme"], None)):
+            assert validate(compose("config", overrides=overrides))["selection"]["pooling"] == want, overrides
+
+
 def test_logme_gbc_lets_gbc_order_logmes_near_ties():
     # a and b tie on LogME (1e-4 apart, spread 0.4: within 5%); GBC separates them, a first
     logme = {"a": 0.5, "b": 0.5001, "c": 0.1}

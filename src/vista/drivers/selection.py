@@ -238,7 +238,7 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     cache = store or (run_dir / "feature_cache" if spec.rounds == 2 and spec.feature_cache_mb else None)
     if cache is not None and store is None:
         shutil.rmtree(cache, ignore_errors=True)  # a stopped run's leftovers
-    args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.pooling,
+    args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.feature_pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
                      releases=releases.total, seed=parts.seed, max_texts=spec.max_texts_per_client,
@@ -316,7 +316,7 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["failed_jobs"] = ctx["failed_jobs"]
             out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class, ctx["releases"],
                                             missing_shares=ctx["missing_shares"])
-            out["pooling"] = spec.pooling
+            out["pooling"] = spec.feature_pooling
             out["dims"] = ctx["dims"]
             out["project_dim"] = spec.project_dim  # not null: the dims above are the projected ones
             if "pca_dims" in ctx:  # the PCA round's width per candidate (min(64, rank))

@@ -14,7 +14,9 @@ of the rounds it would have run.
 seeded rankings (:func:`~vista.selection.ranking.random_expectation`); the one seeded draw a
 live run makes is kept beside it (``draw``).
 
-Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`).
+Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`), each on the
+features its registry entry is meant for (``auto``: mean-pooled; :func:`own_poolings`): a method
+of another pooling than the classifiers' own gets a statistics round of its own.
 Statistics-score costs are per score, from what each declares: per-class Gram matrices
 (TransRate, GBC) cost bytes, a second round (GBC) costs a round and bytes (its features come
 from the feature cache, not a second encode, unless ``feature_cache_mb=0``); the bytes are
@@ -128,16 +130,25 @@ def stats_bytes(dim: int, classes: int, per_class: bool, secure_agg: bool) -> in
     return (16 if secure_agg else 8) * SufficientStats.wire_floats(classes, dim, per_class)
 
 
+def own_poolings() -> dict[str, tuple[str, ...]]:
+    """Methods the registry means for another pooling than each classifier's own
+    (:attr:`ScoreDef.pooling <vista.selection.scores.ScoreDef.pooling>`, e.g. ``auto``: mean),
+    by pooling: the study scores them on a statistics round of their own, as a live run does."""
+    out: dict[str, list[str]] = {}
+    for m in (*stat_methods(), *combined_methods()):
+        p = SCORES[m].pooling
+        if p not in (None, "auto"):
+            out.setdefault(p, []).append(m)
+    return {p: tuple(ms) for p, ms in out.items()}
+
+
 def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
     """Every method on one setting; writes and returns ``<out_dir>/result.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = setting_parts(cfg, data_file, partition, seed, out_dir)
     names = [c.name for c in cfg.candidates]
     tol = cfg.tie_tol
-    stat_names, prior_names, combined_names = stat_methods(), prior_methods(), combined_methods()
-    stats_spec = SelectionSpec(name="logme", candidates=cfg.candidates,
-                               scores=(*stat_names, *prior_names, *combined_names), privacy=cfg.privacy,
-                               feature_store=str(out_dir / "features") if cfg.keep_features else None)
+    stats_spec = _stats_spec(cfg, out_dir, "auto")
     stats = _run_or_reuse(dataclasses.replace(parts, selection=stats_spec), out_dir / "statistics")
     stats_seconds = stats["selection_seconds"]
     bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
@@ -147,33 +158,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     histories = bf["histories"]
     truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
 
-    uploading = len(stats["clients"])  # ineligible clients upload zeros too (their masks must cancel)
-    dims = stats["dims"]
-    classes, secure = stats["num_labels"], cfg.privacy.secure_agg
-    encoded = sum(r["examples"] for r in stats["clients"]) * len(names)  # one statistics round
-    methods: dict[str, dict[str, Any]] = {}
-    stat_costs: dict[str, Cost] = {}
-    shift_down = sum(uploading * 8 * dims[c] for c in names)  # the server's shift, to every client
-    for m in stat_names:
-        d = SCORES[m]
-        per_class = d.per_class and d.rounds == 1
-        up = sum(uploading * stats_bytes(dims[c], classes, per_class, secure) for c in names)
-        cost = Cost(forward_passes=encoded, rounds=1, seconds=stats_seconds, bytes_up=up, bytes_down=shift_down)
-        if d.rounds == 2:  # the PCA round: per-class statistics on the basis (basis and centre sent out)
-            k = {c: int(stats.get("pca_dims", {}).get(c, min(GBC_PCA_DIM, dims[c]))) for c in names}
-            # the round-1 features are read back from the feature cache (note 54): no second encode
-            again = 0 if stats_spec.feature_cache_mb > 0 else encoded
-            cost = cost + Cost(forward_passes=again, rounds=1,
-                               bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
-                               bytes_down=sum(uploading * 8 * dims[c] * (k[c] + 1) for c in names))
-        stat_costs[m] = cost
-        methods[m] = _entry(m, truth, stats["scores"][m], cost, tol)
-    for m in prior_names:
-        methods[m] = _entry(m, truth, stats["scores"][m], Cost(), tol)
-    for m in combined_names:  # its components share one encode: it costs what its dearest component does
-        costs = [stat_costs[u] for u in SCORES[m].uses if u in stat_costs]
-        cost = max(costs, key=lambda c: (c.rounds, c.forward_passes, c.bytes_up), default=Cost())
-        methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, uses=list(SCORES[m].uses))
+    methods, stat_costs = _score_methods(stats, stats_spec, names, truth, tol, "auto")
     sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
     methods["successive_halving"] = _entry("successive_halving", truth, sh.rank_scores, sh.cost, tol,
                                            search=sh.to_dict())
@@ -186,8 +171,77 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
               "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds}}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return rescore_own_poolings(cfg, data_file, out_dir, result)
+
+
+def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
+                         result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score every method the registry means for another pooling (:func:`own_poolings`) on a
+    statistics round of that pooling (``<out_dir>/statistics_<pooling>``), against the setting's
+    truth, and write ``result.json``. Given no ``result``, the setting's ``result.json`` is read and
+    only the methods not yet scored on their own pooling are (a finished setting of an earlier
+    rule: one statistics round, not the brute force again)."""
+    path = out_dir / "result.json"
+    fresh = result is not None
+    result = result if result is not None else json.loads(path.read_text())
+    names, truth, tol = result["candidates"], result["truth"], result.get("tie_tol", cfg.tie_tol)
+    changed = fresh
+    for pooling, wanted in own_poolings().items():
+        todo = [m for m in wanted if result["methods"].get(m, {}).get("pooling") != pooling]
+        if not todo:
+            continue
+        parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
+        spec = _stats_spec(cfg, out_dir, pooling)
+        stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_{pooling}")
+        got, _ = _score_methods(stats, spec, names, truth, tol, pooling)
+        result["methods"].update({m: got[m] for m in todo})
+        result.setdefault("seconds", {})[f"statistics_{pooling}"] = stats["selection_seconds"]
+        changed = True
+    if changed:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _stats_spec(cfg: StudyConfig, out_dir: Path, pooling: str) -> SelectionSpec:
+    """One statistics round that records every registered score, its features pooled by ``pooling``."""
+    return SelectionSpec(name="logme", candidates=cfg.candidates,
+                         scores=(*stat_methods(), *prior_methods(), *combined_methods()), privacy=cfg.privacy,
+                         pooling=pooling, feature_store=str(out_dir / "features") if cfg.keep_features else None)
+
+
+def _score_methods(stats: dict[str, Any], stats_spec: SelectionSpec, names: list[str], truth: dict[str, float],
+                   tol: float, pooling: str) -> tuple[dict[str, dict[str, Any]], dict[str, Cost]]:
+    """Every statistics, prior and combined method's entry from one statistics round, with its cost."""
+    uploading = len(stats["clients"])  # ineligible clients upload zeros too (their masks must cancel)
+    dims = stats["dims"]
+    classes, secure = stats["num_labels"], stats_spec.privacy.secure_agg
+    encoded = sum(r["examples"] for r in stats["clients"]) * len(names)  # one statistics round
+    seconds = stats["selection_seconds"]
+    methods: dict[str, dict[str, Any]] = {}
+    stat_costs: dict[str, Cost] = {}
+    shift_down = sum(uploading * 8 * dims[c] for c in names)  # the server's shift, to every client
+    for m in stat_methods():
+        d = SCORES[m]
+        per_class = d.per_class and d.rounds == 1
+        up = sum(uploading * stats_bytes(dims[c], classes, per_class, secure) for c in names)
+        cost = Cost(forward_passes=encoded, rounds=1, seconds=seconds, bytes_up=up, bytes_down=shift_down)
+        if d.rounds == 2:  # the PCA round: per-class statistics on the basis (basis and centre sent out)
+            k = {c: int(stats.get("pca_dims", {}).get(c, min(GBC_PCA_DIM, dims[c]))) for c in names}
+            # the round-1 features are read back from the feature cache (note 54): no second encode
+            again = 0 if stats_spec.feature_cache_mb > 0 else encoded
+            cost = cost + Cost(forward_passes=again, rounds=1,
+                               bytes_up=sum(uploading * stats_bytes(k[c], classes, True, secure) for c in names),
+                               bytes_down=sum(uploading * 8 * dims[c] * (k[c] + 1) for c in names))
+        stat_costs[m] = cost
+        methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, pooling=pooling)
+    for m in prior_methods():
+        methods[m] = _entry(m, truth, stats["scores"][m], Cost(), tol)
+    for m in combined_methods():  # its components share one encode: it costs what its dearest component does
+        costs = [stat_costs[u] for u in SCORES[m].uses if u in stat_costs]
+        cost = max(costs, key=lambda c: (c.rounds, c.forward_passes, c.bytes_up), default=Cost())
+        methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, uses=list(SCORES[m].uses), pooling=pooling)
+    return methods, stat_costs
 
 
 def _run_or_reuse(parts: ExperimentParts, run_dir: Path) -> dict[str, Any]:

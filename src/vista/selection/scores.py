@@ -67,6 +67,9 @@ class ScoreDef:
     uses: tuple[str, ...] = ()  # a combined score's components (registered scores, none combined)
     alias_of: str | None = None  # this name is another name of that score (alias)
     caveat: Callable[[Any], str | None] | None = None  # exact scores: when a value says little (module doc)
+    # the features' pooling this score is meant for when it ranks (selection.pooling left unset);
+    # None: what each candidate's classifier reads (pooling "auto")
+    pooling: str | None = None
 
     @property
     def per_class(self) -> bool:
@@ -126,16 +129,17 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
     return register
 
 
-def alias(name: str, target: str, doc: str = "") -> None:
+def alias(name: str, target: str, doc: str = "", pooling: str | None = None) -> None:
     """Register ``name`` as another name of the score ``target`` (``auto``: the recommended
-    method); calling it again re-points the alias, but it never replaces a score of its own."""
+    method), meant for features pooled by ``pooling`` (None: the classifier's own); calling it
+    again re-points the alias, but it never replaces a score of its own."""
     old = SCORES.get(name)
     if old is not None and old.alias_of is None:
         raise ValueError(f"{name!r} is a score of its own, not an alias")
     d = get(target)
     if d.alias_of is not None:
         raise ValueError(f"{target!r} is itself an alias (of {d.alias_of!r}); point {name!r} at that")
-    SCORES[name] = dataclasses.replace(d, name=name, doc=doc or d.doc, alias_of=target)
+    SCORES[name] = dataclasses.replace(d, name=name, doc=doc or d.doc, alias_of=target, pooling=pooling)
 
 
 def check_uses(name: str) -> None:

@@ -99,7 +99,9 @@ class SelectionSpec:
     candidates: tuple[ModelSpec | str, ...] = DEFAULT_CANDIDATES
     metric: str | None = None  # hybrid's seeding score (default logme); the method's own otherwise
     scores: tuple[str, ...] = ()  # extra statistics scores to record alongside (e.g. all of them)
-    pooling: str = "auto"  # auto (what the classifier reads) | cls | mean | last (vista.selection.features)
+    # None: the ranking score's own (the registry's: auto's is mean), else auto | cls | mean | last
+    # (auto: what each candidate's classifier reads; vista.selection.features)
+    pooling: str | None = None
     batch_size: int = 32  # feature extraction batch on the clients
     max_seq_len: int | None = None  # None: fl.max_seq_len
     clients: int | None = None  # clients in the statistics round (seeded sample); None: all
@@ -158,7 +160,8 @@ class SelectionSpec:
                     registry.check_uses(s)
                 except ValueError as err:
                     raise FieldError("name" if s == self.name else "scores", str(err), "selection") from None
-        one_of(self, "pooling", POOLINGS)
+        if self.pooling is not None:
+            one_of(self, "pooling", POOLINGS)
         if self.max_rounds is not None and self.max_rounds < self.r0:
             raise FieldError("max_rounds", f"must be >= selection.r0={self.r0}, got {self.max_rounds}", "selection")
         check_range("SelectionSpec", "val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True)
@@ -196,6 +199,16 @@ class SelectionSpec:
     def ranking_score(self) -> str | None:
         """The statistics score that ranks (or seeds hybrid's top-k)."""
         return self.metric or self.method.score
+
+    @property
+    def feature_pooling(self) -> str:
+        """The pooling the statistics round encodes with: ``pooling`` where set, else the ranking
+        score's own (:attr:`ScoreDef.pooling <vista.selection.scores.ScoreDef.pooling>`), else
+        ``auto`` (what each candidate's classifier reads)."""
+        if self.pooling is not None:
+            return self.pooling
+        own = registry.SCORES[self.ranking_score].pooling if self.ranking_score in registry.SCORES else None
+        return own or "auto"
 
     def cohort_size(self, available: int) -> int | None:
         """Clients the statistics round samples out of ``available``; None: all of them."""
