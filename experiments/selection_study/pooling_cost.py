@@ -29,9 +29,7 @@ import time
 from pathlib import Path
 from statistics import mean
 
-from vista.build import candidate_spec
 from vista.drivers.study import (
-    TIE_TOL,
     StudyConfig,
     _run_or_reuse,
     combined_methods,
@@ -40,11 +38,10 @@ from vista.drivers.study import (
     setting_parts,
     stat_methods,
 )
-from vista.selection.privacy import GUARDED
-from vista.selection.spec import DEFAULT_CANDIDATES, SelectionSpec
+from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from privacy_cost import _same, _truths  # noqa: E402
+from privacy_cost import _same, _truths, study_args, study_config  # noqa: E402
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, pooling: str, out: Path) -> dict:
@@ -84,23 +81,13 @@ def table(rows: list[dict], poolings: list[str], methods: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, required=True, help="run_study.py's --out")
-    p.add_argument("--data", type=Path, required=True, help="run_study.py's --data")
-    p.add_argument("--hub", type=Path, default=Path("models"))
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
+    study_args(p)
     p.add_argument("--poolings", nargs="+", default=["auto", "mean"], choices=["auto", "cls", "mean", "last"])
-    p.add_argument("--clients", type=int, default=8, help="as the study ran (the partition file is reused)")
-    p.add_argument("--max-seq-len", type=int, default=128, help="as the study ran")
-    p.add_argument("--workers", type=int, default=0, help="0: in this process (each model loads once a run)")
-    p.add_argument("--tie-tol", type=float, default=TIE_TOL)
     p.add_argument("--only", nargs="*", default=None,
                    help="settings to re-score, as paths under --runs (e.g. bbc/iid/seed0; default: every one)")
     p.add_argument("--work", type=Path, default=None, help="where the runs go (default: <runs>/../pooling_runs)")
     a = p.parse_args(argv)
-    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
-    cfg = StudyConfig(candidates=cands, clients=a.clients, max_seq_len=a.max_seq_len, num_workers=a.workers,
-                      privacy=GUARDED)
+    cfg = study_config(a)
     found = sorted(a.runs.rglob("result.json"))
     results = {f.parent: json.loads(f.read_text()) for f in found}
     if not results:

@@ -110,19 +110,31 @@ def table(rows: list[dict], epsilons: list[float | None], methods: list[str], re
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def study_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every re-scoring script shares: where the study is, and how it ran."""
     p.add_argument("--runs", type=Path, required=True, help="run_study.py's --out")
     p.add_argument("--data", type=Path, required=True, help="run_study.py's --data")
     p.add_argument("--hub", type=Path, default=Path("models"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
-    p.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 4.0, 8.0])
-    p.add_argument("--draws", type=int, default=3)
     p.add_argument("--clients", type=int, default=8, help="as the study ran (the partition file is reused)")
     p.add_argument("--max-seq-len", type=int, default=128, help="as the study ran (the features' key)")
     p.add_argument("--workers", type=int, default=0, help="0: in this process (each model loads once a run)")
     p.add_argument("--tie-tol", type=float, default=TIE_TOL)
+
+
+def study_config(a: argparse.Namespace) -> StudyConfig:
+    """The study's config as the re-scoring scripts need it (candidates, clients, length, privacy)."""
+    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
+    return StudyConfig(candidates=cands, clients=a.clients, max_seq_len=a.max_seq_len, num_workers=a.workers,
+                       privacy=GUARDED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study_args(p)
+    p.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 4.0, 8.0])
+    p.add_argument("--draws", type=int, default=3)
     p.add_argument("--project-dim", type=int, default=None,
                    help="selection.project_dim: features on a public random basis of this many dims first "
                         "(writes privacy_k<K>.md/json; the no-DP run then differs from the study's by design)")
@@ -134,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     k = a.project_dim
     stem = "privacy" + ("" if k is None else f"_k{k}") + ("" if a.pooling == "auto" else f"_{a.pooling}")
-    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
-    cfg = StudyConfig(candidates=cands, clients=a.clients, max_seq_len=a.max_seq_len, num_workers=a.workers,
-                      privacy=GUARDED)
+    cfg = study_config(a)
     found = sorted(a.runs.rglob("result.json"))
     results = {f.parent: json.loads(f.read_text()) for f in found if (f.parent / "features").is_dir()}
     if not results:
