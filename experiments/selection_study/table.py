@@ -170,7 +170,7 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
               "compute vs BF |")
     counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in sorted(seeds.items()))
     lines = [f"# Selection study: {len(groups)} setting{'s' if len(groups) > 1 else ''}, {len(results)} runs ({counts})", "", intro, "",
-             *_search_note(results), header, "|---|" + "---|" * 16]
+             *_search_note(results), *_pooling_note(results), header, "|---|" + "---|" * 16]
     for m in METHODS:
         rs = by.get(m)
         if not rs:
@@ -225,6 +225,20 @@ def _search_note(results: list[dict]) -> list[str]:
                 "halving and hybrid ranked on the clients' test splits, which together are the ground truth's "
                 "test set, so their numbers favour them.**")
     return [note, ""]
+
+
+def _pooling_note(results: list[dict]) -> list[str]:
+    """Which methods were scored on other features than the classifiers' own (``auto``: mean)."""
+    other: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        for m, e in r["methods"].items():
+            if e.get("pooling") not in (None, "auto"):
+                other[m].add(e["pooling"])
+    if not other:
+        return []
+    said = "; ".join(f"{m} on {'/'.join(sorted(p))}-pooled features" for m, p in sorted(other.items()))
+    return [f"Features: what each candidate's classifier reads (BERT's pooler, a decoder's last token), but {said} "
+            "(the pooling the registry gives the method, a statistics round of its own).", ""]
 
 
 def plot(rows: list[dict], path: Path) -> None:

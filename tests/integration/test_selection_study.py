@@ -117,6 +117,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     table.main([str(tmp_path / "runs"), "--out", str(out)])
     md = (out / "table.md").read_text()
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
+    assert "but auto on mean-pooled features" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 * 15
 
