@@ -22,7 +22,6 @@ equal the study's own (a check that the round reproduces it). Writes ``pooling.m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -30,28 +29,14 @@ from pathlib import Path
 from statistics import mean
 
 from vista.drivers.study import (
-    StudyConfig,
-    _run_or_reuse,
     combined_methods,
     prior_methods,
     quality_of,
-    setting_parts,
     stat_methods,
 )
-from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from privacy_cost import _same, _truths, study_args, study_config  # noqa: E402
-
-
-def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, pooling: str, out: Path) -> dict:
-    """One statistics round of ``setting`` (no DP) with every candidate's features pooled by ``pooling``."""
-    parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
-    spec = SelectionSpec(name="logme", candidates=cfg.candidates,
-                         scores=(*stat_methods(), *prior_methods(), *combined_methods()),
-                         privacy=dataclasses.replace(cfg.privacy, dp_epsilon=None),
-                         feature_store=str(setting / "features"), pooling=pooling)
-    return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=result["seed"]), out / pooling)
+from privacy_cost import _same, _truths, rescore, study_args, study_config  # noqa: E402
 
 
 def table(rows: list[dict], poolings: list[str], methods: list[str]) -> str:
@@ -102,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         work = (a.work or a.runs.parent / "pooling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
         for pooling in a.poolings:
             t0 = time.perf_counter()
-            sel = rescore(cfg, setting, a.data, res, pooling, work)
+            # the live statistics round without DP (privacy_cost's, at no epsilon): <work>/<pooling>/no_dp
+            sel = rescore(cfg, setting, a.data, res, None, 0, work / pooling, pooling=pooling)
             if pooling == "auto":  # the round reproduces the study's own statistics round
                 own = res["methods"]
                 off = [m for m in stat_methods() if not _same(sel["scores"][m], own[m]["scores"], rel=1e-6)]

@@ -182,10 +182,10 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     only the methods not yet scored on their own pooling are (a finished setting of an earlier
     rule: one statistics round, not the brute force again)."""
     path = out_dir / "result.json"
-    fresh = result is not None
-    result = result if result is not None else json.loads(path.read_text())
+    changed = result is not None  # a fresh result is written whatever happens below
+    if result is None:
+        result = json.loads(path.read_text())
     names, truth, tol = result["candidates"], result["truth"], result.get("tie_tol", cfg.tie_tol)
-    changed = fresh
     for pooling, wanted in own_poolings().items():
         todo = [m for m in wanted if result["methods"].get(m, {}).get("pooling") != pooling]
         if not todo:

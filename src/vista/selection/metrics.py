@@ -194,8 +194,11 @@ def hscore_chance(stats: SufficientStats) -> float:
     _check(stats)
     if stats.n < 2:
         return float("nan")
-    r, c = _rank_and_classes(stats)
-    return (c - 1) * r / (stats.n - 1)
+    return _chance(*_rank_and_classes(stats), stats.n)
+
+
+def _chance(rank: int, classes: int, n: int) -> float:
+    return (classes - 1) * rank / (n - 1)
 
 
 def hscore_caveat(stats: SufficientStats) -> str | None:
@@ -209,7 +212,7 @@ def hscore_caveat(stats: SufficientStats) -> str | None:
         return (f"saturated: the features' rank {r} reaches N - 1 = {stats.n - 1} (no more texts than "
                 f"feature dimensions), so any labels score C - 1 = {c - 1}: the value says nothing about "
                 "this candidate; score on more texts than dimensions, or set selection.project_dim")
-    return (f"random labels would score {(c - 1) * r / (stats.n - 1):.3f} of at most {c - 1} (feature rank {r} "
+    return (f"random labels would score {_chance(r, c, stats.n):.3f} of at most {c - 1} (feature rank {r} "
             f"of N - 1 = {stats.n - 1}): the value is mostly the feature width; score on more texts than "
             "dimensions, or set selection.project_dim")
 
