@@ -15,23 +15,41 @@ Then ``table.py RUNS`` writes the table and the plot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from vista.build import candidate_spec
 from vista.drivers.study import (
+    BUDGET_FIELDS,
     PARTITIONS,
     TIE_TOL,
     StudyConfig,
     rescore_own_poolings,
     run_setting,
 )
+from vista.errors import Interrupted
 from vista.selection.spec import DEFAULT_CANDIDATES
 
 POOL = list(DEFAULT_CANDIDATES)  # the selection= default pool
+
+
+def corpus_budgets(sets: list[str]) -> dict[str, dict[str, Any]]:
+    """``["r8.lr=5e-3", "r8.rounds=8"]`` -> ``{"r8": {"lr": 0.005, "rounds": 8}}``, each value of
+    its field's type."""
+    types = {f.name: type(f.default) for f in dataclasses.fields(StudyConfig) if f.name in BUDGET_FIELDS}
+    out: dict[str, dict[str, Any]] = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        corpus, dot, field = key.partition(".")
+        if not (eq and dot and corpus and field in types):
+            raise ValueError(f"--set {item}: expected CORPUS.FIELD=VALUE with FIELD one of {', '.join(types)}")
+        out.setdefault(corpus, {})[field] = types[field](value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-features", action="store_true",
                    help="keep each setting's client features in <setting>/features (privacy_cost.py re-scores "
                         "from them without encoding again); they derive from the clients' texts")
+    p.add_argument("--set", nargs="+", default=[], metavar="CORPUS.FIELD=VALUE",
+                   help="one corpus's own budget, e.g. r8.lr=5e-3 (fields: " + ", ".join(BUDGET_FIELDS) + ")")
     a = p.parse_args(argv)
+    try:
+        own = corpus_budgets(a.set)
+    except ValueError as err:
+        p.error(str(err))
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
@@ -77,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skip {out} (done; methods of another pooling scored if new)" if done else
                       f"== {corpus} {part} seed {seed}", flush=True)
                 try:
+                    corpus_cfg = dataclasses.replace(cfg, **own.get(corpus, {}))
                     if done:  # a method the registry now means for another pooling: one statistics round
-                        rescore_own_poolings(cfg, a.data / f"{corpus}_data.h5", out)
+                        rescore_own_poolings(corpus_cfg, a.data / f"{corpus}_data.h5", out)
                         continue
-                    res = run_setting(cfg, a.data / f"{corpus}_data.h5", part, seed, out)
+                    res = run_setting(corpus_cfg, a.data / f"{corpus}_data.h5", part, seed, out)
+                except Interrupted as err:  # a stop asked for stops the grid, not only this setting
+                    print(f"stopped at {corpus} {part} seed {seed}: {err}", file=sys.stderr, flush=True)
+                    return 130
                 except Exception as err:  # noqa: BLE001 - record and go on with the grid
                     out.mkdir(parents=True, exist_ok=True)
                     (out / "failed.json").write_text(json.dumps({"error": repr(err),

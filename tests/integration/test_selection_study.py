@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import math
@@ -12,7 +13,10 @@ import pytest
 
 from vista.drivers.study import (
     TIE_TOL,
+    BudgetMismatch,
     StudyConfig,
+    budget_of,
+    check_budget,
     quality_of,
     rescore_own_poolings,
     run_setting,
@@ -60,6 +64,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["random"]["chosen"] is None and m["random"]["draws"] == 1000
         assert m["random"]["top1_regret"] == pytest.approx(truth[best] - sum(truth.values()) / 3, abs=0.02)
         assert res["val_fraction"] == 0.1 and res["validation_key"] == "client_val_accuracy_mean"
+        assert res["budget"] == budget_of(cfg) and res["budget"]["rounds"] == 2
         bf, sh, lg = (m[k]["cost"] for k in ("brute_force", "successive_halving", "logme"))
         assert bf["rounds"] == 3 * 2 and sh["rounds"] < bf["rounds"]  # 3 x r0=1, 1 survivor to 2: 4 rounds
         assert lg["backward_passes"] == 0 and lg["forward_passes"] < bf["forward_passes"]
@@ -100,6 +105,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     again = rescore_own_poolings(cfg, data, setting)
     assert again["methods"] == before["methods"] and again["truth"] == before["truth"]
     assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
+
+    # the setting's runs are reused only under the budget they were made with
+    with pytest.raises(BudgetMismatch, match=r"lr 0.002 -> 0.005"):
+        run_setting(dataclasses.replace(cfg, lr=5e-3), data, "iid", 0, setting)
+    with pytest.raises(BudgetMismatch, match=r"rounds 2 -> 3"):
+        rescore_own_poolings(dataclasses.replace(cfg, rounds=3), data, setting)
 
     # pooling_cost.py: every setting's statistics round re-run per pooling, from the kept features
     pooling = _script("pooling_cost")
@@ -251,3 +262,27 @@ def test_prepare_subsamples_any_imported_corpus_the_same_way_twice(tiny_data, tm
     d = FedNLPData(a)
     assert len(d.train_indices) == 20 and len(d.test_indices) == 10
     d.close()
+
+
+def test_a_setting_records_its_budget_and_refuses_runs_of_another(tmp_path):
+    cfg = StudyConfig(candidates=(), rounds=6, lr=2e-3, max_seq_len=128)
+    fresh = tmp_path / "fresh"
+    assert check_budget(cfg, fresh) == json.loads((fresh / "budget.json").read_text()) == budget_of(cfg)
+    assert check_budget(cfg, fresh)["lr"] == 2e-3  # the same budget again: fine
+    with pytest.raises(BudgetMismatch, match=r"max_seq_len 128 -> 64"):
+        check_budget(dataclasses.replace(cfg, max_seq_len=64), fresh)
+    old = tmp_path / "old"  # finished runs from before budgets were recorded: not trusted silently
+    (old / "brute_force").mkdir(parents=True)
+    (old / "brute_force" / "selection.json").write_text("{}")
+    with pytest.raises(BudgetMismatch, match="no budget.json"):
+        check_budget(cfg, old)
+    assert not (old / "budget.json").exists()
+
+
+def test_run_study_takes_one_corpus_budget_of_its_own():
+    run_study = _script("run_study")
+    assert run_study.corpus_budgets(["r8.lr=5e-3", "r8.rounds=8", "bbc.max_seq_len=64"]) == {
+        "r8": {"lr": 0.005, "rounds": 8}, "bbc": {"max_seq_len": 64}}
+    for bad in ("r8.lr", "lr=5e-3", "r8.seed=1", "r8.rounds=x"):
+        with pytest.raises(ValueError):
+            run_study.corpus_budgets([bad])

@@ -106,6 +106,41 @@ class StudyConfig:
     keep_features: bool = False  # keep the statistics round's features in <setting>/features for re-scoring
 
 
+# what decides a setting's runs (the truth's training and every statistics round): a setting's
+# directory is reused only under the budget it was run with (``budget.json``)
+BUDGET_FIELDS = ("clients", "clients_per_round", "rounds", "batch_size", "lr", "max_seq_len", "lora_r",
+                 "local_epochs", "val_fraction")
+
+
+class BudgetMismatch(ValueError):
+    """A setting's directory holds runs of another budget than the one asked for."""
+
+
+def budget_of(cfg: StudyConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in BUDGET_FIELDS}
+
+
+def check_budget(cfg: StudyConfig, out_dir: Path) -> dict[str, Any]:
+    """Record the budget a setting runs under in ``<out_dir>/budget.json``, or check it against
+    the one its finished runs were made with: reusing runs of another budget would mix two
+    ground truths in one table without a word. Raises :class:`BudgetMismatch` (one line)."""
+    want, path = budget_of(cfg), out_dir / "budget.json"
+    if path.is_file():
+        have = json.loads(path.read_text())
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            said = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items())
+            raise BudgetMismatch(f"{out_dir} was run with another budget ({said}): move it aside or "
+                                 "write the grid elsewhere (--out)")
+        return want
+    if any((out_dir / d / "selection.json").is_file() for d in ("statistics", "brute_force")):
+        raise BudgetMismatch(f"{out_dir} has finished runs but no budget.json: write the budget they "
+                             "were run with there, or move the directory aside")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(want, indent=1))
+    return want
+
+
 def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, work: Path) -> ExperimentParts:
     kind, alpha = PARTITIONS[partition]
     name = data_file.name.removesuffix("_data.h5")
@@ -144,7 +179,7 @@ def own_poolings() -> dict[str, tuple[str, ...]]:
 
 def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
     """Every method on one setting; writes and returns ``<out_dir>/result.json``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = check_budget(cfg, out_dir)
     parts = setting_parts(cfg, data_file, partition, seed, out_dir)
     names = [c.name for c in cfg.candidates]
     tol = cfg.tie_tol
@@ -168,7 +203,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     methods["brute_force"] = _entry("brute_force", truth, truth, Cost(**bf["cost"]), tol)
     result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
               "candidates": names, "truth": truth, "methods": methods,
-              "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
+              "budget": budget, "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds}}
     return rescore_own_poolings(cfg, data_file, out_dir, result)
@@ -185,6 +220,8 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     changed = result is not None  # a fresh result is written whatever happens below
     if result is None:
         result = json.loads(path.read_text())
+        changed = "budget" not in result  # a result of before budgets were recorded gets its budget
+        result["budget"] = check_budget(cfg, out_dir)
     names, truth, tol = result["candidates"], result["truth"], result.get("tie_tol", cfg.tie_tol)
     for pooling, wanted in own_poolings().items():
         todo = [m for m in wanted if result["methods"].get(m, {}).get("pooling") != pooling]
