@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -132,12 +133,21 @@ def test_runtime_that_cannot_start_is_reported(tmp_path):
     assert s.pids == []
 
 
-def test_shutdown_leaves_no_process(tmp_path):
+def _readers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("vista-reader-")}
+
+
+def test_shutdown_leaves_no_process_and_no_pipe_reader(tmp_path):
+    before = _readers()  # the module's shared scheduler has its own
     s = NodeScheduler(SchedulerSpec(num_workers=2, device="cpu"), make_echo, {}, log_dir=tmp_path).start()
     pids = list(s.pids)
     assert all(_alive(p) for p in pids)
+    mine = _readers() - before
+    assert sorted(t.name for t in mine) == ["vista-reader-0", "vista-reader-1"]
     s.shutdown()
     assert _wait_gone(pids) == []
+    # joined, not left to the interpreter's exit: a daemon thread inside torch there aborts the run
+    assert [t.name for t in mine if t.is_alive()] == []
 
 
 _DRIVER = textwrap.dedent(

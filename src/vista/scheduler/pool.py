@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STARTING, IDLE, BUSY, DEAD = "starting", "idle", "busy", "dead"
 SILENT_BEATS = 3  # a starting or busy worker silent this many heartbeats is hung
+READER_JOIN_S = 5.0  # how long a killed process's pipe reader may take to see the end of the pipe
 EOF_WAIT_S = 1.0  # how long a dead process's pipe may stay open before the death counts anyway
 
 # what can be wrong with a slot
@@ -55,6 +56,7 @@ class Channel:
     heard: bool = False  # any message yet
     closed: str | None = None  # set when the main loop reads the ChannelClosed
     dead_at: float | None = None  # when the main loop first saw the process gone
+    reader: threading.Thread | None = None  # the parent's thread reading ``conn``
 
 
 @dataclass(eq=False)
@@ -99,12 +101,18 @@ class WorkerPool:
         now = time.monotonic()
         ch = Channel(proc, inbox, reader, now, now)
         slot.ch, slot.pid, slot.state, slot.job, slot.shared_id = ch, proc.pid, STARTING, None, None
-        threading.Thread(target=_read, args=(slot.id, ch, self._events), name=f"vista-reader-{slot.id}",
-                         daemon=True).start()
+        ch.reader = threading.Thread(target=_read, args=(slot.id, ch, self._events), name=f"vista-reader-{slot.id}",
+                                     daemon=True)
+        ch.reader.start()
 
     def kill(self, slot: Slot) -> int | None:
-        """SIGKILL the slot's process (a stopped one too) and wait for it; the slot is DEAD.
-        Returns the exit code."""
+        """SIGKILL the slot's process (a stopped one too) and wait for it and for the thread
+        reading its pipe; the slot is DEAD. Returns the exit code.
+
+        The reader is joined, not left to die with the interpreter: a daemon thread still
+        inside torch (unpickling a tensor) when Python finalises is killed from a destructor
+        that may not unwind, and the whole run aborts at exit with "terminate called without
+        an active exception" (pytorch/pytorch#38228)."""
         ch, slot.ch, slot.state, slot.job = slot.ch, None, DEAD, None
         if ch is None:
             return None
@@ -112,6 +120,11 @@ class WorkerPool:
             ch.proc.kill()
         ch.proc.join(timeout=5.0)
         _close_queue(ch.inbox)
+        if ch.reader is not None and ch.reader is not threading.current_thread():
+            ch.reader.join(timeout=READER_JOIN_S)  # the pipe ends with the process: EOF, then it returns
+            if ch.reader.is_alive():
+                log.warning("worker %d's pipe reader did not end within %gs of its process", slot.id,
+                            READER_JOIN_S)
         return ch.proc.exitcode
 
     def shutdown(self) -> None:
