@@ -4,10 +4,11 @@ scikit-learn or sentence-transformers in any process. Times are benchmarks/start
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 HEAVY_NEVER = ("wandb", "matplotlib", "sklearn", "sentence_transformers")
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$")
@@ -44,3 +45,56 @@ def test_a_default_run_forks_warm_workers_and_imports_nothing_heavy(tiny_hub, ti
     for mods in workers:
         assert not {"torch", "transformers", "peft"} & mods, sorted(mods)[:20]
         assert mods, "a worker's imports were not recorded (its log)"
+
+
+_SERVER = """
+import json, os, sys
+from multiprocessing import forkserver
+from vista.scheduler import warm_start
+assert warm_start.warm_up([])
+pid = forkserver._forkserver._forkserver_pid
+def rollup(p):
+    return {k.rstrip(":"): int(v) // 1024 for k, v, *_ in (l.split() for l in open(f"/proc/{p}/smaps_rollup"))
+            if k in ("Shared_Dirty:", "Private_Dirty:")}
+with open(f"/proc/{pid}/stat") as f:
+    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+import time
+time.sleep(0.5)  # the server names itself first thing after the fork
+comm = open(f"/proc/{pid}/comm").read().strip()
+print(json.dumps({"server_parent": ppid, "me": os.getpid(), "server": rollup(pid), "torch": "torch" in sys.modules,
+                  "comm": comm}))
+"""
+
+
+def _server(env: dict[str, str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", _SERVER], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_fork_server_shares_the_parents_torch_pages():
+    # forked from the parent after `import torch`: what that import allocated (~145 MB, more than
+    # the parent's whole heap before it) is one set of pages for the parent, the server and its
+    # workers, not one copy in the parent and another in the server
+    forked = _server({})
+    assert forked["server_parent"] == forked["me"] and forked["torch"] and forked["comm"] == "vista-server"
+    assert forked["server"]["Shared_Dirty"] > 100, forked
+    # the fresh interpreter multiprocessing starts shares no written pages with anyone yet
+    fresh = _server({"VISTA_FORK_SERVER_FROM_PARENT": "0"})
+    assert fresh["server"]["Shared_Dirty"] < 20 and not fresh["torch"], fresh
+
+
+def test_workers_of_a_forked_server_and_of_a_fresh_one_give_the_same_run(tiny_hub, tiny_data, tmp_path):
+    runs = {}
+    for env in ("1", "0"):
+        run_dir = tmp_path / f"run{env}"
+        args = ["model=roberta", f"paths.model_hub={tiny_hub}", "dataset=fednlp", f"dataset.data_file={tiny_data[0]}",
+                "partition=fednlp_file", f"partition.file={tiny_data[1]}", "partition.method=uniform", "fl.rounds=2",
+                "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "scheduler.num_workers=2",
+                "scheduler.threads_per_worker=1", f"hydra.run.dir={run_dir}"]
+        p = subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=300, env={**os.environ, "VISTA_FORK_SERVER_FROM_PARENT": env})
+        assert p.returncode == 0, p.stderr[-3000:]
+        runs[env] = [{k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "elapsed"}
+                     for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(runs["1"]) == 2 and runs["1"] == runs["0"]

@@ -74,7 +74,7 @@ def _die_with_parent() -> None:
 PROCESS_NAME = "vista-w{}"  # a worker's name in ps/top (/proc/PID/comm): "vista-w0", "vista-w1", ...
 
 
-def _name_process(name: str) -> None:
+def name_process(name: str) -> None:
     """Linux: ``ps`` and ``top`` show the worker as ``name`` (a forked worker would otherwise
     carry its fork server's command line, a spawned one multiprocessing's)."""
     try:
@@ -165,7 +165,7 @@ def worker_main(init: WorkerInit, inbox: Any, conn: Any, parent_pid: int) -> Non
         os.environ.update(init.environ)
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    _name_process(PROCESS_NAME.format(init.worker_id))
+    name_process(PROCESS_NAME.format(init.worker_id))
     _release_fork_server()
     _die_with_parent()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
