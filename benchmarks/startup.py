@@ -5,7 +5,10 @@ one round), interleaved and repeated. The first client job's start is the worker
 ``job r1.client_train.g1.j0 ... train(...)``; the worker-ready and scheduler phases come from
 the worker logs and ``event_pipeline.json``. Variants: ``forkserver`` (the default: workers
 forked from a server that preloaded torch, transformers and peft, started once the config is
-known) and ``spawn`` (``VISTA_START_METHOD=spawn``: each worker imports everything itself).
+known, itself a fork of the main process after its ``import torch``), ``fresh-server`` (the
+server started from a fresh interpreter, as multiprocessing does:
+``VISTA_FORK_SERVER_FROM_PARENT=0``) and ``spawn`` (``VISTA_START_METHOD=spawn``: each worker
+imports everything itself).
 
     python benchmarks/startup.py --repeats 3
     python benchmarks/startup.py --repeats 3 --args scheduler.num_workers=1
@@ -30,7 +33,9 @@ from datetime import datetime
 from pathlib import Path
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-VARIANTS = {"forkserver": {"VISTA_START_METHOD": "forkserver"}, "spawn": {"VISTA_START_METHOD": "spawn"}}
+VARIANTS = {"forkserver": {"VISTA_START_METHOD": "forkserver"},
+            "fresh-server": {"VISTA_START_METHOD": "forkserver", "VISTA_FORK_SERVER_FROM_PARENT": "0"},
+            "spawn": {"VISTA_START_METHOD": "spawn"}}
 
 
 def _stamp(line: str) -> float | None:
