@@ -18,6 +18,14 @@ def _imported(text: str) -> set[str]:
     return {m.group(1) for line in text.splitlines() if (m := IMPORTED.match(line))}
 
 
+def _cli_args(hub, data, run_dir, rounds: int) -> list[str]:
+    """A default CLI run (2 warm workers) on the tiny RoBERTa and the tiny corpus."""
+    return ["model=roberta", f"paths.model_hub={hub}", "dataset=fednlp", f"dataset.data_file={data[0]}",
+            "partition=fednlp_file", f"partition.file={data[1]}", "partition.method=uniform", f"fl.rounds={rounds}",
+            "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "scheduler.num_workers=2",
+            "scheduler.threads_per_worker=1", f"hydra.run.dir={run_dir}"]
+
+
 def test_importing_the_cli_loads_no_torch_scipy_or_transformers():
     code = ("import sys, vista.main; print(sorted(m for m in ('torch', 'scipy', 'transformers', 'peft', 'h5py', "
             "'sklearn', 'wandb', 'matplotlib', 'sentence_transformers') if m in sys.modules))")
@@ -27,10 +35,7 @@ def test_importing_the_cli_loads_no_torch_scipy_or_transformers():
 
 def test_a_default_run_forks_warm_workers_and_imports_nothing_heavy(tiny_hub, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
-    args = ["model=roberta", f"paths.model_hub={tiny_hub}", "dataset=fednlp", f"dataset.data_file={tiny_data[0]}",
-            "partition=fednlp_file", f"partition.file={tiny_data[1]}", "partition.method=uniform", "fl.rounds=1",
-            "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "scheduler.num_workers=2",
-            "scheduler.threads_per_worker=1", f"hydra.run.dir={run_dir}"]
+    args = _cli_args(tiny_hub, tiny_data, run_dir, rounds=1)
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "vista.main", *args], capture_output=True,
                        text=True, cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -88,11 +93,7 @@ def test_workers_of_a_forked_server_and_of_a_fresh_one_give_the_same_run(tiny_hu
     runs = {}
     for env in ("1", "0"):
         run_dir = tmp_path / f"run{env}"
-        args = ["model=roberta", f"paths.model_hub={tiny_hub}", "dataset=fednlp", f"dataset.data_file={tiny_data[0]}",
-                "partition=fednlp_file", f"partition.file={tiny_data[1]}", "partition.method=uniform", "fl.rounds=2",
-                "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "scheduler.num_workers=2",
-                "scheduler.threads_per_worker=1", f"hydra.run.dir={run_dir}"]
-        p = subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True, cwd=tmp_path,
+        p = subprocess.run([sys.executable, "-m", "vista.main", *_cli_args(tiny_hub, tiny_data, run_dir, rounds=2)], capture_output=True, text=True, cwd=tmp_path,
                            timeout=300, env={**os.environ, "VISTA_FORK_SERVER_FROM_PARENT": env})
         assert p.returncode == 0, p.stderr[-3000:]
         runs[env] = [{k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "elapsed"}
