@@ -21,11 +21,15 @@ __all__ = ["AdaLoraSpec", "LoraSpec", "peft_wrap", "resolve_target_modules"]
 def peft_wrap(spec: PeftSpec, model: Any, config: Any) -> Any:
     """``get_peft_model`` for sequence classification; what peft refuses for this architecture
     (e.g. LoHa on GPT-2's Conv1D layers) becomes one error naming the method and the model."""
+    import warnings
+
     from peft import get_peft_model
 
     where = arch(model)
     try:
-        wrapped = get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecated: noise in every worker's log
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            wrapped = get_peft_model(model, config)
     except (ValueError, TypeError, NotImplementedError) as err:
         raise ValueError(f"{spec.name} is not supported on {where}: {err}") from err
     frozen_head = [n for n, p in wrapped.named_parameters() if ".modules_to_save." in n and not p.requires_grad]
