@@ -4,10 +4,11 @@ Each variant is the real CLI in a fresh process (default run with MiniLM, the sm
 one round), interleaved and repeated. The first client job's start is the worker's log line
 ``job r1.client_train.g1.j0 ... train(...)``; the worker-ready and scheduler phases come from
 the worker logs and ``event_pipeline.json``. Variants: ``forkserver`` (the default: workers
-forked from a server that preloaded torch, transformers and peft, started once the config is
-known, itself a fork of the main process after its ``import torch``), ``fresh-server`` (the
-server started from a fresh interpreter, as multiprocessing does:
-``VISTA_FORK_SERVER_FROM_PARENT=0``) and ``spawn`` (``VISTA_START_METHOD=spawn``: each worker
+forked from a server that preloaded torch, transformers and peft, started before Hydra
+composes the config, itself a fork of the main process after its ``import torch``),
+``late-server`` (the same server started once the config is composed:
+``VISTA_WARM_UP_EARLY=0``), ``fresh-server`` (the server started from a fresh interpreter, as
+multiprocessing does: ``VISTA_FORK_SERVER_FROM_PARENT=0``) and ``spawn`` (``VISTA_START_METHOD=spawn``: each worker
 imports everything itself).
 
     python benchmarks/startup.py --repeats 3
@@ -34,6 +35,7 @@ from pathlib import Path
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 VARIANTS = {"forkserver": {"VISTA_START_METHOD": "forkserver"},
+            "late-server": {"VISTA_START_METHOD": "forkserver", "VISTA_WARM_UP_EARLY": "0"},
             "fresh-server": {"VISTA_START_METHOD": "forkserver", "VISTA_FORK_SERVER_FROM_PARENT": "0"},
             "spawn": {"VISTA_START_METHOD": "spawn"}}
 

@@ -230,7 +230,9 @@ def main() -> None:
         raise SystemExit(2)
     from vista import sweep
     from vista.errors import Interrupted
+    from vista.scheduler.warm_start import warm_up_early
 
+    warm_up_early(argv)  # the workers' imports begin now, beside Hydra's composition
     sweep.FAILED.clear()
     try:
         _hydra_main()

@@ -99,3 +99,39 @@ def test_workers_of_a_forked_server_and_of_a_fresh_one_give_the_same_run(tiny_hu
         runs[env] = [{k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "elapsed"}
                      for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(runs["1"]) == 2 and runs["1"] == runs["0"]
+
+
+_EARLY = """
+import json, os
+from multiprocessing import forkserver
+from vista.scheduler import warm_start
+server = forkserver._forkserver
+out = {"help": warm_start.warm_up_early(["model=roberta", "--cfg", "job"]), "pid_after_help": server._forkserver_pid}
+out["early"] = warm_start.warm_up_early(["model=roberta"])
+first = server._forkserver_pid
+out["in_process"] = warm_start.warm_up_for({"backend": "process", "num_workers": 0})
+out["first_alive"] = os.path.exists(f"/proc/{first}") and open(f"/proc/{first}/stat").read().split()[2] != "Z"
+out["pid_after_stop"] = server._forkserver_pid
+out["again"] = warm_start.warm_up_for({"backend": "process", "num_workers": 2})
+out["second"] = server._forkserver_pid is not None and server._forkserver_pid != first
+print(json.dumps(out))
+"""
+
+
+def test_the_cli_starts_the_server_before_composing_and_a_run_without_workers_stops_it():
+    out = json.loads(subprocess.run([sys.executable, "-c", _EARLY], capture_output=True, text=True, timeout=120,
+                                    check=True).stdout.strip().splitlines()[-1])
+    assert out["help"] is False and out["pid_after_help"] is None  # --cfg/--help print and exit: no server
+    assert out["early"] is True
+    # scheduler.num_workers=0 runs in process: the early server is stopped, reaped and forgotten
+    assert out["in_process"] is False and not out["first_alive"] and out["pid_after_stop"] is None
+    assert out["again"] is True and out["second"]  # and a later run with workers starts another
+
+
+def test_a_cli_run_in_process_finishes_after_stopping_the_early_server(tiny_hub, tiny_data, tmp_path):
+    args = [a for a in _cli_args(tiny_hub, tiny_data, tmp_path / "run", rounds=1) if not a.startswith("scheduler.")]
+    p = subprocess.run([sys.executable, "-m", "vista.main", *args, "scheduler.num_workers=0"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not list((tmp_path / "run").glob("workers/worker_*.log"))  # trained in the main process
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_accuracy"] is not None

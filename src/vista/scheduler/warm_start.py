@@ -2,8 +2,10 @@
 
 A spawned worker pays for ``import torch, transformers, peft`` (seconds on a small CPU, and
 ~380 MB of private memory per process) before it can load a model. Here the worker processes
-come from multiprocessing's *fork server*, started as soon as a run's config is known
-(:func:`warm_up`, while the parent goes on composing, reading the data and planning) with
+come from multiprocessing's *fork server*, started as soon as the CLI has its arguments
+(:func:`warm_up_early`, before Hydra composes the config; an API caller's :func:`warm_up`, as
+soon as its run's config is known), while the parent goes on composing, reading the data and
+planning, with
 :data:`PRELOAD` (and the model's own modelling module) imported once. Each worker is then a
 fork of it: ready to build its runtime in milliseconds, and sharing the imported modules'
 pages copy-on-write with the other workers. The server imports only; it runs no torch op, so
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 START_METHOD_ENV = "VISTA_START_METHOD"
 SERVER_NAME = "vista-server"
+EARLY_ENV = "VISTA_WARM_UP_EARLY"  # "0": the CLI starts the server once the config is composed
 FORK_PARENT_ENV = "VISTA_FORK_SERVER_FROM_PARENT"  # "0": the server is a fresh interpreter, as multiprocessing starts it
 # What every worker imports before it can build a runtime (in order: a failed import in the
 # server is skipped silently by multiprocessing, and the worker imports it itself).
@@ -100,6 +103,42 @@ def warm_up(extra: list[str] | None = None) -> bool:
     atexit.register(_stop_server)  # a run that ends while the server still imports leaves nothing behind
     log.debug("fork server started, preloading %s", ", ".join(_preload))
     return True
+
+
+# Hydra's flags that print and exit: no run, so no server either
+NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+
+
+def warm_up_early(argv: list[str]) -> bool:
+    """:func:`warm_up` from the CLI before Hydra composes the config, so that the server's
+    imports (transformers, peft: ~2.5 s here) run beside the composition instead of after it.
+    The model's own module is then imported by each worker (milliseconds). A run whose config
+    turns out to need no worker processes stops it again (:func:`warm_up_for`).
+    ``VISTA_WARM_UP_EARLY=0`` waits for the composed config instead."""
+    if os.environ.get(EARLY_ENV, "1") == "0" or any(a in NO_RUN_FLAGS or a.startswith("--cfg=") for a in argv):
+        return False
+    return warm_up([])
+
+
+def stop_server() -> None:
+    """Stop the fork server this process started and forget it: a later :func:`warm_up` starts
+    another. Killed rather than asked (the alive pipe), since it may still be importing."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if not pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server._stop_unlocked()  # closes the pipe, reaps the process, removes the socket's path
+        except (ChildProcessError, OSError):
+            server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+    log.debug("fork server %d stopped: this run starts no worker processes", pid)
 
 
 def _single_threaded() -> bool:
@@ -188,6 +227,7 @@ def warm_up_for(scheduler: Any, model: Any = None) -> bool:
     its resolved config), or None."""
     get = scheduler.get if isinstance(scheduler, dict) else (lambda k, d=None: getattr(scheduler, k, d))
     if get("backend", "process") != "process" or get("num_workers") == 0:
+        stop_server()  # one started before the config was known (warm_up_early) is not needed
         return False
     if isinstance(model, dict):
         from vista.models.hub import ModelSpec
