@@ -199,7 +199,9 @@ def child_vista(w: dict, workers: int, hub: str) -> dict:
     from vista.peft.lora import LoraSpec
     from vista.recording.spec import RecorderSpec
     from vista.scheduler import SchedulerSpec
+    from vista.scheduler.warm_start import warm_up
 
+    warm_up([], from_parent=True)  # as the CLI does, before anything runs: the server shares torch's pages
     run_dir = Path(w["work"]) / f"vista{workers}_{os.getpid()}"
     os.environ[procmem.PROBE_ENV] = str(run_dir / "probe")
     fl = FLSpec(rounds=w["rounds"], clients_per_round=w["per_round"], batch_size=w["batch"], lr=w["lr"],

@@ -62,7 +62,8 @@ def _recorder_spec(resolved: dict[str, Any] | None, cfg: DictConfig) -> Any:
 def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Validate, build and run one job; raises on any failure (ConfigError, user errors, ...)."""
     hc = HydraConfig.get()
-    _warm_up(cfg)
+    _warm_up(cfg, from_parent=not _JOBS_STARTED)  # a sweep's later jobs: this process has run torch ops
+    _JOBS_STARTED.append(run_dir)
     resolved = validate(cfg)
     if resolved["resume"]:  # the run's own saved config, with what may change taken from this command
         from vista.resume import resume_config
@@ -81,9 +82,13 @@ def _run(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     return driver(resolved["driver"])(build_parts(resolved), run_dir, resolved, from_checkpoint=bool(resolved["resume"]))
 
 
-def _warm_up(cfg: DictConfig) -> None:
+_JOBS_STARTED: list[Path] = []  # the run directories of this process's jobs so far
+
+
+def _warm_up(cfg: DictConfig, from_parent: bool) -> None:
     """Start the workers' fork server (and its imports) now, beside the parent's own imports and
-    checks; a config that does not even resolve is left to validate() to report."""
+    checks, unless :func:`main` already did; a config that does not even resolve is left to
+    validate() to report. ``from_parent``: see ``warm_start.warm_up``."""
     from vista.scheduler.warm_start import warm_up_for
 
     try:
@@ -92,7 +97,7 @@ def _warm_up(cfg: DictConfig) -> None:
     except Exception:  # noqa: BLE001  validate() says what is wrong
         return
     if isinstance(scheduler, dict):
-        warm_up_for(scheduler, model if isinstance(model, dict) else None)
+        warm_up_for(scheduler, model if isinstance(model, dict) else None, from_parent=from_parent)
 
 
 def _finished(summary: dict[str, Any], run_dir: Path) -> None:

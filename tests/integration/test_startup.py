@@ -56,7 +56,7 @@ _SERVER = """
 import json, os, sys
 from multiprocessing import forkserver
 from vista.scheduler import warm_start
-assert warm_start.warm_up([])
+assert warm_start.warm_up([], from_parent=True)
 pid = forkserver._forkserver._forkserver_pid
 def rollup(p):
     return {k.rstrip(":"): int(v) // 1024 for k, v, *_ in (l.split() for l in open(f"/proc/{p}/smaps_rollup"))
@@ -135,3 +135,43 @@ def test_a_cli_run_in_process_finishes_after_stopping_the_early_server(tiny_hub,
     assert p.returncode == 0, p.stderr[-3000:]
     assert not list((tmp_path / "run").glob("workers/worker_*.log"))  # trained in the main process
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_accuracy"] is not None
+
+
+_AFTER_OPS = """
+import json, os, sys
+import torch
+
+
+def parallel_op():  # in a worker: an OpenMP parallel region on 2 threads
+    torch.set_num_threads(2)
+    torch.nn.functional.gelu(torch.randn(4_000_000)).sum()
+
+
+if __name__ == "__main__":
+    from multiprocessing import forkserver
+    from vista.scheduler import warm_start
+    torch.set_num_threads(2)
+    torch.nn.functional.gelu(torch.randn(4_000_000)).sum()  # this process's OpenMP pool now exists
+    assert warm_start.warm_up_for({"backend": "process", "num_workers": 2})  # as run_fedpeft calls it
+    pid = forkserver._forkserver._forkserver_pid
+    shared = [int(l.split()[1]) // 1024 for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Shared_Dirty:")]
+    p = warm_start.worker_context().Process(target=parallel_op)
+    p.start()
+    p.join(60)
+    print(json.dumps({"exitcode": p.exitcode, "server_shared_mb": shared[0]}))
+    if p.exitcode is None:
+        p.kill()
+"""
+
+
+def test_a_parent_that_ran_parallel_torch_ops_gets_a_fresh_server_whose_workers_do_not_hang(tmp_path):
+    # GNU OpenMP's pool does not survive a fork: a worker forked below a parent that had run a
+    # 2-thread op hung in its own first parallel op. Only the CLI, before anything runs, forks
+    # the server from the parent; an API run gets a fresh interpreter
+    script = tmp_path / "after_ops.py"
+    script.write_text(_AFTER_OPS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["exitcode"] == 0, res
+    assert res["server_shared_mb"] < 20, res  # a fresh interpreter, not a fork of this process

@@ -17,11 +17,14 @@ it started), and multiprocessing sends the parent's current ``sys.path`` and wor
 with every process it starts. ``VISTA_START_METHOD=spawn`` (or a platform without fork) falls
 back to spawned workers.
 
-The server itself is a fork of the parent taken right after ``import torch`` (which the
-parent needs anyway): what that import allocated is then shared by the parent, the server and
-the workers instead of being paid twice (:func:`_fork_server`; ~145 MB with torch 2.13 on
-CPU). ``VISTA_FORK_SERVER_FROM_PARENT=0``, or a parent already running other Python threads,
-starts it as multiprocessing does, from a fresh interpreter.
+From the CLI, the server itself is a fork of the parent taken right after ``import torch``
+(which the parent needs anyway), before anything has run: what that import allocated is then
+shared by the parent, the server and the workers instead of being paid twice
+(:func:`_fork_server`; ~145 MB with torch 2.13 on CPU). Only a caller that vouches this process
+has run no multi-threaded torch op may ask for that (``from_parent``): GNU OpenMP's pool does
+not survive a fork, and the workers would hang. Any other start, ``VISTA_FORK_SERVER_FROM_PARENT=0``,
+or a parent already running other Python threads, starts it as multiprocessing does, from a
+fresh interpreter.
 """
 
 from __future__ import annotations
@@ -86,9 +89,15 @@ def model_modules(model_dir: str | Path | None) -> list[str]:
     return [f"transformers.models.{name}.modeling_{name}"]
 
 
-def warm_up(extra: list[str] | None = None) -> bool:
+def warm_up(extra: list[str] | None = None, from_parent: bool = False) -> bool:
     """Start the fork server now, importing :data:`PRELOAD` and ``extra`` in its own process while
-    this one goes on. Returns whether a server was started (False with spawn, or when one runs)."""
+    this one goes on. Returns whether a server was started (False with spawn, or when one runs).
+
+    ``from_parent``: the server is a fork of this process (:func:`_fork_server`), which the caller
+    vouches has run no multi-threaded torch op yet: GNU OpenMP (torch's CPU thread pool) does not
+    survive a fork, and a worker forked below such a parent hangs in its first parallel op. The
+    CLI passes it before anything runs; an API script may call ``warm_up(from_parent=True)``
+    first thing. Otherwise the server is a fresh interpreter, as multiprocessing starts it."""
     if start_method() != "forkserver":
         return False
     from multiprocessing import forkserver
@@ -98,7 +107,7 @@ def warm_up(extra: list[str] | None = None) -> bool:
     _preload[:] = [*PRELOAD, *(m for m in extra or [] if m not in PRELOAD)]
     ctx = worker_context()
     ctx.set_forkserver_preload([*_preload, FREEZE])
-    if not _fork_server([*_preload, FREEZE]):
+    if not (from_parent and _fork_server([*_preload, FREEZE])):
         forkserver.ensure_running()  # a fresh interpreter that imports everything itself
     atexit.register(_stop_server)  # a run that ends while the server still imports leaves nothing behind
     log.debug("fork server started, preloading %s", ", ".join(_preload))
@@ -117,7 +126,7 @@ def warm_up_early(argv: list[str]) -> bool:
     ``VISTA_WARM_UP_EARLY=0`` waits for the composed config instead."""
     if os.environ.get(EARLY_ENV, "1") == "0" or any(a in NO_RUN_FLAGS or a.startswith("--cfg=") for a in argv):
         return False
-    return warm_up([])
+    return warm_up([], from_parent=True)  # nothing has run in this process yet
 
 
 def stop_server() -> None:
@@ -221,10 +230,10 @@ def _stop_server() -> None:
             pass
 
 
-def warm_up_for(scheduler: Any, model: Any = None) -> bool:
+def warm_up_for(scheduler: Any, model: Any = None, from_parent: bool = False) -> bool:
     """:func:`warm_up` when a run with this scheduler (a SchedulerSpec, or its resolved config)
     will start worker processes: the process backend with workers. ``model``: its ModelSpec (or
-    its resolved config), or None."""
+    its resolved config), or None; ``from_parent`` as in :func:`warm_up`."""
     get = scheduler.get if isinstance(scheduler, dict) else (lambda k, d=None: getattr(scheduler, k, d))
     if get("backend", "process") != "process" or get("num_workers") == 0:
         stop_server()  # one started before the config was known (warm_up_early) is not needed
@@ -240,4 +249,4 @@ def warm_up_for(scheduler: Any, model: Any = None) -> bool:
             where = model.resolve()
         except Exception:  # noqa: BLE001  a missing model is reported by the driver, not here
             where = None
-    return warm_up(model_modules(where))
+    return warm_up(model_modules(where), from_parent=from_parent)
