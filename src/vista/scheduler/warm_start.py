@@ -109,7 +109,7 @@ def warm_up(extra: list[str] | None = None, from_parent: bool = False) -> bool:
     ctx.set_forkserver_preload([*_preload, FREEZE])
     if not (from_parent and _fork_server([*_preload, FREEZE])):
         forkserver.ensure_running()  # a fresh interpreter that imports everything itself
-    atexit.register(_stop_server)  # a run that ends while the server still imports leaves nothing behind
+    atexit.register(stop_server)  # a run that ends while the server still imports leaves nothing behind
     log.debug("fork server started, preloading %s", ", ".join(_preload))
     return True
 
@@ -131,7 +131,8 @@ def warm_up_early(argv: list[str]) -> bool:
 
 def stop_server() -> None:
     """Stop the fork server this process started and forget it: a later :func:`warm_up` starts
-    another. Killed rather than asked (the alive pipe), since it may still be importing."""
+    another (also what runs at exit). Killed rather than asked (the alive pipe), since it may
+    still be importing."""
     from multiprocessing import forkserver
 
     server = forkserver._forkserver
@@ -147,7 +148,7 @@ def stop_server() -> None:
             server._stop_unlocked()  # closes the pipe, reaps the process, removes the socket's path
         except (ChildProcessError, OSError):
             server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
-    log.debug("fork server %d stopped: this run starts no worker processes", pid)
+    log.debug("fork server %d stopped", pid)
 
 
 def _single_threaded() -> bool:
@@ -218,16 +219,6 @@ def _fork_server(preload: list[str]) -> bool:
     log.debug("fork server forked from the parent (pid %d)", pid)
     return True
 
-
-def _stop_server() -> None:
-    from multiprocessing import forkserver
-
-    pid = forkserver._forkserver._forkserver_pid
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def warm_up_for(scheduler: Any, model: Any = None, from_parent: bool = False) -> bool:
