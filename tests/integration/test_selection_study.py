@@ -23,6 +23,7 @@ from vista.drivers.study import (
 )
 from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
+from vista.selection.search import Cost
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,6 +135,37 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])
+
+    # search_replay.py: the searches replayed from the curves kept in result.json reproduce the
+    # study's own (hybrid at the study's top_k 2, successive halving), and other top_k cost less
+    # or the same; a result written before the curves were kept gets them from the work folder
+    replay = _script("search_replay")
+    setting = tmp_path / "runs" / "iid" / "seed0"
+    kept = json.loads((setting / "result.json").read_text())
+    assert set(kept["curves"]) == set(names) and all(len(h) == 2 for h in kept["curves"].values())
+    del kept["curves"]
+    (setting / "result.json").write_text(json.dumps(kept))
+    work_of = tmp_path / "work_layout" / data.name.removesuffix("_data.h5") / "iid" / "seed0"
+    work_of.mkdir(parents=True)
+    (work_of / "brute_force").symlink_to(setting / "brute_force")
+    assert replay.main([str(tmp_path / "runs"), "--top-k", "1", "2", "3", "--out", str(tmp_path / "rp")]) == 0
+    assert "Not replayable" in (tmp_path / "rp" / "search_replay.md").read_text()  # iid/seed0 had no curves
+    assert replay.main([str(tmp_path / "runs"), "--work", str(tmp_path / "work_layout"), "--top-k", "1", "2", "3",
+                        "--out", str(tmp_path / "rp")]) == 0
+    assert "curves" in json.loads((setting / "result.json").read_text())  # filled in, in place
+    rp = json.loads((tmp_path / "rp" / "search_replay.json").read_text())
+    assert len(rp["runs"]) == 4 and not rp["missing"]
+    for res in results:
+        run = f"{res['data']}/{res['partition']}/seed{res['seed']}"
+        mine = {(r["method"], r["score"], r["top_k"]): r for r in rp["rows"] if r["run"] == run}
+        bf = Cost(**res["methods"]["brute_force"]["cost"]).forward_equivalents
+        for key, method in ((("successive_halving", None, None), "successive_halving"), (("hybrid", "logme", 2), "hybrid")):
+            assert mine[key]["top1_regret"] == res["methods"][method]["top1_regret"]
+            assert mine[key]["kendall_tau"] == pytest.approx(res["methods"][method]["kendall_tau"])
+            assert mine[key]["compute_vs_brute_force"] == pytest.approx(
+                Cost(**res["methods"][method]["cost"]).forward_equivalents / bf)
+        cost = [mine[("hybrid", "logme", k)]["compute_vs_brute_force"] for k in (1, 2, 3)]
+        assert cost == sorted(cost) and cost[0] < cost[2]
 
     # the privacy guard's cost: every run re-scored from its kept features, without DP (equal to
     # the study's own scores, or the script stops) and at total epsilon 8, two noise draws

@@ -205,8 +205,21 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
               "candidates": names, "truth": truth, "methods": methods,
               "budget": budget, "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
-              "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds}}
+              "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds},
+              "curves": curves_of(histories, cfg.validation_key)}
     return rescore_own_poolings(cfg, data_file, out_dir, result)
+
+
+# per round of brute force: what a replayed search reads (its cost) and the truth it ends in
+CURVE_KEYS = ("test_accuracy", "forward_passes", "backward_passes", "bytes_up", "bytes_down", "round_seconds")
+
+
+def curves_of(histories: dict[str, list[dict[str, Any]]], validation_key: str) -> dict[str, list[dict[str, Any]]]:
+    """Brute force's learning curves, trimmed to what a :class:`ReplayOracle` needs, so that any
+    search (another ``top_k``, another shortlist score) can be replayed from ``result.json`` alone
+    once the work directory is gone."""
+    keys = (validation_key, *CURVE_KEYS)
+    return {c: [{k: r[k] for k in keys if k in r} for r in h] for c, h in histories.items()}
 
 
 def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,

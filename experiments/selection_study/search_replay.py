@@ -1,0 +1,133 @@
+"""Replay the searches on a study's brute-force curves, for any shortlist: ``python
+experiments/selection_study/search_replay.py RUNS [--work WORK] [--scores ...] [--top-k ...]``.
+
+FedPEFT is deterministic given the seed, so a search over the candidates is a walk over brute
+force's recorded learning curves: what each rung would have read on the validation split, and
+what each round cost. ``run_study.py`` keeps those curves in every ``result.json`` (``curves``);
+this replays, per run, successive halving and hybrid for every shortlist score x ``top_k``
+given, and reports each against that run's truth (tie-aware Kendall tau-b and top-1 regret,
+``method_quality``) and its compute (forward equivalents, backward = 2 forward, the shortlist
+score's statistics round included) as a fraction of brute force's.
+
+``--work DIR``: a ``result.json`` written before the curves were kept gets them from
+``DIR/<data>/<partition>/seed<k>/brute_force/selection.json`` (rewritten in place). A run whose
+curves are in neither place is listed as not replayable.
+
+Writes ``search_replay.md`` and ``search_replay.json`` to ``--out`` (default: RUNS's parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from statistics import mean
+
+from vista.drivers.study import StudyConfig, curves_of, method_quality
+from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
+
+DEFAULT = StudyConfig(candidates=())
+
+
+def backfill(path: Path, result: dict, work: Path | None) -> bool:
+    """Give ``result`` its curves from the work directory's brute-force run; True if it has them."""
+    if "curves" in result:
+        return True
+    if work is None:
+        return False
+    bf = work / result["data"] / result["partition"] / f"seed{result['seed']}" / "brute_force" / "selection.json"
+    if not bf.is_file():
+        return False
+    result["curves"] = curves_of(json.loads(bf.read_text())["histories"], result["validation_key"])
+    ends = {c: h[-1]["test_accuracy"] for c, h in result["curves"].items()}
+    if ends != result["truth"]:
+        raise SystemExit(f"{bf}: its final test accuracies {ends} are not {path}'s truth {result['truth']}")
+    path.write_text(json.dumps(result, indent=2))  # as run_study writes it
+    return True
+
+
+def _compute(cost: Cost | dict) -> float:
+    return (cost if isinstance(cost, Cost) else Cost(**cost)).forward_equivalents
+
+
+def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int) -> list[dict]:
+    """One row per search on one run: successive halving, then hybrid per score x top_k."""
+    truth, key, tol = result["truth"], result["validation_key"], result["tie_tol"]
+    rounds = result["budget"]["rounds"]
+    bf = _compute(result["methods"]["brute_force"]["cost"])
+    run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+    names = list(truth)
+    searches = [("successive_halving", None, None,
+                 lambda: successive_halving(names, ReplayOracle(result["curves"], key), r0, eta, rounds))]
+    for score in scores:
+        for k in top_ks:
+            searches.append(("hybrid", score, k, lambda s=score, k=k: hybrid(
+                result["methods"][s]["scores"], ReplayOracle(result["curves"], key), k, r0, eta, rounds)))
+    rows = []
+    for method, score, k, search in searches:
+        res = search()
+        q = method_quality(method, truth, res.rank_scores, tol)
+        compute = _compute(res.cost) + (_compute(result["methods"][score]["cost"]) if score else 0.0)
+        rows.append({"run": run, "method": method, "score": score, "top_k": k, "chosen": q["chosen"],
+                     "top1_regret": q["top1_regret"], "kendall_tau": q["kendall_tau"],
+                     "kendall_tau_max": q["kendall_tau_max"], "compute_vs_brute_force": compute / bf,
+                     "rounds_trained": res.rounds_trained})
+    return rows
+
+
+def markdown(rows: list[dict], runs: list[str], missing: list[str]) -> str:
+    out = ["# Searches replayed on brute force's curves", "",
+           f"{len(runs)} runs: {', '.join(runs)}." + (f" Not replayable (curves pruned before they were kept): "
+                                                    f"{', '.join(missing)}." if missing else ""), "",
+           "Compute: forward equivalents (backward = 2 forward), the shortlist score's statistics round "
+           "included, as a fraction of brute force; the mean over runs.", "",
+           "| search | shortlist score | top_k | regret per run | max regret | picked best | mean tau-b | "
+           "mean cap | compute vs brute force |", "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["score"], r["top_k"]), []).append(r)
+    for (method, score, k), rs in groups.items():
+        regrets = [r["top1_regret"] for r in rs]
+        out.append(f"| {method} | {score or '-'} | {k or '-'} | {' '.join(f'{x:.3f}' for x in regrets)} | "
+                   f"{max(regrets):.3f} | {sum(x == 0 for x in regrets)}/{len(rs)} | "
+                   f"{mean(r['kendall_tau'] for r in rs):.2f} | {mean(r['kendall_tau_max'] for r in rs):.2f} | "
+                   f"{mean(r['compute_vs_brute_force'] for r in rs):.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path, help="the study's runs folder (result.json files under it)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="the work runs folder whose brute_force/selection.json fills in missing curves")
+    p.add_argument("--scores", nargs="+", default=["logme", "gbc_prior", "auto"],
+                   help="shortlist scores for hybrid (default: logme, the study's, then gbc_prior and auto)")
+    p.add_argument("--top-k", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--r0", type=int, default=DEFAULT.r0)
+    p.add_argument("--eta", type=int, default=DEFAULT.eta)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    paths = sorted(a.runs.rglob("result.json"))
+    if not paths:
+        raise SystemExit(f"no result.json under {a.runs}")
+    rows, runs, missing = [], [], []
+    for path in paths:
+        result = json.loads(path.read_text())
+        run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+        if backfill(path, result, a.work):
+            runs.append(run)
+            rows += replay(result, a.scores, a.top_k, a.r0, a.eta)
+        else:
+            missing.append(run)
+    if not rows:
+        raise SystemExit(f"no run under {a.runs} has its curves; pass --work to fill them in")
+    out = a.out or a.runs.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_replay.md").write_text(markdown(rows, runs, missing))
+    (out / "search_replay.json").write_text(json.dumps({"runs": runs, "missing": missing, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out / 'search_replay.md'} ({len(runs)} runs replayed, {len(missing)} without curves)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
