@@ -50,28 +50,44 @@ def _compute(cost: Cost | dict) -> float:
     return (cost if isinstance(cost, Cost) else Cost(**cost)).forward_equivalents
 
 
-def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int) -> list[dict]:
-    """One row per search on one run: successive halving, then hybrid per score x top_k."""
+def _rounds_cost(curve: list[dict], rounds: int) -> float:
+    return sum(Cost(**{k: r.get(k, 0) for k in ("forward_passes", "backward_passes")}).forward_equivalents
+               for r in curve[:rounds])
+
+
+def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int,
+           search_rounds: list[int] | None = None) -> list[dict]:
+    """One row per search on one run: successive halving, then hybrid per score x top_k, each
+    per number of rounds its rungs may reach (``search_rounds``; default the budget's rounds,
+    the study's own search, whose pick is a finished fine-tune).
+
+    ``overhead_vs_brute_force`` is the search's compute minus the rounds of its pick that it
+    trained (a fine-tune the user runs anyway, so not a cost of choosing), as a fraction of
+    brute force's total compute."""
     truth, key, tol = result["truth"], result["validation_key"], result["tie_tol"]
-    rounds = result["budget"]["rounds"]
+    budget_rounds = result["budget"]["rounds"]
     bf = _compute(result["methods"]["brute_force"]["cost"])
     run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
     names = list(truth)
-    searches = [("successive_halving", None, None,
-                 lambda: successive_halving(names, ReplayOracle(result["curves"], key), r0, eta, rounds))]
-    for score in scores:
-        for k in top_ks:
-            searches.append(("hybrid", score, k, lambda s=score, k=k: hybrid(
-                result["methods"][s]["scores"], ReplayOracle(result["curves"], key), k, r0, eta, rounds)))
+    searches = []
+    for rounds in search_rounds or [budget_rounds]:
+        searches.append(("successive_halving", None, None, rounds,
+                         lambda n=rounds: successive_halving(names, ReplayOracle(result["curves"], key), r0, eta, n)))
+        for score in scores:
+            for k in top_ks:
+                searches.append(("hybrid", score, k, rounds, lambda s=score, k=k, n=rounds: hybrid(
+                    result["methods"][s]["scores"], ReplayOracle(result["curves"], key), k, r0, eta, n)))
     rows = []
-    for method, score, k, search in searches:
+    for method, score, k, rounds, search in searches:
         res = search()
         q = method_quality(method, truth, res.rank_scores, tol)
         compute = _compute(res.cost) + (_compute(result["methods"][score]["cost"]) if score else 0.0)
-        rows.append({"run": run, "method": method, "score": score, "top_k": k, "chosen": q["chosen"],
-                     "top1_regret": q["top1_regret"], "kendall_tau": q["kendall_tau"],
+        pick = q["chosen"]
+        overhead = compute - _rounds_cost(result["curves"][pick], res.rounds_trained[pick])
+        rows.append({"run": run, "method": method, "score": score, "top_k": k, "search_rounds": rounds,
+                     "chosen": pick, "top1_regret": q["top1_regret"], "kendall_tau": q["kendall_tau"],
                      "kendall_tau_max": q["kendall_tau_max"], "compute_vs_brute_force": compute / bf,
-                     "rounds_trained": res.rounds_trained})
+                     "overhead_vs_brute_force": overhead / bf, "rounds_trained": res.rounds_trained})
     return rows
 
 
@@ -80,18 +96,22 @@ def markdown(rows: list[dict], runs: list[str], missing: list[str]) -> str:
            f"{len(runs)} runs: {', '.join(runs)}." + (f" Not replayable (curves pruned before they were kept): "
                                                     f"{', '.join(missing)}." if missing else ""), "",
            "Compute: forward equivalents (backward = 2 forward), the shortlist score's statistics round "
-           "included, as a fraction of brute force; the mean over runs.", "",
-           "| search | shortlist score | top_k | regret per run | max regret | picked best | mean tau-b | "
-           "mean cap | compute vs brute force |", "|---|---|---|---|---|---|---|---|---|"]
+           "included, as a fraction of brute force's; the mean over runs. Overhead: the same less the rounds "
+           "of its pick that the search trained (a fine-tune the user runs anyway). Rounds: how far a rung "
+           "may train (the budget's rounds: the pick is a finished fine-tune).", "",
+           "| search | shortlist score | top_k | rounds | regret per run | max regret | picked best | mean tau-b | "
+           "mean cap | compute vs brute force | overhead vs brute force |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["score"], r["top_k"]), []).append(r)
-    for (method, score, k), rs in groups.items():
+        groups.setdefault((r["method"], r["score"], r["top_k"], r["search_rounds"]), []).append(r)
+    for (method, score, k, rounds), rs in groups.items():
         regrets = [r["top1_regret"] for r in rs]
-        out.append(f"| {method} | {score or '-'} | {k or '-'} | {' '.join(f'{x:.3f}' for x in regrets)} | "
+        out.append(f"| {method} | {score or '-'} | {k or '-'} | {rounds} | {' '.join(f'{x:.3f}' for x in regrets)} | "
                    f"{max(regrets):.3f} | {sum(x == 0 for x in regrets)}/{len(rs)} | "
                    f"{mean(r['kendall_tau'] for r in rs):.2f} | {mean(r['kendall_tau_max'] for r in rs):.2f} | "
-                   f"{mean(r['compute_vs_brute_force'] for r in rs):.3f} |")
+                   f"{mean(r['compute_vs_brute_force'] for r in rs):.3f} | "
+                   f"{mean(r['overhead_vs_brute_force'] for r in rs):.3f} |")
     return "\n".join(out) + "\n"
 
 
@@ -103,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scores", nargs="+", default=["logme", "gbc_prior", "auto"],
                    help="shortlist scores for hybrid (default: logme, the study's, then gbc_prior and auto)")
     p.add_argument("--top-k", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--search-rounds", nargs="+", type=int, default=None,
+                   help="how far a rung may train (default: the budget's rounds; fewer: a quicker choice "
+                        "whose pick the user trains on)")
     p.add_argument("--r0", type=int, default=DEFAULT.r0)
     p.add_argument("--eta", type=int, default=DEFAULT.eta)
     p.add_argument("--out", type=Path, default=None)
@@ -116,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
         if backfill(path, result, a.work):
             runs.append(run)
-            rows += replay(result, a.scores, a.top_k, a.r0, a.eta)
+            rows += replay(result, a.scores, a.top_k, a.r0, a.eta, a.search_rounds)
         else:
             missing.append(run)
     if not rows:

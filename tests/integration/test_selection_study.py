@@ -166,6 +166,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                 Cost(**res["methods"][method]["cost"]).forward_equivalents / bf)
         cost = [mine[("hybrid", "logme", k)]["compute_vs_brute_force"] for k in (1, 2, 3)]
         assert cost == sorted(cost) and cost[0] < cost[2]
+        # top 1 trains only its pick, to the end: its overhead is the statistics round alone
+        assert mine[("hybrid", "logme", 1)]["overhead_vs_brute_force"] == pytest.approx(
+            Cost(**res["methods"]["logme"]["cost"]).forward_equivalents / bf)
 
     # the privacy guard's cost: every run re-scored from its kept features, without DP (equal to
     # the study's own scores, or the script stops) and at total epsilon 8, two noise draws
