@@ -69,6 +69,32 @@ def test_fedpeft_trains_on_the_rest_and_validates_on_the_held_out_split(tiny_hub
     assert metrics["forward_passes"] == 36 + 12 + len(tests)
 
 
+def test_test_every_scores_only_the_validation_split_between_and_changes_nothing_else(tiny_hub, tiny_data, tmp_path,
+                                                                                      one_torch_thread):
+    """fl.test_every=3 over 3 rounds: rounds 1 and 2 predict only the validation split (fewer
+    forward passes by the test examples, no test metrics), round 3 everything; training, the
+    validation curve and the final test scores are the numbers of a run that tests every round."""
+    runs = {}
+    for every in (None, 3):
+        parts = tiny_parts(tiny_hub, *tiny_data, rounds=3, clients_per_round=4, val_fraction=0.25, test_every=every)
+        summary, _ = run_fedpeft_session(parts, tmp_path / f"every{every}")
+        rows = [json.loads(x) for x in (tmp_path / f"every{every}" / "metrics.jsonl").read_text().splitlines()]
+        runs[every] = summary, rows
+    (full, full_rows), (sparse, sparse_rows) = runs[None], runs[3]
+    fed = FederatedData(tiny_parts(tiny_hub, *tiny_data).data)
+    tests = len(set(fed.test_indices) | {int(i) for s in fed.partition.clients.values() for i in s.test})
+    assert [("test_accuracy" in r) for r in sparse_rows] == [False, False, True]
+    for a, b in zip(full_rows, sparse_rows):
+        for key in ("train_loss", "val_accuracy", "client_val_accuracy_mean", "backward_passes"):
+            assert a[key] == b[key], key
+        assert a["forward_passes"] - b["forward_passes"] == (tests if b["round"] < 3 else 0)
+    for key in ("test_accuracy", "test_loss", "client_test_accuracy_mean", "client_test_accuracy_min"):
+        assert full[key] == sparse[key], key
+    assert full["forward_passes_total"] - sparse["forward_passes_total"] == 2 * tests
+    with pytest.raises(ValueError, match="fl.val_fraction is 0"):
+        tiny_parts(tiny_hub, *tiny_data, test_every=2)
+
+
 def _altered_test_labels(tiny_data, where):
     """A copy of the tiny corpus whose test examples (the global and every client's test split)
     all carry the first class (a permutation of balanced labels would leave a constant
@@ -98,13 +124,17 @@ def test_a_search_does_not_change_when_the_test_labels_do(arch_hub, tiny_hub, ti
     assert a["search"]["scores"] == b["search"]["scores"] and a["search"]["rungs"] == b["search"]["rungs"]
 
     def curves(run, key):
-        return {c: [h[key] for h in hist] for c, hist in run["histories"].items()}
+        return {c: [h.get(key) for h in hist] for c, hist in run["histories"].items()}
 
     # the validation curves are the same numbers; the altered labels did reach the test metrics, which
     # a search ranking on them (the old validation_key) would have read
     assert curves(a, "client_val_accuracy_mean") == curves(b, "client_val_accuracy_mean")
     for key in ("test_accuracy", "client_test_accuracy_mean"):
         assert curves(a, key) != curves(b, key), key
+    # the test splits were scored only in the search's last round (by the 2 of 3 its last rung trained)
+    tested = {c: [h["round"] for h in hist if "test_accuracy" in h] for c, hist in a["histories"].items()}
+    finished = {c for c, n in a["search"]["rounds_trained"].items() if n == 2}
+    assert len(finished) == 2 and tested == {c: [2] if c in finished else [] for c in NAMES}
     # replayed on its own validation curves (ReplayOracle's default key), the search decides as it did live
     replay = successive_halving(list(NAMES), ReplayOracle(b["histories"]), 1, 2, 2)
     assert replay.ranking == a["search"]["ranking"]

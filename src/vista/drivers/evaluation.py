@@ -52,6 +52,13 @@ class EvalPlan:
         labels = fed.data.labels(indices) if len(indices) else np.zeros(0, np.int64)
         return cls(indices, np.asarray(labels, np.int64), test, client_tests, fed.num_labels, client_vals)
 
+    def validation_only(self) -> EvalPlan:
+        """The clients' validation splits alone: a round that ranks (``fl.test_every``) and
+        does not report test scores predicts only these."""
+        idx = np.unique(np.concatenate(list(self.client_vals.values()))) if self.client_vals else self.indices[:0]
+        return EvalPlan(idx, self.labels[np.searchsorted(self.indices, idx)], self.test[:0], {}, self.num_labels,
+                        self.client_vals)
+
     def shards(self, size: int = EVAL_SHARD_SIZE) -> list[np.ndarray]:
         return [self.indices[i : i + size] for i in range(0, len(self.indices), size)]
 
@@ -64,7 +71,7 @@ class EvalPlan:
         preds: list[Predictions] = [r.value for r in results]
         pred = np.concatenate([p.pred for p in preds]) if preds else np.zeros(0, np.int64)
         loss = np.concatenate([p.loss for p in preds]) if preds else np.zeros(0, np.float64)
-        out: dict[str, Any] = eval_metrics(self.sums(pred, loss, self.test))
+        out: dict[str, Any] = eval_metrics(self.sums(pred, loss, self.test)) if len(self.test) else {}
         rows: dict[int, dict[str, Any]] = {}
         for c, idx in sorted(self.client_tests.items()):
             s = self.sums(pred, loss, idx)
@@ -82,8 +89,10 @@ class EvalPlan:
         return out
 
 
-def eval_jobs(shards: list[np.ndarray], state: dict[str, Any], dtype: Any) -> Jobs:
-    specs = [JobSpec("evaluate", i, {"indices": s.tolist()}) for i, s in enumerate(shards)]
+def eval_jobs(shards: list[np.ndarray], state: dict[str, Any], dtype: Any, tag: str = "") -> Jobs:
+    """One job per shard. A worker caches each shard's encoded texts by its key, so another
+    plan's shards (``tag``: the validation-only plan's) take keys of their own."""
+    specs = [JobSpec("evaluate", f"{tag}{i}" if tag else i, {"indices": s.tolist()}) for i, s in enumerate(shards)]
     return Jobs(specs, shared={"state": to_wire(state, dtype)})
 
 

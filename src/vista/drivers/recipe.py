@@ -5,8 +5,8 @@ Per round: sample clients (seeded) -> broadcast the global trainable state (in
 (the aggregator's own state, e.g. a server optimiser's moments, is kept across rounds) ->
 every ``eval_every`` rounds and in the last, score the global model on the test split and
 on every client's own test split, and on the clients' validation splits held out of their
-training data with ``fl.val_fraction`` (parallel, fixed shards, per-example predictions) ->
-record. The best round's state and full evaluation (global and per client) are kept for
+training data with ``fl.val_fraction`` (parallel, fixed shards, per-example predictions; with
+``fl.test_every``, the test splits only every that many rounds and in the last) -> record. The best round's state and full evaluation (global and per client) are kept for
 the summary and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross
 process boundaries, and the bytes each client sends and receives are counted exactly.
 
@@ -95,8 +95,9 @@ class FedPEFTRecipe:
         self.client_options = self.aggregator.client_options()
         self.rank_of = parts.peft.client_rank
         self.recorder, self.on_round, self.announce = recorder, on_round, announce
-        self.eval_plan = EvalPlan.of(fed, self.fl.eval_clients, self.fl.val_fraction, self.seed)
-        self.shards = self.eval_plan.shards()
+        self.full_plan = EvalPlan.of(fed, self.fl.eval_clients, self.fl.val_fraction, self.seed)
+        # rounds between fl.test_every's predict only the validation split (what a search ranks on)
+        self.val_plan = self.full_plan.validation_only() if self.fl.test_every is not None else self.full_plan
         self.state: RoundState | None = resume.copy() if resume is not None else None
         # the state after the last complete round: what an interrupted run checkpoints
         self.last_complete: RoundState | None = resume.copy() if resume is not None else None
@@ -206,11 +207,22 @@ class FedPEFTRecipe:
             st.global_state, ctx["updates"], ctx["failures"], st.aggregator_state)
         ctx["updates"] = None  # the client tensors are no longer needed this round
 
+    def eval_plan(self, round: int) -> EvalPlan:
+        """The full plan (test splits and validation), or in the rounds between
+        ``fl.test_every``'s the validation splits alone; the run's last round is full unless
+        ``fl.test_last`` is False."""
+        every = self.fl.test_every
+        full = every is None or round % every == 0 or (self.fl.test_last and round == self.fl.rounds)
+        return self.full_plan if full else self.val_plan
+
     def evaluate(self, ctx: FLContext) -> Jobs:
-        return eval_jobs(self.shards, self.st.global_state, self.fl.transfer_dtype)
+        plan = self.eval_plan(ctx.round)
+        return eval_jobs(plan.shards(), self.st.global_state, self.fl.transfer_dtype,
+                         tag="" if plan is self.full_plan else "val")
 
     def collect_eval(self, ctx: FLContext, results: list[JobResult]) -> None:
-        scored = self.eval_plan.metrics(results)
+        plan = self.eval_plan(ctx.round)
+        scored = plan.metrics(results)
         ctx["eval"] = scored
         for k, v in scored.items():
             if k != "client_eval":
@@ -219,10 +231,10 @@ class FedPEFTRecipe:
             for k in EVAL_ROWS.columns:
                 if k in row:
                     ctx.set(k, row[k], role=client_role(row["client"]))
-        ctx["eval_passes"] = len(self.eval_plan.indices)  # forward-only
+        ctx["eval_passes"] = len(plan.indices)  # forward-only
         st = self.st
         st.totals.forward_passes += ctx["eval_passes"]
-        if scored["test_accuracy"] > st.best_test_accuracy:
+        if "test_accuracy" in scored and scored["test_accuracy"] > st.best_test_accuracy:
             st.best_test_accuracy, st.best_round = scored["test_accuracy"], ctx.round
             st.best_state, st.best_eval = st.global_state, scored
 

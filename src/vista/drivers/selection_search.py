@@ -8,7 +8,10 @@ read back from their directories, an interrupted one continues from its checkpoi
 
 Every stretch trains on the clients' train splits less the validation split held out of them
 (``selection.val_fraction``, as ``fl.val_fraction``) and the search ranks on that split: the test
-split, which the results are judged on, decides nothing.
+split, which the results are judged on, decides nothing. So unless the config sets
+``fl.test_every``, the stretches score the test splits only in the search's last round (the
+chosen model's, and every candidate's under brute force): other rounds predict only the
+validation split, which saves a fifth of a round's compute at the study's budget.
 """
 
 from __future__ import annotations
@@ -43,11 +46,17 @@ class FedPEFTOracle:
 
     def __init__(self, parts: ExperimentParts, candidates: dict[str, ModelSpec], root: Path, key: str,
                  progress_stream: Any = None, reuse: bool = False,
-                 before_stretch: Callable[[], None] = lambda: None, val_fraction: float = 0.1) -> None:
+                 before_stretch: Callable[[], None] = lambda: None, val_fraction: float = 0.1,
+                 search_rounds: int | None = None) -> None:
         """``reuse``: a resumed selection run: a stretch that finished is read back from its run
         directory, a stretch that was interrupted continues from its newest checkpoint.
-        ``val_fraction``: each client's validation split, held out of training, that ``key`` scores."""
-        self.parts = dataclasses.replace(parts, fl=dataclasses.replace(parts.fl, val_fraction=val_fraction))
+        ``val_fraction``: each client's validation split, held out of training, that ``key`` scores.
+        ``search_rounds``: the search's last round. Unless the config set ``fl.test_every``, the
+        stretches score the test splits only there: the search ranks on validation, so the test
+        scores of a stretch that ends sooner would be compute spent on nothing."""
+        fl = dataclasses.replace(parts.fl, val_fraction=val_fraction)
+        self.test_only_at = search_rounds if fl.test_every is None and val_fraction > 0 else None
+        self.parts = dataclasses.replace(parts, fl=fl)
         self.candidates, self.root, self.key = candidates, root, key
         self.progress_stream, self.reuse, self.before_stretch = progress_stream, reuse, before_stretch
         self.checkpoints: dict[str, RoundState] = {}
@@ -59,8 +68,10 @@ class FedPEFTOracle:
         if rounds <= done:
             raise ValueError(f"candidate {candidate!r} already has {done} rounds; asked for {rounds}")
         self.before_stretch()  # a stop asked for between stretches (a signal) raises here
-        p = dataclasses.replace(self.parts, model=self.candidates[candidate],
-                                fl=dataclasses.replace(self.parts.fl, rounds=rounds),
+        fl = dataclasses.replace(self.parts.fl, rounds=rounds)
+        if self.test_only_at is not None:
+            fl = dataclasses.replace(fl, test_every=self.test_only_at, test_last=False)
+        p = dataclasses.replace(self.parts, model=self.candidates[candidate], fl=fl,
                                 recorder=RecorderSpec())  # local files only: one W&B run per selection
         before = ck.totals if ck else Totals()
         t0 = time.perf_counter()
@@ -90,10 +101,10 @@ def run_search(parts: ExperimentParts, spec: SelectionSpec, run_dir: Path,
     """The budgeted search. Searches are deterministic, so a resumed one (``reuse``) replays its
     decisions on the stretches already trained and continues in the rung it was in."""
     names = [c.name for c in spec.models]
+    max_rounds = spec.max_rounds or parts.fl.rounds
     oracle = FedPEFTOracle(parts, {c.name: c for c in spec.models}, run_dir / "search", spec.validation_key,
                            progress_stream, reuse=reuse, before_stretch=before_stretch,
-                           val_fraction=spec.val_fraction)
-    max_rounds = spec.max_rounds or parts.fl.rounds
+                           val_fraction=spec.val_fraction, search_rounds=max_rounds)
     if spec.name == "successive_halving":
         result = successive_halving(names, oracle, spec.r0, spec.eta, max_rounds)
     elif spec.name == "hybrid":

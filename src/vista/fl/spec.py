@@ -33,6 +33,13 @@ class FLSpec:
     lr: float = 2e-3
     max_seq_len: int = 128
     eval_every: int = 1
+    # score the test splits (global and clients') only every this many rounds and in the run's
+    # last; the other evaluated rounds score only the validation split (needs val_fraction > 0).
+    # None: every evaluated round. A search ranks on validation, so it sets this (selection_search)
+    test_every: int | None = None
+    # with test_every: also in the run's last round (a search's stretch that ends before the
+    # search's last round sets False: it is ranked on validation, its test scores unused)
+    test_last: bool = True
     eval_batch_size: int = 64
     weight_decay: float = 0.0
     # dtype of the tensors in transit (server <-> clients); training stays in float32
@@ -67,6 +74,11 @@ class FLSpec:
         check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
         if self.micro_batch_size is not None:
             at_least(self, "micro_batch_size", 1)
+        if self.test_every is not None:
+            at_least(self, "test_every", 1)
+            if self.val_fraction <= 0:
+                raise ValueError(f"fl.test_every={self.test_every} leaves rounds that score only the validation "
+                                 "split, but fl.val_fraction is 0: set fl.val_fraction > 0, or fl.eval_every instead")
 
     @property
     def micro_batch(self) -> int:
