@@ -7,7 +7,8 @@ what each round cost. ``run_study.py`` keeps those curves in every ``result.json
 this replays, per run, successive halving and hybrid for every shortlist score x ``top_k``
 given, and reports each against that run's truth (tie-aware Kendall tau-b and top-1 regret,
 ``method_quality``) and its compute (forward equivalents, backward = 2 forward, the shortlist
-score's statistics round included) as a fraction of brute force's.
+score's statistics round included, the test-split predictions left out: ``study.selection_compute``)
+as a fraction of brute force's.
 
 ``--work DIR``: a ``result.json`` written before the curves were kept gets them from
 ``DIR/<data>/<partition>/seed<k>/brute_force/selection.json`` (rewritten in place). A run whose
@@ -23,7 +24,13 @@ import json
 from pathlib import Path
 from statistics import mean
 
-from vista.drivers.study import StudyConfig, curves_of, method_quality
+from vista.drivers.study import (
+    StudyConfig,
+    curves_of,
+    method_quality,
+    selection_compute,
+    test_passes,
+)
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
@@ -46,13 +53,11 @@ def backfill(path: Path, result: dict, work: Path | None) -> bool:
     return True
 
 
-def _compute(cost: Cost | dict) -> float:
-    return (cost if isinstance(cost, Cost) else Cost(**cost)).forward_equivalents
-
-
-def _rounds_cost(curve: list[dict], rounds: int) -> float:
-    return sum(Cost(**{k: r.get(k, 0) for k in ("forward_passes", "backward_passes")}).forward_equivalents
-               for r in curve[:rounds])
+def _rounds_cost(result: dict, pick: str, rounds: int) -> float:
+    """The first ``rounds`` rounds of ``pick``'s fine-tune, less their test-split predictions."""
+    curve = result["curves"][pick][:rounds]
+    done = sum(Cost(r.get("forward_passes", 0), r.get("backward_passes", 0)).forward_equivalents for r in curve)
+    return done - test_passes(result, {pick: rounds})
 
 
 def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int,
@@ -66,7 +71,7 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
     brute force's total compute."""
     truth, key, tol = result["truth"], result["validation_key"], result["tie_tol"]
     budget_rounds = result["budget"]["rounds"]
-    bf = _compute(result["methods"]["brute_force"]["cost"])
+    bf = selection_compute(result, "brute_force")
     run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
     names = list(truth)
     searches = []
@@ -81,9 +86,10 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
     for method, score, k, rounds, search in searches:
         res = search()
         q = method_quality(method, truth, res.rank_scores, tol)
-        compute = _compute(res.cost) + (_compute(result["methods"][score]["cost"]) if score else 0.0)
+        compute = selection_compute(result, method, res.cost.to_dict(), res.rounds_trained) + \
+            (selection_compute(result, score) if score else 0.0)
         pick = q["chosen"]
-        overhead = compute - _rounds_cost(result["curves"][pick], res.rounds_trained[pick])
+        overhead = compute - _rounds_cost(result, pick, res.rounds_trained[pick])
         rows.append({"run": run, "method": method, "score": score, "top_k": k, "search_rounds": rounds,
                      "chosen": pick, "top1_regret": q["top1_regret"], "kendall_tau": q["kendall_tau"],
                      "kendall_tau_max": q["kendall_tau_max"], "compute_vs_brute_force": compute / bf,
@@ -96,7 +102,8 @@ def markdown(rows: list[dict], runs: list[str], missing: list[str]) -> str:
            f"{len(runs)} runs: {', '.join(runs)}." + (f" Not replayable (curves pruned before they were kept): "
                                                     f"{', '.join(missing)}." if missing else ""), "",
            "Compute: forward equivalents (backward = 2 forward), the shortlist score's statistics round "
-           "included, as a fraction of brute force's; the mean over runs. Overhead: the same less the rounds "
+           "included and the test-split predictions (the truth's measurement) left out, as a fraction of "
+           "brute force's; the mean over runs. Overhead: the same less the rounds "
            "of its pick that the search trained (a fine-tune the user runs anyway). Rounds: how far a rung "
            "may train (the budget's rounds: the pick is a finished fine-tune).", "",
            "| search | shortlist score | top_k | rounds | regret per run | max regret | picked best | mean tau-b | "

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
-from vista.drivers.study import EXPECTED, TIE_TOL, method_quality
+from vista.drivers.study import EXPECTED, TIE_TOL, method_quality, selection_compute
 from vista.selection.ranking import (
     RANDOM_DRAWS,
     RANDOM_SEED,
@@ -37,7 +37,6 @@ from vista.selection.ranking import (
     tie_groups,
 )
 from vista.selection.scores import names as score_names
-from vista.selection.search import Cost
 from vista.selection.spec import SEARCH_METHODS
 
 METHODS = (*score_names(), *SEARCH_METHODS)  # every registered score, then the searches
@@ -92,10 +91,6 @@ def load(runs: Path, tie_tol: float = TIE_TOL) -> list[dict]:
     return requalify(out, tie_tol)
 
 
-def compute(cost: dict) -> float:
-    return Cost(**cost).forward_equivalents
-
-
 def _m(xs: list[float]) -> float:
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return mean(xs) if xs else float("nan")
@@ -129,7 +124,7 @@ def spread(rows: list[dict], key: str) -> dict[str, float | list[float]]:
 def rows_of(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
-        bf = r["methods"]["brute_force"]["cost"]
+        bf = selection_compute(r, "brute_force")
         for m in METHODS:
             e = r["methods"].get(m)
             if e is None:
@@ -141,7 +136,7 @@ def rows_of(results: list[dict]) -> list[dict]:
                          "picked_best": picked,
                          "forward_passes": c["forward_passes"], "backward_passes": c["backward_passes"],
                          "bytes": c["bytes_up"] + c["bytes_down"], "rounds": c["rounds"], "seconds": c["seconds"],
-                         "compute_vs_bf": compute(c) / compute(bf) if compute(bf) else float("nan")})
+                         "compute_vs_bf": selection_compute(r, m) / bf if bf else float("nan")})
     return rows
 
 
@@ -162,7 +157,9 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
              "of its own can reach, given the truth's ties (sqrt(1 - tied pairs / pairs); 1 without ties). "
              "brute_force is one seed's accuracies against the mean over seeds: the truth's own noise. "
              "Regret: accuracy of the best candidate minus that of the chosen one. Compute: forward-pass "
-             "equivalents (backward = 2 forward) as a fraction of brute force. "
+             "equivalents (backward = 2 forward) as a fraction of brute force's, each less its predictions of "
+             "the test splits (the truth's measurement, which no selection needs; the forward passes column "
+             "keeps them). "
              f"{', '.join(EXPECTED)}: the expectation over {RANDOM_DRAWS:,} random rankings per seed (sampled, "
              f"numpy seed {RANDOM_SEED}; picked best: the expected share), not the one seeded draw a live run makes.")
     header = ("| method | Kendall tau-b | seed sd | range | tau-b cap | weighted tau | Spearman | top-1 regret | "

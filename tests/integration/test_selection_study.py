@@ -20,6 +20,7 @@ from vista.drivers.study import (
     quality_of,
     rescore_own_poolings,
     run_setting,
+    selection_compute,
 )
 from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
@@ -158,17 +159,21 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for res in results:
         run = f"{res['data']}/{res['partition']}/seed{res['seed']}"
         mine = {(r["method"], r["score"], r["top_k"]): r for r in rp["rows"] if r["run"] == run}
-        bf = Cost(**res["methods"]["brute_force"]["cost"]).forward_equivalents
+        bf = selection_compute(res, "brute_force")
         for key, method in ((("successive_halving", None, None), "successive_halving"), (("hybrid", "logme", 2), "hybrid")):
             assert mine[key]["top1_regret"] == res["methods"][method]["top1_regret"]
             assert mine[key]["kendall_tau"] == pytest.approx(res["methods"][method]["kendall_tau"])
-            assert mine[key]["compute_vs_brute_force"] == pytest.approx(
-                Cost(**res["methods"][method]["cost"]).forward_equivalents / bf)
+            assert mine[key]["compute_vs_brute_force"] == pytest.approx(selection_compute(res, method) / bf)
         cost = [mine[("hybrid", "logme", k)]["compute_vs_brute_force"] for k in (1, 2, 3)]
         assert cost == sorted(cost) and cost[0] < cost[2]
         # top 1 trains only its pick, to the end: its overhead is the statistics round alone
         assert mine[("hybrid", "logme", 1)]["overhead_vs_brute_force"] == pytest.approx(
             Cost(**res["methods"]["logme"]["cost"]).forward_equivalents / bf)
+        # brute force less its test-split predictions: the 18 tiny test texts once per candidate, in
+        # its last round (the searches score the test splits nowhere else), out of every round's count
+        raw = Cost(**res["methods"]["brute_force"]["cost"]).forward_equivalents
+        assert res["test_texts"] == 18 and raw - bf == 18 * 3
+        assert [("test_accuracy" in h) for h in res["curves"]["bert"]] == [False, True]
 
     # the privacy guard's cost: every run re-scored from its kept features, without DP (equal to
     # the study's own scores, or the script stops) and at total epsilon 8, two noise draws

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vista.data.computed import ComputedPartitionSpec
-from vista.data.fednlp import FederatedDataSpec
+from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.selection import run_selection
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
@@ -206,8 +206,52 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
               "budget": budget, "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds},
-              "curves": curves_of(histories, cfg.validation_key)}
+              "curves": curves_of(histories, cfg.validation_key), "test_texts": test_texts(parts)}
     return rescore_own_poolings(cfg, data_file, out_dir, result)
+
+
+def test_texts(parts: ExperimentParts) -> int:
+    """How many texts one evaluation predicts for the test splits (the global one and the
+    clients', each text once)."""
+    fed = FederatedData(parts.data)
+    try:
+        return len({int(i) for i in fed.test_indices} | {int(i) for s in fed.partition.clients.values() for i in s.test})
+    finally:
+        fed.close()
+
+
+# every ground-truth run (a result with a ``budget``) before result.json recorded its own
+# ``test_texts``: prepare.py --test 400. The first, thin study's results (no budget) are not
+# corrected: their test size was not recorded
+STUDY_TEST_TEXTS = 400
+
+
+def test_passes(result: dict[str, Any], trained: dict[str, int]) -> int:
+    """Forward passes spent predicting the test splits while training each candidate its
+    ``trained`` rounds: the ground truth's measurement, which no selection needs (a search ranks
+    on validation). Counted from the curves (a round with ``test_accuracy`` predicted them);
+    a result without curves was written when every round did."""
+    n = result.get("test_texts", STUDY_TEST_TEXTS if "budget" in result else 0)
+    curves = result.get("curves")
+    tested = sum(trained.values()) if curves is None else \
+        sum(1 for c, k in trained.items() for r in curves[c][:k] if "test_accuracy" in r)
+    return n * tested
+
+
+def selection_compute(result: dict[str, Any], method: str, cost: dict[str, Any] | None = None,
+                      trained: dict[str, int] | None = None) -> float:
+    """``method``'s compute spent on choosing, in forward equivalents (backward = 2 forward): its
+    recorded cost less its test-split predictions (:func:`test_passes`). ``cost`` and ``trained``
+    (rounds per candidate) default to the method's entry in ``result`` (brute force: every
+    candidate to the budget's rounds; a statistics score: none)."""
+    entry = result["methods"].get(method, {})
+    cost = entry["cost"] if cost is None else cost
+    if trained is None:
+        search = entry.get("search")
+        rounds = cost["rounds"] // max(len(result["truth"]), 1)  # brute force: every candidate, all rounds
+        trained = search["rounds_trained"] if search else \
+            dict.fromkeys(result["truth"], rounds) if method == "brute_force" else {}
+    return Cost(**cost).forward_equivalents - test_passes(result, trained)
 
 
 # per round of brute force: what a replayed search reads (its cost) and the truth it ends in
