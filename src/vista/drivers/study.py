@@ -220,18 +220,13 @@ def test_texts(parts: ExperimentParts) -> int:
         fed.close()
 
 
-# every ground-truth run (a result with a ``budget``) before result.json recorded its own
-# ``test_texts``: prepare.py --test 400. The first, thin study's results (no budget) are not
-# corrected: their test size was not recorded
-STUDY_TEST_TEXTS = 400
-
-
 def test_passes(result: dict[str, Any], trained: dict[str, int]) -> int:
     """Forward passes spent predicting the test splits while training each candidate its
     ``trained`` rounds: the ground truth's measurement, which no selection needs (a search ranks
     on validation). Counted from the curves (a round with ``test_accuracy`` predicted them);
-    a result without curves was written when every round did."""
-    n = result.get("test_texts", STUDY_TEST_TEXTS if "budget" in result else 0)
+    a result without curves was written when every round did. A result without ``test_texts``
+    (the first, thin study's) is not corrected: 0."""
+    n = result.get("test_texts", 0)
     curves = result.get("curves")
     tested = sum(trained.values()) if curves is None else \
         sum(1 for c, k in trained.items() for r in curves[c][:k] if "test_accuracy" in r)
