@@ -225,7 +225,7 @@ def _search_note(results: list[dict]) -> list[str]:
 
 
 def _pooling_note(results: list[dict]) -> list[str]:
-    """Which methods were scored on other features than the classifiers' own (``auto``: mean)."""
+    """Which methods were scored on other features than the classifiers' own (``gbc_prior_mean``: mean)."""
     other: dict[str, set[str]] = defaultdict(set)
     for r in results:
         for m, e in r["methods"].items():

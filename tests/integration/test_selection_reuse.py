@@ -75,7 +75,8 @@ def test_auto_on_a_sample_of_clients_and_texts(tiny_hub, tiny_data, candidates, 
     sel = _run(tiny_hub, tiny_data, tmp_path, candidates, name="auto", client_fraction=0.5, max_texts_per_client=8,
                max_seq_len=16)
     assert sel["resolved"]["auto"]["resolved_to"] == "gbc_prior" and sel["ranked_by"] == "auto"
-    assert sel["pooling"] == sel["resolved"]["auto"]["pooling"] == "mean"  # auto's own (design note 61)
+    # what each classifier reads (design note 69): the registry gives auto no pooling of its own
+    assert sel["pooling"] == "auto" and sel["resolved"]["auto"]["pooling"] is None
     assert set(sel["scores"]) == {"auto", "gbc", "param_prior"}
     assert sel["ranking"] == rank_by(sel["scores"]["auto"]) and sel["chosen"] == sel["ranking"][0]
     assert len(sel["cohort"]) == 2 and set(sel["cohort"]) <= {0, 1, 2, 3} and sel["num_clients"] == 4

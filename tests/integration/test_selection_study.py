@@ -51,7 +51,8 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for res in results:
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
-                          "random", "gbc_prior", "logme_gbc", "auto", "successive_halving", "hybrid", "brute_force"}
+                          "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "successive_halving", "hybrid",
+                          "brute_force"}
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -74,7 +75,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["hybrid"]["cost"]["forward_passes"] > lg["forward_passes"]  # statistics + its search
         setting = tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
         assert json.loads((setting / "result.json").read_text())["truth"] == truth
-        # kept: candidates x clients, for the classifiers' pooling and for auto's own (mean)
+        # kept: candidates x clients, for the classifiers' pooling and for gbc_prior_mean's own (mean)
         assert len(list((setting / "features").glob("*.npy"))) == 3 * 4 * 2
         measured_cost = json.loads((setting / "statistics" / "selection.json").read_text())["cost"]
         measured = measured_cost["bytes_up"]
@@ -83,27 +84,31 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["transrate"]["cost"]["bytes_up"] + m["gbc"]["cost"]["bytes_up"] - lg["bytes_up"] == measured
         assert m["gbc"]["cost"]["rounds"] == 2 and m["gbc"]["cost"]["forward_passes"] == lg["forward_passes"]  # cached features
         # the combined scores: computed by the server from their components' recorded values, at
-        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias, scored
-        # as a live selection=auto run scores it: on mean-pooled features, a statistics round of its own
-        assert m["gbc_prior"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"]
-        assert m["gbc"]["pooling"] == "auto" and m["auto"]["pooling"] == "mean" and "pooling" not in m["random"]
+        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias on
+        # what each classifier reads (design note 69), gbc_prior_mean the same rule scored as a live
+        # run with it scores it: on mean-pooled features, a statistics round of its own
+        assert m["gbc_prior"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"] == m["auto"]["cost"]
+        assert m["auto"]["scores"] == m["gbc_prior"]["scores"] and m["auto"]["pooling"] == "auto"
+        assert m["gbc"]["pooling"] == "auto" and m["gbc_prior_mean"]["pooling"] == "mean" and "pooling" not in m["random"]
         pooled = json.loads((setting / "statistics_mean" / "selection.json").read_text())
-        assert pooled["pooling"] == "mean" and m["auto"]["uses"] == ["gbc", "param_prior"]
-        assert m["auto"]["scores"] == pooled["scores"]["gbc_prior"] == pooled["scores"]["auto"]
-        assert {k: v for k, v in m["auto"]["cost"].items() if k != "seconds"} == \
+        mean_rule = m["gbc_prior_mean"]
+        assert pooled["pooling"] == "mean" and mean_rule["uses"] == ["gbc", "param_prior"]
+        assert mean_rule["scores"] == pooled["scores"]["gbc_prior"] == pooled["scores"]["gbc_prior_mean"]
+        assert {k: v for k, v in mean_rule["cost"].items() if k != "seconds"} == \
             {k: v for k, v in m["gbc"]["cost"].items() if k != "seconds"}
         z = {s: (lambda v: {c: (v[c] - sum(v.values()) / 3) for c in v})(pooled["scores"][s]) for s in ("gbc", "param_prior")}
-        assert rank_by(m["auto"]["scores"]) == rank_by({c: z["gbc"][c] / _pstd(z["gbc"]) + 0.5 * z["param_prior"][c]
+        assert rank_by(mean_rule["scores"]) == rank_by({c: z["gbc"][c] / _pstd(z["gbc"]) + 0.5 * z["param_prior"][c]
                                                         / _pstd(z["param_prior"]) for c in names})
 
-    # a setting finished under an earlier rule (auto on the classifiers' pooling) gets auto re-scored
-    # on its own pooling by one statistics round, the truth and everything else kept
+    # a setting finished under an earlier rule (auto on mean-pooled features, before gbc_prior_mean
+    # existed) gets gbc_prior_mean scored on its own pooling's round and auto back on the setting's
+    # own round, the truth and everything else kept
     setting = tmp_path / "runs" / "iid" / "seed0"
     before = json.loads((setting / "result.json").read_text())
     old = json.loads(json.dumps(before))
-    old["methods"]["auto"] = {**old["methods"]["gbc_prior"]}  # what the old rule recorded
+    old["methods"]["auto"] = {**old["methods"].pop("gbc_prior_mean")}  # what the old rule recorded
     (setting / "result.json").write_text(json.dumps(old))
-    assert "pooling" in old["methods"]["auto"] and old["methods"]["auto"]["pooling"] == "auto"
+    assert old["methods"]["auto"]["pooling"] == "mean"
     again = rescore_own_poolings(cfg, data, setting)
     assert again["methods"] == before["methods"] and again["truth"] == before["truth"]
     assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
@@ -122,7 +127,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     rows = json.loads((tmp_path / "pool" / "pooling.json").read_text())["rows"]
     mean_auto = [r for r in rows if r["pooling"] == "mean" and r["method"] == "gbc_prior"
                  and (r["partition"], r["seed"]) == ("iid", 0)]
-    assert mean_auto[0]["scores"] == before["methods"]["auto"]["scores"]  # the same round as the study's
+    assert mean_auto[0]["scores"] == before["methods"]["gbc_prior_mean"]["scores"]  # the same round as the study's
     assert "| gbc |" in (tmp_path / "pool" / "pooling.md").read_text()
 
     table = _script("table")
@@ -130,9 +135,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     table.main([str(tmp_path / "runs"), "--out", str(out)])
     md = (out / "table.md").read_text()
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
-    assert "but auto on mean-pooled features" in md
+    assert "but gbc_prior_mean on mean-pooled features" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 15
+    assert len(rows) == 4 * 16
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])
@@ -182,7 +187,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                          "--candidates", *names, "--epsilons", "8", "--draws", "2", "--clients", "4",
                          "--max-seq-len", "32", "--out", str(tmp_path / "priv")]) == 0
     out = json.loads((tmp_path / "priv" / "privacy.json").read_text())
-    per_draw = 15 - 4  # every score but random, the searches and brute force
+    per_draw = 16 - 4  # every score but random, the searches and brute force
     assert len(out["rows"]) == 4 * (1 + 2) * per_draw and {r["epsilon"] for r in out["rows"]} == {None, 8.0}
     assert out["report"]["8.0"]["epsilon"] == pytest.approx(8.0, rel=1e-3)
     assert out["report"]["8.0"]["composition"]["total"] == 3 * 2 + 3 + 1  # sums x 2 rounds, client scores, weights

@@ -35,22 +35,26 @@ def test_the_registry_lists_auto_as_an_alias_of_a_combination():
     assert resolved(SelectionSpec(name="gbc", candidates=("a", "b")).wanted_scores()) == {}
 
 
-def test_auto_scores_mean_pooled_features_unless_told_otherwise():
-    """The registry carries the pooling auto is meant for; selection.pooling, when set, wins; the
-    other methods keep what each classifier reads; hybrid seeded by auto encodes as auto does."""
+def test_auto_scores_what_each_classifier_reads_and_gbc_prior_mean_mean_pooled_features():
+    """The registry carries the pooling a score is meant for: auto, what each candidate's
+    classifier reads (design note 69); gbc_prior_mean, the same rule on mean-pooled features.
+    selection.pooling, when set, wins; hybrid seeded by a score encodes as that score does."""
     from hydra import compose, initialize_config_module
 
     from vista.config import validate
     from vista.selection.combine import AUTO_POOLING
 
-    assert AUTO_POOLING == "mean" and registry.SCORES["auto"].pooling == AUTO_POOLING
+    assert AUTO_POOLING is None and registry.SCORES["auto"].pooling is None
+    assert registry.SCORES["gbc_prior_mean"].alias_of == "gbc_prior" and registry.SCORES["gbc_prior_mean"].pooling == "mean"
     assert registry.SCORES["gbc_prior"].pooling is None  # the same rule under its own name: as configured
-    assert SelectionSpec(name="auto", candidates=("a", "b")).feature_pooling == "mean"
-    assert SelectionSpec(name="auto", candidates=("a", "b"), pooling="auto").feature_pooling == "auto"
+    assert SelectionSpec(name="auto", candidates=("a", "b")).feature_pooling == "auto"
+    assert SelectionSpec(name="auto", candidates=("a", "b"), pooling="mean").feature_pooling == "mean"
     assert SelectionSpec(name="logme", candidates=("a", "b")).feature_pooling == "auto"
-    assert SelectionSpec(name="logme", candidates=("a", "b"), scores=("auto",)).feature_pooling == "auto"
-    assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="auto").feature_pooling == "mean"
-    assert resolved(("auto",))["auto"]["pooling"] == "mean"
+    assert SelectionSpec(name="logme", candidates=("a", "b"), scores=("gbc_prior_mean",)).feature_pooling == "auto"
+    assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="gbc_prior_mean").feature_pooling == "mean"
+    assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="auto").feature_pooling == "auto"
+    assert resolved(("auto",))["auto"]["pooling"] is None
+    assert resolved(("gbc_prior_mean",))["gbc_prior_mean"]["pooling"] == "mean"
     with initialize_config_module(config_module="vista.conf", version_base="1.3"):
         for overrides, want in ((["selection=auto"], None), (["selection=auto", "selection.pooling=cls"], "cls"),
                                 (["selection=logme"], None)):

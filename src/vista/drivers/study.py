@@ -15,7 +15,7 @@ seeded rankings (:func:`~vista.selection.ranking.random_expectation`); the one s
 live run makes is kept beside it (``draw``).
 
 Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`), each on the
-features its registry entry is meant for (``auto``: mean-pooled; :func:`own_poolings`): a method
+features its registry entry is meant for (``gbc_prior_mean``: mean-pooled; :func:`own_poolings`): a method
 of another pooling than the classifiers' own gets a statistics round of its own.
 Statistics-score costs are per score, from what each declares: per-class Gram matrices
 (TransRate, GBC) cost bytes, a second round (GBC) costs a round and bytes (its features come
@@ -167,7 +167,7 @@ def stats_bytes(dim: int, classes: int, per_class: bool, secure_agg: bool) -> in
 
 def own_poolings() -> dict[str, tuple[str, ...]]:
     """Methods the registry means for another pooling than each classifier's own
-    (:attr:`ScoreDef.pooling <vista.selection.scores.ScoreDef.pooling>`, e.g. ``auto``: mean),
+    (:attr:`ScoreDef.pooling <vista.selection.scores.ScoreDef.pooling>`, e.g. ``gbc_prior_mean``: mean),
     by pooling: the study scores them on a statistics round of their own, as a live run does."""
     out: dict[str, list[str]] = {}
     for m in (*stat_methods(), *combined_methods()):
@@ -264,8 +264,9 @@ def curves_of(histories: dict[str, list[dict[str, Any]]], validation_key: str) -
 def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
                          result: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score every method the registry means for another pooling (:func:`own_poolings`) on a
-    statistics round of that pooling (``<out_dir>/statistics_<pooling>``), against the setting's
-    truth, and write ``result.json``. Given no ``result``, the setting's ``result.json`` is read and
+    statistics round of that pooling (``<out_dir>/statistics_<pooling>``), and every method an
+    earlier rule scored on another pooling than the one it is now meant for on the setting's own
+    round, against the setting's truth, and write ``result.json``. Given no ``result``, the setting's ``result.json`` is read and
     only the methods not yet scored on their own pooling are (a finished setting of an earlier
     rule: one statistics round, not the brute force again)."""
     path = out_dir / "result.json"
@@ -275,6 +276,17 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
         changed = "budget" not in result  # a result of before budgets were recorded gets its budget
         result["budget"] = check_budget(cfg, out_dir)
     names, truth, tol = result["candidates"], result["truth"], result.get("tie_tol", cfg.tie_tol)
+    # scored on another pooling under an earlier rule, now meant for the classifiers' own (auto,
+    # design note 69): back to the setting's own statistics round, which is reused
+    back = [m for m in (*stat_methods(), *combined_methods()) if SCORES[m].pooling in (None, "auto")
+            and result["methods"].get(m, {}).get("pooling", "auto") != "auto"]
+    if back:
+        parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
+        spec = _stats_spec(cfg, out_dir, "auto")
+        got, _ = _score_methods(_run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics"),
+                                spec, names, truth, tol, "auto")
+        result["methods"].update({m: got[m] for m in back})
+        changed = True
     for pooling, wanted in own_poolings().items():
         todo = [m for m in wanted if result["methods"].get(m, {}).get("pooling") != pooling]
         if not todo:

@@ -120,7 +120,7 @@ class SelectionSpec:
     # budgeted search (successive_halving, hybrid; brute_force uses max_rounds)
     r0: int = 1  # rounds of the first rung
     eta: int = 2  # keep the best 1/eta each rung, multiply the rounds by eta
-    top_k: int = 3  # hybrid: candidates kept by the score
+    top_k: int = 2  # hybrid: candidates kept by the score (design note 69)
     max_rounds: int | None = None  # None: fl.rounds (brute force trains every candidate this long)
     # the searches train on each client's train split less a validation split of this fraction
     # (seeded by the run seed, at least 1 text of a client with 2) and rank on it: never on the test split
