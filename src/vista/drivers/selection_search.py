@@ -11,7 +11,8 @@ Every stretch trains on the clients' train splits less the validation split held
 split, which the results are judged on, decides nothing. So unless the config sets
 ``fl.test_every``, the stretches score the test splits only in the search's last round (the
 chosen model's, and every candidate's under brute force): other rounds predict only the
-validation split, which saves a fifth of a round's compute at the study's budget.
+validation split: a fifth of such a round's compute at the study's budget, a sixth of a
+6-round brute force.
 """
 
 from __future__ import annotations
