@@ -6,8 +6,9 @@ Per round: sample clients (seeded) -> broadcast the global trainable state (in
 every ``eval_every`` rounds and in the last, score the global model on the test split and
 on every client's own test split, and on the clients' validation splits held out of their
 training data with ``fl.val_fraction`` (parallel, fixed shards, per-example predictions; with
-``fl.test_every``, the test splits only every that many rounds and in the last) -> record. The best round's state and full evaluation (global and per client) are kept for
-the summary and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross
+``fl.test_every``, the test splits only every that many rounds and in the last) -> record.
+The best round's state and full evaluation (global and per client) are kept for the summary
+and ``adapter_best.safetensors``. Only trainable tensors and small arrays cross
 process boundaries, and the bytes each client sends and receives are counted exactly.
 
 :class:`FedPEFTRecipe` is torchtune-style: one method per task, the state that carries
