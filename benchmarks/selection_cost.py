@@ -51,11 +51,12 @@ COMPARED = ("logme", "successive_halving", "hybrid")
 
 def ratios(result: dict) -> dict[str, dict[str, float]]:
     bf = result["methods"]["brute_force"]["cost"]
+    bf_compute = selection_compute(result, "brute_force")  # less its test-split predictions
     out = {}
     for m in ("brute_force", *COMPARED):
         e = result["methods"][m]
         c = e["cost"]
-        out[m] = {"compute_ratio": selection_compute(result, m) / selection_compute(result, "brute_force"),
+        out[m] = {"compute_ratio": selection_compute(result, m) / bf_compute,
                   "bytes_ratio": (c["bytes_up"] + c["bytes_down"]) / (bf["bytes_up"] + bf["bytes_down"]),
                   "seconds_ratio": c["seconds"] / bf["seconds"] if bf["seconds"] else float("nan"),
                   **_quality(result["truth"], e)}

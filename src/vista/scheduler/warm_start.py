@@ -220,7 +220,6 @@ def _fork_server(preload: list[str]) -> bool:
     return True
 
 
-
 def warm_up_for(scheduler: Any, model: Any = None, from_parent: bool = False) -> bool:
     """:func:`warm_up` when a run with this scheduler (a SchedulerSpec, or its resolved config)
     will start worker processes: the process backend with workers. ``model``: its ModelSpec (or
