@@ -9,9 +9,9 @@ round under ``selection.privacy.dp_epsilon = E``: the whole run's budget, compos
 it releases (every candidate's sums in each round, the clients' own scores and weights), as
 a live ``selection=`` run spends it. Each epsilon is run ``--draws`` times with other noise seeds
 (``parts.seed``; the clients, their texts and the partition stay the setting's). The features are
-read back from the setting's store, so a run encodes only the server's public probe texts. A run
-without DP re-scores the same way first and must equal the setting's own scores (a check that
-the store reproduces the study).
+read back from the setting's store (the server's public probe texts' too, after a first run), so a
+run encodes nothing. A run without DP re-scores the same way first and must equal the setting's
+own scores (a check that the store reproduces the study).
 
 Quality is measured against the setting's ground truth (the mean over its seeds, ties within
 ``--tie-tol``), every score as the study does (``vista.drivers.study.quality_of``). Writes

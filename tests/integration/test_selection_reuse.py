@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from support.experiments import tiny_parts
 
@@ -97,20 +98,59 @@ def test_the_pca_round_reuses_features_across_worker_processes(tiny_hub, tiny_da
 def test_a_feature_store_lets_a_second_run_encode_nothing(tiny_hub, tiny_data, candidates, tmp_path, encoded,
                                                           one_torch_thread):
     """A study re-scoring the same clients (a DP sweep) keeps their features across runs: the
-    second run reads them back, encodes only the public probe texts, and scores the same."""
+    second run reads them back (the server's public probe texts' too), encodes nothing and
+    scores the same."""
     store = tmp_path / "store"
     first = _run(tiny_hub, tiny_data, tmp_path / "a", candidates, scores=SCORES, feature_store=str(store))
     admitted = sum(r["examples"] for r in first["clients"])
     assert encoded == {n: admitted + len(PROBE_TEXTS) for n in NAMES}  # round 1 fills it, GBC's round reads it
     kept = sorted(p.name for p in store.glob("*.npy"))
-    assert len(kept) == len(NAMES) * 4  # one file per candidate and client, still there after the run
+    assert len(kept) == len(NAMES) * (4 + 1)  # one file per candidate and client (and the probe), kept after the run
 
     encoded.clear()
     second = _run(tiny_hub, tiny_data, tmp_path / "b", candidates, scores=SCORES, feature_store=str(store))
-    assert encoded == {n: len(PROBE_TEXTS) for n in NAMES} and second["cost"]["forward_passes"] == 0
+    assert not encoded and second["cost"]["forward_passes"] == 0  # not even the public probe texts
     assert sorted(p.name for p in store.glob("*.npy")) == kept
     for s in ("logme", *SCORES):
         assert second["scores"][s] == pytest.approx(first["scores"][s], rel=1e-12, abs=0), s
 
     with pytest.raises(Exception, match="feature_cache_mb > 0"):
         SelectionSpec(name="logme", candidates=candidates, feature_store=str(store), feature_cache_mb=0)
+
+
+def test_a_capped_rescore_reads_its_rows_from_the_uncapped_store(tiny_hub, tiny_data, candidates, tmp_path, encoded,
+                                                                 one_torch_thread):
+    """A study measuring what a text cap costs (sampling_cost.py) re-scores from the store of all
+    the texts: the capped texts' rows are sliced out, nothing is encoded, and the scores are the
+    ones a capped run that encodes its texts gets."""
+    store = tmp_path / "store"
+    _run(tiny_hub, tiny_data, tmp_path / "all", candidates, scores=SCORES, feature_store=str(store))
+    kept = sorted(p.name for p in store.glob("*.npy"))
+
+    encoded.clear()
+    sliced = _run(tiny_hub, tiny_data, tmp_path / "sliced", candidates, scores=SCORES, feature_store=str(store),
+                  max_texts_per_client=8)
+    assert not encoded and sliced["cost"]["forward_passes"] == 0
+    assert sorted(p.name for p in store.glob("*.npy")) == kept  # read, never written
+    assert all(r["examples"] <= 8 for r in sliced["clients"])
+
+    encoded.clear()
+    own = tmp_path / "own"  # a capped run that encodes its texts, keeping what it encoded
+    plain = _run(tiny_hub, tiny_data, tmp_path / "plain", candidates, scores=SCORES, max_texts_per_client=8,
+                 feature_store=str(own))
+    capped_texts = sum(r["examples"] for r in plain["clients"])
+    assert encoded == {n: capped_texts + len(PROBE_TEXTS) for n in NAMES}
+    assert [r["examples"] for r in sliced["clients"]] == [r["examples"] for r in plain["clients"]]
+    # every row a capped client encoded is a row of its uncapped entry (float32 rounding aside:
+    # the store's texts were encoded in other batches, other padding lengths)
+    full = [np.load(p) for p in store.glob("*.npy")]
+    for p in own.glob("*.npy"):
+        rows = np.load(p)
+        assert any(f.shape[1] == rows.shape[1] and f.shape[0] >= rows.shape[0]
+                   and all(np.abs(f - r).max(axis=1).min() < 1e-5 for r in rows) for f in full), p.name
+    for s in ("logme", "hscore", "avg_logme"):
+        assert sliced["scores"][s] == pytest.approx(plain["scores"][s], rel=1e-6), s
+    # per-class moments of 2-3 texts (GBC's variances in the PCA space, TransRate's and the
+    # Ledoit-Wolf shrinkage's) magnify that rounding (GBC by up to 4.5e-4 in the runs seen)
+    for s in ("gbc", "reg_hscore", "transrate"):
+        assert sliced["scores"][s] == pytest.approx(plain["scores"][s], rel=1e-3), s

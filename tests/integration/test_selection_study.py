@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "selection_study" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # a dataclass looks its module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -75,8 +77,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["hybrid"]["cost"]["forward_passes"] > lg["forward_passes"]  # statistics + its search
         setting = tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
         assert json.loads((setting / "result.json").read_text())["truth"] == truth
-        # kept: candidates x clients, for the classifiers' pooling and for gbc_prior_mean's own (mean)
-        assert len(list((setting / "features").glob("*.npy"))) == 3 * 4 * 2
+        # kept: candidates x (clients + the server's probe), for the classifiers' pooling and for
+        # gbc_prior_mean's own (mean)
+        assert len(list((setting / "features").glob("*.npy"))) == 3 * (4 + 1) * 2
         measured_cost = json.loads((setting / "statistics" / "selection.json").read_text())["cost"]
         measured = measured_cost["bytes_up"]
         assert m["gbc"]["cost"]["bytes_down"] == measured_cost["bytes_down"] > 0  # the PCA bases sent out
@@ -109,6 +112,10 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     old["methods"]["auto"] = {**old["methods"].pop("gbc_prior_mean")}  # what the old rule recorded
     (setting / "result.json").write_text(json.dumps(old))
     assert old["methods"]["auto"]["pooling"] == "mean"
+    mean_round = setting / "statistics_mean" / "selection.json"  # ... whose round never computed gbc_prior_mean
+    stats = json.loads(mean_round.read_text())
+    del stats["scores"]["gbc_prior_mean"]
+    mean_round.write_text(json.dumps(stats))
     again = rescore_own_poolings(cfg, data, setting)
     assert again["methods"] == before["methods"] and again["truth"] == before["truth"]
     assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
@@ -208,6 +215,52 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     sel = json.loads((tmp_path / "privacy_k4_runs" / setting / "no_dp" / "selection.json").read_text())
     assert sel["dims"] == dict.fromkeys(names, 4) and sel["cost"]["forward_passes"] == 0
     assert "4 dimensions" in (tmp_path / "priv" / "privacy_k4.md").read_text()
+
+    # sampling_cost.py: every run re-scored at a text cap and at half the clients, two draws each,
+    # from the kept features (a capped client's rows sliced out of its uncapped ones)
+    sampling = _script("sampling_cost")
+    assert sampling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                          "--candidates", *names, "--caps", "10", "--fractions", "0.5", "--draws", "2",
+                          "--clients", "4", "--max-seq-len", "32", "--out", str(tmp_path / "samp")]) == 0
+    out = json.loads((tmp_path / "samp" / "sampling.json").read_text())
+    knobs = ("uncapped", "max_texts_per_client=10", "client_fraction=0.5")
+    assert len(out["rows"]) == 4 * (1 + 2 + 2) * 3 and {r["knob"] for r in out["rows"]} == set(knobs)
+    for res in results:
+        bf = selection_compute(res, "brute_force")
+        mine = [r for r in out["rows"] if (r["partition"], r["seed"], r["method"]) == (res["partition"], res["seed"],
+                                                                                       "auto")]
+        own = next(r for r in mine if r["knob"] == "uncapped")
+        assert own["chosen"] == res["methods"]["auto"]["chosen"] and own["kept_pick"]
+        assert own["compute_vs_bf"] == pytest.approx(res["methods"]["auto"]["cost"]["forward_passes"] / bf)
+        for r in mine:
+            if r["knob"] != "uncapped":
+                assert r["compute_vs_bf"] < own["compute_vs_bf"] and r["kept_pick"] == (r["chosen"] == own["chosen"])
+        runs = tmp_path / "sampling_runs" / data.name.removesuffix("_data.h5") / res["partition"] / f"seed{res['seed']}"
+        capped = [json.loads((runs / "max_texts_per_client=10" / f"draw{d}" / "selection.json").read_text())
+                  for d in (0, 1)]
+        assert all(d["cost"]["forward_passes"] == 0 for d in capped)  # sliced from the store, nothing encoded
+        assert all(r["examples"] <= 10 for d in capped for r in d["clients"])
+        halves = [json.loads((runs / "client_fraction=0.5" / f"draw{d}" / "selection.json").read_text())
+                  for d in (0, 1)]
+        assert all(len(d["cohort"]) == 2 for d in halves)
+    summary = {(s["knob"], s["method"]): s for s in out["summary"]}
+    assert set(summary) == {(k, m) for k in knobs for m in ("auto", "gbc", "logme")}
+    best, why = sampling.decide(out["summary"])
+    assert out["decision"] == best and len(why) == 2 and "Decision:" in (tmp_path / "samp" / "sampling.md").read_text()
+    # the registered rule: a knob that kept every pick, kept the tau-b and spent <= 1/20 passes
+    fake = [{"knob": "uncapped", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.06,
+             "compute_vs_bf": 0.06},
+            {"knob": "a", "method": "auto", "kendall_tau": 0.79, "kept_pick": 1.0, "worst_compute_vs_bf": 0.04,
+             "compute_vs_bf": 0.04},
+            {"knob": "b", "method": "auto", "kendall_tau": 0.8, "kept_pick": 0.9, "worst_compute_vs_bf": 0.02,
+             "compute_vs_bf": 0.02},
+            {"knob": "c", "method": "auto", "kendall_tau": 0.7, "kept_pick": 1.0, "worst_compute_vs_bf": 0.02,
+             "compute_vs_bf": 0.02},
+            {"knob": "d", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.051,
+             "compute_vs_bf": 0.03}]
+    best, why = sampling.decide(fake)
+    assert best == "a" and why[0] == "a: passes" and "kept the pick" in why[1] and "tau-b" in why[2]
+    assert "compute" in why[3]
 
 
 def test_a_missing_score_ranks_last_in_the_study_as_in_a_live_run():

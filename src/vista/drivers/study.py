@@ -42,6 +42,7 @@ from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec
+from vista.selection.combine import server_scores
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
 from vista.selection.ranking import missing_last, random_expectation, selection_quality
@@ -341,6 +342,8 @@ def _score_methods(stats: dict[str, Any], stats_spec: SelectionSpec, names: list
     for m in combined_methods():  # its components share one encode: it costs what its dearest component does
         costs = [stat_costs[u] for u in SCORES[m].uses if u in stat_costs]
         cost = max(costs, key=lambda c: (c.rounds, c.forward_passes, c.bytes_up), default=Cost())
+        if m not in stats["scores"]:  # a round run before m was registered: the server's rule on its components
+            server_scores([m], names, {}, 0, stats["scores"])
         methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, uses=list(SCORES[m].uses), pooling=pooling)
     return methods, stat_costs
 

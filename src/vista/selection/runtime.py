@@ -108,11 +108,20 @@ class StatisticsRuntime:
 
     def probe(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """The server's shift for a candidate: its mean feature of the public probe texts,
-        rounded to float32 (a short, exact number every client receives as is)."""
-        enc = self._public_projection(self.encoder(key[0]), key[0])
-        f = np.concatenate(list(enc.features(list(PROBE_TEXTS), len(PROBE_TEXTS), self.args.max_seq_len)))
+        rounded to float32 (a short, exact number every client receives as is). A feature store
+        keeps the probe's features too (as client -1), so a study's re-scoring loads no model."""
+        a, candidate = self.args, key[0]
+        store_key = feature_key(a.candidates[candidate].name, -1, a.pooling, a.max_seq_len,
+                                np.arange(len(PROBE_TEXTS)))
+        cached = self.cache.get(store_key) if a.keep_features else None
+        base: Any = CachedEncoder(cached) if cached is not None else self.encoder(candidate)
+        recording = RecordingEncoder(base) if a.keep_features and cached is None else None
+        enc = self._public_projection(recording or base, candidate)  # the store keeps the model's own features
+        f = np.concatenate(list(enc.features(list(PROBE_TEXTS), len(PROBE_TEXTS), a.max_seq_len)))
+        if recording is not None:
+            self.cache.put(store_key, recording.recorded())
         return {"shift": np.asarray(f, dtype=np.float64).mean(axis=0).astype(np.float32).astype(np.float64),
-                "forward_passes": len(PROBE_TEXTS)}
+                "forward_passes": 0 if cached is not None else len(PROBE_TEXTS)}
 
     def _public_projection(self, enc: Any, candidate: int) -> Any:
         """``enc`` whose features go through the public random basis first (``project_dim``), or
@@ -129,12 +138,15 @@ class StatisticsRuntime:
         second = payload.get("basis") is not None  # the PCA round: centred features on the pooled PCA basis
         if self._partition is None:
             self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
-        idx = capped(np.asarray(self._partition.clients[client].train, dtype=np.int64), a.max_texts, a.seed, client)
+        every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
+        idx = capped(every, a.max_texts, a.seed, client)
         labels = np.asarray(self.data.labels(idx), dtype=np.int64)
         adm = admit(labels, a.num_labels, a.privacy)
         kept = idx[adm.keep]  # what client_statistics encodes
         cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
         cached = self.cache.get(cache_key) if (second or a.keep_features) and adm.eligible else None
+        if cached is None and a.keep_features and adm.eligible and len(idx) < len(every):
+            cached = self._rows_of_uncapped(candidate, client, every, kept)
         enc: Any = CachedEncoder(cached) if cached is not None else None  # a hit loads no model
         if enc is None and (adm.eligible or not second):
             enc = self.encoder(candidate)
@@ -169,6 +181,23 @@ class StatisticsRuntime:
                 "eligible": bool(adm.eligible), "reason": adm.reason,
                 "withheld_classes": list(adm.withheld_classes), "local_logme": local, "local_weight": weight,
                 "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None), "cached": cached is not None}
+
+    def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
+        """A capped client's features sliced from a kept store entry of all its texts, or None.
+
+        A study re-scoring its clients at a text cap (``sampling_cost.py``) then encodes nothing:
+        capping only lowers class counts, so the admitted capped texts are a subset of the
+        admitted uncapped ones, whose features are the same rows (same model, pooling, length)."""
+        a = self.args
+        full_adm = admit(np.asarray(self.data.labels(every), dtype=np.int64), a.num_labels, a.privacy)
+        full = every[full_adm.keep]
+        rows = self.cache.get(feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, full))
+        if rows is None or rows.shape[0] != len(full):
+            return None
+        position = {int(t): i for i, t in enumerate(full)}
+        if any(int(t) not in position for t in kept):
+            return None
+        return rows[[position[int(t)] for t in kept]]
 
     def close(self) -> None:
         if not self.args.keep_features:

@@ -1,0 +1,220 @@
+"""What sampling the statistics round costs auto in ranking quality (issue 16.5).
+
+    python experiments/selection_study/sampling_cost.py --runs WORK/runs --data WORK/data --hub models \
+        --caps 16 32 48 60 --fractions 0.5 --draws 5 --out experiments/selection_study/results/ground_truth
+
+auto's compute is its statistics round: one encode of every admitted text per candidate. Two
+knobs cut it, both seeded by the run's seed: ``selection.max_texts_per_client`` (a sample of each
+client's texts) and ``selection.client_fraction`` (a sample of the clients). This re-runs the live
+statistics round of every finished study setting that kept its features (``run_study.py
+--keep-features``) under each knob, ``--draws`` times with other seeds (``setting seed +
+DRAW_SEED (draw + 1)``: other texts and clients, the same partition). A capped client's features
+are rows of its kept uncapped ones and the probe's features are kept too, so nothing is encoded.
+
+Each draw is compared with the setting's own uncapped statistics round (``result.json``) and with
+its ground truth (the mean over its seeds, ties within ``--tie-tol``). The compute a live run
+would spend is every admitted text once per candidate, against brute force's selection compute
+(``vista.drivers.study.selection_compute``: its training, without the test split's predictions).
+Writes ``sampling.md`` (per knob and method: tau-b, regret, how often the uncapped pick was kept
+and the best picked, compute) and ``sampling.json`` (every draw) to ``--out``, and applies the
+decision rule registered in the study README before this was run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import mean, stdev
+
+from vista.drivers.study import (
+    StudyConfig,
+    _run_or_reuse,
+    quality_of,
+    selection_compute,
+    setting_parts,
+)
+from vista.selection.spec import SelectionSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from privacy_cost import _same, _truths, study_args, study_config  # noqa: E402
+
+DRAW_SEED = 3000  # the draws' run seeds: setting seed + DRAW_SEED * (draw + 1)
+METHODS = ("auto", "gbc", "logme")  # auto (= gbc_prior: GBC and the size prior) and two of its peers
+TARGET = 1 / 20  # issue 16.5: compute <= 1/20 of brute force at the study's budget
+TAU_SLACK = 0.02  # the registered rule: mean tau-b within this of the uncapped mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One way of sampling the statistics round."""
+
+    max_texts_per_client: int | None = None
+    client_fraction: float = 1.0
+
+    @property
+    def label(self) -> str:
+        if self.max_texts_per_client is not None:
+            return f"max_texts_per_client={self.max_texts_per_client}"
+        return f"client_fraction={self.client_fraction:g}"
+
+
+def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Knob, draw: int, out: Path) -> dict:
+    """One statistics round of ``setting`` under ``knob``, draw ``draw``, from its kept features."""
+    parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
+    spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
+                         feature_store=str(setting / "features"), max_texts_per_client=knob.max_texts_per_client,
+                         client_fraction=knob.client_fraction)
+    seed = result["seed"] + DRAW_SEED * (draw + 1)
+    return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=seed), out / knob.label / f"draw{draw}")
+
+
+def reproduce(cfg: StudyConfig, setting: Path, data: Path, result: dict, out: Path) -> None:
+    """The setting's own statistics round again, from its store (a store that lacks the features
+    gets them encoded once, uncapped, for the draws to slice): it must give the study's scores."""
+    parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
+    spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
+                         feature_store=str(setting / "features"))
+    sel = _run_or_reuse(dataclasses.replace(parts, selection=spec), out / "uncapped")
+    off = [m for m in METHODS if not _same(sel["scores"][m], result["methods"][m]["scores"])]
+    if off:
+        raise SystemExit(f"{setting}: re-scored {off} differ from the study's: a stale feature store?")
+
+
+def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, draw: int,
+            tie_tol: float) -> list[dict]:
+    """One row per method: its quality against the truth, whether it kept the uncapped pick, and
+    the compute a live run would spend (``sel`` None: the setting's own uncapped round)."""
+    bf = selection_compute(result, "brute_force")
+    if sel is None:
+        passes = result["methods"]["auto"]["cost"]["forward_passes"]
+        scores = {m: result["methods"][m]["scores"] for m in METHODS}
+    else:
+        passes = sum(r["examples"] for r in sel["clients"]) * len(result["truth"])  # one encode per text and candidate
+        scores = {m: sel["scores"][m] for m in METHODS}
+    rows = []
+    for m in METHODS:
+        q = quality_of(truth, scores[m], tie_tol)
+        own = quality_of(truth, result["methods"][m]["scores"], tie_tol)
+        rows.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"],
+                     "knob": knob, "draw": draw, "method": m, "kendall_tau": q["kendall_tau"],
+                     "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
+                     "kept_pick": q["chosen"] == own["chosen"], "forward_passes": passes, "compute_vs_bf": passes / bf})
+    return rows
+
+
+def summary(rows: list[dict], knobs: list[str]) -> list[dict]:
+    """Per knob and method: means over runs (each run's draws averaged first), worst cases, the rule."""
+    out = []
+    for k in knobs:
+        for m in METHODS:
+            sel = [r for r in rows if r["knob"] == k and r["method"] == m]
+            runs = sorted({(r["data"], r["partition"], r["seed"]) for r in sel})
+            per_run = [[r for r in sel if (r["data"], r["partition"], r["seed"]) == run] for run in runs]
+            taus = [mean(r["kendall_tau"] for r in g) for g in per_run]
+            out.append({"knob": k, "method": m, "runs": len(runs), "draws": len(sel),
+                        "kendall_tau": mean(taus),
+                        "tau_sd_over_draws": _mean_sd([[r["kendall_tau"] for r in g] for g in per_run]),
+                        "mean_regret": mean(r["top1_regret"] for r in sel),
+                        "worst_regret": max(r["top1_regret"] for r in sel),
+                        "kept_pick": mean(float(r["kept_pick"]) for r in sel),
+                        "picked_best": mean(float(r["chosen"] == r["best"]) for r in sel),
+                        "compute_vs_bf": mean(mean(r["compute_vs_bf"] for r in g) for g in per_run),
+                        "worst_compute_vs_bf": max(r["compute_vs_bf"] for r in sel)})
+    return out
+
+
+def _mean_sd(groups: list[list[float]]) -> float:
+    """The mean over runs of the standard deviation over a run's draws (0 for one draw)."""
+    return mean(stdev(g) if len(g) > 1 else 0.0 for g in groups)
+
+
+def decide(summ: list[dict]) -> tuple[str | None, list[str]]:
+    """The registered rule: of the knobs whose auto kept the uncapped pick in every draw, whose mean
+    tau-b is within TAU_SLACK of the uncapped mean and whose compute is <= TARGET in every run,
+    the cheapest; None when no knob passes. Returns it and one line per knob saying why."""
+    auto = {s["knob"]: s for s in summ if s["method"] == "auto"}
+    base = auto["uncapped"]
+    lines, passing = [], []
+    for k, s in auto.items():
+        if k == "uncapped":
+            continue
+        checks = {"kept the pick in every draw": s["kept_pick"] == 1.0,
+                  f"tau-b within {TAU_SLACK} of uncapped": s["kendall_tau"] >= base["kendall_tau"] - TAU_SLACK,
+                  f"compute <= 1/{round(1 / TARGET)} in every run": s["worst_compute_vs_bf"] <= TARGET}
+        failed = [c for c, ok in checks.items() if not ok]
+        if not failed:
+            passing.append(k)
+        lines.append(f"{k}: {'passes' if not failed else 'fails: ' + '; '.join(failed)}")
+    best = min(passing, key=lambda k: auto[k]["compute_vs_bf"], default=None)
+    return best, lines
+
+
+def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | None, list[str]]) -> str:
+    lines = ["# What sampling the statistics round costs auto", "",
+             f"{len(runs)} study runs ({', '.join(runs)}), {draws} seeded draws per knob (other texts and "
+             "clients each draw), re-scored from each run's kept features. tau-b and regret against the "
+             "setting's ground truth (ties within the study's tolerance); 'kept' is the share of draws that "
+             "picked what the run's own uncapped statistics round picked; compute is a live run's forward "
+             "passes (every admitted text once per candidate) over brute force's selection compute, the mean "
+             "over runs and the worst run.", "",
+             "| knob | method | tau-b | sd over draws | mean regret | worst regret | kept pick | picked best "
+             "| compute vs BF | worst run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summ:
+        lines.append(f"| {s['knob']} | {s['method']} | {s['kendall_tau']:.2f} | {s['tau_sd_over_draws']:.2f} | "
+                     f"{s['mean_regret']:.3f} | {s['worst_regret']:.3f} | {s['kept_pick']:.2f} | "
+                     f"{s['picked_best']:.2f} | {s['compute_vs_bf']:.4f} | {s['worst_compute_vs_bf']:.4f} |")
+    best, why = decision
+    lines += ["", "The rule registered before this ran (study README): the cheapest knob whose auto kept its "
+              f"uncapped pick in every draw, kept its mean tau-b within {TAU_SLACK} and spends <= 1/20 of brute "
+              "force in every run.", "", *(f"- {w}" for w in why), "",
+              f"Decision: {best if best else 'no knob passes; auto samples nothing'}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study_args(p)
+    p.add_argument("--caps", nargs="*", type=int, default=[16, 32, 48, 60], help="max_texts_per_client values")
+    p.add_argument("--fractions", nargs="*", type=float, default=[0.5], help="client_fraction values")
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--work", type=Path, default=None,
+                   help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
+    a = p.parse_args(argv)
+    cfg = study_config(a)
+    found = sorted(a.runs.rglob("result.json"))
+    results = {f.parent: json.loads(f.read_text()) for f in found if (f.parent / "features").is_dir()}
+    if not results:
+        raise SystemExit(f"no finished setting with kept features under {a.runs} (run_study.py --keep-features)")
+    truths = _truths(list(results.values()))
+    knobs = [Knob(max_texts_per_client=c) for c in a.caps] + [Knob(client_fraction=f) for f in a.fractions]
+    rows: list[dict] = []
+    for setting, res in results.items():
+        truth = truths[(res["data"], res["partition"])]
+        rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol)
+        work = (a.work or a.runs.parent / "sampling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
+        reproduce(cfg, setting, a.data, res, work)
+        for knob in knobs:
+            for d in range(a.draws):
+                t0 = time.perf_counter()
+                sel = rescore(cfg, setting, a.data, res, knob, d, work)
+                rows += rows_of(res, truth, sel, knob.label, d, a.tie_tol)
+                print(f"{setting.relative_to(a.runs)} {knob.label} draw {d}: {time.perf_counter() - t0:.0f}s, "
+                      f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
+    labels = ["uncapped", *(k.label for k in knobs)]
+    summ = summary(rows, labels)
+    decision = decide(summ)
+    runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "sampling.json").write_text(json.dumps({"rows": rows, "summary": summ, "decision": decision[0],
+                                                     "why": decision[1], "tie_tol": a.tie_tol}, indent=1))
+    (a.out / "sampling.md").write_text(table(summ, runs, a.draws, decision))
+    print(f"wrote {a.out / 'sampling.md'}, {a.out / 'sampling.json'}; decision: {decision[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
