@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path, help="the study's runs folder (result.json files under it)")
     p.add_argument("--work", type=Path, default=None,
                    help="the work runs folder whose brute_force/selection.json fills in missing curves")
-    p.add_argument("--scores", nargs="+", default=["logme", "gbc_prior", "auto"],
-                   help="shortlist scores for hybrid (default: logme, the study's, then gbc_prior and auto)")
+    p.add_argument("--scores", nargs="+", default=["logme", "auto", "gbc_prior_mean"],
+                   help="shortlist scores for hybrid (default: logme, the study's, then auto and the mean-pooled "
+                        "rule; gbc_prior is auto's alias target, the same numbers)")
     p.add_argument("--top-k", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--search-rounds", nargs="+", type=int, default=None,
                    help="how far a rung may train (default: the budget's rounds; fewer: a quicker choice "
