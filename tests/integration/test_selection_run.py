@@ -19,7 +19,7 @@ from vista.models.hub import ModelSpec
 from vista.selection import metrics
 from vista.selection.features import FrozenEncoder
 from vista.selection.privacy import PrivacySpec
-from vista.selection.search import ReplayOracle, successive_halving
+from vista.selection.search import ReplayOracle, hybrid, successive_halving
 from vista.selection.spec import SelectionSpec
 from vista.selection.stats import SufficientStats
 
@@ -182,6 +182,12 @@ def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_dat
     # the survivor was continued, not retrained: its stretches are separate run directories
     chosen = sh["chosen"]
     assert sorted(p.name for p in (tmp_path / "sh" / "search" / chosen).iterdir()) == ["rounds_1-1", "rounds_2-2"]
+    # hybrid shortlists by auto unless told (design note 70), then halves like the replay
+    hy = run_selection(_parts(tiny_hub, tiny_data, candidates, SelectionSpec(name="hybrid", candidates=candidates)),
+                       tmp_path / "hy")["selection"]
+    seeded = hybrid(hy["scores"]["auto"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
+    assert set(hy["scores"]) >= {"auto", "gbc", "param_prior"} and "logme" not in hy["scores"]
+    assert hy["chosen"] == seeded.chosen and hy["search"]["cost"]["rounds"] == seeded.cost.rounds
 
 
 def test_then_finetune_trains_the_chosen_model(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread):

@@ -106,7 +106,8 @@ NAMES = ("a", "b", "c", "d", "e")
     ("avg_logme", (), Releases(5, 5, 1)),  # the sums still go up, then the scores, the weights once
     ("borda", (), Releases(5, 5, 1)),
     ("logme", ("gbc", "borda", "avg_logme"), Releases(10, 5, 1)),
-    ("hybrid", (), Releases(5, 0, 0)),  # its LogME round (the training is not DP)
+    ("hybrid", (), Releases(10, 0, 0)),  # its shortlist score, auto: GBC's two rounds (the training is not DP)
+    ("hybrid", ("logme",), Releases(10, 0, 0)),  # LogME shares round 1
 ])
 def test_releases_counted_per_method(method, scores, expected):
     spec = SelectionSpec(name=method, candidates=NAMES, scores=scores)

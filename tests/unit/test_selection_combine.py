@@ -53,6 +53,10 @@ def test_auto_scores_what_each_classifier_reads_and_gbc_prior_mean_mean_pooled_f
     assert SelectionSpec(name="logme", candidates=("a", "b"), scores=("gbc_prior_mean",)).feature_pooling == "auto"
     assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="gbc_prior_mean").feature_pooling == "mean"
     assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="auto").feature_pooling == "auto"
+    # hybrid shortlists by auto unless told (design note 70: registered, decided on bbc alpha = 0.1)
+    hy = SelectionSpec(name="hybrid", candidates=("a", "b"))
+    assert hy.ranking_score == "auto" and hy.statistics_scores() == ("gbc",) and hy.rounds == 2
+    assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="logme").ranking_score == "logme"
     assert resolved(("auto",))["auto"]["pooling"] is None
     assert resolved(("gbc_prior_mean",))["gbc_prior_mean"]["pooling"] == "mean"
     with initialize_config_module(config_module="vista.conf", version_base="1.3"):

@@ -36,7 +36,7 @@ SEARCH_METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("successive_halving", SEARCH),
-        Method("hybrid", SEARCH, "logme"),  # metric top-k, then successive halving
+        Method("hybrid", SEARCH, "auto"),  # metric top-k (auto: design note 70), then successive halving
         Method("brute_force", SEARCH),  # every candidate for the full budget: the ground truth
     )
 }
@@ -97,7 +97,7 @@ class SelectionSpec:
 
     name: str = "none"
     candidates: tuple[ModelSpec | str, ...] = DEFAULT_CANDIDATES
-    metric: str | None = None  # hybrid's seeding score (default logme); the method's own otherwise
+    metric: str | None = None  # hybrid's seeding score (default auto, design note 70); the method's own otherwise
     scores: tuple[str, ...] = ()  # extra statistics scores to record alongside (e.g. all of them)
     # None: the ranking score's own (the registry's: auto's is mean), else auto | cls | mean | last
     # (auto: what each candidate's classifier reads; vista.selection.features)
