@@ -201,6 +201,16 @@ def test_then_finetune_trains_the_chosen_model(tiny_hub, tiny_data, candidates, 
     assert summary["test_accuracy"] == ft["test_accuracy"]
 
 
+def test_a_round_that_admits_no_client_is_a_user_error(tiny_hub, tiny_data, candidates, tmp_path):
+    """auto caps each client's texts (48 by default): a cap under the guard's min_examples admits
+    nobody, and the run says so in one line instead of failing in GBC's PCA round."""
+    from vista.errors import UserError
+
+    spec = SelectionSpec(name="auto", candidates=candidates, max_texts_per_client=4)  # GUARDED: min 8
+    with pytest.raises(UserError, match=r"admitted none of the 4 clients .*min_examples=8.*max_texts_per_client=4"):
+        run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "none")
+
+
 def test_selection_errors_are_useful(tiny_hub, tiny_data, candidates, tmp_path):
     missing = (*candidates, ModelSpec(name="nope", hub_dir=str(tmp_path), hub_name="nope"))
     with pytest.raises(Exception, match="nope"):

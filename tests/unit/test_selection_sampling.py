@@ -21,12 +21,15 @@ def _spec(**kw) -> SelectionSpec:
     return SelectionSpec(name="auto", candidates=("a", "b"), **kw)
 
 
-def test_defaults_keep_every_client_and_text():
+def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
     spec = _spec()
     assert spec.client_fraction == 1.0 and spec.max_texts_per_client is None and spec.cohort_size(10) is None
-    cfg = validate(_compose("selection=auto"))["selection"]
+    cfg = validate(_compose("selection=logme"))["selection"]
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] is None and cfg["max_seq_len"] is None
     assert cfg["feature_cache_mb"] == 1024
+    # auto: every client, at most 48 texts each (design note 70: the registered sampling rule)
+    cfg = validate(_compose("selection=auto"))["selection"]
+    assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] is None
 
 
 @pytest.mark.parametrize("fraction,available,size", [(0.5, 8, 4), (0.25, 10, 3), (0.3, 5, 2), (0.01, 8, 1),

@@ -8,9 +8,8 @@ additive statistics around the shift -> privacy guard) and a single ``merge_and_
 = sum, score, rank, caveats); a two-round score adds the PCA round. Prior scores (param_prior,
 random) need no client work; combined ones (gbc_prior, and ``auto``, its alias) are the server's
 function of their components' values. Search methods (successive_halving, hybrid, brute_force)
-fine-tune candidates with the FedPEFT driver, continuing survivors from their checkpoints.
-Optionally (``then_finetune``) the winner is then fine-tuned. The result lands in FLContext, in
-``selection.json``, in the ``selection`` recorder table and in ``summary.json``.
+fine-tune candidates with the FedPEFT driver, continuing survivors from their checkpoints, and
+``then_finetune`` the winner. Results: FLContext, ``selection.json``, the recorder, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from vista.selection.privacy import (
     merge_uploads,
     plan,
     privacy_report,
+    require_admitted,
 )
 from vista.selection.ranking import rank_by
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
@@ -129,9 +129,9 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
                 per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
                                                  "eligible": v["eligible"], "reason": v["reason"],
                                                  "withheld_classes": v["withheld_classes"]})
-        # the client scores read the clients' own LogME; a client whose LogME is undefined for
-        # some candidate (e.g. it holds one class) votes for none, so every candidate is judged
-        # by the same clients
+        require_admitted(list(per_client.values()), spec.privacy, spec.max_texts_per_client)
+        # the client scores read the clients' own LogME; one whose LogME is undefined for some
+        # candidate (e.g. it holds one class) votes for none: the same clients judge every candidate
         voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
         for s in client_scores:
             got = registry.safe_table(defs[s].fn([v for v, _ in voters], [w for _, w in voters]))

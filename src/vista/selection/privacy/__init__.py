@@ -38,6 +38,7 @@ from vista.selection.privacy.admission import (
     admit,
     clip_rows,
     prepare_stats,
+    require_admitted,
 )
 from vista.selection.privacy.admission import _check_labels as _check_labels
 from vista.selection.privacy.dp import _block_multiplier as _block_multiplier
@@ -98,6 +99,7 @@ __all__ = [
     "prepare_stats",
     "privacy_report",
     "recover_dropped",
+    "require_admitted",
     "release_multiplier",
     "repair",
     "sensitivities",

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vista.errors import UserError
 from vista.selection.privacy.spec import PrivacySpec, _is_real
 from vista.selection.stats import SufficientStats
 
-__all__ = ["Admission", "admit", "clip_rows", "prepare_stats"]
+__all__ = ["Admission", "admit", "clip_rows", "prepare_stats", "require_admitted"]
 
 
 # =========================================================================== admission
@@ -79,6 +80,17 @@ def admit(labels, num_classes: int, spec: PrivacySpec) -> Admission:
             )
         return Admission(np.zeros(y.size, dtype=bool), withheld.tolist(), False, reason)
     return Admission(keep, withheld.tolist(), True, None)
+
+
+def require_admitted(rows: list[dict], spec: PrivacySpec, max_texts: int | None) -> None:
+    """Stop with a user error when the statistics round admitted no client: every score would be
+    undefined (GBC's PCA round could not even start). ``rows``: the clients' ``eligible`` and
+    ``reason`` as ``selection.json`` records them."""
+    if rows and not any(r["eligible"] for r in rows):
+        cap = f"; selection.max_texts_per_client={max_texts} caps each client's texts" if max_texts else ""
+        raise UserError(f"selection: the privacy guard admitted none of the {len(rows)} clients (first: "
+                        f"{rows[0]['reason']}){cap}: lower selection.privacy.min_examples / min_per_class"
+                        f"{' or raise the cap (null: every text)' if max_texts else ''}")
 
 
 def clip_rows(features, clip_norm: float) -> np.ndarray:
