@@ -123,6 +123,16 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tie-tol", type=float, default=TIE_TOL)
 
 
+def kept_settings(runs: Path) -> dict[Path, dict]:
+    """Every finished setting under ``runs`` that kept its clients' features (``run_study.py
+    --keep-features``): its directory -> its ``result.json``; exits when there is none."""
+    found = sorted(runs.rglob("result.json"))
+    results = {f.parent: json.loads(f.read_text()) for f in found if (f.parent / "features").is_dir()}
+    if not results:
+        raise SystemExit(f"no finished setting with kept features under {runs} (run_study.py --keep-features)")
+    return results
+
+
 def study_config(a: argparse.Namespace) -> StudyConfig:
     """The study's config as the re-scoring scripts need it (candidates, clients, length, privacy)."""
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
@@ -147,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     k = a.project_dim
     stem = "privacy" + ("" if k is None else f"_k{k}") + ("" if a.pooling == "auto" else f"_{a.pooling}")
     cfg = study_config(a)
-    found = sorted(a.runs.rglob("result.json"))
-    results = {f.parent: json.loads(f.read_text()) for f in found if (f.parent / "features").is_dir()}
-    if not results:
-        raise SystemExit(f"no finished setting with kept features under {a.runs} (run_study.py --keep-features)")
+    results = kept_settings(a.runs)
     truths = _truths(list(results.values()))
     # random is left out: DP does not touch it, and one seeded draw per run would read as a
     # measurement (the study reports its expectation: tau 0.02)

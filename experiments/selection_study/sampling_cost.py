@@ -40,7 +40,7 @@ from vista.drivers.study import (
 from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from privacy_cost import _same, _truths, study_args, study_config  # noqa: E402
+from privacy_cost import _same, _truths, kept_settings, study_args, study_config  # noqa: E402
 
 DRAW_SEED = 3000  # the draws' run seeds: setting seed + DRAW_SEED * (draw + 1)
 METHODS = ("auto", "gbc", "logme")  # auto (= gbc_prior: GBC and the size prior) and two of its peers
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
     a = p.parse_args(argv)
     cfg = study_config(a)
-    found = sorted(a.runs.rglob("result.json"))
-    results = {f.parent: json.loads(f.read_text()) for f in found if (f.parent / "features").is_dir()}
-    if not results:
-        raise SystemExit(f"no finished setting with kept features under {a.runs} (run_study.py --keep-features)")
+    results = kept_settings(a.runs)
     truths = _truths(list(results.values()))
     knobs = [Knob(max_texts_per_client=c) for c in a.caps] + [Knob(client_fraction=f) for f in a.fractions]
     rows: list[dict] = []
