@@ -62,12 +62,16 @@ class Knob:
         return f"client_fraction={self.client_fraction:g}"
 
 
-def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Knob, draw: int, out: Path) -> dict:
-    """One statistics round of ``setting`` under ``knob``, draw ``draw``, from its kept features."""
+def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Knob, draw: int | None,
+            out: Path) -> dict:
+    """One statistics round of ``setting`` under ``knob``, draw ``draw`` (None: the setting's own
+    seed, into ``out/uncapped``), from its kept features."""
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
     spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
                          feature_store=str(setting / "features"), max_texts_per_client=knob.max_texts_per_client,
                          client_fraction=knob.client_fraction)
+    if draw is None:
+        return _run_or_reuse(dataclasses.replace(parts, selection=spec), out / "uncapped")
     seed = result["seed"] + DRAW_SEED * (draw + 1)
     return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=seed), out / knob.label / f"draw{draw}")
 
@@ -75,10 +79,7 @@ def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Kno
 def reproduce(cfg: StudyConfig, setting: Path, data: Path, result: dict, out: Path) -> None:
     """The setting's own statistics round again, from its store (a store that lacks the features
     gets them encoded once, uncapped, for the draws to slice): it must give the study's scores."""
-    parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
-    spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
-                         feature_store=str(setting / "features"))
-    sel = _run_or_reuse(dataclasses.replace(parts, selection=spec), out / "uncapped")
+    sel = rescore(cfg, setting, data, result, Knob(), None, out)
     off = [m for m in METHODS if not _same(sel["scores"][m], result["methods"][m]["scores"])]
     if off:
         raise SystemExit(f"{setting}: re-scored {off} differ from the study's: a stale feature store?")
