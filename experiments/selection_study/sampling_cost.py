@@ -57,9 +57,10 @@ class Knob:
 
     @property
     def label(self) -> str:
-        if self.max_texts_per_client is not None:
-            return f"max_texts_per_client={self.max_texts_per_client}"
-        return f"client_fraction={self.client_fraction:g}"
+        parts = [] if self.max_texts_per_client is None else [f"max_texts_per_client={self.max_texts_per_client}"]
+        if self.client_fraction < 1 or not parts:
+            parts.append(f"client_fraction={self.client_fraction:g}")
+        return ",".join(parts)
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Knob, draw: int | None,
@@ -154,7 +155,7 @@ def decide(summ: list[dict]) -> tuple[str | None, list[str]]:
     return best, lines
 
 
-def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | None, list[str]]) -> str:
+def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | None, list[str]] | None) -> str:
     lines = ["# What sampling the statistics round costs auto", "",
              f"{len(runs)} study runs ({', '.join(runs)}), {draws} seeded draws per knob (other texts and "
              "clients each draw), re-scored from each run's kept features. tau-b and regret against the "
@@ -168,6 +169,9 @@ def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | N
         lines.append(f"| {s['knob']} | {s['method']} | {s['kendall_tau']:.2f} | {s['tau_sd_over_draws']:.2f} | "
                      f"{s['mean_regret']:.3f} | {s['worst_regret']:.3f} | {s['kept_pick']:.2f} | "
                      f"{s['picked_best']:.2f} | {s['compute_vs_bf']:.4f} | {s['worst_compute_vs_bf']:.4f} |")
+    if decision is None:
+        return "\n".join([*lines, "", "Caps crossed with a share of the clients (--with-fraction): a smaller "
+                           "federation scoring capped texts. Not the registered measurement: no decision.", ""])
     best, why = decision
     lines += ["", "The rule registered before this ran (study README): the cheapest knob whose auto kept its "
               f"uncapped pick in every draw, kept its mean tau-b within {TAU_SLACK} and spends <= 1/20 of brute "
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caps", nargs="*", type=int, default=[16, 32, 48, 60], help="max_texts_per_client values")
     p.add_argument("--fractions", nargs="*", type=float, default=[0.5], help="client_fraction values")
     p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--with-fraction", type=float, default=None,
+                   help="every cap together with this client_fraction (a smaller federation, capped), written to "
+                        "sampling_fraction<F>.md/json; no decision (the registered rule is the default run's)")
     p.add_argument("--work", type=Path, default=None,
                    help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
     a = p.parse_args(argv)
@@ -189,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     results = kept_settings(a.runs)
     truths = _truths(list(results.values()))
     knobs = [Knob(max_texts_per_client=c) for c in a.caps] + [Knob(client_fraction=f) for f in a.fractions]
+    if a.with_fraction is not None:
+        knobs = [Knob(max_texts_per_client=c, client_fraction=a.with_fraction) for c in a.caps]
     rows: list[dict] = []
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
@@ -204,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
     labels = ["uncapped", *(k.label for k in knobs)]
     summ = summary(rows, labels)
-    decision = decide(summ)
+    decision = decide(summ) if a.with_fraction is None else None
+    stem = "sampling" if a.with_fraction is None else f"sampling_fraction{a.with_fraction:g}"
     runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "sampling.json").write_text(json.dumps({"rows": rows, "summary": summ, "decision": decision[0],
-                                                     "why": decision[1], "tie_tol": a.tie_tol}, indent=1))
-    (a.out / "sampling.md").write_text(table(summ, runs, a.draws, decision))
-    print(f"wrote {a.out / 'sampling.md'}, {a.out / 'sampling.json'}; decision: {decision[0]}")
+    (a.out / f"{stem}.json").write_text(json.dumps({"rows": rows, "summary": summ, "tie_tol": a.tie_tol,
+                                                    "decision": decision and decision[0],
+                                                    "why": decision and decision[1]}, indent=1))
+    (a.out / f"{stem}.md").write_text(table(summ, runs, a.draws, decision))
+    print(f"wrote {a.out / f'{stem}.md'}, {a.out / f'{stem}.json'}; decision: {decision and decision[0]}")
     return 0
 
 

@@ -247,6 +247,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert set(summary) == {(k, m) for k in knobs for m in ("auto", "gbc", "logme")}
     best, why = sampling.decide(out["summary"])
     assert out["decision"] == best and len(why) == 2 and "Decision:" in (tmp_path / "samp" / "sampling.md").read_text()
+    # a cap crossed with a share of the clients (a smaller federation): its own files, no decision
+    assert sampling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                          "--candidates", *names, "--caps", "10", "--fractions", "--with-fraction", "0.5",
+                          "--draws", "1", "--clients", "4", "--max-seq-len", "32", "--out", str(tmp_path / "samp")]) == 0
+    few = json.loads((tmp_path / "samp" / "sampling_fraction0.5.json").read_text())
+    assert few["decision"] is None and {r["knob"] for r in few["rows"]} == {"uncapped",
+                                                                           "max_texts_per_client=10,client_fraction=0.5"}
+    assert all(r["compute_vs_bf"] < out["summary"][0]["compute_vs_bf"] for r in few["rows"] if r["knob"] != "uncapped")
     # the registered rule: a knob that kept every pick, kept the tau-b and spent <= 1/20 passes
     fake = [{"knob": "uncapped", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.06,
              "compute_vs_bf": 0.06},
