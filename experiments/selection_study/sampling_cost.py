@@ -87,10 +87,10 @@ def reproduce(cfg: StudyConfig, setting: Path, data: Path, result: dict, out: Pa
 
 
 def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, draw: int,
-            tie_tol: float) -> list[dict]:
-    """One row per method: its quality against the truth, whether it kept the uncapped pick, and
-    the compute a live run would spend (``sel`` None: the setting's own uncapped round)."""
-    bf = selection_compute(result, "brute_force")
+            tie_tol: float, bf: float) -> list[dict]:
+    """One row per method: its quality against the truth, whether it kept the uncapped pick (the
+    one ``result`` records), and the compute a live run would spend against ``bf``, brute force's
+    selection compute (``sel`` None: the setting's own uncapped round)."""
     if sel is None:
         passes = result["methods"]["auto"]["cost"]["forward_passes"]
         scores = {m: result["methods"][m]["scores"] for m in METHODS}
@@ -100,11 +100,10 @@ def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, 
     rows = []
     for m in METHODS:
         q = quality_of(truth, scores[m], tie_tol)
-        own = quality_of(truth, result["methods"][m]["scores"], tie_tol)
         rows.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"],
                      "knob": knob, "draw": draw, "method": m, "kendall_tau": q["kendall_tau"],
                      "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
-                     "kept_pick": q["chosen"] == own["chosen"], "forward_passes": passes, "compute_vs_bf": passes / bf})
+                     "kept_pick": q["chosen"] == result["methods"][m]["chosen"], "forward_passes": passes, "compute_vs_bf": passes / bf})
     return rows
 
 
@@ -201,14 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
-        rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol)
+        bf = selection_compute(res, "brute_force")  # less its test-split predictions
+        rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol, bf)
         work = (a.work or a.runs.parent / "sampling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
         reproduce(cfg, setting, a.data, res, work)
         for knob in knobs:
             for d in range(a.draws):
                 t0 = time.perf_counter()
                 sel = rescore(cfg, setting, a.data, res, knob, d, work)
-                rows += rows_of(res, truth, sel, knob.label, d, a.tie_tol)
+                rows += rows_of(res, truth, sel, knob.label, d, a.tie_tol, bf)
                 print(f"{setting.relative_to(a.runs)} {knob.label} draw {d}: {time.perf_counter() - t0:.0f}s, "
                       f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
     labels = ["uncapped", *(k.label for k in knobs)]
