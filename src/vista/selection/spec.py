@@ -99,7 +99,7 @@ class SelectionSpec:
     candidates: tuple[ModelSpec | str, ...] = DEFAULT_CANDIDATES
     metric: str | None = None  # hybrid's seeding score (default auto, design note 70); the method's own otherwise
     scores: tuple[str, ...] = ()  # extra statistics scores to record alongside (e.g. all of them)
-    # None: the ranking score's own (the registry's: auto's is mean), else auto | cls | mean | last
+    # None: the ranking score's own (the registry's: gbc_prior_mean's is mean), else auto | cls | mean | last
     # (auto: what each candidate's classifier reads; vista.selection.features)
     pooling: str | None = None
     batch_size: int = 32  # feature extraction batch on the clients
