@@ -54,10 +54,13 @@ class Knob:
 
     max_texts_per_client: int | None = None
     client_fraction: float = 1.0
+    min_texts_per_round: int | None = None
 
     @property
     def label(self) -> str:
         parts = [] if self.max_texts_per_client is None else [f"max_texts_per_client={self.max_texts_per_client}"]
+        if self.min_texts_per_round is not None:
+            parts.append(f"min_texts_per_round={self.min_texts_per_round}")
         if self.client_fraction < 1 or not parts:
             parts.append(f"client_fraction={self.client_fraction:g}")
         return ",".join(parts)
@@ -70,7 +73,7 @@ def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Kno
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
     spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
                          feature_store=str(setting / "features"), max_texts_per_client=knob.max_texts_per_client,
-                         client_fraction=knob.client_fraction)
+                         client_fraction=knob.client_fraction, min_texts_per_round=knob.min_texts_per_round)
     if draw is None:
         return _run_or_reuse(dataclasses.replace(parts, selection=spec), out / "uncapped")
     seed = result["seed"] + DRAW_SEED * (draw + 1)
@@ -154,7 +157,49 @@ def decide(summ: list[dict]) -> tuple[str | None, list[str]]:
     return best, lines
 
 
-def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | None, list[str]] | None) -> str:
+def floor_knobs(caps: list[int], floor: int, shares: list[float]) -> list[Knob]:
+    """The floor check's knobs: at each share of the clients, each cap alone, with the floor, and
+    (below every client) every text; at every client, every text is the run's own round."""
+    knobs = []
+    for share in shares:
+        knobs += [k for c in caps for k in (Knob(c, share), Knob(c, share, floor))]
+        knobs += [Knob(None, share)] if share < 1 else []
+    return knobs
+
+
+def decide_floor(rows: list[dict], caps: list[int], floor: int, shares: list[float]) -> tuple[bool, list[str]]:
+    """The floor rule registered before it was measured (study README, tenth sitting): at every
+    client the floor picks what the cap picks in every draw; at a share of them it keeps the pick at
+    least as often as the cap alone and within one draw of every text; its compute is <= TARGET in
+    every run at every share. Returns whether it passes and one line per check."""
+    auto = [r for r in rows if r["method"] == "auto"]
+
+    def picks(label: str) -> dict[tuple, dict]:
+        return {(r["data"], r["partition"], r["seed"], r["draw"]): r for r in auto if r["knob"] == label}
+
+    lines, ok = [], True
+    for cap in caps:
+        for share in shares:
+            capped_, floored = picks(Knob(cap, share).label), picks(Knob(cap, share, floor).label)
+            kept = {k: sum(r["kept_pick"] for r in v.values()) for k, v in (("cap", capped_), ("floor", floored))}
+            checks = {f"compute <= 1/{round(1 / TARGET)} in every run":
+                      max(r["compute_vs_bf"] for r in floored.values()) <= TARGET}
+            if share == 1:
+                checks["the cap's pick in every draw"] = all(floored[k]["chosen"] == capped_[k]["chosen"]
+                                                             for k in capped_)
+            else:
+                kept["every text"] = sum(r["kept_pick"] for r in picks(Knob(None, share).label).values())
+                checks["kept at least the cap's"] = kept["floor"] >= kept["cap"]
+                checks["kept within one draw of every text's"] = kept["floor"] >= kept["every text"] - 1
+            failed = [c for c, good in checks.items() if not good]
+            ok = ok and not failed
+            counts = ", ".join(f"{k} {v} of {len(floored)}" for k, v in kept.items())
+            lines.append(f"cap {cap}, floor {floor}, client_fraction {share:g} (kept: {counts}): "
+                         f"{'passes' if not failed else 'fails: ' + '; '.join(failed)}")
+    return ok, lines
+
+
+def table(summ: list[dict], runs: list[str], draws: int, footer: list[str]) -> str:
     lines = ["# What sampling the statistics round costs auto", "",
              f"{len(runs)} study runs ({', '.join(runs)}), {draws} seeded draws per knob (other texts and "
              "clients each draw), re-scored from each run's kept features. tau-b and regret against the "
@@ -168,15 +213,25 @@ def table(summ: list[dict], runs: list[str], draws: int, decision: tuple[str | N
         lines.append(f"| {s['knob']} | {s['method']} | {s['kendall_tau']:.2f} | {s['tau_sd_over_draws']:.2f} | "
                      f"{s['mean_regret']:.3f} | {s['worst_regret']:.3f} | {s['kept_pick']:.2f} | "
                      f"{s['picked_best']:.2f} | {s['compute_vs_bf']:.4f} | {s['worst_compute_vs_bf']:.4f} |")
-    if decision is None:
-        return "\n".join([*lines, "", "Caps crossed with a share of the clients (--with-fraction): a smaller "
-                           "federation scoring capped texts. Not the registered measurement: no decision.", ""])
+    return "\n".join([*lines, "", *footer, ""])
+
+
+def footer_of(decision: tuple[str | None, list[str]]) -> list[str]:
     best, why = decision
-    lines += ["", "The rule registered before this ran (study README): the cheapest knob whose auto kept its "
-              f"uncapped pick in every draw, kept its mean tau-b within {TAU_SLACK} and spends <= 1/20 of brute "
-              "force in every run.", "", *(f"- {w}" for w in why), "",
-              f"Decision: {best if best else 'no knob passes; auto samples nothing'}.", ""]
-    return "\n".join(lines)
+    return ["The rule registered before this ran (study README): the cheapest knob whose auto kept its "
+            f"uncapped pick in every draw, kept its mean tau-b within {TAU_SLACK} and spends <= 1/20 of brute "
+            "force in every run.", "", *(f"- {w}" for w in why), "",
+            f"Decision: {best if best else 'no knob passes; auto samples nothing'}."]
+
+
+def floor_footer(floor: int, decision: tuple[bool, list[str]]) -> list[str]:
+    ok, why = decision
+    return ["A floor on the round's texts (selection.min_texts_per_round): the cap rises to ceil(floor / "
+            "clients scored). The rule registered before this ran (study README, tenth sitting): at every client "
+            "the floor picks what the cap picks in every draw; at a share of the clients it keeps the uncapped "
+            "pick at least as often as the cap alone and within one draw of every text; compute <= 1/20 of brute "
+            "force in every run.", "", *(f"- {w}" for w in why), "",
+            f"Decision: {f'min_texts_per_round={floor} passes' if ok else 'the floor fails; not adopted'}."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-fraction", type=float, default=None,
                    help="every cap together with this client_fraction (a smaller federation, capped), written to "
                         "sampling_fraction<F>.md/json; no decision (the registered rule is the default run's)")
+    p.add_argument("--floor", type=int, default=None,
+                   help="the floor check: each cap alone and with min_texts_per_round FLOOR (and every text) at "
+                        "each --shares, written to sampling_floor<FLOOR>.md/json with the floor rule's decision")
+    p.add_argument("--shares", nargs="*", type=float, default=[1.0, 0.5, 0.25], help="client_fraction values (--floor)")
     p.add_argument("--work", type=Path, default=None,
                    help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
     a = p.parse_args(argv)
@@ -197,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     knobs = [Knob(max_texts_per_client=c) for c in a.caps] + [Knob(client_fraction=f) for f in a.fractions]
     if a.with_fraction is not None:
         knobs = [Knob(max_texts_per_client=c, client_fraction=a.with_fraction) for c in a.caps]
+    if a.floor is not None:
+        knobs = floor_knobs(a.caps, a.floor, a.shares)
     rows: list[dict] = []
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
@@ -213,14 +274,23 @@ def main(argv: list[str] | None = None) -> int:
                       f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
     labels = ["uncapped", *(k.label for k in knobs)]
     summ = summary(rows, labels)
-    decision = decide(summ) if a.with_fraction is None else None
-    stem = "sampling" if a.with_fraction is None else f"sampling_fraction{a.with_fraction:g}"
+    stem, decision, footer = "sampling", None, ["Caps crossed with a share of the clients (--with-fraction): a "
+                                                "smaller federation scoring capped texts. Not the registered "
+                                                "measurement: no decision."]
+    if a.floor is not None:
+        stem, decision = f"sampling_floor{a.floor}", decide_floor(rows, a.caps, a.floor, a.shares)
+        footer = floor_footer(a.floor, decision)
+    elif a.with_fraction is not None:
+        stem = f"sampling_fraction{a.with_fraction:g}"
+    else:
+        decision = decide(summ)
+        footer = footer_of(decision)
     runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{stem}.json").write_text(json.dumps({"rows": rows, "summary": summ, "tie_tol": a.tie_tol,
                                                     "decision": decision and decision[0],
                                                     "why": decision and decision[1]}, indent=1))
-    (a.out / f"{stem}.md").write_text(table(summ, runs, a.draws, decision))
+    (a.out / f"{stem}.md").write_text(table(summ, runs, a.draws, footer))
     print(f"wrote {a.out / f'{stem}.md'}, {a.out / f'{stem}.json'}; decision: {decision and decision[0]}")
     return 0
 

@@ -207,8 +207,14 @@ def test_a_round_that_admits_no_client_is_a_user_error(tiny_hub, tiny_data, cand
     from vista.errors import UserError
 
     spec = SelectionSpec(name="auto", candidates=candidates, max_texts_per_client=4)  # GUARDED: min 8
-    with pytest.raises(UserError, match=r"admitted none of the 4 clients .*min_examples=8.*max_texts_per_client=4"):
+    with pytest.raises(UserError, match=r"admitted none of the 4 clients .*min_examples=8.*at most 4 texts \(selection.max_texts_per_client"):
         run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "none")
+    # a floor on the round's texts (design note 71): 4 clients x 4 texts < 48, so each cap rises to 12
+    floored = dataclasses.replace(spec, min_texts_per_round=48)
+    run_selection(_parts(tiny_hub, tiny_data, candidates, floored), tmp_path / "floor")
+    sel = json.loads((tmp_path / "floor" / "selection.json").read_text())
+    assert all(r["eligible"] for r in sel["clients"]) and max(r["examples"] for r in sel["clients"]) > 4
+    assert all(r["examples"] <= 12 for r in sel["clients"])
 
 
 def test_selection_errors_are_useful(tiny_hub, tiny_data, candidates, tmp_path):

@@ -255,6 +255,39 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert few["decision"] is None and {r["knob"] for r in few["rows"]} == {"uncapped",
                                                                            "max_texts_per_client=10,client_fraction=0.5"}
     assert all(r["compute_vs_bf"] < out["summary"][0]["compute_vs_bf"] for r in few["rows"] if r["knob"] != "uncapped")
+    # the floor on the round's texts (selection.min_texts_per_round): 4 clients x cap 10 meet a floor of
+    # 40, so at every client it changes nothing; at half of them the cap rises to 20 (every text here)
+    assert sampling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                          "--candidates", *names, "--caps", "10", "--fractions", "--floor", "40", "--shares", "1",
+                          "0.5", "--draws", "1", "--clients", "4", "--max-seq-len", "32", "--out", str(tmp_path / "samp")]) == 0
+    floor = json.loads((tmp_path / "samp" / "sampling_floor40.json").read_text())
+    assert {r["knob"] for r in floor["rows"]} == {
+        "uncapped", "max_texts_per_client=10", "max_texts_per_client=10,min_texts_per_round=40", "client_fraction=0.5",
+        "max_texts_per_client=10,client_fraction=0.5", "max_texts_per_client=10,min_texts_per_round=40,client_fraction=0.5"}
+    assert floor["decision"] == sampling.decide_floor(floor["rows"], [10], 40, [1.0, 0.5])[0]
+    assert len(floor["why"]) == 2 and "Decision:" in (tmp_path / "samp" / "sampling_floor40.md").read_text()
+    for res in results:
+        runs = tmp_path / "sampling_runs" / data.name.removesuffix("_data.h5") / res["partition"] / f"seed{res['seed']}"
+        capped, whole, raised = (json.loads((runs / k / "draw0" / "selection.json").read_text()) for k in (
+            "max_texts_per_client=10", "max_texts_per_client=10,min_texts_per_round=40",
+            "max_texts_per_client=10,min_texts_per_round=40,client_fraction=0.5"))
+        assert whole["clients"] == capped["clients"] and whole["scores"] == capped["scores"]
+        every = {r["client"]: r["examples"] for r in res["clients"]}
+        assert len(raised["cohort"]) == 2 and [r["examples"] for r in raised["clients"]] == [
+            every[c] for c in raised["cohort"]] and max(every.values()) > 10  # the floor lifted the cap of 10
+    fake = [{"data": "d", "partition": "iid", "seed": 0, "draw": 0, "method": "auto", "knob": k, "chosen": c,
+             "kept_pick": kept, "compute_vs_bf": 0.01} for k, c, kept in (
+        ("max_texts_per_client=4", "a", True), ("max_texts_per_client=4,min_texts_per_round=16", "a", True),
+        ("max_texts_per_client=4,client_fraction=0.5", "b", False), ("client_fraction=0.5", "a", True),
+        ("max_texts_per_client=4,min_texts_per_round=16,client_fraction=0.5", "b", False))]
+    ok, why = sampling.decide_floor(fake, [4], 16, [1.0, 0.5])
+    assert ok and why[0].endswith("passes") and "cap 0 of 1, floor 0 of 1, every text 1 of 1): passes" in why[1]
+    fake[1]["chosen"] = "b"  # at every client the floor must pick what the cap picks
+    ok, why = sampling.decide_floor(fake, [4], 16, [1.0, 0.5])
+    assert not ok and "the cap's pick in every draw" in why[0]
+    fake[1]["chosen"], fake[-1]["compute_vs_bf"] = "a", 0.06  # and cost <= 1/20 of brute force at every share
+    ok, why = sampling.decide_floor(fake, [4], 16, [1.0, 0.5])
+    assert not ok and "compute <= 1/20" in why[1] and why[0].endswith("passes")
     # the registered rule: a knob that kept every pick, kept the tau-b and spent <= 1/20 passes
     fake = [{"knob": "uncapped", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.06,
              "compute_vs_bf": 0.06},

@@ -1,5 +1,6 @@
 """Cheaper statistics rounds: a seeded share of the clients (``selection.client_fraction``) and a
-seeded cap on each client's texts (``selection.max_texts_per_client``); defaults change nothing."""
+seeded cap on each client's texts (``selection.max_texts_per_client``), raised by a floor on the
+round's texts (``selection.min_texts_per_round``); defaults change nothing."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
     assert spec.client_fraction == 1.0 and spec.max_texts_per_client is None and spec.cohort_size(10) is None
     cfg = validate(_compose("selection=logme"))["selection"]
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] is None and cfg["max_seq_len"] is None
-    assert cfg["feature_cache_mb"] == 1024
-    # auto: every client, at most 48 texts each (design note 70: the registered sampling rule)
+    assert cfg["feature_cache_mb"] == 1024 and cfg["min_texts_per_round"] is None
+    # auto: every client, at most 48 texts each, at least 384 in the round (design notes 70, 71: registered rules)
     cfg = validate(_compose("selection=auto"))["selection"]
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] is None
+    assert cfg["min_texts_per_round"] == 384
 
 
 @pytest.mark.parametrize("fraction,available,size", [(0.5, 8, 4), (0.25, 10, 3), (0.3, 5, 2), (0.01, 8, 1),
@@ -40,6 +42,16 @@ def test_client_fraction_rounds_half_up_and_keeps_at_least_one(fraction, availab
 
 def test_clients_still_counts():
     assert _spec(clients=3).cohort_size(10) == 3
+
+
+@pytest.mark.parametrize("cap,floor,scored,want", [
+    (48, 384, 8, 48),  # the study's federation: the floor changes nothing
+    (48, 384, 4, 96), (48, 384, 2, 192), (48, 384, 3, 128),  # ceil(384 / 3) = 128
+    (48, 384, 16, 48), (48, 384, 0, 384),  # never below the cap; no client scored: the whole floor
+    (48, None, 2, 48), (None, 384, 2, None),  # no floor: the cap; no cap: every text, the floor is moot
+])
+def test_the_floor_raises_the_cap_when_few_clients_are_scored(cap, floor, scored, want):
+    assert _spec(max_texts_per_client=cap, min_texts_per_round=floor).texts_cap(scored) == want
 
 
 def test_the_text_cap_is_a_seeded_sample_in_order():
@@ -56,6 +68,7 @@ def test_the_text_cap_is_a_seeded_sample_in_order():
     ("selection.client_fraction=0", "selection.client_fraction"),
     ("selection.client_fraction=1.5", "selection.client_fraction"),
     ("selection.max_texts_per_client=0", "selection.max_texts_per_client"),
+    ("selection.min_texts_per_round=0", "selection.min_texts_per_round"),
     ("selection.max_seq_len=0", "selection.max_seq_len"),
     ("selection.feature_cache_mb=-1", "selection.feature_cache_mb"),
 ])

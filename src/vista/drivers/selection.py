@@ -129,7 +129,7 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
                 per_client.setdefault(r.key[1], {"client": r.key[1], "examples": v["examples"],
                                                  "eligible": v["eligible"], "reason": v["reason"],
                                                  "withheld_classes": v["withheld_classes"]})
-        require_admitted(list(per_client.values()), spec.privacy, spec.max_texts_per_client)
+        require_admitted(list(per_client.values()), spec.privacy, spec.texts_cap(len(cohort)))
         # the client scores read the clients' own LogME; one whose LogME is undefined for some
         # candidate (e.g. it holds one class) votes for none: the same clients judge every candidate
         voters = [(loc, w) for loc, w in zip(local, weights, strict=True) if len(loc) == len(names)]
@@ -238,26 +238,25 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     cache = store or (run_dir / "feature_cache" if spec.rounds == 2 and spec.feature_cache_mb else None)
     if cache is not None and store is None:
         shutil.rmtree(cache, ignore_errors=True)  # a stopped run's leftovers
+    if (cap := spec.texts_cap(len(cohort))) != spec.max_texts_per_client:  # min_texts_per_round (note 71)
+        log.info("selection: %d clients scored: each encodes up to %d of its texts", len(cohort), cap)
     args = StatsArgs(candidates=spec.models, data=parts.data, num_labels=fed.num_labels, pooling=spec.feature_pooling,
                      batch_size=spec.batch_size, max_seq_len=spec.max_seq_len or parts.fl.max_seq_len,
                      per_class=spec.per_class, local_logme=spec.client_logme, privacy=spec.privacy,
-                     releases=releases.total, seed=parts.seed, max_texts=spec.max_texts_per_client,
+                     releases=releases.total, seed=parts.seed, max_texts=cap,
                      project_dim=spec.project_dim, feature_cache=str(cache) if cache else None,
                      feature_cache_mb=spec.feature_cache_mb, keep_features=store is not None)
-    pipeline = statistics_pipeline(spec, names, cohort, parts.seed,
-                                   collect_failures=parts.fl.client_failures is ClientFailures.drop,
-                                   releases=releases.total)
+    pipeline = statistics_pipeline(spec, names, cohort, parts.seed, releases=releases.total,
+                                   collect_failures=parts.fl.client_failures is ClientFailures.drop)
     ctx = FLContext()
     t0 = time.perf_counter()
-    memory = None
+    memory, useful = None, len(names) * len(cohort)
     if parts.scheduler.num_workers == "auto":  # the largest candidate's forward pass bounds a worker
-        useful = len(names) * len(cohort)
         estimates = [e for m in spec.models
                      if (e := estimate_memory(m, None, fed.num_labels, args.batch_size, args.max_seq_len, train=False,
                                               scheduler=parts.scheduler, useful_workers=useful)) is not None]
         memory = max(estimates, key=lambda e: e.total_mb, default=None)
-    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create, memory=memory,
-                             useful_workers=len(names) * len(cohort))
+    executor = make_executor(parts, args, run_dir, StatisticsRuntime.create, memory=memory, useful_workers=useful)
     if guard is not None:
         guard.attach(executor)
     try:

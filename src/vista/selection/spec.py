@@ -107,6 +107,9 @@ class SelectionSpec:
     clients: int | None = None  # clients in the statistics round (seeded sample); None: all
     client_fraction: float = 1.0  # or this share of them (seeded sample, at least 1); not with clients
     max_texts_per_client: int | None = None  # each client encodes at most this many of its texts (seeded)
+    # the cap rises to ceil(this / clients scored) when cap x clients would score fewer texts in all: a
+    # small federation (or a client_fraction) keeps the round's size (design note 71); None: no floor
+    min_texts_per_round: int | None = None
     # features projected onto a public seeded random k-dim basis before any statistic (every
     # candidate at the same k): with DP the noise on the k x k moments is what D x D's was at k = D
     project_dim: int | None = None
@@ -175,7 +178,7 @@ class SelectionSpec:
         if self.clients is not None and self.client_fraction < 1:
             raise FieldError("client_fraction", f"cannot be {self.client_fraction} while selection.clients="
                              f"{self.clients} is set: sample by count or by share, not both", "selection")
-        for field_name in ("max_seq_len", "max_texts_per_client", "project_dim"):
+        for field_name in ("max_seq_len", "max_texts_per_client", "min_texts_per_round", "project_dim"):
             if getattr(self, field_name) is not None:
                 at_least(self, field_name, 1)
         at_least(self, "feature_cache_mb", 0)
@@ -217,6 +220,14 @@ class SelectionSpec:
         if self.client_fraction < 1:
             return max(1, math.floor(self.client_fraction * available + 0.5))
         return None
+
+    def texts_cap(self, scored_clients: int) -> int | None:
+        """Each client's text cap in a round scoring ``scored_clients``: ``max_texts_per_client``,
+        raised so the round scores at least ``min_texts_per_round`` texts (as far as the clients
+        hold them). None: every text."""
+        if self.max_texts_per_client is None or self.min_texts_per_round is None:
+            return self.max_texts_per_client
+        return max(self.max_texts_per_client, -(-self.min_texts_per_round // max(scored_clients, 1)))
 
     def wanted_scores(self) -> tuple[str, ...]:
         """Every score the run records: the ranking one first, then the extras, then the
