@@ -46,6 +46,7 @@ DRAW_SEED = 3000  # the draws' run seeds: setting seed + DRAW_SEED * (draw + 1)
 METHODS = ("auto", "gbc", "logme")  # auto (= gbc_prior: GBC and the size prior) and two of its peers
 TARGET = 1 / 20  # issue 16.5: compute <= 1/20 of brute force at the study's budget
 TAU_SLACK = 0.02  # the registered rule: mean tau-b within this of the uncapped mean
+SHARES = [1.0, 0.5, 0.25]  # the floor check's shares of the clients (registered, tenth sitting)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--floor", type=int, default=None,
                    help="the floor check: each cap alone and with min_texts_per_round FLOOR (and every text) at "
                         "each --shares, written to sampling_floor<FLOOR>.md/json with the floor rule's decision")
-    p.add_argument("--shares", nargs="*", type=float, default=[1.0, 0.5, 0.25], help="client_fraction values (--floor)")
+    p.add_argument("--shares", nargs="*", type=float, default=SHARES,
+                   help="client_fraction values (--floor; others than the default go to sampling_floor<F>_shares<...>)")
     p.add_argument("--work", type=Path, default=None,
                    help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
     a = p.parse_args(argv)
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "measurement: no decision."]
     if a.floor is not None:
         stem, decision = f"sampling_floor{a.floor}", decide_floor(rows, a.caps, a.floor, a.shares)
+        stem += "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
         footer = floor_footer(a.floor, decision)
     elif a.with_fraction is not None:
         stem = f"sampling_fraction{a.with_fraction:g}"
