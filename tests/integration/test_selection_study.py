@@ -260,12 +260,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert sampling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
                           "--candidates", *names, "--caps", "10", "--fractions", "--floor", "40", "--shares", "1",
                           "0.5", "--draws", "1", "--clients", "4", "--max-seq-len", "32", "--out", str(tmp_path / "samp")]) == 0
-    floor = json.loads((tmp_path / "samp" / "sampling_floor40.json").read_text())
+    floor = json.loads((tmp_path / "samp" / "sampling_floor40_shares1-0.5.json").read_text())
     assert {r["knob"] for r in floor["rows"]} == {
         "uncapped", "max_texts_per_client=10", "max_texts_per_client=10,min_texts_per_round=40", "client_fraction=0.5",
         "max_texts_per_client=10,client_fraction=0.5", "max_texts_per_client=10,min_texts_per_round=40,client_fraction=0.5"}
     assert floor["decision"] == sampling.decide_floor(floor["rows"], [10], 40, [1.0, 0.5])[0]
-    assert len(floor["why"]) == 2 and "Decision:" in (tmp_path / "samp" / "sampling_floor40.md").read_text()
+    assert len(floor["why"]) == 2 and "Decision:" in (tmp_path / "samp" / "sampling_floor40_shares1-0.5.md").read_text()
     for res in results:
         runs = tmp_path / "sampling_runs" / data.name.removesuffix("_data.h5") / res["partition"] / f"seed{res['seed']}"
         capped, whole, raised = (json.loads((runs / k / "draw0" / "selection.json").read_text()) for k in (
