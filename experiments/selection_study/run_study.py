@@ -7,8 +7,9 @@
 offline pool (``vista-hub add NAME`` for minilm, mpnet, smollm2, minilm-l3, random-bert), named by their
 model configs. Each setting writes ``<out>/<corpus>/<partition>/seed<k>/result.json``; a
 finished setting is skipped on a rerun (but for a method the registry now scores on another
-pooling, e.g. ``auto`` on mean-pooled features: one statistics round of that pooling), a failed
-one is recorded and the grid goes on.
+pooling, e.g. ``auto`` on mean-pooled features: one statistics round of that pooling; and
+``auto_shipped``, auto on the sample of texts ``conf/selection/auto.yaml`` ships: one round on
+that sample), a failed one is recorded and the grid goes on.
 Then ``table.py RUNS`` writes the table and the plot.
 """
 

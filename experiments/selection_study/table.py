@@ -39,7 +39,8 @@ from vista.selection.ranking import (
 from vista.selection.scores import names as score_names
 from vista.selection.spec import SEARCH_METHODS
 
-METHODS = (*score_names(), *SEARCH_METHODS)  # every registered score, then the searches
+# every registered score, auto as shipped (a sample of the texts, study.score_shipped_auto), the searches
+METHODS = (*score_names(), "auto_shipped", *SEARCH_METHODS)
 QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 
@@ -167,7 +168,7 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
               "compute vs BF |")
     counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in sorted(seeds.items()))
     lines = [f"# Selection study: {len(groups)} setting{'s' if len(groups) > 1 else ''}, {len(results)} runs ({counts})", "", intro, "",
-             *_search_note(results), *_pooling_note(results), header, "|---|" + "---|" * 16]
+             *_search_note(results), *_pooling_note(results), *_shipped_note(results), header, "|---|" + "---|" * 16]
     for m in METHODS:
         rs = by.get(m)
         if not rs:
@@ -210,6 +211,17 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
                          f"{_f(_m([e.get('weighted_tau') for e in es]))} | {_f(_m(regs), 3)} | {_f(_sd(regs), 3)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _shipped_note(results: list[dict]) -> list[str]:
+    """What ``auto_shipped`` sampled (``auto`` is the same rule on every text)."""
+    sampling = {json.dumps(r["methods"]["auto_shipped"]["sampling"]) for r in results if "auto_shipped" in r["methods"]}
+    if not sampling:
+        return []
+    said = "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in sorted(sampling))
+    have = sum("auto_shipped" in r["methods"] for r in results)
+    return [f"auto_shipped: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
+            f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.", ""]
 
 
 def _search_note(results: list[dict]) -> list[str]:

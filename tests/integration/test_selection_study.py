@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vista.drivers.study import (
+    SHIPPED_AUTO,
     TIE_TOL,
     BudgetMismatch,
     StudyConfig,
@@ -53,8 +54,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for res in results:
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
-                          "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "successive_halving", "hybrid",
-                          "brute_force"}
+                          "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "auto_shipped",
+                          "successive_halving", "hybrid", "brute_force"}
+        # auto as shipped (48 texts per client, 384 a round): these clients hold fewer, so every text
+        shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}" / "statistics_shipped"
+                              / "selection.json").read_text())
+        assert m["auto_shipped"]["sampling"] == SHIPPED_AUTO and shipped["clients"] == res["clients"]
+        assert m["auto_shipped"]["scores"] == pytest.approx(m["auto"]["scores"], rel=1e-9)
+        assert m["auto_shipped"]["cost"]["forward_passes"] == m["auto"]["cost"]["forward_passes"]
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -110,6 +117,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     before = json.loads((setting / "result.json").read_text())
     old = json.loads(json.dumps(before))
     old["methods"]["auto"] = {**old["methods"].pop("gbc_prior_mean")}  # what the old rule recorded
+    del old["methods"]["auto_shipped"]  # ... before auto shipped a sample of the texts (design note 71)
     (setting / "result.json").write_text(json.dumps(old))
     assert old["methods"]["auto"]["pooling"] == "mean"
     mean_round = setting / "statistics_mean" / "selection.json"  # ... whose round never computed gbc_prior_mean
@@ -143,8 +151,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     md = (out / "table.md").read_text()
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
     assert "but gbc_prior_mean on mean-pooled features" in md
+    assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384)" in md and "in 4 of 4 runs" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 16
+    assert len(rows) == 4 * 17
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])

@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from vista.config import ConfigError, validate
+from vista.drivers.study import SHIPPED_AUTO
 from vista.selection.sampling import capped
 from vista.selection.spec import SelectionSpec
 
@@ -32,6 +33,7 @@ def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
     cfg = validate(_compose("selection=auto"))["selection"]
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] is None
     assert cfg["min_texts_per_round"] == 384
+    assert {k: cfg[k] for k in SHIPPED_AUTO} == SHIPPED_AUTO  # the study's auto_shipped samples as auto.yaml
 
 
 @pytest.mark.parametrize("fraction,available,size", [(0.5, 8, 4), (0.25, 10, 3), (0.3, 5, 2), (0.01, 8, 1),

@@ -11,12 +11,11 @@ as a live one would (on the validation split, never the test split) and its cost
 of the rounds it would have run.
 
 ``random`` is reported as its expectation over :data:`~vista.selection.ranking.RANDOM_DRAWS`
-seeded rankings (:func:`~vista.selection.ranking.random_expectation`); the one seeded draw a
-live run makes is kept beside it (``draw``).
-
+seeded rankings (:func:`~vista.selection.ranking.random_expectation`), its one live draw beside it.
 Which scores: every one in the registry (:data:`vista.selection.scores.SCORES`), each on the
 features its registry entry is meant for (``gbc_prior_mean``: mean-pooled; :func:`own_poolings`): a method
-of another pooling than the classifiers' own gets a statistics round of its own.
+of another pooling than the classifiers' own gets a statistics round of its own; ``auto_shipped``
+is auto as ``conf/selection/auto.yaml`` samples it (:data:`SHIPPED_AUTO`), a round of its own.
 Statistics-score costs are per score, from what each declares: per-class Gram matrices
 (TransRate, GBC) cost bytes, a second round (GBC) costs a round and bytes (its features come
 from the feature cache, not a second encode, unless ``feature_cache_mb=0``); the bytes are
@@ -52,11 +51,8 @@ from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halvin
 from vista.selection.spec import SelectionSpec
 from vista.selection.stats import SufficientStats
 
-PARTITIONS: dict[str, tuple[str, float | None]] = {
-    "iid": ("uniform", None),
-    "alpha=1": ("niid_label", 1.0),
-    "alpha=0.1": ("niid_label", 0.1),
-}
+PARTITIONS: dict[str, tuple[str, float | None]] = {"iid": ("uniform", None), "alpha=1": ("niid_label", 1.0),
+                                                   "alpha=0.1": ("niid_label", 0.1)}
 
 
 def stat_methods() -> tuple[str, ...]:
@@ -76,11 +72,10 @@ def combined_methods() -> tuple[str, ...]:
 
 SEARCH_METHODS = ("successive_halving", "hybrid")
 
-# Ground-truth accuracies closer than this tie in the study's rank measures (tau-b, weighted
-# tau, Spearman; the regret keeps the real values). 0.01 is 4 of 400 test texts: under one
-# binomial standard error of a test accuracy there (0.015 at 10% or 90%, 0.025 at 50%), so a
-# gap this small is no order the test set can vouch for; and small enough that it mostly
-# merges candidates stuck together at the majority-class rate, whose gaps are a text or two.
+# Ground-truth accuracies closer than this tie in the study's rank measures (tau-b, weighted tau,
+# Spearman; the regret keeps the real values). 0.01 is 4 of 400 test texts: under one binomial
+# standard error of a test accuracy there (0.015 at 10% or 90%, 0.025 at 50%), so no order the test
+# set can vouch for; small enough that it mostly merges candidates stuck at the majority rate.
 TIE_TOL = 0.01
 
 
@@ -299,10 +294,30 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
         result["methods"].update({m: got[m] for m in todo})
         result.setdefault("seconds", {})[f"statistics_{pooling}"] = stats["selection_seconds"]
         changed = True
+    changed = score_shipped_auto(cfg, data_file, out_dir, result) or changed
     if changed:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
     return result
+
+
+# auto's sampling as conf/selection/auto.yaml ships it (design notes 70, 71; a test keeps them equal)
+SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384}
+
+
+def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
+    """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s sample of the texts,
+    the setting's own seed (the draw a live run makes), from the feature store when the study keeps
+    one (capped rows are sliced out of the kept ones). False when ``result`` has it already."""
+    if result["methods"].get("auto_shipped", {}).get("sampling") == SHIPPED_AUTO:
+        return False
+    parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
+    spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
+    stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics_shipped")
+    tol = result.get("tie_tol", cfg.tie_tol)
+    got, _ = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
+    result["methods"]["auto_shipped"] = {**got["auto"], "sampling": SHIPPED_AUTO}
+    return True
 
 
 def _stats_spec(cfg: StudyConfig, out_dir: Path, pooling: str) -> SelectionSpec:
