@@ -107,7 +107,8 @@ def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, 
         rows.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"],
                      "knob": knob, "draw": draw, "method": m, "kendall_tau": q["kendall_tau"],
                      "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
-                     "kept_pick": q["chosen"] == result["methods"][m]["chosen"], "forward_passes": passes, "compute_vs_bf": passes / bf})
+                     "kept_pick": q["chosen"] == result["methods"][m]["chosen"], "forward_passes": passes,
+                     "compute_vs_bf": passes / bf})
     return rows
 
 
@@ -276,17 +277,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
     labels = ["uncapped", *(k.label for k in knobs)]
     summ = summary(rows, labels)
-    stem, decision, footer = "sampling", None, ["Caps crossed with a share of the clients (--with-fraction): a "
-                                                "smaller federation scoring capped texts. Not the registered "
-                                                "measurement: no decision."]
     if a.floor is not None:
-        stem, decision = f"sampling_floor{a.floor}", decide_floor(rows, a.caps, a.floor, a.shares)
-        stem += "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
+        decision = decide_floor(rows, a.caps, a.floor, a.shares)
+        shares = "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
+        stem = f"sampling_floor{a.floor}{shares}"
         footer = floor_footer(a.floor, decision)
     elif a.with_fraction is not None:
-        stem = f"sampling_fraction{a.with_fraction:g}"
+        stem, decision = f"sampling_fraction{a.with_fraction:g}", None
+        footer = ["Caps crossed with a share of the clients (--with-fraction): a smaller federation scoring capped "
+                  "texts. Not the registered measurement: no decision."]
     else:
-        decision = decide(summ)
+        stem, decision = "sampling", decide(summ)
         footer = footer_of(decision)
     runs = sorted({f"{r['data']} {r['partition']} seed {r['seed']}" for r in rows})
     a.out.mkdir(parents=True, exist_ok=True)

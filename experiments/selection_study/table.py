@@ -215,11 +215,11 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
 
 def _shipped_note(results: list[dict]) -> list[str]:
     """What ``auto_shipped`` sampled (``auto`` is the same rule on every text)."""
-    sampling = {json.dumps(r["methods"]["auto_shipped"]["sampling"]) for r in results if "auto_shipped" in r["methods"]}
-    if not sampling:
+    shipped = [r["methods"]["auto_shipped"]["sampling"] for r in results if "auto_shipped" in r["methods"]]
+    if not shipped:
         return []
-    said = "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in sorted(sampling))
-    have = sum("auto_shipped" in r["methods"] for r in results)
+    said = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in s.items()) for s in shipped}))
+    have = len(shipped)
     return [f"auto_shipped: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
             f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.", ""]
 

@@ -262,9 +262,9 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     """Score every method the registry means for another pooling (:func:`own_poolings`) on a
     statistics round of that pooling (``<out_dir>/statistics_<pooling>``), and every method an
     earlier rule scored on another pooling than the one it is now meant for on the setting's own
-    round, against the setting's truth, and write ``result.json``. Given no ``result``, the
-    setting's ``result.json`` is read and only the methods not yet scored on their own pooling
-    are (a finished setting of an earlier rule: one statistics round, not the brute force again)."""
+    round, and ``auto_shipped`` (:func:`score_shipped_auto`), against the setting's truth; write
+    ``result.json``. Given no ``result``, the setting's ``result.json`` is read and only what it
+    lacks is scored (a finished setting of an earlier rule: a statistics round, not brute force)."""
     path = out_dir / "result.json"
     changed = result is not None  # a fresh result is written whatever happens below
     if result is None:

@@ -87,8 +87,8 @@ def require_admitted(rows: list[dict], spec: PrivacySpec, max_texts: int | None)
     undefined (GBC's PCA round could not even start). ``rows``: the clients' ``eligible`` and
     ``reason`` as ``selection.json`` records them."""
     if rows and not any(r["eligible"] for r in rows):
-        cap = (f"; each client encodes at most {max_texts} texts (selection.max_texts_per_client, raised by "
-               "selection.min_texts_per_round)") if max_texts else ""
+        cap = (f"; each client encodes at most {max_texts} texts (selection.max_texts_per_client, or "
+               "selection.min_texts_per_round over the clients scored)") if max_texts else ""
         raise UserError(f"selection: the privacy guard admitted none of the {len(rows)} clients (first: "
                         f"{rows[0]['reason']}){cap}: lower selection.privacy.min_examples / min_per_class"
                         f"{' or raise the cap (null: every text)' if max_texts else ''}")
