@@ -3,6 +3,10 @@
     python experiments/selection_study/sampling_cost.py --runs WORK/runs --data WORK/data --hub models \
         --caps 16 32 48 60 --fractions 0.5 --draws 5 --out experiments/selection_study/results/ground_truth
 
+``--seq-lens 64 32`` instead measures auto as shipped (``SHIPPED_AUTO``) at shorter lengths
+(``selection.max_seq_len``) on the same draws, each length's features encoded once per run; its
+compute is scaled by the share of the study length's tokens a length keeps.
+
 auto's compute is its statistics round: one encode of every admitted text per candidate. Two
 knobs cut it, both seeded by the run's seed: ``selection.max_texts_per_client`` (a sample of each
 client's texts) and ``selection.client_fraction`` (a sample of the clients). This re-runs the live
@@ -30,13 +34,16 @@ import time
 from pathlib import Path
 from statistics import mean, stdev
 
+from vista.data.fednlp import FedNLPData
 from vista.drivers.study import (
+    SHIPPED_AUTO,
     StudyConfig,
     _run_or_reuse,
     quality_of,
     selection_compute,
     setting_parts,
 )
+from vista.models.hub import load_tokenizer
 from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
@@ -56,12 +63,15 @@ class Knob:
     max_texts_per_client: int | None = None
     client_fraction: float = 1.0
     min_texts_per_round: int | None = None
+    max_seq_len: int | None = None  # None: the study's length
 
     @property
     def label(self) -> str:
         parts = [] if self.max_texts_per_client is None else [f"max_texts_per_client={self.max_texts_per_client}"]
         if self.min_texts_per_round is not None:
             parts.append(f"min_texts_per_round={self.min_texts_per_round}")
+        if self.max_seq_len is not None:
+            parts.append(f"max_seq_len={self.max_seq_len}")
         if self.client_fraction < 1 or not parts:
             parts.append(f"client_fraction={self.client_fraction:g}")
         return ",".join(parts)
@@ -70,13 +80,16 @@ class Knob:
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Knob, draw: int | None,
             out: Path) -> dict:
     """One statistics round of ``setting`` under ``knob``, draw ``draw`` (None: the setting's own
-    seed, into ``out/uncapped``), from its kept features."""
+    seed, into ``out/uncapped``, or ``out/<knob>``: at a length of its own, every text encoded once
+    for the draws to slice), from its kept features."""
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
     spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
                          feature_store=str(setting / "features"), max_texts_per_client=knob.max_texts_per_client,
-                         client_fraction=knob.client_fraction, min_texts_per_round=knob.min_texts_per_round)
+                         client_fraction=knob.client_fraction, min_texts_per_round=knob.min_texts_per_round,
+                         max_seq_len=knob.max_seq_len)
     if draw is None:
-        return _run_or_reuse(dataclasses.replace(parts, selection=spec), out / "uncapped")
+        return _run_or_reuse(dataclasses.replace(parts, selection=spec), out / ("uncapped" if knob == Knob() else
+                                                                                   knob.label))
     seed = result["seed"] + DRAW_SEED * (draw + 1)
     return _run_or_reuse(dataclasses.replace(parts, selection=spec, seed=seed), out / knob.label / f"draw{draw}")
 
@@ -91,10 +104,11 @@ def reproduce(cfg: StudyConfig, setting: Path, data: Path, result: dict, out: Pa
 
 
 def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, draw: int,
-            tie_tol: float, bf: float) -> list[dict]:
+            tie_tol: float, bf: float, token_share: float = 1.0) -> list[dict]:
     """One row per method: its quality against the truth, whether it kept the uncapped pick (the
     one ``result`` records), and the compute a live run would spend against ``bf``, brute force's
-    selection compute (``sel`` None: the setting's own uncapped round)."""
+    selection compute (``sel`` None: the setting's own uncapped round), its encoded texts scaled by
+    ``token_share`` (the share of the study length's tokens a shorter length keeps)."""
     if sel is None:
         passes = result["methods"]["auto"]["cost"]["forward_passes"]
         scores = {m: result["methods"][m]["scores"] for m in METHODS}
@@ -108,7 +122,7 @@ def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, 
                      "knob": knob, "draw": draw, "method": m, "kendall_tau": q["kendall_tau"],
                      "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
                      "kept_pick": q["chosen"] == result["methods"][m]["chosen"], "forward_passes": passes,
-                     "compute_vs_bf": passes / bf})
+                     "token_share": token_share, "compute_vs_bf": passes * token_share / bf})
     return rows
 
 
@@ -201,6 +215,56 @@ def decide_floor(rows: list[dict], caps: list[int], floor: int, shares: list[flo
     return ok, lines
 
 
+def token_shares(cfg: StudyConfig, data_file: Path, lengths: list[int]) -> dict[int, float]:
+    """Per length, the share of the study length's tokens it keeps: every training text tokenised by
+    every candidate, sum of min(tokens, length) over sum of min(tokens, cfg.max_seq_len), the
+    candidates weighted alike as the forward-pass count weighs them. Linear in tokens (attention's
+    quadratic part would make shorter cheaper still), so an upper bound on the compute."""
+    corpus = FedNLPData(data_file)
+    texts = corpus.texts(corpus.train_indices if corpus.train_indices is not None else [])
+    corpus.close()
+    counts = [len(ids) for c in cfg.candidates
+              for ids in load_tokenizer(c.resolve())(texts, truncation=False)["input_ids"]]
+    full = sum(min(n, cfg.max_seq_len) for n in counts)
+    return {n: sum(min(k, n) for k in counts) / full for n in lengths}
+
+
+def length_knobs(lengths: list[int]) -> list[Knob]:
+    """The length check's knobs: auto as shipped (SHIPPED_AUTO, all clients) at the study's length
+    and at each of ``lengths``."""
+    shipped = Knob(SHIPPED_AUTO["max_texts_per_client"], 1.0, SHIPPED_AUTO["min_texts_per_round"])
+    return [shipped, *(dataclasses.replace(shipped, max_seq_len=n) for n in lengths)]
+
+
+def decide_length(rows: list[dict], lengths: list[int]) -> tuple[int | None, list[str]]:
+    """The length rule registered before it was measured (study README, eleventh sitting): against
+    auto as shipped at the study's length on the same draws, a length (a) keeps the run's own pick
+    in at least as many draws, (b) keeps the mean tau-b (over runs, of each run's draws) within
+    TAU_SLACK and (c) has no larger worst regret. Returns the shortest length that passes (None if
+    none) and one line per length."""
+    auto = [r for r in rows if r["method"] == "auto"]
+    base, *others = length_knobs(lengths)
+
+    def stats(label: str) -> tuple[int, float, float, int]:
+        sel = [r for r in auto if r["knob"] == label]
+        runs = sorted({(r["data"], r["partition"], r["seed"]) for r in sel})
+        tau = mean(mean(r["kendall_tau"] for r in sel if (r["data"], r["partition"], r["seed"]) == k) for k in runs)
+        return sum(r["kept_pick"] for r in sel), tau, max(r["top1_regret"] for r in sel), len(sel)
+
+    kept0, tau0, worst0, n = stats(base.label)
+    lines, passing = [], []
+    for knob in others:
+        kept, tau, worst, _ = stats(knob.label)
+        checks = {"kept at least as many picks": kept >= kept0, f"tau-b within {TAU_SLACK}": tau >= tau0 - TAU_SLACK,
+                  "no larger worst regret": worst <= worst0 + 1e-12}
+        failed = [c for c, ok in checks.items() if not ok]
+        passing += [knob.max_seq_len] if not failed else []
+        lines.append(f"max_seq_len {knob.max_seq_len} (kept {kept} of {n}, tau-b {tau:.3f}, worst regret {worst:.3f}; "
+                     f"the study's length: {kept0}, {tau0:.3f}, {worst0:.3f}): "
+                     f"{'passes' if not failed else 'fails: ' + '; '.join(failed)}")
+    return min(passing, default=None), lines
+
+
 def table(summ: list[dict], runs: list[str], draws: int, footer: list[str]) -> str:
     lines = ["# What sampling the statistics round costs auto", "",
              f"{len(runs)} study runs ({', '.join(runs)}), {draws} seeded draws per knob (other texts and "
@@ -236,6 +300,16 @@ def floor_footer(floor: int, decision: tuple[bool, list[str]]) -> list[str]:
             f"Decision: {f'min_texts_per_round={floor} passes' if ok else 'the floor fails; not adopted'}."]
 
 
+def length_footer(decision: tuple[int | None, list[str]]) -> list[str]:
+    best, why = decision
+    return ["auto as shipped (SHIPPED_AUTO) at shorter lengths (selection.max_seq_len), the same draws. Compute "
+            "scales each run's encoded texts by the share of the study length's tokens a length keeps (linear in "
+            "tokens: an upper bound). The rule registered before this ran (study README, eleventh sitting): against "
+            f"the study's length, at least as many kept picks, mean tau-b within {TAU_SLACK}, no larger worst regret; "
+            "the shortest length that passes.", "", *(f"- {w}" for w in why), "",
+            f"Decision: {f'max_seq_len={best} passes' if best else 'no shorter length passes; auto keeps fl.max_seq_len'}."]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     study_args(p)
@@ -250,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                         "each --shares, written to sampling_floor<FLOOR>.md/json with the floor rule's decision")
     p.add_argument("--shares", nargs="*", type=float, default=SHARES,
                    help="client_fraction values (--floor; others than the default go to sampling_floor<F>_shares<...>)")
+    p.add_argument("--seq-lens", nargs="*", type=int, default=None,
+                   help="the length check: auto as shipped at the study's length and at each of these "
+                        "(selection.max_seq_len), written to sampling_length<L...>.md/json with the length rule's decision")
     p.add_argument("--work", type=Path, default=None,
                    help="where the re-scoring runs go (default: <runs>/../sampling_runs)")
     a = p.parse_args(argv)
@@ -261,23 +338,35 @@ def main(argv: list[str] | None = None) -> int:
         knobs = [Knob(max_texts_per_client=c, client_fraction=a.with_fraction) for c in a.caps]
     if a.floor is not None:
         knobs = floor_knobs(a.caps, a.floor, a.shares)
+    if a.seq_lens:
+        knobs = length_knobs(a.seq_lens)
     rows: list[dict] = []
+    shares: dict[str, dict[int, float]] = {}
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
         bf = selection_compute(res, "brute_force")  # less its test-split predictions
         rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol, bf)
         work = (a.work or a.runs.parent / "sampling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
         reproduce(cfg, setting, a.data, res, work)
+        if a.seq_lens and res["data"] not in shares:
+            shares[res["data"]] = token_shares(cfg, a.data / f"{res['data']}_data.h5", a.seq_lens)
+        for n in a.seq_lens or []:  # every text encoded once at this length, for the draws to slice
+            sel = rescore(cfg, setting, a.data, res, Knob(max_seq_len=n), None, work)
+            rows += rows_of(res, truth, sel, Knob(max_seq_len=n).label, 0, a.tie_tol, bf, shares[res["data"]][n])
         for knob in knobs:
+            share = shares[res["data"]][knob.max_seq_len] if knob.max_seq_len else 1.0
             for d in range(a.draws):
                 t0 = time.perf_counter()
                 sel = rescore(cfg, setting, a.data, res, knob, d, work)
-                rows += rows_of(res, truth, sel, knob.label, d, a.tie_tol, bf)
+                rows += rows_of(res, truth, sel, knob.label, d, a.tie_tol, bf, share)
                 print(f"{setting.relative_to(a.runs)} {knob.label} draw {d}: {time.perf_counter() - t0:.0f}s, "
                       f"auto picks {rows[-len(METHODS)]['chosen']}", flush=True)
-    labels = ["uncapped", *(k.label for k in knobs)]
+    labels = ["uncapped", *(Knob(max_seq_len=n).label for n in a.seq_lens or []), *(k.label for k in knobs)]
     summ = summary(rows, labels)
-    if a.floor is not None:
+    if a.seq_lens:
+        stem, decision = "sampling_length" + "-".join(str(n) for n in a.seq_lens), decide_length(rows, a.seq_lens)
+        footer = length_footer(decision)
+    elif a.floor is not None:
         decision = decide_floor(rows, a.caps, a.floor, a.shares)
         shares = "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
         stem = f"sampling_floor{a.floor}{shares}"

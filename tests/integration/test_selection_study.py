@@ -297,6 +297,43 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     fake[1]["chosen"], fake[-1]["compute_vs_bf"] = "a", 0.06  # and cost <= 1/20 of brute force at every share
     ok, why = sampling.decide_floor(fake, [4], 16, [1.0, 0.5])
     assert not ok and "compute <= 1/20" in why[1] and why[0].endswith("passes")
+    # the length check (selection.max_seq_len): auto as shipped at the study's 32 tokens and at 16 and 8, the
+    # same draws; each length's features encoded once per run (every text), the draws sliced from them
+    assert sampling.main(["--runs", str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub),
+                          "--candidates", *names, "--seq-lens", "16", "8", "--draws", "2", "--clients", "4",
+                          "--max-seq-len", "32", "--out", str(tmp_path / "samp")]) == 0
+    length = json.loads((tmp_path / "samp" / "sampling_length16-8.json").read_text())
+    shipped = "max_texts_per_client=48,min_texts_per_round=384"
+    assert {r["knob"] for r in length["rows"]} == {"uncapped", "max_seq_len=16", "max_seq_len=8", shipped,
+                                                   f"{shipped},max_seq_len=16", f"{shipped},max_seq_len=8"}
+    share = {r["knob"]: r["token_share"] for r in length["rows"]}
+    assert share["uncapped"] == share[shipped] == 1.0 and share["max_seq_len=16"] == share[f"{shipped},max_seq_len=16"]
+    assert 0 < share["max_seq_len=8"] < share["max_seq_len=16"] <= 1.0  # tiny texts run past 8 tokens
+    for r in length["rows"]:
+        bf = selection_compute(next(x for x in results if (x["partition"], x["seed"]) == (r["partition"], r["seed"])),
+                               "brute_force")
+        assert r["compute_vs_bf"] == pytest.approx(r["forward_passes"] * r["token_share"] / bf)
+    for res in results:
+        runs = tmp_path / "sampling_runs" / data.name.removesuffix("_data.h5") / res["partition"] / f"seed{res['seed']}"
+        own16 = json.loads((runs / "max_seq_len=16" / "selection.json").read_text())
+        assert own16["cost"]["forward_passes"] > 0  # encoded once at 16 tokens (not in the store at 32)
+        draws16 = [json.loads((runs / f"{shipped},max_seq_len=16" / f"draw{d}" / "selection.json").read_text())
+                   for d in (0, 1)]
+        assert all(d["cost"]["forward_passes"] == 0 for d in draws16)  # sliced from the 16-token features
+        at32 = json.loads((runs / shipped / "draw0" / "selection.json").read_text())
+        assert at32["clients"] == draws16[0]["clients"]  # the same texts: a draw samples indices, not tokens
+    assert length["decision"] == sampling.decide_length(length["rows"], [16, 8])[0]
+    assert len(length["why"]) == 2 and "Decision:" in (tmp_path / "samp" / "sampling_length16-8.md").read_text()
+    fake = [{"data": "d", "partition": "iid", "seed": 0, "draw": d, "method": "auto", "knob": k,
+             "kept_pick": kept, "kendall_tau": tau, "top1_regret": regret} for d in (0, 1) for k, kept, tau, regret in (
+        (shipped, True, 0.8, 0.0), (f"{shipped},max_seq_len=64", True, 0.79, 0.0),
+        (f"{shipped},max_seq_len=32", d == 0, 0.8, 0.0))]
+    best, why = sampling.decide_length(fake, [64, 32])
+    assert best == 64 and why[0].endswith("passes") and "kept at least as many picks" in why[1]
+    fake[1]["kendall_tau"] = fake[4]["kendall_tau"] = 0.7  # 64 loses tau-b, 32 a pick and a regret too
+    fake[5]["top1_regret"] = 0.05
+    best, why = sampling.decide_length(fake, [64, 32])
+    assert best is None and "tau-b within 0.02" in why[0] and "no larger worst regret" in why[1]
     # the registered rule: a knob that kept every pick, kept the tau-b and spent <= 1/20 passes
     fake = [{"knob": "uncapped", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.06,
              "compute_vs_bf": 0.06},
