@@ -29,7 +29,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
-from vista.drivers.study import EXPECTED, TIE_TOL, method_quality, selection_compute
+from vista.drivers.study import (
+    EXPECTED,
+    SHIPPED,
+    TIE_TOL,
+    method_quality,
+    selection_compute,
+)
 from vista.selection.ranking import (
     RANDOM_DRAWS,
     RANDOM_SEED,
@@ -40,7 +46,7 @@ from vista.selection.scores import names as score_names
 from vista.selection.spec import SEARCH_METHODS
 
 # every registered score, auto as shipped (a sample of the texts, study.score_shipped_auto), the searches
-METHODS = (*score_names(), "auto_shipped", *SEARCH_METHODS)
+METHODS = (*score_names(), SHIPPED, *SEARCH_METHODS)
 QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 
@@ -215,12 +221,12 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
 
 def _shipped_note(results: list[dict]) -> list[str]:
     """What ``auto_shipped`` sampled (``auto`` is the same rule on every text)."""
-    shipped = [r["methods"]["auto_shipped"]["sampling"] for r in results if "auto_shipped" in r["methods"]]
+    shipped = [r["methods"][SHIPPED]["sampling"] for r in results if SHIPPED in r["methods"]]
     if not shipped:
         return []
     said = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in s.items()) for s in shipped}))
     have = len(shipped)
-    return [f"auto_shipped: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
+    return [f"{SHIPPED}: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
             f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.", ""]
 
 

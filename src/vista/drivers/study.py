@@ -301,7 +301,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     return result
 
 
-# auto's sampling as conf/selection/auto.yaml ships it (design notes 70, 71; a test keeps them equal)
+SHIPPED = "auto_shipped"  # auto as conf/selection/auto.yaml samples it (notes 70, 71; a test keeps them equal)
 SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384}
 
 
@@ -309,14 +309,14 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s sample of the texts,
     the setting's own seed (the draw a live run makes), from the feature store when the study keeps
     one (capped rows are sliced out of the kept ones). False when ``result`` has it already."""
-    if result["methods"].get("auto_shipped", {}).get("sampling") == SHIPPED_AUTO:
+    if result["methods"].get(SHIPPED, {}).get("sampling") == SHIPPED_AUTO:
         return False
     parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
     spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
     stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics_shipped")
     tol = result.get("tie_tol", cfg.tie_tol)
     got, _ = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
-    result["methods"]["auto_shipped"] = {**got["auto"], "sampling": SHIPPED_AUTO}
+    result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO}
     return True
 
 
