@@ -226,8 +226,10 @@ def _shipped_note(results: list[dict]) -> list[str]:
         return []
     said = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in s.items()) for s in shipped}))
     have = len(shipped)
+    tokens = (" Its compute counts encoded texts whatever their length; scaled by the tokens a shorter length keeps "
+              "it is lower (`sampling_length64-32.md`).") if any("max_seq_len" in s for s in shipped) else ""
     return [f"{SHIPPED}: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
-            f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.", ""]
+            f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.{tokens}", ""]
 
 
 def _search_note(results: list[dict]) -> list[str]:

@@ -56,9 +56,10 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
                           "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "auto_shipped",
                           "successive_halving", "hybrid", "brute_force"}
-        # auto as shipped (48 texts per client, 384 a round): these clients hold fewer, so every text
-        shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}" / "statistics_shipped"
-                              / "selection.json").read_text())
+        # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
+        # text, at the study's own length here; the round's directory is named by its sampling
+        shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
+                              / "statistics_shipped_48-384-32" / "selection.json").read_text())
         assert m["auto_shipped"]["sampling"] == SHIPPED_AUTO and shipped["clients"] == res["clients"]
         assert m["auto_shipped"]["scores"] == pytest.approx(m["auto"]["scores"], rel=1e-9)
         assert m["auto_shipped"]["cost"]["forward_passes"] == m["auto"]["cost"]["forward_passes"]
@@ -151,7 +152,8 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     md = (out / "table.md").read_text()
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
     assert "but gbc_prior_mean on mean-pooled features" in md
-    assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384)" in md and "in 4 of 4 runs" in md
+    assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
+    assert "in 4 of 4 runs" in md and "counts encoded texts whatever their length" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 * 17
 

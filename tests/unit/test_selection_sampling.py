@@ -29,9 +29,10 @@ def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
     cfg = validate(_compose("selection=logme"))["selection"]
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] is None and cfg["max_seq_len"] is None
     assert cfg["feature_cache_mb"] == 1024 and cfg["min_texts_per_round"] is None
-    # auto: every client, at most 48 texts each, at least 384 in the round (design notes 70, 71: registered rules)
+    # auto: every client, at most 48 texts each, at least 384 in the round, 32 tokens a text (design notes 70,
+    # 71, 73: registered rules)
     cfg = validate(_compose("selection=auto"))["selection"]
-    assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] is None
+    assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] == 32
     assert cfg["min_texts_per_round"] == 384
     assert {k: cfg[k] for k in SHIPPED_AUTO} == SHIPPED_AUTO  # the study's auto_shipped samples as auto.yaml
 

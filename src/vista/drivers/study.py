@@ -302,19 +302,19 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
 
 
 SHIPPED = "auto_shipped"  # auto as conf/selection/auto.yaml samples it (notes 70, 71; a test keeps them equal)
-SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384}
+SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384, "max_seq_len": 32}
 
 
 def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
-    """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s sample of the texts,
+    """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s texts and length,
     the setting's own seed (the draw a live run makes), from the feature store when the study keeps
     one (capped rows are sliced out of the kept ones). False when ``result`` has it already."""
     if result["methods"].get(SHIPPED, {}).get("sampling") == SHIPPED_AUTO:
         return False
     parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
     spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
-    stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics_shipped")
-    tol = result.get("tie_tol", cfg.tie_tol)
+    tol, tag = result.get("tie_tol", cfg.tie_tol), "-".join(str(v) for v in SHIPPED_AUTO.values())
+    stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
     got, _ = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
     result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO}
     return True
