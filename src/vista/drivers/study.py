@@ -301,7 +301,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     return result
 
 
-SHIPPED = "auto_shipped"  # auto as conf/selection/auto.yaml samples it (notes 70, 71; a test keeps them equal)
+SHIPPED = "auto_shipped"  # auto as conf/selection/auto.yaml samples it (notes 70, 71, 73; a test keeps them equal)
 SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384, "max_seq_len": 32}
 
 
