@@ -236,20 +236,18 @@ def length_knobs(lengths: list[int]) -> list[Knob]:
     return [shipped, *(dataclasses.replace(shipped, max_seq_len=n) for n in lengths)]
 
 
-def decide_length(rows: list[dict], lengths: list[int]) -> tuple[int | None, list[str]]:
+def decide_length(summ: list[dict], lengths: list[int]) -> tuple[int | None, list[str]]:
     """The length rule registered before it was measured (study README, eleventh sitting): against
     auto as shipped at the study's length on the same draws, a length (a) keeps the run's own pick
     in at least as many draws, (b) keeps the mean tau-b (over runs, of each run's draws) within
-    TAU_SLACK and (c) has no larger worst regret. Returns the shortest length that passes (None if
-    none) and one line per length."""
-    auto = [r for r in rows if r["method"] == "auto"]
+    TAU_SLACK and (c) has no larger worst regret, read from :func:`summary`. Returns the shortest
+    length that passes (None if none) and one line per length."""
+    auto = {s["knob"]: s for s in summ if s["method"] == "auto"}
     base, *others = length_knobs(lengths)
 
     def stats(label: str) -> tuple[int, float, float, int]:
-        sel = [r for r in auto if r["knob"] == label]
-        runs = sorted({(r["data"], r["partition"], r["seed"]) for r in sel})
-        tau = mean(mean(r["kendall_tau"] for r in sel if (r["data"], r["partition"], r["seed"]) == k) for k in runs)
-        return sum(r["kept_pick"] for r in sel), tau, max(r["top1_regret"] for r in sel), len(sel)
+        s = auto[label]
+        return round(s["kept_pick"] * s["draws"]), s["kendall_tau"], s["worst_regret"], s["draws"]
 
     kept0, tau0, worst0, n = stats(base.label)
     lines, passing = [], []
@@ -341,20 +339,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.seq_lens:
         knobs = length_knobs(a.seq_lens)
     rows: list[dict] = []
-    shares: dict[str, dict[int, float]] = {}
+    token_share: dict[str, dict[int, float]] = {}  # per corpus, per length
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
         bf = selection_compute(res, "brute_force")  # less its test-split predictions
         rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol, bf)
         work = (a.work or a.runs.parent / "sampling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
         reproduce(cfg, setting, a.data, res, work)
-        if a.seq_lens and res["data"] not in shares:
-            shares[res["data"]] = token_shares(cfg, a.data / f"{res['data']}_data.h5", a.seq_lens)
+        if a.seq_lens and res["data"] not in token_share:
+            token_share[res["data"]] = token_shares(cfg, a.data / f"{res['data']}_data.h5", a.seq_lens)
         for n in a.seq_lens or []:  # every text encoded once at this length, for the draws to slice
-            sel = rescore(cfg, setting, a.data, res, Knob(max_seq_len=n), None, work)
-            rows += rows_of(res, truth, sel, Knob(max_seq_len=n).label, 0, a.tie_tol, bf, shares[res["data"]][n])
+            own = Knob(max_seq_len=n)
+            sel = rescore(cfg, setting, a.data, res, own, None, work)
+            rows += rows_of(res, truth, sel, own.label, 0, a.tie_tol, bf, token_share[res["data"]][n])
         for knob in knobs:
-            share = shares[res["data"]][knob.max_seq_len] if knob.max_seq_len else 1.0
+            share = token_share[res["data"]][knob.max_seq_len] if knob.max_seq_len else 1.0
             for d in range(a.draws):
                 t0 = time.perf_counter()
                 sel = rescore(cfg, setting, a.data, res, knob, d, work)
@@ -364,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = ["uncapped", *(Knob(max_seq_len=n).label for n in a.seq_lens or []), *(k.label for k in knobs)]
     summ = summary(rows, labels)
     if a.seq_lens:
-        stem, decision = "sampling_length" + "-".join(str(n) for n in a.seq_lens), decide_length(rows, a.seq_lens)
+        stem, decision = "sampling_length" + "-".join(str(n) for n in a.seq_lens), decide_length(summ, a.seq_lens)
         footer = length_footer(decision)
     elif a.floor is not None:
         decision = decide_floor(rows, a.caps, a.floor, a.shares)
-        shares = "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
-        stem = f"sampling_floor{a.floor}{shares}"
+        suffix = "" if a.shares == SHARES else "_shares" + "-".join(f"{s:g}" for s in a.shares)
+        stem = f"sampling_floor{a.floor}{suffix}"
         footer = floor_footer(a.floor, decision)
     elif a.with_fraction is not None:
         stem, decision = f"sampling_fraction{a.with_fraction:g}", None

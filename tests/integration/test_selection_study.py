@@ -324,17 +324,21 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert all(d["cost"]["forward_passes"] == 0 for d in draws16)  # sliced from the 16-token features
         at32 = json.loads((runs / shipped / "draw0" / "selection.json").read_text())
         assert at32["clients"] == draws16[0]["clients"]  # the same texts: a draw samples indices, not tokens
-    assert length["decision"] == sampling.decide_length(length["rows"], [16, 8])[0]
+    assert length["decision"] == sampling.decide_length(length["summary"], [16, 8])[0]
     assert len(length["why"]) == 2 and "Decision:" in (tmp_path / "samp" / "sampling_length16-8.md").read_text()
-    fake = [{"data": "d", "partition": "iid", "seed": 0, "draw": d, "method": "auto", "knob": k,
-             "kept_pick": kept, "kendall_tau": tau, "top1_regret": regret} for d in (0, 1) for k, kept, tau, regret in (
-        (shipped, True, 0.8, 0.0), (f"{shipped},max_seq_len=64", True, 0.79, 0.0),
-        (f"{shipped},max_seq_len=32", d == 0, 0.8, 0.0))]
-    best, why = sampling.decide_length(fake, [64, 32])
+    lengths = (shipped, f"{shipped},max_seq_len=64", f"{shipped},max_seq_len=32")
+    fake = [{"data": "d", "partition": "iid", "seed": 0, "draw": d, "method": "auto", "knob": k, "chosen": "a",
+             "best": "a", "compute_vs_bf": 0.01, "kept_pick": kept, "kendall_tau": tau, "top1_regret": regret}
+            for d in (0, 1) for k, kept, tau, regret in zip(lengths, (True, True, d == 0), (0.8, 0.79, 0.8), (0.0,) * 3)]
+
+    def with_peers() -> list[dict]:  # summary() reads every method's rows; these copy auto's
+        return [{**r, "method": m} for r in fake for m in sampling.METHODS]
+
+    best, why = sampling.decide_length(sampling.summary(with_peers(), list(lengths)), [64, 32])
     assert best == 64 and why[0].endswith("passes") and "kept at least as many picks" in why[1]
     fake[1]["kendall_tau"] = fake[4]["kendall_tau"] = 0.7  # 64 loses tau-b, 32 a pick and a regret too
     fake[5]["top1_regret"] = 0.05
-    best, why = sampling.decide_length(fake, [64, 32])
+    best, why = sampling.decide_length(sampling.summary(with_peers(), list(lengths)), [64, 32])
     assert best is None and "tau-b within 0.02" in why[0] and "no larger worst regret" in why[1]
     # the registered rule: a knob that kept every pick, kept the tau-b and spent <= 1/20 passes
     fake = [{"knob": "uncapped", "method": "auto", "kendall_tau": 0.8, "kept_pick": 1.0, "worst_compute_vs_bf": 0.06,
