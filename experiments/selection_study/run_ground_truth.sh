@@ -37,10 +37,11 @@ PER_CORPUS=(--set r8.lr=5e-3 rotten_tomatoes.lr=5e-3 r52.lr=5e-3)
 "$PYTHON" experiments/selection_study/run_study.py --data "$WORK/data" --hub "$HUB" --out "$WORK/runs" \
   --corpora $CORPORA --partitions $PARTITIONS --seeds $SEEDS "${BUDGET[@]}" "${PER_CORPUS[@]}" --device "$DEVICE" \
   --workers "$WORKERS" --keep-features || echo "some settings failed"
-"$PYTHON" experiments/selection_study/table.py "$WORK/runs" --out "$OUT"
-# keep each run's result.json (small) next to the table
+# keep each run's result.json (small) next to the table, then table every kept run: a fresh
+# machine's work directory holds only the runs made there, the committed ones live in $OUT/runs
 KEEP="$(pwd)/$OUT/runs"
 if [ -d "$WORK/runs" ]; then
   (cd "$WORK/runs" && find . -name result.json | while read -r f; do mkdir -p "$KEEP/$(dirname "$f")";
     cp "$f" "$KEEP/$f"; done)
 fi
+"$PYTHON" experiments/selection_study/table.py "$KEEP" --out "$OUT"
