@@ -25,6 +25,7 @@ from pathlib import Path
 from statistics import mean
 
 from vista.drivers.study import (
+    SHIPPED,
     StudyConfig,
     curves_of,
     method_quality,
@@ -79,6 +80,9 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
         searches.append(("successive_halving", None, None, rounds,
                          lambda n=rounds: successive_halving(names, ReplayOracle(result["curves"], key), r0, eta, n)))
         for score in scores:
+            if score not in result["methods"]:  # e.g. auto_shipped before a run had it: its N shows it
+                print(f"{run}: no {score} scores, its hybrid is not replayed")
+                continue
             for k in top_ks:
                 searches.append(("hybrid", score, k, rounds, lambda s=score, k=k, n=rounds: hybrid(
                     result["methods"][s]["scores"], ReplayOracle(result["curves"], key), k, r0, eta, n)))
@@ -127,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path, help="the study's runs folder (result.json files under it)")
     p.add_argument("--work", type=Path, default=None,
                    help="the work runs folder whose brute_force/selection.json fills in missing curves")
-    p.add_argument("--scores", nargs="+", default=["logme", "auto", "gbc_prior_mean"],
-                   help="shortlist scores for hybrid (default: logme, the study's, then auto and the mean-pooled "
-                        "rule; gbc_prior is auto's alias target, the same numbers)")
+    p.add_argument("--scores", nargs="+", default=["logme", "auto", SHIPPED, "gbc_prior_mean"],
+                   help="shortlist scores for hybrid (default: logme, the study's, then auto on every text, auto "
+                        "as shipped (its sampling) and the mean-pooled rule; gbc_prior is auto's alias target)")
     p.add_argument("--top-k", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--search-rounds", nargs="+", type=int, default=None,
                    help="how far a rung may train (default: the budget's rounds; fewer: a quicker choice "

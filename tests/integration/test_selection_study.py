@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vista.drivers.study import (
+    SHIPPED,
     SHIPPED_AUTO,
     TIE_TOL,
     BudgetMismatch,
@@ -192,6 +193,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         # top 1 trains only its pick, to the end: its overhead is the statistics round alone
         assert mine[("hybrid", "logme", 1)]["overhead_vs_brute_force"] == pytest.approx(
             Cost(**res["methods"]["logme"]["cost"]).forward_equivalents / bf)
+        # the default shortlists include auto as shipped, at its own (sampled) statistics round's cost
+        assert mine[("hybrid", SHIPPED, 1)]["overhead_vs_brute_force"] == pytest.approx(
+            selection_compute(res, SHIPPED) / bf)
         # brute force less its test-split predictions: the 18 tiny test texts once per candidate, in
         # its last round (the searches score the test splits nowhere else), out of every round's count
         raw = Cost(**res["methods"]["brute_force"]["cost"]).forward_equivalents
