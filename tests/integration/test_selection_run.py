@@ -182,12 +182,16 @@ def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_dat
     # the survivor was continued, not retrained: its stretches are separate run directories
     chosen = sh["chosen"]
     assert sorted(p.name for p in (tmp_path / "sh" / "search" / chosen).iterdir()) == ["rounds_1-1", "rounds_2-2"]
-    # hybrid shortlists by auto unless told (design note 70), then halves like the replay
-    hy = run_selection(_parts(tiny_hub, tiny_data, candidates, SelectionSpec(name="hybrid", candidates=candidates)),
-                       tmp_path / "hy")["selection"]
+    # hybrid shortlists by auto unless told (design note 70), then halves like the replay; its shortlist
+    # round samples as hybrid.yaml ships it (a cap of texts per client, 32 tokens; design note 74)
+    spec = SelectionSpec(name="hybrid", candidates=candidates, max_texts_per_client=8, max_seq_len=32)
+    hy = run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "hy")["selection"]
     seeded = hybrid(hy["scores"]["auto"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
     assert set(hy["scores"]) >= {"auto", "gbc", "param_prior"} and "logme" not in hy["scores"]
     assert hy["chosen"] == seeded.chosen and hy["search"]["cost"]["rounds"] == seeded.cost.rounds
+    stats = json.loads((tmp_path / "hy" / "selection.json").read_text())["clients"]
+    # no client encodes past the cap and one reaches it (the guard withholds a client's rare classes after it)
+    assert stats and max(r["examples"] for r in stats) == 8
 
 
 def test_then_finetune_trains_the_chosen_model(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread):

@@ -23,7 +23,7 @@ def _spec(**kw) -> SelectionSpec:
     return SelectionSpec(name="auto", candidates=("a", "b"), **kw)
 
 
-def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
+def test_defaults_keep_every_client_and_text_but_auto_and_hybrid_cap_their_texts():
     spec = _spec()
     assert spec.client_fraction == 1.0 and spec.max_texts_per_client is None and spec.cohort_size(10) is None
     cfg = validate(_compose("selection=logme"))["selection"]
@@ -35,6 +35,10 @@ def test_defaults_keep_every_client_and_text_but_auto_caps_its_texts():
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] == 32
     assert cfg["min_texts_per_round"] == 384
     assert {k: cfg[k] for k in SHIPPED_AUTO} == SHIPPED_AUTO  # the study's auto_shipped samples as auto.yaml
+    # hybrid's shortlist round samples as auto does (design note 74: a registered replay), its search does not
+    cfg = validate(_compose("selection=hybrid"))
+    assert {k: cfg["selection"][k] for k in SHIPPED_AUTO} == SHIPPED_AUTO
+    assert cfg["selection"]["val_fraction"] == 0.1 and cfg["fl"]["max_seq_len"] == 128
 
 
 @pytest.mark.parametrize("fraction,available,size", [(0.5, 8, 4), (0.25, 10, 3), (0.3, 5, 2), (0.01, 8, 1),
