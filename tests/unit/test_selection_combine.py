@@ -63,9 +63,10 @@ def test_auto_scores_what_each_classifier_reads_and_gbc_prior_mean_mean_pooled_f
         for overrides, want in ((["selection=auto"], None), (["selection=auto", "selection.pooling=cls"], "cls"),
                                 (["selection=logme"], None)):
             assert validate(compose("config", overrides=overrides))["selection"]["pooling"] == want, overrides
-        # auto samples at most 48 texts per client (design note 70); null encodes them all; others sample none
+        # auto samples at most 48 texts per client (design note 70), and hybrid's shortlist round as auto
+        # (design note 74); null encodes them all; others sample none
         for overrides, want in ((["selection=auto"], 48), (["selection=auto", "selection.max_texts_per_client=null"], None),
-                                (["selection=hybrid"], None), (["selection=gbc_prior"], None)):
+                                (["selection=hybrid"], 48), (["selection=gbc_prior"], None)):
             got = validate(compose("config", overrides=overrides))["selection"]["max_texts_per_client"]
             assert got == want, overrides
 
