@@ -183,7 +183,7 @@ def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_dat
     chosen = sh["chosen"]
     assert sorted(p.name for p in (tmp_path / "sh" / "search" / chosen).iterdir()) == ["rounds_1-1", "rounds_2-2"]
     # hybrid shortlists by auto unless told (design note 70), then halves like the replay; its shortlist
-    # round samples as hybrid.yaml ships it (a cap of texts per client, 32 tokens; design note 74)
+    # round honours the sampling knobs hybrid.yaml sets (design note 74), here a cap of 8 the tiny clients feel
     spec = SelectionSpec(name="hybrid", candidates=candidates, max_texts_per_client=8, max_seq_len=32)
     hy = run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "hy")["selection"]
     seeded = hybrid(hy["scores"]["auto"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
