@@ -37,7 +37,8 @@ from pathlib import Path
 from statistics import mean
 
 from vista.build import candidate_spec
-from vista.drivers.study import PARTITIONS, StudyConfig, run_setting, selection_compute
+from vista.drivers.study import PARTITIONS, StudyConfig, run_setting
+from vista.drivers.study_compute import selection_compute
 from vista.selection.ranking import missing_last, selection_quality
 from vista.selection.sampling import cohort
 from vista.selection.scores import COMBINED, SCORES

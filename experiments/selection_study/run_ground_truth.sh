@@ -39,7 +39,7 @@ PER_CORPUS=(--set r8.lr=5e-3 rotten_tomatoes.lr=5e-3 r52.lr=5e-3)
   --workers "$WORKERS" --keep-features || echo "some settings failed"
 # keep each run's result.json (small) next to the table, then table every kept run: a fresh
 # machine's work directory holds only the runs made there, the committed ones live in $OUT/runs
-KEEP="$(pwd)/$OUT/runs"
+case "$OUT" in /*) KEEP="$OUT/runs" ;; *) KEEP="$(pwd)/$OUT/runs" ;; esac
 if [ -d "$WORK/runs" ]; then
   (cd "$WORK/runs" && find . -name result.json | while read -r f; do mkdir -p "$KEEP/$(dirname "$f")";
     cp "$f" "$KEEP/$f"; done)

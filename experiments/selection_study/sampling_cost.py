@@ -34,16 +34,15 @@ import time
 from pathlib import Path
 from statistics import mean, stdev
 
-from vista.data.fednlp import FedNLPData
 from vista.drivers.study import (
     SHIPPED_AUTO,
     StudyConfig,
     _run_or_reuse,
     quality_of,
-    selection_compute,
     setting_parts,
 )
-from vista.models.hub import load_tokenizer
+from vista.drivers.study_compute import corpus_token_counts, selection_compute
+from vista.selection.sampling import token_share
 from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
@@ -216,17 +215,10 @@ def decide_floor(rows: list[dict], caps: list[int], floor: int, shares: list[flo
 
 
 def token_shares(cfg: StudyConfig, data_file: Path, lengths: list[int]) -> dict[int, float]:
-    """Per length, the share of the study length's tokens it keeps: every training text tokenised by
-    every candidate, sum of min(tokens, length) over sum of min(tokens, cfg.max_seq_len), the
-    candidates weighted alike as the forward-pass count weighs them. Linear in tokens (attention's
-    quadratic part would make shorter cheaper still), so an upper bound on the compute."""
-    corpus = FedNLPData(data_file)
-    texts = corpus.texts(corpus.train_indices if corpus.train_indices is not None else [])
-    corpus.close()
-    counts = [len(ids) for c in cfg.candidates
-              for ids in load_tokenizer(c.resolve())(texts, truncation=False)["input_ids"]]
-    full = sum(min(n, cfg.max_seq_len) for n in counts)
-    return {n: sum(min(k, n) for k in counts) / full for n in lengths}
+    """Per length, the share of the study length's tokens it keeps (every training text tokenised
+    by every candidate: ``study_compute.corpus_token_counts``); linear in tokens, an upper bound."""
+    counts = corpus_token_counts(cfg.candidates, data_file)
+    return {n: token_share(counts, n, cfg.max_seq_len) for n in lengths}
 
 
 def length_knobs(lengths: list[int]) -> list[Knob]:

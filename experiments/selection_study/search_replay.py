@@ -29,9 +29,8 @@ from vista.drivers.study import (
     StudyConfig,
     curves_of,
     method_quality,
-    selection_compute,
-    test_passes,
 )
+from vista.drivers.study_compute import selection_compute, test_passes
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())

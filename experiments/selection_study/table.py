@@ -34,8 +34,8 @@ from vista.drivers.study import (
     SHIPPED,
     TIE_TOL,
     method_quality,
-    selection_compute,
 )
+from vista.drivers.study_compute import selection_compute
 from vista.selection.ranking import (
     RANDOM_DRAWS,
     RANDOM_SEED,
@@ -226,8 +226,14 @@ def _shipped_note(results: list[dict]) -> list[str]:
         return []
     said = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in s.items()) for s in shipped}))
     have = len(shipped)
-    tokens = (" Its compute counts encoded texts whatever their length; scaled by the tokens a shorter length keeps "
-              "it is lower (`sampling_length64-32.md`).") if any("max_seq_len" in s for s in shipped) else ""
+    shares = [r["methods"][SHIPPED]["token_share"] for r in results if "token_share" in r["methods"].get(SHIPPED, {})]
+    short = any("max_seq_len" in s for s in shipped)
+    tokens = "" if not short else (
+        f" Its compute counts tokens: each run's encoded texts scaled by its token share (of the study length's tokens "
+        f"what its shorter length keeps, over the corpus's training texts and the candidates' tokenizers; "
+        f"{min(shares):.2f} to {max(shares):.2f}, `token_share.py`)." if len(shares) == have else
+        f" Its compute counts encoded texts whatever their length in {have - len(shares)} of its {have} runs "
+        "(no token share recorded: `token_share.py` fills it in); scaled by the tokens it keeps it is lower.")
     return [f"{SHIPPED}: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
             f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.{tokens}", ""]
 

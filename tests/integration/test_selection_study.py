@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from vista.drivers.study import (
     quality_of,
     rescore_own_poolings,
     run_setting,
-    selection_compute,
 )
+from vista.drivers.study_compute import corpus_token_counts, selection_compute
 from vista.models.hub import ModelSpec
 from vista.selection.ranking import rank_by
+from vista.selection.sampling import token_share
 from vista.selection.search import Cost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +66,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["auto_shipped"]["sampling"] == SHIPPED_AUTO and shipped["clients"] == res["clients"]
         assert m["auto_shipped"]["scores"] == pytest.approx(m["auto"]["scores"], rel=1e-9)
         assert m["auto_shipped"]["cost"]["forward_passes"] == m["auto"]["cost"]["forward_passes"]
+        # ... and at the study's length (32 here), so every token: its compute counts them all
+        assert m["auto_shipped"]["token_share"] == 1.0
+        assert selection_compute(res, "auto_shipped") == selection_compute(res, "auto")
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -128,6 +133,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     mean_round.write_text(json.dumps(stats))
     again = rescore_own_poolings(cfg, data, setting)
     assert again["methods"] == before["methods"] and again["truth"] == before["truth"]
+    # auto_shipped scored before its compute counted tokens: given its share, not a new round
+    shipped_round = setting / "statistics_shipped_48-384-32" / "selection.json"
+    stamp = shipped_round.stat().st_mtime_ns
+    old = json.loads((setting / "result.json").read_text())
+    del old["methods"]["auto_shipped"]["token_share"]
+    (setting / "result.json").write_text(json.dumps(old))
+    assert rescore_own_poolings(cfg, data, setting)["methods"] == before["methods"]
+    assert shipped_round.stat().st_mtime_ns == stamp
     assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
 
     # the setting's runs are reused only under the budget they were made with
@@ -154,9 +167,29 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| logme |" in md and "2 settings, 4 runs (2 with 2 seeds)" in md and (out / "plot.png").stat().st_size > 10_000
     assert "but gbc_prior_mean on mean-pooled features" in md
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
-    assert "in 4 of 4 runs" in md and "counts encoded texts whatever their length" in md
+    assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 * 17
+
+    # token_share.py: a result scored before the share was recorded, at a study length of 64, gets
+    # the share of 64-token texts a 32-token round keeps; the others are left as they are
+    old_runs = tmp_path / "old_runs"
+    shutil.copytree(tmp_path / "runs", old_runs, ignore=shutil.ignore_patterns("features", "statistics*", "brute*"))
+    path = old_runs / "iid" / "seed1" / "result.json"
+    old = json.loads(path.read_text())
+    del old["methods"]["auto_shipped"]["token_share"]
+    old["budget"]["max_seq_len"] = 64
+    path.write_text(json.dumps(old))
+    assert _script("token_share").main([str(old_runs), "--data", str(data.parent), "--hub", str(arch_hub)]) == 0
+    counts = corpus_token_counts(cfg.candidates, data)
+    want = token_share(counts, 32, 64)
+    assert max(counts) > 32 and 0 < want < 1  # some tiny texts run past 32 tokens
+    assert json.loads(path.read_text())["methods"]["auto_shipped"]["token_share"] == pytest.approx(want)
+    fixed = json.loads(path.read_text())
+    assert selection_compute(fixed, "auto_shipped") == pytest.approx(
+        Cost(**fixed["methods"]["auto_shipped"]["cost"]).forward_equivalents * want)
+    assert json.loads((old_runs / "iid" / "seed0" / "result.json").read_text()) == \
+        json.loads((tmp_path / "runs" / "iid" / "seed0" / "result.json").read_text())
 
     bench = _script_bench()
     bench.main(["--results", str(tmp_path / "runs")])

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 
 from vista.config import ConfigError, validate
 from vista.drivers.study import SHIPPED_AUTO
-from vista.selection.sampling import capped
+from vista.selection.sampling import capped, token_share
 from vista.selection.spec import SelectionSpec
 
 
@@ -91,3 +91,10 @@ def test_a_count_and_a_share_of_clients_are_not_both_set():
         validate(_compose("selection=auto", "selection.clients=2", "selection.client_fraction=0.5"))
     assert str(info.value) == ("selection.client_fraction: cannot be 0.5 while selection.clients=2 is set: "
                                "sample by count or by share, not both")
+
+
+def test_token_share_counts_what_truncation_keeps():
+    # texts of 10, 50 and 200 tokens: at 128 they keep 10 + 50 + 128, at 32 they keep 10 + 32 + 32
+    assert token_share([10, 50, 200], 32, 128) == pytest.approx(74 / 188)
+    assert token_share([10, 20], 32, 128) == 1.0  # nothing past 32: a shorter round costs the same
+    assert token_share([], 32, 128) == 1.0

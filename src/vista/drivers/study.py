@@ -34,6 +34,7 @@ from typing import Any
 from vista.data.computed import ComputedPartitionSpec
 from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.selection import run_selection
+from vista.drivers.study_compute import corpus_token_counts
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
@@ -45,6 +46,7 @@ from vista.selection.combine import server_scores
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
 from vista.selection.ranking import missing_last, random_expectation, selection_quality
+from vista.selection.sampling import token_share
 from vista.selection.scores import CLIENT, COMBINED, EXACT, PRIOR, SCORES
 from vista.selection.scores import names as score_names
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
@@ -216,35 +218,6 @@ def test_texts(parts: ExperimentParts) -> int:
         fed.close()
 
 
-def test_passes(result: dict[str, Any], trained: dict[str, int]) -> int:
-    """Forward passes spent predicting the test splits while training each candidate its
-    ``trained`` rounds: the ground truth's measurement, which no selection needs (a search ranks
-    on validation). Counted from the curves (a round with ``test_accuracy`` predicted them);
-    a result without curves was written when every round did. A result without ``test_texts``
-    (the first, thin study's) is not corrected: 0."""
-    n = result.get("test_texts", 0)
-    curves = result.get("curves")
-    tested = sum(trained.values()) if curves is None else \
-        sum(1 for c, k in trained.items() for r in curves[c][:k] if "test_accuracy" in r)
-    return n * tested
-
-
-def selection_compute(result: dict[str, Any], method: str, cost: dict[str, Any] | None = None,
-                      trained: dict[str, int] | None = None) -> float:
-    """``method``'s compute spent on choosing, in forward equivalents (backward = 2 forward): its
-    recorded cost less its test-split predictions (:func:`test_passes`). ``cost`` and ``trained``
-    (rounds per candidate) default to the method's entry in ``result`` (brute force: every
-    candidate to the budget's rounds; a statistics score: none)."""
-    entry = result["methods"].get(method, {})
-    cost = entry["cost"] if cost is None else cost
-    if trained is None:
-        search = entry.get("search")
-        rounds = cost["rounds"] // max(len(result["truth"]), 1)  # brute force: every candidate, all rounds
-        trained = search["rounds_trained"] if search else \
-            dict.fromkeys(result["truth"], rounds) if method == "brute_force" else {}
-    return Cost(**cost).forward_equivalents - test_passes(result, trained)
-
-
 # per round of brute force: what a replayed search reads (its cost) and the truth it ends in
 CURVE_KEYS = ("test_accuracy", "forward_passes", "backward_passes", "bytes_up", "bytes_down", "round_seconds")
 
@@ -308,15 +281,21 @@ SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384, "max_seq
 def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
     """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s texts and length,
     the setting's own seed (the draw a live run makes), from the feature store when the study keeps
-    one (capped rows are sliced out of the kept ones). False when ``result`` has it already."""
-    if result["methods"].get(SHIPPED, {}).get("sampling") == SHIPPED_AUTO:
+    one (capped rows are sliced out of the kept ones), with its ``token_share`` (its compute counts
+    tokens: :mod:`~vista.drivers.study_compute`). False when ``result`` has both already."""
+    entry = result["methods"].get(SHIPPED, {})
+    if entry.get("sampling") == SHIPPED_AUTO and "token_share" in entry:
         return False
+    share = token_share(corpus_token_counts(cfg.candidates, data_file), SHIPPED_AUTO["max_seq_len"], cfg.max_seq_len)
+    if entry.get("sampling") == SHIPPED_AUTO:  # scored before its compute counted tokens
+        entry["token_share"] = share
+        return True
     parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
     spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
     tol, tag = result.get("tie_tol", cfg.tie_tol), "-".join(str(v) for v in SHIPPED_AUTO.values())
     stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
     got, _ = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
-    result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO}
+    result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO, "token_share": share}
     return True
 
 

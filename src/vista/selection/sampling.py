@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["capped", "cohort", "derived_seed"]
+__all__ = ["capped", "cohort", "derived_seed", "token_share"]
 
 
 def derived_seed(seed: int, *tags: int) -> int:
@@ -31,3 +31,12 @@ def capped(indices: np.ndarray, cap: int | None, seed: int, client: int) -> np.n
         return indices
     rng = np.random.default_rng(np.random.SeedSequence([seed, 12, client]))
     return np.sort(rng.choice(indices, size=cap, replace=False))
+
+
+def token_share(token_counts: Sequence[int], length: int, full_length: int) -> float:
+    """The share of the tokens at ``full_length`` that truncating to ``length`` keeps: sum of
+    min(n, length) over sum of min(n, full_length). Compute is linear in tokens at these lengths
+    (attention's quadratic part makes shorter cheaper still), so this bounds a shorter round's
+    cost from above."""
+    full = sum(min(n, full_length) for n in token_counts)
+    return sum(min(n, length) for n in token_counts) / full if full else 1.0
