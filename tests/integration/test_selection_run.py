@@ -167,25 +167,29 @@ def test_a_saturated_hscore_is_recorded_and_said(tiny_hub, tiny_data, candidates
 
 def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_data, candidates, tmp_path,
                                                               one_torch_thread):
-    bf = run_selection(_parts(tiny_hub, tiny_data, candidates,
-                              SelectionSpec(name="brute_force", candidates=candidates)), tmp_path / "bf")["selection"]
+    # a validation split of 30% and lr 0.05, so that one round separates the tiny candidates (at
+    # 10% they all sit at 0.0, a tie no rung cuts: design note 76); eta 3 keeps the best one
+    val, lr = 0.3, 0.05
+    bf = run_selection(_parts(tiny_hub, tiny_data, candidates, SelectionSpec(
+        name="brute_force", candidates=candidates, val_fraction=val), lr=lr), tmp_path / "bf")["selection"]
     assert bf["search"]["rounds_trained"] == {n: 2 for n in NAMES}
-    sh = run_selection(_parts(tiny_hub, tiny_data, candidates,
-                              SelectionSpec(name="successive_halving", candidates=candidates, r0=1, eta=2)),
+    sh = run_selection(_parts(tiny_hub, tiny_data, candidates, SelectionSpec(
+        name="successive_halving", candidates=candidates, r0=1, eta=3, val_fraction=val), lr=lr),
                        tmp_path / "sh")["selection"]
-    replay = successive_halving(list(NAMES), ReplayOracle(bf["histories"]), 1, 2, 2)
+    replay = successive_halving(list(NAMES), ReplayOracle(bf["histories"]), 1, 3, 2)
     assert sh["chosen"] == replay.chosen and sh["ranking"] == replay.ranking
     live, rep = sh["search"]["cost"], replay.cost.to_dict()
     for k in ("forward_passes", "backward_passes", "bytes_up", "bytes_down", "rounds"):
         assert live[k] == rep[k], k
-    assert live["rounds"] < bf["cost"]["rounds"] == 6
+    assert live["rounds"] == 3 + 1 < bf["cost"]["rounds"] == 6  # one survivor of the first rung
     # the survivor was continued, not retrained: its stretches are separate run directories
     chosen = sh["chosen"]
     assert sorted(p.name for p in (tmp_path / "sh" / "search" / chosen).iterdir()) == ["rounds_1-1", "rounds_2-2"]
     # hybrid shortlists by auto unless told (design note 70), then halves like the replay; its shortlist
     # round honours the sampling knobs hybrid.yaml sets (design note 74), here a cap of 8 the tiny clients feel
-    spec = SelectionSpec(name="hybrid", candidates=candidates, max_texts_per_client=8, max_seq_len=32)
-    hy = run_selection(_parts(tiny_hub, tiny_data, candidates, spec), tmp_path / "hy")["selection"]
+    spec = SelectionSpec(name="hybrid", candidates=candidates, max_texts_per_client=8, max_seq_len=32,
+                         val_fraction=val)
+    hy = run_selection(_parts(tiny_hub, tiny_data, candidates, spec, lr=lr), tmp_path / "hy")["selection"]
     seeded = hybrid(hy["scores"]["auto"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
     assert set(hy["scores"]) >= {"auto", "gbc", "param_prior"} and "logme" not in hy["scores"]
     assert hy["chosen"] == seeded.chosen and hy["search"]["cost"]["rounds"] == seeded.cost.rounds

@@ -112,12 +112,14 @@ def _altered_test_labels(tiny_data, where):
 def test_a_search_does_not_change_when_the_test_labels_do(arch_hub, tiny_hub, tiny_data, tmp_path,
                                                          one_torch_thread):
     candidates = tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in NAMES)
-    spec = SelectionSpec(name="successive_halving", candidates=candidates, r0=1, eta=2)
+    # 30% held out and lr 0.05: one round separates the tiny candidates (at 10% they tie at 0.0, and a
+    # rung does not cut a tie: design note 76), so eta 3 keeps one and two never finish
+    spec = SelectionSpec(name="successive_halving", candidates=candidates, r0=1, eta=3, val_fraction=0.3)
     where = tmp_path / "altered"
     where.mkdir()
     runs = {}
     for name, data in (("original", tiny_data), ("altered", _altered_test_labels(tiny_data, where))):
-        parts = dataclasses.replace(tiny_parts(tiny_hub, *data, rounds=2), selection=spec)
+        parts = dataclasses.replace(tiny_parts(tiny_hub, *data, rounds=2, lr=0.05), selection=spec)
         runs[name] = run_selection(parts, tmp_path / name)["selection"]
     a, b = runs["original"], runs["altered"]
     assert a["search"]["ranking"] == b["search"]["ranking"] and a["chosen"] == b["chosen"]
@@ -131,10 +133,10 @@ def test_a_search_does_not_change_when_the_test_labels_do(arch_hub, tiny_hub, ti
     assert curves(a, "client_val_accuracy_mean") == curves(b, "client_val_accuracy_mean")
     for key in ("test_accuracy", "client_test_accuracy_mean"):
         assert curves(a, key) != curves(b, key), key
-    # the test splits were scored only in the search's last round (by the 2 of 3 its last rung trained)
+    # the test splits were scored only in the search's last round (by the 1 of 3 its last rung trained)
     tested = {c: [h["round"] for h in hist if "test_accuracy" in h] for c, hist in a["histories"].items()}
     finished = {c for c, n in a["search"]["rounds_trained"].items() if n == 2}
-    assert len(finished) == 2 and tested == {c: [2] if c in finished else [] for c in NAMES}
+    assert len(finished) == 1 and tested == {c: [2] if c in finished else [] for c in NAMES}
     # replayed on its own validation curves (ReplayOracle's default key), the search decides as it did live
-    replay = successive_halving(list(NAMES), ReplayOracle(b["histories"]), 1, 2, 2)
+    replay = successive_halving(list(NAMES), ReplayOracle(b["histories"]), 1, 3, 2)
     assert replay.ranking == a["search"]["ranking"]

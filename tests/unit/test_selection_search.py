@@ -291,6 +291,30 @@ def test_hybrid_k_beyond_pool_is_sh():
         hybrid({}, oracle(FOUR), k=1, r0=1, eta=2, max_rounds=4)
 
 
+@pytest.mark.parametrize("names", [("mpnet", "smollm2"), ("smollm2", "mpnet")])
+def test_a_rung_does_not_cut_a_tie_by_name(names):
+    # rotten_tomatoes under label skew: after one round both sit at the majority rate (0.516);
+    # round 2 separates them. Whichever name sorts first, the slow starter is not kept by luck
+    good, slow = names
+    curves = {good: [0.516, 0.688, 0.719, 0.844], slow: [0.516, 0.516, 0.516, 0.656]}
+    r = hybrid({slow: 2.0, good: 1.0}, oracle(curves), k=2, r0=1, eta=2, max_rounds=4)
+    assert [(g.rounds, g.kept) for g in r.rungs] == [(1, [good, slow] if good < slow else [slow, good]),
+                                                      (2, [good]), (4, [good])]
+    assert r.chosen == good and r.rounds_trained == {good: 4, slow: 2}
+    assert r.cost == per_round(2 + 2 + 2)  # the tie cost the slow starter a second round
+
+
+def test_a_tie_below_the_cut_is_still_cut_and_a_tie_at_it_is_kept_whole():
+    curves = {"a": [0.9, 0.9], "b": [0.5, 0.6], "c": [0.5, 0.7], "d": [0.1, 0.1], "e": [0.5, 0.5]}
+    r = successive_halving(list(curves), oracle(curves), r0=1, eta=2, max_rounds=2)
+    # ceil(5 / 2) = 3 kept: a, then b, c, e tied at 0.5 on the line: all three stay; d goes
+    assert r.rungs[0].kept == ["a", "b", "c", "e"] and r.rounds_trained["d"] == 1
+    assert r.chosen == "a" and r.ranking == ["a", "c", "b", "e", "d"]
+    four = {"a": [0.9, 0.9], "b": [0.8, 0.8], "c": [0.5, 0.5], "d": [0.5, 0.5]}
+    r = successive_halving(list(four), oracle(four), r0=1, eta=2, max_rounds=2)
+    assert r.rungs[0].kept == ["a", "b"]  # the tie lies below the cut: c and d both go
+
+
 # --------------------------------------------------------------------------- brute force
 def test_brute_force_is_ground_truth():
     o = oracle(EIGHT)

@@ -191,13 +191,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     histories = bf["histories"]
     truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
 
-    methods, stat_costs = _score_methods(stats, stats_spec, names, truth, tol, "auto")
-    sh = successive_halving(names, ReplayOracle(histories, cfg.validation_key), cfg.r0, cfg.eta, cfg.rounds)
-    methods["successive_halving"] = _entry("successive_halving", truth, sh.rank_scores, sh.cost, tol,
-                                           search=sh.to_dict())
-    hy = hybrid(stats["scores"]["logme"], ReplayOracle(histories, cfg.validation_key), cfg.top_k, cfg.r0, cfg.eta, cfg.rounds)
-    methods["hybrid"] = _entry("hybrid", truth, hy.rank_scores, hy.cost + stat_costs["logme"], tol,
-                               search=hy.to_dict())
+    methods, _ = _score_methods(stats, stats_spec, names, truth, tol, "auto")
     methods["brute_force"] = _entry("brute_force", truth, truth, Cost(**bf["cost"]), tol)
     result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
               "candidates": names, "truth": truth, "methods": methods,
@@ -205,7 +199,25 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds},
               "curves": curves_of(histories, cfg.validation_key), "test_texts": test_texts(parts)}
+    replay_searches(result, cfg.top_k, cfg.r0, cfg.eta)
     return rescore_own_poolings(cfg, data_file, out_dir, result)
+
+
+def replay_searches(result: dict[str, Any], top_k: int, r0: int, eta: int) -> bool:
+    """Successive halving and hybrid (LogME's ``top_k``, its statistics round's cost included)
+    replayed on ``result``'s brute-force curves, into its methods: a search decides exactly as a
+    live one would. Rerun on a kept result whenever the searches' rules change (a rung's cut of
+    a tie, :func:`vista.selection.search._cut`); True if an entry changed."""
+    truth, key, tol, m = result["truth"], result["validation_key"], result["tie_tol"], result["methods"]
+    rounds = result["budget"]["rounds"]
+    sh = successive_halving(list(truth), ReplayOracle(result["curves"], key), r0, eta, rounds)
+    hy = hybrid(m["logme"]["scores"], ReplayOracle(result["curves"], key), top_k, r0, eta, rounds)
+    new = {"successive_halving": _entry("successive_halving", truth, sh.rank_scores, sh.cost, tol, search=sh.to_dict()),
+           "hybrid": _entry("hybrid", truth, hy.rank_scores, hy.cost + Cost(**m["logme"]["cost"]), tol,
+                            search=hy.to_dict())}
+    changed = any(json.dumps(m.get(k), sort_keys=True) != json.dumps(v, sort_keys=True) for k, v in new.items())
+    m.update(new)
+    return changed
 
 
 def test_texts(parts: ExperimentParts) -> int:
@@ -219,7 +231,9 @@ def test_texts(parts: ExperimentParts) -> int:
 
 
 # per round of brute force: what a replayed search reads (its cost) and the truth it ends in
-CURVE_KEYS = ("test_accuracy", "forward_passes", "backward_passes", "bytes_up", "bytes_down", "round_seconds")
+# (and the validation loss: what could order a tie of accuracies, e.g. all at the majority rate; note 76)
+CURVE_KEYS = ("test_accuracy", "val_loss", "forward_passes", "backward_passes", "bytes_up", "bytes_down",
+              "round_seconds")
 
 
 def curves_of(histories: dict[str, list[dict[str, Any]]], validation_key: str) -> dict[str, list[dict[str, Any]]]:

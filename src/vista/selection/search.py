@@ -7,7 +7,8 @@ learning curves of a brute-force run (:class:`ReplayOracle`), which is how many 
 are evaluated for the price of one brute force.
 
 Every ordering breaks ties by candidate name (see :func:`vista.selection.ranking.rank_by`),
-so a search is deterministic given the oracle.
+so a search is deterministic given the oracle; but a rung never cuts between candidates of
+equal validation accuracy (:func:`_cut`), so which one survives never rests on its name.
 """
 
 from __future__ import annotations
@@ -160,6 +161,16 @@ def _ranked_result(
     )
 
 
+def _cut(order: list[str], scores: Mapping[str, float], n_keep: int) -> int:
+    """How many of ``order`` (best first) a rung keeps: ``n_keep``, and every candidate tied
+    with the last of them. An exact tie is no evidence of which is better (after one round under
+    label skew the candidates often all sit at the majority rate), so the cut waits for a later
+    rung that separates them instead of keeping whichever name sorts first."""
+    while n_keep < len(order) and scores[order[n_keep]] == scores[order[n_keep - 1]]:
+        n_keep += 1
+    return n_keep
+
+
 # --------------------------------------------------------------------------- searches
 def successive_halving(
     candidates: Sequence[str], oracle: Oracle, r0: int, eta: int, max_rounds: int
@@ -167,7 +178,8 @@ def successive_halving(
     """Successive halving: train all briefly, keep the best ``1/eta``, train those longer.
 
     Rung ``k`` trains every survivor to ``min(r0 * eta**k, max_rounds)`` rounds and keeps
-    the best ``ceil(n / eta)`` (at least one). The search stops when a rung reaches
+    the best ``ceil(n / eta)`` (at least one), and those tied with the last kept one
+    (:func:`_cut`: a rung whose survivors all tie cuts nobody). The search stops when a rung reaches
     ``max_rounds`` (all its candidates survive, ranked by score), or when one survivor is
     left: that survivor is then trained on to ``max_rounds`` in a last one-candidate rung,
     so the chosen model is always a finished fine-tune ready to deploy (this costs rounds a
@@ -205,7 +217,7 @@ def successive_halving(
             rungs.append(Rung(k, rounds, rung_scores, order))
             survivors = order
             break
-        n_keep = max(1, math.ceil(len(order) / eta))
+        n_keep = _cut(order, rung_scores, max(1, math.ceil(len(order) / eta)))
         survivors, dropped = order[:n_keep], order[n_keep:]
         rungs.append(Rung(k, rounds, rung_scores, survivors))
         eliminated.append(dropped)
