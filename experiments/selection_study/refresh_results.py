@@ -8,7 +8,7 @@ training: ``python experiments/selection_study/refresh_results.py RUNS --data WO
   ``max_seq_len`` (32), brute force at the study's (128), so its compute is scaled by its
   ``token_share`` (design note 75). A run scored since then records it; for the runs before,
   it is computed from the corpora ``prepare.py`` wrote to ``--data`` and the candidates'
-  tokenizers in ``--hub`` (about a second per corpus).
+  tokenizers in ``--hub`` (about a second per run).
 
 Each changed ``result.json`` is rewritten in place; then ``table.py`` and ``search_replay.py``.
 """
@@ -20,14 +20,18 @@ import json
 from pathlib import Path
 
 from vista.build import candidate_spec
-from vista.drivers.study import SHIPPED, SHIPPED_AUTO, StudyConfig, replay_searches
-from vista.drivers.study_compute import corpus_token_counts
-from vista.selection.sampling import token_share
+from vista.drivers.study import (
+    SHIPPED,
+    SHIPPED_AUTO,
+    StudyConfig,
+    replay_searches,
+    shipped_token_share,
+)
 
 DEFAULT = StudyConfig(candidates=())
 
 
-def add_token_share(result: dict, data: Path, hub: Path, counts: dict[tuple, list[int]]) -> bool:
+def add_token_share(result: dict, data: Path, hub: Path) -> bool:
     """``auto_shipped``'s token share into ``result`` if it lacks one; True if added."""
     entry = result["methods"].get(SHIPPED)
     if entry is None or entry.get("sampling") != SHIPPED_AUTO or "token_share" in entry:
@@ -35,11 +39,8 @@ def add_token_share(result: dict, data: Path, hub: Path, counts: dict[tuple, lis
     data_file = data / f"{result['data']}_data.h5"
     if not data_file.is_file():
         raise SystemExit(f"no {data_file}; run prepare.py --corpora {result['data']} --out {data}")
-    key = (result["data"], *result["candidates"])
-    if key not in counts:  # per corpus and candidates: tokenised once
-        counts[key] = corpus_token_counts([candidate_spec(c, {"model_hub": str(hub)}) for c in result["candidates"]],
-                                          data_file)
-    entry["token_share"] = token_share(counts[key], SHIPPED_AUTO["max_seq_len"], result["budget"]["max_seq_len"])
+    candidates = [candidate_spec(c, {"model_hub": str(hub)}) for c in result["candidates"]]
+    entry["token_share"] = shipped_token_share(candidates, data_file, result["budget"]["max_seq_len"])
     return True
 
 
@@ -52,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r0", type=int, default=DEFAULT.r0)
     p.add_argument("--eta", type=int, default=DEFAULT.eta)
     a = p.parse_args(argv)
-    counts: dict[tuple, list[int]] = {}
     no_curves = []
     for path in sorted(a.runs.rglob("result.json")):
         result = json.loads(path.read_text())
         run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
-        changed = add_token_share(result, a.data, a.hub, counts)
+        changed = add_token_share(result, a.data, a.hub)
         if "curves" not in result:
             no_curves.append(run)
         else:

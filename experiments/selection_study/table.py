@@ -231,9 +231,9 @@ def _shipped_note(results: list[dict]) -> list[str]:
     tokens = "" if not short else (
         f" Its compute counts tokens: each run's encoded texts scaled by its token share (of the study length's tokens "
         f"what its shorter length keeps, over the corpus's training texts and the candidates' tokenizers; "
-        f"{min(shares):.2f} to {max(shares):.2f}, `token_share.py`)." if len(shares) == have else
+        f"{min(shares):.2f} to {max(shares):.2f}, `refresh_results.py`)." if len(shares) == have else
         f" Its compute counts encoded texts whatever their length in {have - len(shares)} of its {have} runs "
-        "(no token share recorded: `token_share.py` fills it in); scaled by the tokens it keeps it is lower.")
+        "(no token share recorded: `refresh_results.py` fills it in); scaled by the tokens it keeps it is lower.")
     return [f"{SHIPPED}: auto as `conf/selection/auto.yaml` ships it ({said}), the run's own seeded draw of the "
             f"texts, in {have} of {len(results)} runs; `auto` is the same rule on every text.{tokens}", ""]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,7 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     histories = bf["histories"]
     truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
 
-    methods, _ = _score_methods(stats, stats_spec, names, truth, tol, "auto")
+    methods = _score_methods(stats, stats_spec, names, truth, tol, "auto")
     methods["brute_force"] = _entry("brute_force", truth, truth, Cost(**bf["cost"]), tol)
     result = {"data": data_file.name.removesuffix("_data.h5"), "partition": partition, "seed": seed,
               "candidates": names, "truth": truth, "methods": methods,
@@ -266,7 +267,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     if back:
         parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
         spec = _stats_spec(cfg, out_dir, "auto")
-        got, _ = _score_methods(_run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics"),
+        got = _score_methods(_run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / "statistics"),
                                 spec, names, truth, tol, "auto")
         result["methods"].update({m: got[m] for m in back})
         changed = True
@@ -277,7 +278,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
         parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
         spec = _stats_spec(cfg, out_dir, pooling)
         stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_{pooling}")
-        got, _ = _score_methods(stats, spec, names, truth, tol, pooling)
+        got = _score_methods(stats, spec, names, truth, tol, pooling)
         result["methods"].update({m: got[m] for m in todo})
         result.setdefault("seconds", {})[f"statistics_{pooling}"] = stats["selection_seconds"]
         changed = True
@@ -300,7 +301,7 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     entry = result["methods"].get(SHIPPED, {})
     if entry.get("sampling") == SHIPPED_AUTO and "token_share" in entry:
         return False
-    share = token_share(corpus_token_counts(cfg.candidates, data_file), SHIPPED_AUTO["max_seq_len"], cfg.max_seq_len)
+    share = shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len)
     if entry.get("sampling") == SHIPPED_AUTO:  # scored before its compute counted tokens
         entry["token_share"] = share
         return True
@@ -308,9 +309,15 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
     tol, tag = result.get("tie_tol", cfg.tie_tol), "-".join(str(v) for v in SHIPPED_AUTO.values())
     stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
-    got, _ = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
+    got = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
     result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO, "token_share": share}
     return True
+
+
+def shipped_token_share(candidates: Sequence[ModelSpec], data_file: Path, full_length: int) -> float:
+    """The share of ``full_length``'s tokens that auto_shipped's round (:data:`SHIPPED_AUTO`'s
+    ``max_seq_len``) encodes on the corpus in ``data_file`` (design note 75)."""
+    return token_share(corpus_token_counts(candidates, data_file), SHIPPED_AUTO["max_seq_len"], full_length)
 
 
 def _stats_spec(cfg: StudyConfig, out_dir: Path, pooling: str) -> SelectionSpec:
@@ -321,7 +328,7 @@ def _stats_spec(cfg: StudyConfig, out_dir: Path, pooling: str) -> SelectionSpec:
 
 
 def _score_methods(stats: dict[str, Any], stats_spec: SelectionSpec, names: list[str], truth: dict[str, float],
-                   tol: float, pooling: str) -> tuple[dict[str, dict[str, Any]], dict[str, Cost]]:
+                   tol: float, pooling: str) -> dict[str, dict[str, Any]]:
     """Every statistics, prior and combined method's entry from one statistics round, with its cost."""
     uploading = len(stats["clients"])  # ineligible clients upload zeros too (their masks must cancel)
     dims = stats["dims"]
@@ -353,7 +360,7 @@ def _score_methods(stats: dict[str, Any], stats_spec: SelectionSpec, names: list
         if m not in stats["scores"]:  # a round run before m was registered: the server's rule on its components
             server_scores([m], names, {}, 0, stats["scores"])
         methods[m] = _entry(m, truth, stats["scores"][m], cost, tol, uses=list(SCORES[m].uses), pooling=pooling)
-    return methods, stat_costs
+    return methods
 
 
 def _run_or_reuse(parts: ExperimentParts, run_dir: Path) -> dict[str, Any]:
