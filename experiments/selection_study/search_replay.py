@@ -10,9 +10,13 @@ given, and reports each against that run's truth (tie-aware Kendall tau-b and to
 score's statistics round included, the test-split predictions left out: ``study.selection_compute``)
 as a fraction of brute force's.
 
-``--work DIR``: a ``result.json`` written before the curves were kept gets them from
-``DIR/<data>/<partition>/seed<k>/brute_force/selection.json`` (rewritten in place). A run whose
-curves are in neither place is listed as not replayable.
+``--work DIR``: a ``result.json`` written before the curves were kept, or before they kept the
+validation loss, gets them from ``DIR/<data>/<partition>/seed<k>/brute_force/selection.json``
+(rewritten in place). A run whose curves are in neither place is listed as not replayable.
+
+``--tie-break loss``: a rung orders candidates of equal validation accuracy by their validation
+loss instead of keeping them all (the live rule, design note 76), to measure whether a loss
+tie-break beats waiting (design note 77); a run whose curves lack the loss is not replayable then.
 
 Writes ``search_replay.md`` and ``search_replay.json`` to ``--out`` (default: RUNS's parent).
 """
@@ -36,21 +40,42 @@ from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halvin
 DEFAULT = StudyConfig(candidates=())
 
 
+# a validation loss scaled by this never reorders two accuracies: on n validation texts they differ
+# by at least 1/n, far more than LOSS_WEIGHT x any loss a fine-tune reports
+LOSS_WEIGHT = 1e-9
+
+
+def _has_loss(curves: dict) -> bool:
+    return all("val_loss" in r for h in curves.values() for r in h)
+
+
 def backfill(path: Path, result: dict, work: Path | None) -> bool:
-    """Give ``result`` its curves from the work directory's brute-force run; True if it has them."""
-    if "curves" in result:
+    """Give ``result`` its curves (with the validation loss, where the run recorded it) from the
+    work directory's brute-force run; True if it has curves."""
+    if "curves" in result and (work is None or _has_loss(result["curves"])):
         return True
-    if work is None:
-        return False
-    bf = work / result["data"] / result["partition"] / f"seed{result['seed']}" / "brute_force" / "selection.json"
-    if not bf.is_file():
-        return False
+    bf = None if work is None else \
+        work / result["data"] / result["partition"] / f"seed{result['seed']}" / "brute_force" / "selection.json"
+    if bf is None or not bf.is_file():
+        return "curves" in result
     result["curves"] = curves_of(json.loads(bf.read_text())["histories"], result["validation_key"])
     ends = {c: h[-1]["test_accuracy"] for c, h in result["curves"].items()}
     if ends != result["truth"]:
         raise SystemExit(f"{bf}: its final test accuracies {ends} are not {path}'s truth {result['truth']}")
     path.write_text(json.dumps(result, indent=2))  # as run_study writes it
     return True
+
+
+def ties_broken_by_loss(result: dict) -> dict | None:
+    """A copy of ``result`` whose validation accuracies carry a loss term too small to reorder
+    them (``LOSS_WEIGHT``), so a rung orders equal accuracies by lower validation loss; None if its
+    curves lack the loss."""
+    if not _has_loss(result["curves"]):
+        return None
+    key = result["validation_key"]
+    curves = {c: [{**r, key: r[key] - LOSS_WEIGHT * r["val_loss"]} if key in r else r for r in h]
+              for c, h in result["curves"].items()}
+    return {**result, "curves": curves}
 
 
 def _rounds_cost(result: dict, pick: str, rounds: int) -> float:
@@ -100,10 +125,14 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
     return rows
 
 
-def markdown(rows: list[dict], runs: list[str], missing: list[str]) -> str:
+def markdown(rows: list[dict], runs: list[str], missing: list[str], tie_break: str = "wait") -> str:
+    why = "curves pruned before they were kept" + (", or kept without the validation loss" if tie_break == "loss" else "")
+    rule = ("A rung's tie of validation accuracies is ordered by validation loss (`--tie-break loss`, design "
+            "note 77), not kept whole as a live search keeps it." if tie_break == "loss" else
+            "A rung keeps every candidate tied with its last kept one, as a live search does (design note 76).")
     out = ["# Searches replayed on brute force's curves", "",
-           f"{len(runs)} runs: {', '.join(runs)}." + (f" Not replayable (curves pruned before they were kept): "
-                                                    f"{', '.join(missing)}." if missing else ""), "",
+           f"{len(runs)} runs: {', '.join(runs)}." + (f" Not replayable ({why}): "
+                                                    f"{', '.join(missing)}." if missing else ""), "", rule, "",
            "Compute: forward equivalents (backward = 2 forward), the shortlist score's statistics round "
            "included and the test-split predictions (the truth's measurement) left out, as a fraction of "
            "brute force's; the mean over runs. Overhead: the same less the rounds "
@@ -139,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                         "whose pick the user trains on)")
     p.add_argument("--r0", type=int, default=DEFAULT.r0)
     p.add_argument("--eta", type=int, default=DEFAULT.eta)
+    p.add_argument("--tie-break", choices=("wait", "loss"), default="wait",
+                   help="a rung's tie of validation accuracies: wait for a round that separates it (the live "
+                        "rule), or order it by validation loss (design note 77)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     paths = sorted(a.runs.rglob("result.json"))
@@ -148,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         result = json.loads(path.read_text())
         run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
-        if backfill(path, result, a.work):
+        if backfill(path, result, a.work) and a.tie_break == "loss":
+            result = ties_broken_by_loss(result)
+        if result is not None and "curves" in result:
             runs.append(run)
             rows += replay(result, a.scores, a.top_k, a.r0, a.eta, a.search_rounds)
         else:
@@ -157,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no run under {a.runs} has its curves; pass --work to fill them in")
     out = a.out or a.runs.parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search_replay.md").write_text(markdown(rows, runs, missing))
-    (out / "search_replay.json").write_text(json.dumps({"runs": runs, "missing": missing, "rows": rows}, indent=2) + "\n")
+    (out / "search_replay.md").write_text(markdown(rows, runs, missing, a.tie_break))
+    (out / "search_replay.json").write_text(json.dumps({"tie_break": a.tie_break, "runs": runs, "missing": missing, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out / 'search_replay.md'} ({len(runs)} runs replayed, {len(missing)} without curves)")
     return 0
 
