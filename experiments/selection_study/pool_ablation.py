@@ -17,9 +17,10 @@ MiniLM (which label skew reorders)? Nothing is re-trained or re-encoded:
   (checked: the script stops otherwise);
 * ``borda`` needs the clients' own rankings, which are not kept: left out;
 * ``random`` is its expectation over the sub-pool;
-* successive halving and hybrid (the study's, LogME top ``--top-k``; and what
-  ``selection=hybrid`` ships, the top 2 by auto_shipped) are replayed on the sub-pool's
-  brute-force curves, their compute a fraction of the sub-pool's brute force.
+* successive halving and hybrid (the study's, LogME top ``--top-k``; what ``selection=hybrid``
+  ships, the top 2 by auto_shipped; and the top 2 by size alone, the floor a data shortlist must
+  beat) are replayed on the sub-pool's brute-force curves, their compute a fraction of the
+  sub-pool's brute force.
 
 Each run is judged against its own truth restricted to the sub-pool (ties within the run's
 ``tie_tol``). Writes ``pool_ablation.md`` and ``pool_ablation.json`` to ``--out`` (default:
@@ -48,7 +49,9 @@ from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halvin
 DEFAULT = StudyConfig(candidates=())
 ONE_AT_A_TIME = ("logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "param_prior")
 GBC_PRIOR = ("gbc_prior", "auto", "gbc_prior_mean", SHIPPED)  # z(gbc) + PRIOR_WEIGHT z(param_prior)
-SEARCHES = ("successive_halving", "hybrid", f"hybrid top 2 by {SHIPPED}")
+# hybrid top 2 as shipped (by auto_shipped), and by size alone: the floor a data shortlist must beat
+SHORTLISTS = (SHIPPED, "param_prior")
+SEARCHES = ("successive_halving", "hybrid", *(f"hybrid top 2 by {s}" for s in SHORTLISTS))
 FULL = "(none)"
 
 
@@ -107,7 +110,8 @@ def search_rows(result: dict, pool: list[str], scores: dict[str, dict], top_k: i
     bf = sum(_curve_cost(result, c, rounds) for c in pool)
     runs = {"successive_halving": (successive_halving(pool, ReplayOracle(curves, key), r0, eta, rounds), None),
             "hybrid": (hybrid(scores["logme"], ReplayOracle(curves, key), top_k, r0, eta, rounds), "logme"),
-            SEARCHES[2]: (hybrid(scores[SHIPPED], ReplayOracle(curves, key), 2, r0, eta, rounds), SHIPPED)}
+            **{f"hybrid top 2 by {s}": (hybrid(scores[s], ReplayOracle(curves, key), 2, r0, eta, rounds), s)
+               for s in SHORTLISTS}}
     out = {}
     for name, (res, shortlist) in runs.items():
         spent = sum(_curve_cost(result, c, k) for c, k in res.rounds_trained.items() if k)

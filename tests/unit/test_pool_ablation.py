@@ -90,6 +90,8 @@ def test_leaving_out_the_best_asks_who_is_next_and_searches_cost_a_share_of_the_
     shortlist = sorted(res["methods"]["auto_shipped"]["scores"], key=lambda c: -res["methods"]["auto_shipped"]["scores"][c])[:2]
     assert shortlist == ["big", "mid"] and hy["chosen"] == "mid" and hy["top1_regret"] == pytest.approx(0.10)
     assert hy["compute_vs_brute_force"] == pytest.approx((30 * 1 + 30 * 2 + 20 * 0.5) / (4 * 2 * 30))
+    # by size alone (the floor): the same two, no statistics round
+    assert by[(pa.FULL, "hybrid top 2 by param_prior")]["compute_vs_brute_force"] == pytest.approx((30 + 60) / 240)
     runs = tmp_path / "runs" / "toy" / "iid" / "seed0"
     runs.mkdir(parents=True)
     (runs / "result.json").write_text(json.dumps(res))
