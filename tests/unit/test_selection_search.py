@@ -298,10 +298,24 @@ def test_a_rung_does_not_cut_a_tie_by_name(names):
     good, slow = names
     curves = {good: [0.516, 0.688, 0.719, 0.844], slow: [0.516, 0.516, 0.516, 0.656]}
     r = hybrid({slow: 2.0, good: 1.0}, oracle(curves), k=2, r0=1, eta=2, max_rounds=4)
-    assert [(g.rounds, g.kept) for g in r.rungs] == [(1, [good, slow] if good < slow else [slow, good]),
-                                                      (2, [good]), (4, [good])]
+    # the tied pair listed in the shortlist score's order (slow first), not by name
+    assert [(g.rounds, g.kept) for g in r.rungs] == [(1, [slow, good]), (2, [good]), (4, [good])]
     assert r.chosen == good and r.rounds_trained == {good: 4, slow: 2}
     assert r.cost == per_round(2 + 2 + 2)  # the tie cost the slow starter a second round
+
+
+@pytest.mark.parametrize("names", [("minilm", "random_bert"), ("random_bert", "minilm")])
+def test_a_tie_no_round_separates_is_ranked_by_the_shortlist_score_not_by_name(names):
+    # rotten_tomatoes under label skew without MPNet: both shortlisted candidates sit at the
+    # majority rate to the end; hybrid's ranking keeps the score's order whichever name sorts first
+    scored_higher, scored_lower = names
+    curves = {scored_higher: [0.545] * 4, scored_lower: [0.545] * 4, "other": [0.6] * 4}
+    r = hybrid({scored_higher: 1.0, scored_lower: 0.5, "other": 0.1}, oracle(curves), k=2, r0=1, eta=2, max_rounds=4)
+    assert r.chosen == scored_higher and r.ranking == [scored_higher, scored_lower, "other"]
+    assert r.rounds_trained == {scored_higher: 4, scored_lower: 4, "other": 0}
+    # successive halving has no score: equal accuracies fall back to name order, deterministically
+    sh = successive_halving(names, oracle(curves), r0=1, eta=2, max_rounds=4)
+    assert sh.ranking == sorted(names)
 
 
 def test_a_tie_below_the_cut_is_still_cut_and_a_tie_at_it_is_kept_whole():

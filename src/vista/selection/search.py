@@ -6,9 +6,11 @@ search therefore runs live (an oracle that drives FedPEFT) or replayed from the 
 learning curves of a brute-force run (:class:`ReplayOracle`), which is how many searches
 are evaluated for the price of one brute force.
 
-Every ordering breaks ties by candidate name (see :func:`vista.selection.ranking.rank_by`),
-so a search is deterministic given the oracle; but a rung never cuts between candidates of
-equal validation accuracy (:func:`_cut`), so which one survives never rests on its name.
+A rung never cuts between candidates of equal validation accuracy (:func:`_cut`), so which one
+survives never rests on its name. Where equal accuracies must still be ordered (the final
+ranking, when no round separated them), hybrid orders them by its shortlist score, the only
+evidence left, and successive halving, which has none, by candidate name
+(:func:`vista.selection.ranking.rank_by`), so a search is deterministic given the oracle.
 """
 
 from __future__ import annotations
@@ -172,8 +174,15 @@ def _cut(order: list[str], scores: Mapping[str, float], n_keep: int) -> int:
 
 
 # --------------------------------------------------------------------------- searches
+def _ordered(scores: Mapping[str, float], prior: Sequence[str]) -> list[str]:
+    """``scores``' candidates best first, equal scores in ``prior``'s order (then by name)."""
+    at = {c: i for i, c in enumerate(prior)}
+    return sorted(scores, key=lambda c: (-scores[c], at.get(c, len(at)), c))
+
+
 def successive_halving(
-    candidates: Sequence[str], oracle: Oracle, r0: int, eta: int, max_rounds: int
+    candidates: Sequence[str], oracle: Oracle, r0: int, eta: int, max_rounds: int,
+    prior: Sequence[str] = (),
 ) -> SearchResult:
     """Successive halving: train all briefly, keep the best ``1/eta``, train those longer.
 
@@ -186,7 +195,9 @@ def successive_halving(
     pure "identify the best" search would not spend).
 
     ``ranking`` lists the survivors by their last score, then the candidates eliminated
-    later before those eliminated earlier, each rung's eliminated by that rung's score.
+    later before those eliminated earlier, each rung's eliminated by that rung's score. Equal
+    scores are ordered by ``prior`` (candidates best first, e.g. a shortlist score's ranking),
+    then by name.
     """
     names = _check_candidates(candidates)
     _check_int(r0, "r0", 1)
@@ -212,7 +223,7 @@ def successive_halving(
             rounds_trained[c] = rounds
             cost = cost + step
         scores.update(rung_scores)
-        order = rank_by(rung_scores)
+        order = _ordered(rung_scores, prior)
         if rounds >= max_rounds:
             rungs.append(Rung(k, rounds, rung_scores, order))
             survivors = order
@@ -251,14 +262,15 @@ def hybrid(
     training. Candidates outside the shortlist rank after every searched one, in score
     order, with 0 rounds trained and no entry in ``scores``; a candidate without a score
     (``None``) comes after the scored ones. ``k`` larger than the pool is clamped to the
-    pool size (plain successive halving).
+    pool size (plain successive halving). Shortlisted candidates that no round separated keep
+    the score's order (not their names').
     """
     if not isinstance(metric_scores, Mapping) or not metric_scores:
         raise ValueError("metric_scores must be a non-empty dict of candidate -> score")
     _check_int(k, "k", 1)
     order = rank_by(metric_scores)
     shortlist, rest = order[:k], order[k:]
-    sh = successive_halving(shortlist, oracle, r0, eta, max_rounds)
+    sh = successive_halving(shortlist, oracle, r0, eta, max_rounds, prior=shortlist)
     ranking = sh.ranking + rest
     rounds_trained = {**sh.rounds_trained, **{c: 0 for c in rest}}
     return _ranked_result(
