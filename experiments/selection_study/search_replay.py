@@ -177,23 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(a.runs.rglob("result.json"))
     if not paths:
         raise SystemExit(f"no result.json under {a.runs}")
-    rows, runs, missing = [], [], []
+    rows, waited, runs, missing = [], [], [], []
     for path in paths:
         result = json.loads(path.read_text())
         run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
-        if backfill(path, result, a.work) and a.tie_break == "loss":
-            result = ties_broken_by_loss(result)
-        if result is not None and "curves" in result:
+        kept = result if backfill(path, result, a.work) else None
+        if kept is not None and a.tie_break == "loss":
+            result = ties_broken_by_loss(kept)
+        if kept is not None and result is not None:
             runs.append(run)
             rows += replay(result, a.scores, a.top_k, a.r0, a.eta, a.search_rounds)
+            if a.tie_break == "loss":  # the live rule on the same runs, to compare against
+                waited += replay(kept, a.scores, a.top_k, a.r0, a.eta, a.search_rounds)
         else:
             missing.append(run)
     if not rows:
         raise SystemExit(f"no run under {a.runs} has its curves; pass --work to fill them in")
     out = a.out or a.runs.parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search_replay.md").write_text(markdown(rows, runs, missing, a.tie_break))
-    (out / "search_replay.json").write_text(json.dumps({"tie_break": a.tie_break, "runs": runs, "missing": missing, "rows": rows}, indent=2) + "\n")
+    md = markdown(rows, runs, missing, a.tie_break)
+    if waited:
+        md += "\n## The same runs under the live rule (a tie waits)\n\n" + markdown(waited, runs, []).split("\n\n", 4)[4]
+    (out / "search_replay.md").write_text(md)
+    (out / "search_replay.json").write_text(json.dumps({"tie_break": a.tie_break, "runs": runs, "missing": missing,
+                                                        "rows": rows, "rows_waiting": waited}, indent=2) + "\n")
     print(f"wrote {out / 'search_replay.md'} ({len(runs)} runs replayed, {len(missing)} without curves)")
     return 0
 

@@ -224,6 +224,13 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "curves" in json.loads((setting / "result.json").read_text())  # filled in, in place
     rp = json.loads((tmp_path / "rp" / "search_replay.json").read_text())
     assert len(rp["runs"]) == 4 and not rp["missing"]
+    # --tie-break loss (design note 77): the kept curves carry the validation loss; beside its own rows
+    # it replays the live rule on the same runs, which are the rows above
+    assert replay.main([str(tmp_path / "runs"), "--top-k", "1", "2", "3", "--tie-break", "loss",
+                        "--out", str(tmp_path / "rpl")]) == 0
+    rpl = json.loads((tmp_path / "rpl" / "search_replay.json").read_text())
+    assert rpl["runs"] == rp["runs"] and rpl["rows_waiting"] == rp["rows"] and len(rpl["rows"]) == len(rp["rows"])
+    assert "## The same runs under the live rule" in (tmp_path / "rpl" / "search_replay.md").read_text()
     for res in results:
         run = f"{res['data']}/{res['partition']}/seed{res['seed']}"
         mine = {(r["method"], r["score"], r["top_k"]): r for r in rp["rows"] if r["run"] == run}
