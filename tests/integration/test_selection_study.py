@@ -8,10 +8,10 @@ import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from support.study_scripts import study_script
 
 from vista.drivers.study import (
     SHIPPED,
@@ -35,11 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "selection_study" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # a dataclass looks its module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return study_script(name)
 
 
 def _pstd(centred: dict[str, float]) -> float:

@@ -3,26 +3,19 @@ or re-encoding; a combined score recombined on the sub-pool is the score compute
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from support.study_scripts import study_script
 
 from vista.selection.combine import gbc_prior, near_ties
 from vista.selection.search import Cost
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "client_val_accuracy_mean"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("pool_ablation", ROOT / "experiments" / "selection_study" / "pool_ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["pool_ablation"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return study_script("pool_ablation")
 
 
 def _entry(scores: dict, forward: int = 0) -> dict:

@@ -4,23 +4,17 @@ and the backfill that gives kept curves their loss from the work directory."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
+
+from support.study_scripts import study_script
 
 from vista.selection.search import ReplayOracle, successive_halving
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "client_val_accuracy_mean"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("search_replay", ROOT / "experiments" / "selection_study" / "search_replay.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["search_replay"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return study_script("search_replay")
 
 
 def _round(acc: float, loss: float, test: float | None = None) -> dict:
