@@ -36,7 +36,7 @@ from pathlib import Path
 from statistics import mean
 
 from vista.drivers.study import SHIPPED, StudyConfig, method_quality
-from vista.drivers.study_compute import selection_compute, test_passes
+from vista.drivers.study_compute import rounds_compute, selection_compute
 from vista.selection.combine import (
     NEAR_TIE,
     PRIOR_WEIGHT,
@@ -44,7 +44,7 @@ from vista.selection.combine import (
     weighted_z,
     zscores,
 )
-from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
+from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
 ONE_AT_A_TIME = ("logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "param_prior")
@@ -97,24 +97,18 @@ def check_recombination(result: dict) -> None:
             raise SystemExit(f"{s}: recombined on the full pool it is not the kept score for {bad}")
 
 
-def _curve_cost(result: dict, c: str, rounds: int) -> float:
-    curve = result["curves"][c][:rounds]
-    return sum(Cost(r.get("forward_passes", 0), r.get("backward_passes", 0)).forward_equivalents for r in curve) \
-        - test_passes(result, {c: rounds})
-
-
 def search_rows(result: dict, pool: list[str], scores: dict[str, dict], top_k: int, r0: int, eta: int) -> dict:
     """The searches replayed over ``pool``: scores (rank scores) and compute vs the pool's brute force."""
     key, rounds = result["validation_key"], result["budget"]["rounds"]
     curves = {c: result["curves"][c] for c in pool}
-    bf = sum(_curve_cost(result, c, rounds) for c in pool)
+    bf = sum(rounds_compute(result, c, rounds) for c in pool)
     runs = {"successive_halving": (successive_halving(pool, ReplayOracle(curves, key), r0, eta, rounds), None),
             "hybrid": (hybrid(scores["logme"], ReplayOracle(curves, key), top_k, r0, eta, rounds), "logme"),
             **{f"hybrid top 2 by {s}": (hybrid(scores[s], ReplayOracle(curves, key), 2, r0, eta, rounds), s)
                for s in SHORTLISTS}}
     out = {}
     for name, (res, shortlist) in runs.items():
-        spent = sum(_curve_cost(result, c, k) for c, k in res.rounds_trained.items() if k)
+        spent = sum(rounds_compute(result, c, k) for c, k in res.rounds_trained.items() if k)
         # the shortlist's statistics round encodes every candidate's texts alike: the sub-pool's share of it
         stats = selection_compute(result, shortlist) * len(pool) / len(result["truth"]) if shortlist else 0.0
         out[name] = {"scores": res.rank_scores, "compute_vs_brute_force": (spent + stats) / bf}
@@ -122,7 +116,7 @@ def search_rows(result: dict, pool: list[str], scores: dict[str, dict], top_k: i
 
 
 def ablate(result: dict, top_k: int, r0: int, eta: int) -> list[dict]:
-    """One row per dropped candidate (``FULL``: none) x method."""
+    """One row per dropped candidate (``FULL``: none) x method, for a result with its curves."""
     check_recombination(result)
     truth, tol = result["truth"], result["tie_tol"]
     run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
@@ -131,7 +125,7 @@ def ablate(result: dict, top_k: int, r0: int, eta: int) -> list[dict]:
         pool = [c for c in truth if c != dropped]
         sub_truth = _only(truth, pool)
         scores = sub_scores(result, pool)
-        searches = search_rows(result, pool, scores, top_k, r0, eta) if "curves" in result else {}
+        searches = search_rows(result, pool, scores, top_k, r0, eta)
         for method, s in [*scores.items(), *((k, v["scores"]) for k, v in searches.items())]:
             q = method_quality(method, sub_truth, s, tol)
             rows.append({"run": run, "dropped": dropped, "method": method, "best": q["best"], "chosen": q["chosen"],

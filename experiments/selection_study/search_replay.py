@@ -34,8 +34,8 @@ from vista.drivers.study import (
     curves_of,
     method_quality,
 )
-from vista.drivers.study_compute import selection_compute, test_passes
-from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
+from vista.drivers.study_compute import rounds_compute, selection_compute
+from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
 
@@ -78,13 +78,6 @@ def ties_broken_by_loss(result: dict) -> dict | None:
     return {**result, "curves": curves}
 
 
-def _rounds_cost(result: dict, pick: str, rounds: int) -> float:
-    """The first ``rounds`` rounds of ``pick``'s fine-tune, less their test-split predictions."""
-    curve = result["curves"][pick][:rounds]
-    done = sum(Cost(r.get("forward_passes", 0), r.get("backward_passes", 0)).forward_equivalents for r in curve)
-    return done - test_passes(result, {pick: rounds})
-
-
 def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int,
            search_rounds: list[int] | None = None) -> list[dict]:
     """One row per search on one run: successive halving, then hybrid per score x top_k, each
@@ -117,7 +110,7 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
         compute = selection_compute(result, method, res.cost.to_dict(), res.rounds_trained) + \
             (selection_compute(result, score) if score else 0.0)
         pick = q["chosen"]
-        overhead = compute - _rounds_cost(result, pick, res.rounds_trained[pick])
+        overhead = compute - rounds_compute(result, pick, res.rounds_trained[pick])
         rows.append({"run": run, "method": method, "score": score, "top_k": k, "search_rounds": rounds,
                      "chosen": pick, "top1_regret": q["top1_regret"], "kendall_tau": q["kendall_tau"],
                      "kendall_tau_max": q["kendall_tau_max"], "compute_vs_brute_force": compute / bf,
@@ -137,8 +130,13 @@ def markdown(rows: list[dict], runs: list[str], missing: list[str], tie_break: s
            "included and the test-split predictions (the truth's measurement) left out, as a fraction of "
            "brute force's; the mean over runs. Overhead: the same less the rounds "
            "of its pick that the search trained (a fine-tune the user runs anyway). Rounds: how far a rung "
-           "may train (the budget's rounds: the pick is a finished fine-tune).", "",
-           "| search | shortlist score | top_k | rounds | regret per run | max regret | picked best | mean tau-b | "
+           "may train (the budget's rounds: the pick is a finished fine-tune).", "", *table(rows)]
+    return "\n".join(out) + "\n"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The markdown table's lines: one row per search x shortlist score x top_k x rounds."""
+    out = ["| search | shortlist score | top_k | rounds | regret per run | max regret | picked best | mean tau-b | "
            "mean cap | compute vs brute force | overhead vs brute force |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
@@ -151,7 +149,7 @@ def markdown(rows: list[dict], runs: list[str], missing: list[str], tie_break: s
                    f"{mean(r['kendall_tau'] for r in rs):.2f} | {mean(r['kendall_tau_max'] for r in rs):.2f} | "
                    f"{mean(r['compute_vs_brute_force'] for r in rs):.3f} | "
                    f"{mean(r['overhead_vs_brute_force'] for r in rs):.3f} |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, runs, missing, a.tie_break)
     if waited:
-        md += "\n## The same runs under the live rule (a tie waits)\n\n" + markdown(waited, runs, []).split("\n\n", 4)[4]
+        md += "\n".join(["", "## The same runs under the live rule (a tie waits)", "", *table(waited)]) + "\n"
     (out / "search_replay.md").write_text(md)
     (out / "search_replay.json").write_text(json.dumps({"tie_break": a.tie_break, "runs": runs, "missing": missing,
                                                         "rows": rows, "rows_waiting": waited}, indent=2) + "\n")

@@ -16,7 +16,7 @@ from vista.data.fednlp import FedNLPData
 from vista.models.hub import ModelSpec, load_tokenizer
 from vista.selection.search import Cost
 
-__all__ = ["corpus_token_counts", "selection_compute", "test_passes"]
+__all__ = ["corpus_token_counts", "rounds_compute", "selection_compute", "test_passes"]
 
 
 def test_passes(result: dict[str, Any], trained: dict[str, int]) -> int:
@@ -48,6 +48,14 @@ def selection_compute(result: dict[str, Any], method: str, cost: dict[str, Any] 
         trained = search["rounds_trained"] if search else \
             dict.fromkeys(result["truth"], rounds) if method == "brute_force" else {}
     return Cost(**cost).forward_equivalents * share - test_passes(result, trained)
+
+
+def rounds_compute(result: dict[str, Any], candidate: str, rounds: int) -> float:
+    """The first ``rounds`` rounds of ``candidate``'s fine-tune from brute force's kept curves, in
+    forward equivalents, less their test-split predictions: what a replayed search spent on it."""
+    done = sum(Cost(r.get("forward_passes", 0), r.get("backward_passes", 0)).forward_equivalents
+               for r in result["curves"][candidate][:rounds])
+    return done - test_passes(result, {candidate: rounds})
 
 
 def corpus_token_counts(candidates: Sequence[ModelSpec], data_file: Path) -> list[int]:
