@@ -25,7 +25,11 @@ PARTITIONS=${PARTITIONS:-iid}
 SEEDS=${SEEDS:-0 1}
 DEVICE=${DEVICE:-cpu}
 WORKERS=${WORKERS:-2}
-BUDGET=(--rounds 6 --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
+# ROUNDS: the grid's 6 unless a longer truth is asked for, with TEST_EVERY=N scoring the test split
+# every N rounds so one run gives the truth at each such budget (README, "A longer truth")
+ROUNDS=${ROUNDS:-6}
+TEST_EVERY=${TEST_EVERY:-}
+BUDGET=(--rounds "$ROUNDS" --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
 # Corpora of their own learning rate (README, "r8's own learning rate"): with MiniLM at 2e-3 over
 # the 6 rounds, r8 and r52 stayed at their majority rate and rotten_tomatoes left it only in
 # round 6; at 5e-3 each leaves it by round 3-5 (federated probes on the study's partition)
@@ -36,7 +40,7 @@ PER_CORPUS=(--set r8.lr=5e-3 rotten_tomatoes.lr=5e-3 r52.lr=5e-3)
 # shellcheck disable=SC2086
 "$PYTHON" experiments/selection_study/run_study.py --data "$WORK/data" --hub "$HUB" --out "$WORK/runs" \
   --corpora $CORPORA --partitions $PARTITIONS --seeds $SEEDS "${BUDGET[@]}" "${PER_CORPUS[@]}" --device "$DEVICE" \
-  --workers "$WORKERS" --keep-features || echo "some settings failed"
+  --workers "$WORKERS" --keep-features ${TEST_EVERY:+--test-every "$TEST_EVERY"} || echo "some settings failed"
 # keep each run's result.json (small) next to the table, then table every kept run: a fresh
 # machine's work directory holds only the runs made there, the committed ones live in $OUT/runs
 case "$OUT" in /*) KEEP="$OUT/runs" ;; *) KEEP="$(pwd)/$OUT/runs" ;; esac

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-features", action="store_true",
                    help="keep each setting's client features in <setting>/features (privacy_cost.py re-scores "
                         "from them without encoding again); they derive from the clients' texts")
+    p.add_argument("--test-every", type=int, default=None, metavar="N",
+                   help="brute force also scores the test split every N rounds (the truth at each such "
+                        "budget from one run: longer_truth.py); training is unchanged")
     p.add_argument("--set", nargs="+", default=[], metavar="CORPUS.FIELD=VALUE",
                    help="one corpus's own budget, e.g. r8.lr=5e-3 (fields: " + ", ".join(BUDGET_FIELDS) + ")")
     a = p.parse_args(argv)
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       device=a.device, val_fraction=a.val_fraction, local_epochs=a.local_epochs,
-                      tie_tol=a.tie_tol, keep_features=a.keep_features)
+                      tie_tol=a.tie_tol, keep_features=a.keep_features, test_every=a.test_every)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

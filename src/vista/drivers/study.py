@@ -36,6 +36,7 @@ from vista.data.computed import ComputedPartitionSpec
 from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.selection import run_selection
 from vista.drivers.study_compute import corpus_token_counts
+from vista.drivers.study_quality import EXPECTED, method_quality, quality_of  # noqa: F401 - the study's API
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
@@ -46,7 +47,6 @@ from vista.scheduler import SchedulerSpec
 from vista.selection.combine import server_scores
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
-from vista.selection.ranking import missing_last, random_expectation, selection_quality
 from vista.selection.sampling import token_share
 from vista.selection.scores import CLIENT, COMBINED, EXACT, PRIOR, SCORES
 from vista.selection.scores import names as score_names
@@ -103,6 +103,9 @@ class StudyConfig:
     validation_key: str = "client_val_accuracy_mean"
     tie_tol: float = 0.0  # truth accuracies this close tie in the rank measures (run_study.py: TIE_TOL)
     keep_features: bool = False  # keep the statistics round's features in <setting>/features for re-scoring
+    # brute force also scores the test split every this many rounds (None: only in the last, the
+    # truth): one run then gives the truth at every such budget (longer_truth.py); training unchanged
+    test_every: int | None = None
 
 
 # what decides a setting's runs (the truth's training and every statistics round): a setting's
@@ -187,7 +190,9 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     stats_seconds = stats["selection_seconds"]
     bf_spec = SelectionSpec(name="brute_force", candidates=cfg.candidates, max_rounds=cfg.rounds,
                             val_fraction=cfg.val_fraction, validation_key=cfg.validation_key)
-    bf = _run_or_reuse(dataclasses.replace(parts, selection=bf_spec), out_dir / "brute_force")
+    bf_fl = parts.fl if cfg.test_every is None else dataclasses.replace(
+        parts.fl, test_every=cfg.test_every, val_fraction=cfg.val_fraction)
+    bf = _run_or_reuse(dataclasses.replace(parts, fl=bf_fl, selection=bf_spec), out_dir / "brute_force")
     bf_seconds = bf["selection_seconds"]
     histories = bf["histories"]
     truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
@@ -370,29 +375,6 @@ def _run_or_reuse(parts: ExperimentParts, run_dir: Path) -> dict[str, Any]:
     if done.is_file():
         return json.loads(done.read_text())
     return run_selection(parts, run_dir)["selection"]
-
-
-def quality_of(truth: dict[str, float], scores: dict[str, float | None], tie_tol: float = 0.0) -> dict[str, Any]:
-    """A score's agreement with the truth, every candidate counted: one the score could not
-    rank (``None``/NaN) ranks last, exactly as ``rank_by`` puts it in a live run. Empty when
-    no candidate has a score (a live run stops with an error there). ``tie_tol``: truth
-    accuracies this close tie in the rank measures (:func:`~vista.selection.ranking.selection_quality`)."""
-    ranked = missing_last(scores)
-    return selection_quality(truth, ranked, tie_tol) if len(set(ranked) & set(truth)) >= 2 else {}
-
-
-# methods the study reports as an expectation over seeded draws, not as the one draw of a live run
-EXPECTED = ("random",)
-
-
-def method_quality(method: str, truth: dict[str, float], scores: dict[str, float | None],
-                   tie_tol: float = 0.0) -> dict[str, Any]:
-    """What the study reports for ``method``: for ``random`` its expectation over many seeded
-    rankings, with the live run's one draw under ``draw`` (one draw is luck, not a baseline);
-    for every other method :func:`quality_of` its scores."""
-    if method in EXPECTED and len(truth) >= 2:
-        return {**random_expectation(truth, tie_tol=tie_tol), "draw": quality_of(truth, scores, tie_tol)}
-    return quality_of(truth, scores, tie_tol)
 
 
 def _entry(method: str, truth: dict[str, float], scores: dict[str, float | None], cost: Cost, tie_tol: float,
