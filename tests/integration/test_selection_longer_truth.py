@@ -4,7 +4,11 @@ are exactly the shorter run's (same seed, same partition), so one run checks a s
 
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
+from support.study_scripts import study_script
 
 from vista.drivers.study import StudyConfig, run_setting
 from vista.models.hub import ModelSpec
@@ -16,9 +20,10 @@ def short_and_long(arch_hub, tiny_data, tmp_path_factory, one_torch_thread):
     cands = tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in ("bert", "gpt2"))
     cfg = StudyConfig(candidates=cands, clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32,
                       num_workers=0, top_k=2)
-    short = run_setting(cfg, tiny_data[0], "iid", 0, out / "short")
+    name = tiny_data[0].name.removesuffix("_data.h5")
+    short = run_setting(cfg, tiny_data[0], "iid", 0, out / "short" / name / "iid" / "seed0")
     longer = StudyConfig(**{**cfg.__dict__, "rounds": 4, "test_every": 2})
-    return short, run_setting(longer, tiny_data[0], "iid", 0, out / "long"), out
+    return short, run_setting(longer, tiny_data[0], "iid", 0, out / "long" / name / "iid" / "seed0"), out
 
 
 def test_brute_force_scores_the_test_split_every_n_rounds_and_in_the_last(short_and_long):
@@ -38,3 +43,38 @@ def test_a_longer_run_begins_with_the_shorter_run_exactly(short_and_long):
         assert prefix[-1]["test_accuracy"] == short["truth"][c]
     # the statistics round does not depend on the rounds: the same scores
     assert long["methods"]["logme"]["scores"] == pytest.approx(short["methods"]["logme"]["scores"], rel=1e-9)
+
+
+def test_longer_truth_judges_every_method_at_every_scored_round(short_and_long, tmp_path):
+    short, long, out = short_and_long
+    lt = study_script("longer_truth")
+    assert lt.main([str(out / "long"), "--short", str(out / "short"), "--out", str(tmp_path)]) == 0
+    (rep,) = json.loads((tmp_path / "longer_truth.json").read_text())
+    assert rep["rounds"] == [2, 4] and rep["budget_rounds"] == 4
+    assert rep["reproduction"]["reproduced"] and rep["reproduction"]["short_rounds"] == 2
+    assert rep["test_accuracy"] == {c: [h[1]["test_accuracy"], h[3]["test_accuracy"]]
+                                    for c, h in long["curves"].items()}
+    rows = {(r["method"], r["rounds"]): r for r in rep["methods"]}
+    assert {m for m, _ in rows} >= {"auto_shipped", "logme", "successive_halving", "hybrid_shipped"}
+    for r in (2, 4):  # a statistics score's pick judged against that round's truth
+        truth = {c: accs[r // 2 - 1] for c, accs in rep["test_accuracy"].items()}
+        row = rows[("logme", r)]
+        assert row["top1_regret"] == pytest.approx(max(truth.values()) - truth[row["chosen"]])
+    # at the short budget the longer run's judgement is the grid run's own
+    for m in ("logme", "auto_shipped", "param_prior"):
+        assert rows[(m, 2)]["top1_regret"] == pytest.approx(short["methods"][m]["top1_regret"])
+        assert rows[(m, 2)]["chosen"] == short["methods"][m]["chosen"]
+    sh = rows[("successive_halving", 2)]
+    assert sh["chosen"] == short["methods"]["successive_halving"]["chosen"]
+    assert "reproduced" in (tmp_path / "longer_truth.md").read_text()
+
+
+def test_a_longer_run_that_drifted_from_the_grid_is_flagged(short_and_long):
+    short, long, _ = short_and_long
+    lt = study_script("longer_truth")
+    drifted = copy.deepcopy(long)
+    c = next(iter(drifted["curves"]))
+    drifted["curves"][c][0]["client_val_accuracy_mean"] += 0.25
+    got = lt.reproduction(drifted, short)
+    assert not got["reproduced"] and got["max_val_diff"] == pytest.approx(0.25)
+    assert lt.reproduction(long, short)["reproduced"]
