@@ -78,3 +78,34 @@ def test_a_longer_run_that_drifted_from_the_grid_is_flagged(short_and_long):
     got = lt.reproduction(drifted, short)
     assert not got["reproduced"] and got["max_val_diff"] == pytest.approx(0.25)
     assert lt.reproduction(long, short)["reproduced"]
+
+
+def test_centralised_is_one_client_holding_every_training_text(arch_hub, tiny_data, tmp_path, one_torch_thread):
+    import h5py
+
+    cen = study_script("centralised")
+    cfg = StudyConfig(candidates=(ModelSpec(name="bert", hub_dir=str(arch_hub), hub_name="bert"),), rounds=2,
+                      batch_size=8, max_seq_len=32, num_workers=0)
+    curve = cen.centralised_curve(cfg, tiny_data[0], tmp_path / "c")
+    assert len(curve) == 2 and all(0.0 <= a <= 1.0 for a in curve)
+    (part,) = (tmp_path / "c").glob("*_partition_seed0.h5")
+    with h5py.File(part) as f, h5py.File(tiny_data[0]) as d:
+        (group,) = f.keys()
+        clients = f[group]["partition_data"]
+        assert list(clients) == ["0"]
+        assert len(clients["0"]["train"]) == sum(1 for _ in d["X"]) - len(clients["0"]["test"])
+    metrics = [json.loads(x) for x in (tmp_path / "c" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["test_accuracy"] for m in metrics if "test_accuracy" in m] == curve
+
+
+def test_centralised_sets_the_grids_truth_beside_its_level(tmp_path):
+    cen = study_script("centralised")
+    for part, seed, acc in (("iid", 0, 0.80), ("iid", 1, 0.84), ("alpha=0.1", 0, 0.60)):
+        d = tmp_path / "runs" / "r8" / part / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"partition": part, "truth": {"minilm": acc, "mpnet": 0.9}}))
+    got = cen.federated_truths(tmp_path / "runs", "r8", "minilm")
+    assert got == {"alpha=0.1": {"mean": 0.60, "seeds": 1}, "iid": {"mean": pytest.approx(0.82), "seeds": 2}}
+    md = cen.markdown([{"corpus": "r8", "centralised": [0.5, 0.9], "best_in_budget": 0.9,
+                        "federated": {p: {**v, "gap": v["mean"] - 0.9} for p, v in got.items()}}], "minilm", 2)
+    assert "| r8 | 0.500 | 0.900 | 0.900 | alpha=0.1 0.600 (1): -0.300; iid 0.820 (2): -0.080 |" in md
