@@ -50,8 +50,8 @@ def markdown(rows: list[dict[str, Any]], candidate: str, budget: int) -> str:
     epochs = max(len(r["centralised"]) for r in rows)
     out = [f"# {candidate}: centralised against federated", "",
            f"Centralised: one client holding every training text, one epoch a round, test accuracy after each "
-           f"epoch. Federated: the grid's truth (mean over seeds) per partition, and its gap to the best "
-           f"centralised epoch within the grid's {budget}.", "",
+           f"epoch. Federated: the grid's truth (mean over seeds) per partition, and its gap to the best of "
+           f"the first {budget} centralised epochs (the level).", "",
            "| corpus | " + " | ".join(f"epoch {e}" for e in range(1, epochs + 1)) +
            f" | best in {budget} | federated (seeds): gap |", "|---|" + "---|" * (epochs + 2)]
     for r in rows:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate", default="minilm")
     p.add_argument("--corpora", nargs="+", default=["20news5", "bbc", "r8", "rotten_tomatoes", "r52"])
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--budget", type=int, default=6, help="the grid's rounds: the best epoch within them is the level")
+    p.add_argument("--budget", type=int, default=6, help="the level is the best of the first this many epochs (at most the grid's rounds)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
