@@ -48,8 +48,9 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
     """Whether ``long``'s first rounds are ``short``'s run: the validation curves up to the
     short budget, the truth there and the statistics scores (max absolute differences)."""
     key, n = short["validation_key"], short["budget"]["rounds"]
-    val = max(abs(a[key] - b[key]) for c in short["curves"] for a, b in zip(long["curves"][c][:n],
-                                                                                short["curves"][c]))
+    kept = short.get("curves")  # runs whose curves were pruned before they were kept have none
+    val = max((abs(a[key] - b[key]) for c in kept for a, b in zip(long["curves"][c][:n], kept[c])),
+              default=math.nan) if kept else math.nan
     here = truth_at(long, n) if n in scored_rounds(long) else {}
     truth = max((abs(here[c] - t) for c, t in short["truth"].items()), default=math.nan) if here else math.nan
     scores = 0.0

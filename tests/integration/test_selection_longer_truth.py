@@ -78,6 +78,9 @@ def test_a_longer_run_that_drifted_from_the_grid_is_flagged(short_and_long):
     got = lt.reproduction(drifted, short)
     assert not got["reproduced"] and got["max_val_diff"] == pytest.approx(0.25)
     assert lt.reproduction(long, short)["reproduced"]
+    pruned = {k: v for k, v in short.items() if k != "curves"}  # a grid run kept without its curves
+    got = lt.reproduction(long, pruned)
+    assert not got["reproduced"] and got["max_truth_diff"] == 0
 
 
 def test_centralised_is_one_client_holding_every_training_text(arch_hub, tiny_data, tmp_path, one_torch_thread):
