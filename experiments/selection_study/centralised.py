@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
 from vista.build import candidate_spec
 from vista.drivers.fedpeft import run_fedpeft_session
 from vista.drivers.study import StudyConfig, setting_parts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from table import seed_truth, settings  # noqa: E402
 
 
 def centralised_curve(cfg: StudyConfig, data_file: Path, work: Path) -> list[float]:
@@ -35,15 +38,13 @@ def centralised_curve(cfg: StudyConfig, data_file: Path, work: Path) -> list[flo
 
 
 def federated_truths(runs: Path | None, corpus: str, candidate: str) -> dict[str, dict[str, Any]]:
-    """The candidate's truth per partition of ``corpus`` in the grid's runs: the seeds' mean."""
+    """The candidate's truth per partition of ``corpus`` in the grid's runs: the seeds' mean, as
+    the table pools them (``table.seed_truth``)."""
     if runs is None:
         return {}
-    out: dict[str, list[float]] = {}
-    for path in sorted((runs / corpus).glob("*/seed*/result.json")):
-        result = json.loads(path.read_text())
-        if candidate in result["truth"]:
-            out.setdefault(result["partition"], []).append(result["truth"][candidate])
-    return {p: {"mean": mean(v), "seeds": len(v)} for p, v in out.items()}
+    results = [json.loads(p.read_text()) for p in sorted((runs / corpus).glob("*/seed*/result.json"))]
+    truths = {part: (seed_truth(group)[0], len(group)) for (_, part), group in settings(results).items()}
+    return {part: {"mean": truth[candidate], "seeds": n} for part, (truth, n) in truths.items() if candidate in truth}
 
 
 def markdown(rows: list[dict[str, Any]], candidate: str, budget: int) -> str:

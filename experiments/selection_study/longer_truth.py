@@ -52,7 +52,7 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
     val = max((abs(a[key] - b[key]) for c in kept for a, b in zip(long["curves"][c][:n], kept[c])),
               default=math.nan) if kept else math.nan
     here = truth_at(long, n) if n in scored_rounds(long) else {}
-    truth = max((abs(here[c] - t) for c, t in short["truth"].items()), default=math.nan) if here else math.nan
+    truth = max(abs(here[c] - t) for c, t in short["truth"].items()) if here else math.nan
     scores = 0.0
     for m in METHODS:
         a, b = long["methods"].get(m, {}).get("scores", {}), short["methods"].get(m, {}).get("scores", {})
@@ -66,11 +66,11 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
 def judge(result: dict[str, Any], methods: list[str], r0: int, eta: int) -> list[dict[str, Any]]:
     """One row per method x scored round: the method's pick against the truth at that round."""
     key, tol, names = result["validation_key"], result["tie_tol"], list(result["truth"])
+    scored = {m: result["methods"][m]["scores"] for m in methods if m in result["methods"]}  # budget-free
     rows = []
     for rounds in scored_rounds(result):
         truth = truth_at(result, rounds)
-        picks: dict[str, dict[str, float | None]] = {m: result["methods"][m]["scores"] for m in methods
-                                                     if m in result["methods"]}
+        picks: dict[str, dict[str, float | None]] = dict(scored)
         picks["successive_halving"] = successive_halving(names, ReplayOracle(result["curves"], key), r0, eta,
                                                          rounds).rank_scores
         if SHIPPED in result["methods"]:

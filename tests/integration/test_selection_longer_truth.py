@@ -106,7 +106,8 @@ def test_centralised_sets_the_grids_truth_beside_its_level(tmp_path):
     for part, seed, acc in (("iid", 0, 0.80), ("iid", 1, 0.84), ("alpha=0.1", 0, 0.60)):
         d = tmp_path / "runs" / "r8" / part / f"seed{seed}"
         d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({"partition": part, "truth": {"minilm": acc, "mpnet": 0.9}}))
+        (d / "result.json").write_text(json.dumps({"data": "r8", "partition": part, "seed": seed,
+                                                   "truth": {"minilm": acc, "mpnet": 0.9}}))
     got = cen.federated_truths(tmp_path / "runs", "r8", "minilm")
     assert got == {"alpha=0.1": {"mean": 0.60, "seeds": 1}, "iid": {"mean": pytest.approx(0.82), "seeds": 2}}
     md = cen.markdown([{"corpus": "r8", "centralised": [0.5, 0.9], "best_in_budget": 0.9,
