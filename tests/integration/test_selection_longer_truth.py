@@ -113,3 +113,52 @@ def test_centralised_sets_the_grids_truth_beside_its_level(tmp_path):
     md = cen.markdown([{"corpus": "r8", "centralised": [0.5, 0.9], "best_in_budget": 0.9,
                         "federated": {p: {**v, "gap": v["mean"] - 0.9} for p, v in got.items()}}], "minilm", 2)
     assert "| r8 | 0.500 | 0.900 | 0.900 | alpha=0.1 0.600 (1): -0.300; iid 0.820 (2): -0.080 |" in md
+
+
+@pytest.fixture(scope="module")
+def probed(short_and_long, arch_hub, tiny_data):
+    """The short run's setting again under a probed budget: 2 local epochs a round, test every round."""
+    short, _, out = short_and_long
+    cands = tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in ("bert", "gpt2"))
+    cfg = StudyConfig(candidates=cands, clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32,
+                      num_workers=0, top_k=2, local_epochs=2, test_every=1)
+    name = tiny_data[0].name.removesuffix("_data.h5")
+    return short, run_setting(cfg, tiny_data[0], "iid", 0, out / "probe" / name / "iid" / "seed0"), out, name
+
+
+def test_a_probed_budget_trains_its_local_epochs_on_the_grids_clients(probed):
+    short, probe, _, _ = probed
+    assert probe["budget"]["local_epochs"] == 2 and short["budget"]["local_epochs"] == 1
+    for c, curve in probe["curves"].items():
+        assert all("test_accuracy" in r for r in curve)
+        # the same clients' texts each round, seen twice: exactly twice the backward passes
+        assert [r["backward_passes"] for r in curve] == [2 * r["backward_passes"] for r in short["curves"][c]]
+
+
+def test_budget_probe_sets_the_probe_beside_the_grid_and_the_centralised_level(probed, tmp_path):
+    short, probe, out, name = probed
+    bp = study_script("budget_probe")
+    accs = [r["test_accuracy"] for r in probe["curves"]["bert"]]
+    level = accs[0] + 0.04  # round 1 is 0.04 under it, within 0.05; the probe's last round is what counts
+    cen = tmp_path / "centralised.json"
+    cen.write_text(json.dumps({"candidate": "bert", "rows": [{"corpus": name, "centralised": [level - 0.1, level],
+                                                              "best_in_budget": level}]}))
+    args = [str(out / "probe"), "--grid", str(out / "short"), "--centralised", str(cen), "--candidate", "bert",
+            "--out", str(tmp_path / "bp")]
+    assert bp.main(args) == 0
+    (row,) = json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]
+    assert row["test_accuracy"] == accs and row["final"] == accs[-1]
+    assert row["grid"] == short["truth"]["bert"] and row["grid_budget"]["local_epochs"] == 1
+    assert row["gap"] == pytest.approx(accs[-1] - level) and row["grid_gap"] == pytest.approx(row["grid"] - level)
+    assert row["within"] == (accs[-1] >= level - 0.05)
+    assert row["first_round_within"] == 1
+    assert row["backward_ratio"] == pytest.approx(2.0)
+    assert row["others"] == {"gpt2": probe["truth"]["gpt2"]}
+    md = (tmp_path / "bp" / "budget_probe.md").read_text()
+    assert f"| {name} iid seed 0 | 2 local epochs, 2 rounds" in md
+    assert f"{int(row['within'])} of 1 settings" in md
+    # a level of another candidate is refused in one line
+    cen.write_text(json.dumps({"candidate": "gpt2", "rows": []}))
+    with pytest.raises(SystemExit) as e:
+        bp.main(args)
+    assert e.value.code == 2

@@ -1,0 +1,121 @@
+"""Does another federated budget bring a candidate to its centralised level? Issue 16.2 asks the
+ground truth for "enough rounds that MiniLM reaches its centralised level within a few points":
+``python experiments/selection_study/budget_probe.py PROBE_RUNS --grid RUNS --centralised JSON``.
+
+``PROBE_RUNS`` holds ``run_study.py`` runs of the candidate under the budget probed (e.g.
+``--local-epochs 3``), its test split scored every round (``--test-every 1``). Per probed setting
+this reports the candidate's test accuracy each round; the grid's truth for the same corpus,
+partition and seed (``--grid``: the grid's ``result.json`` files), trained under the grid's
+budget; the centralised level (``centralised.py``'s ``centralised.json``: the best of its epochs
+within the grid's budget); the probe's gap to that level after its last round, whether that is
+within ``--tolerance`` (16.2's "a few points"), and the first round it is; and the training the
+probe costs against the grid's run of the candidate (backward passes, and seconds, which are
+noisy). Writes ``budget_probe.md`` and ``budget_probe.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _load(runs: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    out = {}
+    for p in sorted(runs.glob("*/*/seed*/result.json")):
+        r = json.loads(p.read_text())
+        out[(r["data"], r["partition"], int(r["seed"]))] = r
+    return out
+
+
+def _spent(curve: list[dict[str, Any]], key: str) -> float:
+    return float(sum(r.get(key, 0) for r in curve))
+
+
+def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: dict[str, Any] | None,
+              candidate: str, tolerance: float) -> dict[str, Any]:
+    """One probed setting against the grid's run of it and the corpus's centralised level."""
+    curve = probe["curves"][candidate]
+    accs = [float(r["test_accuracy"]) if "test_accuracy" in r else None for r in curve]
+    level = None if centralised is None else float(centralised["best_in_budget"])
+    row: dict[str, Any] = {
+        "data": probe["data"], "partition": probe["partition"], "seed": probe["seed"],
+        "budget": probe["budget"], "test_accuracy": accs, "final": accs[-1],
+        "others": {c: v for c, v in probe["truth"].items() if c != candidate},
+        "centralised": None if centralised is None else centralised["centralised"], "level": level,
+        "gap": None, "within": None, "first_round_within": None,
+        "grid": None, "grid_budget": None, "grid_gap": None, "backward_ratio": None, "seconds_ratio": None,
+    }
+    if level is not None:
+        row["gap"] = accs[-1] - level
+        row["within"] = row["gap"] >= -tolerance
+        row["first_round_within"] = next((i + 1 for i, a in enumerate(accs) if a is not None and a >= level - tolerance),
+                                         None)
+    if grid is not None and candidate in grid["truth"]:
+        row["grid"], row["grid_budget"] = float(grid["truth"][candidate]), grid["budget"]
+        row["grid_gap"] = None if level is None else row["grid"] - level
+        g = grid.get("curves", {}).get(candidate)
+        if g and _spent(g, "backward_passes"):
+            row["backward_ratio"] = _spent(curve, "backward_passes") / _spent(g, "backward_passes")
+            row["seconds_ratio"] = _spent(curve, "round_seconds") / _spent(g, "round_seconds")
+    return row
+
+
+def _f(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float) -> str:
+    out = [f"# {candidate}: a federated budget against its centralised level", "",
+           f"Probe: the budget each row names, test accuracy after each round. Grid: the same setting's truth "
+           f"under the grid's budget. Level: the best centralised epoch within the grid's budget "
+           f"(`centralised.py`). Within: the probe's last round is at most {tolerance} under the level. "
+           f"Training: the probe's backward passes (seconds) over the grid run's, for {candidate}.", "",
+           "| setting | probe budget | probe, rounds 1.. | grid | level | gap: probe (grid) | within | "
+           "first round within | training x (seconds x) | others at the probe's last round |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b = r["budget"]
+        setting = f"{r['data']} {r['partition']} seed {r['seed']}"
+        others = ", ".join(f"{c} {v:.3f}" for c, v in r["others"].items()) or "-"
+        out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g} | "
+                   + " ".join(_f(a) for a in r["test_accuracy"])
+                   + f" | {_f(r['grid'])} | {_f(r['level'])} | {_f(r['gap'], '+.3f')} ({_f(r['grid_gap'], '+.3f')}) | "
+                   + f"{'-' if r['within'] is None else ('yes' if r['within'] else 'no')} | "
+                   + f"{r['first_round_within'] or '-'} | {_f(r['backward_ratio'], '.2f')} "
+                   + f"({_f(r['seconds_ratio'], '.2f')}) | {others} |")
+    met = [r for r in rows if r["within"]]
+    out += ["", f"Within {tolerance} of the centralised level after the probe's last round: {len(met)} of "
+            f"{sum(r['within'] is not None for r in rows)} settings."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("probe", type=Path, help="run_study.py's runs under the probed budget")
+    p.add_argument("--grid", type=Path, required=True, help="the grid's runs (result.json files)")
+    p.add_argument("--centralised", type=Path, required=True, help="centralised.py's centralised.json")
+    p.add_argument("--candidate", default="minilm")
+    p.add_argument("--tolerance", type=float, default=0.05, help="16.2's 'a few points'")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    cen = json.loads(a.centralised.read_text())
+    if cen["candidate"] != a.candidate:
+        p.error(f"{a.centralised} is {cen['candidate']}'s centralised level, not {a.candidate}'s")
+    level_of = {r["corpus"]: r for r in cen["rows"]}
+    grid = _load(a.grid)
+    rows = [probe_row(r, grid.get(k), level_of.get(k[0]), a.candidate, a.tolerance)
+            for k, r in _load(a.probe).items() if a.candidate in r["curves"]]
+    if not rows:
+        p.error(f"no run of {a.candidate} under {a.probe} (expected <corpus>/<partition>/seed<k>/result.json)")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "budget_probe.json").write_text(json.dumps({"candidate": a.candidate, "tolerance": a.tolerance,
+                                                         "rows": rows}, indent=1))
+    (a.out / "budget_probe.md").write_text(markdown(rows, a.candidate, a.tolerance))
+    print(markdown(rows, a.candidate, a.tolerance))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
