@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vista.drivers.study import SHIPPED, StudyConfig, method_quality
+from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
@@ -83,10 +83,6 @@ def judge(result: dict[str, Any], methods: list[str], r0: int, eta: int) -> list
     return rows
 
 
-def _run_name(result: dict[str, Any]) -> str:
-    return f"{result['data']}/{result['partition']}/seed{result['seed']}"
-
-
 def markdown(reports: list[dict[str, Any]]) -> str:
     out = ["# The truth by training budget", "",
            "Test accuracy per candidate at every round the run scored the test split, and each method judged "
@@ -135,11 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         result = json.loads(path.read_text())
         rounds = scored_rounds(result)
-        rep = {"run": _run_name(result), "budget_rounds": result["budget"]["rounds"], "rounds": rounds,
+        rep = {"run": run_name(result), "budget_rounds": result["budget"]["rounds"], "rounds": rounds,
                "test_accuracy": {c: [truth_at(result, r)[c] for r in rounds] for c in result["truth"]},
                "methods": judge(result, a.methods, a.r0, a.eta)}
-        short = None if a.short is None else \
-            a.short / result["data"] / result["partition"] / f"seed{result['seed']}" / "result.json"
+        short = None if a.short is None else a.short / run_name(result) / "result.json"
         if short is not None and short.is_file():
             rep["reproduction"] = reproduction(result, json.loads(short.read_text()))
         reports.append(rep)

@@ -35,7 +35,7 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from vista.drivers.study import SHIPPED, StudyConfig, method_quality
+from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
 from vista.drivers.study_compute import rounds_compute, selection_compute
 from vista.selection.combine import (
     NEAR_TIE,
@@ -119,7 +119,7 @@ def ablate(result: dict, top_k: int, r0: int, eta: int) -> list[dict]:
     """One row per dropped candidate (``FULL``: none) x method, for a result with its curves."""
     check_recombination(result)
     truth, tol = result["truth"], result["tie_tol"]
-    run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+    run = run_name(result)
     rows = []
     for dropped in (FULL, *truth):
         pool = [c for c in truth if c != dropped]
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, runs, skipped = [], [], []
     for path in sorted(a.runs.rglob("result.json")):
         result = json.loads(path.read_text())
-        run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+        run = run_name(result)
         if "curves" not in result:
             skipped.append(run)
             continue

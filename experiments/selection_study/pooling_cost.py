@@ -32,6 +32,7 @@ from vista.drivers.study import (
     combined_methods,
     prior_methods,
     quality_of,
+    run_name,
     stat_methods,
 )
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.only is not None and str(setting.relative_to(a.runs)) not in a.only:
             continue
         truth = truths[(res["data"], res["partition"])]
-        work = (a.work or a.runs.parent / "pooling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
+        work = (a.work or a.runs.parent / "pooling_runs") / run_name(res)
         for pooling in a.poolings:
             t0 = time.perf_counter()
             # the live statistics round without DP (privacy_cost's, at no epsilon): <work>/<pooling>/no_dp

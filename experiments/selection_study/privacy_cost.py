@@ -25,8 +25,8 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -38,21 +38,23 @@ from vista.drivers.study import (
     combined_methods,
     prior_methods,
     quality_of,
+    run_name,
     setting_parts,
     stat_methods,
 )
 from vista.selection.privacy import GUARDED
 from vista.selection.spec import DEFAULT_CANDIDATES, SelectionSpec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from table import seed_truth, settings  # noqa: E402
+
 DRAW_SEED = 1000  # noise seeds of the draws: setting seed + DRAW_SEED * (draw + 1)
 
 
 def _truths(results: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
-    """Each setting's ground truth: every candidate's test accuracy averaged over its seeds."""
-    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in results:
-        by[(r["data"], r["partition"])].append(r)
-    return {k: {c: mean(float(r["truth"][c]) for r in g) for c in g[0]["truth"]} for k, g in by.items()}
+    """Each setting's ground truth: every candidate's test accuracy averaged over its seeds, as the
+    table pools them (``table.seed_truth``)."""
+    return {k: seed_truth(g)[0] for k, g in settings(results).items()}
 
 
 def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, epsilon: float | None, draw: int,
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting, res in results.items():
         truth = truths[(res["data"], res["partition"])]
         # named by what the run is, not by where --runs points: two settings never share a run
-        work = (a.work or a.runs.parent / f"{stem}_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
+        work = (a.work or a.runs.parent / f"{stem}_runs") / run_name(res)
         for e in epsilons:
             for d in range(1 if e is None else a.draws):
                 t0 = time.perf_counter()

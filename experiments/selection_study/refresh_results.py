@@ -25,6 +25,7 @@ from vista.drivers.study import (
     SHIPPED_AUTO,
     StudyConfig,
     replay_searches,
+    run_name,
     shipped_token_share,
 )
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     no_curves = []
     for path in sorted(a.runs.rglob("result.json")):
         result = json.loads(path.read_text())
-        run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+        run = run_name(result)
         changed = add_token_share(result, a.data, a.hub)
         if "curves" not in result:
             no_curves.append(run)

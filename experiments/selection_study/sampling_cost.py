@@ -39,6 +39,7 @@ from vista.drivers.study import (
     StudyConfig,
     _run_or_reuse,
     quality_of,
+    run_name,
     setting_parts,
 )
 from vista.drivers.study_compute import corpus_token_counts, selection_compute
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = truths[(res["data"], res["partition"])]
         bf = selection_compute(res, "brute_force")  # less its test-split predictions
         rows += rows_of(res, truth, None, "uncapped", 0, a.tie_tol, bf)
-        work = (a.work or a.runs.parent / "sampling_runs") / res["data"] / res["partition"] / f"seed{res['seed']}"
+        work = (a.work or a.runs.parent / "sampling_runs") / run_name(res)
         reproduce(cfg, setting, a.data, res, work)
         if a.seq_lens and res["data"] not in token_share:
             token_share[res["data"]] = token_shares(cfg, a.data / f"{res['data']}_data.h5", a.seq_lens)

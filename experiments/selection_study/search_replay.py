@@ -33,6 +33,7 @@ from vista.drivers.study import (
     StudyConfig,
     curves_of,
     method_quality,
+    run_name,
 )
 from vista.drivers.study_compute import rounds_compute, selection_compute
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
@@ -55,7 +56,7 @@ def backfill(path: Path, result: dict, work: Path | None) -> bool:
     if "curves" in result and (work is None or _has_loss(result["curves"])):
         return True
     bf = None if work is None else \
-        work / result["data"] / result["partition"] / f"seed{result['seed']}" / "brute_force" / "selection.json"
+        work / run_name(result) / "brute_force" / "selection.json"
     if bf is None or not bf.is_file():
         return "curves" in result
     result["curves"] = curves_of(json.loads(bf.read_text())["histories"], result["validation_key"])
@@ -90,7 +91,7 @@ def replay(result: dict, scores: list[str], top_ks: list[int], r0: int, eta: int
     truth, key, tol = result["truth"], result["validation_key"], result["tie_tol"]
     budget_rounds = result["budget"]["rounds"]
     bf = selection_compute(result, "brute_force")
-    run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+    run = run_name(result)
     names = list(truth)
     searches = []
     for rounds in search_rounds or [budget_rounds]:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, waited, runs, missing = [], [], [], []
     for path in paths:
         result = json.loads(path.read_text())
-        run = f"{result['data']}/{result['partition']}/seed{result['seed']}"
+        run = run_name(result)
         kept = result if backfill(path, result, a.work) else None
         if kept is not None and a.tie_break == "loss":
             result = ties_broken_by_loss(kept)

@@ -242,6 +242,12 @@ CURVE_KEYS = ("test_accuracy", "val_loss", "forward_passes", "backward_passes", 
               "round_seconds")
 
 
+def run_name(result: dict[str, Any]) -> str:
+    """A setting's run as a study names it, and its directory under the study's runs:
+    ``<corpus>/<partition>/seed<k>`` (``run_study.py`` writes ``result.json`` there)."""
+    return f"{result['data']}/{result['partition']}/seed{result['seed']}"
+
+
 def curves_of(histories: dict[str, list[dict[str, Any]]], validation_key: str) -> dict[str, list[dict[str, Any]]]:
     """Brute force's learning curves, trimmed to what a :class:`ReplayOracle` needs, so that any
     search (another ``top_k``, another shortlist score) can be replayed from ``result.json`` alone
