@@ -20,13 +20,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vista.drivers.study import run_name
 
-def _load(runs: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    out = {}
-    for p in sorted(runs.glob("*/*/seed*/result.json")):
-        r = json.loads(p.read_text())
-        out[(r["data"], r["partition"], int(r["seed"]))] = r
-    return out
+
+def _load(runs: Path) -> dict[str, dict[str, Any]]:
+    """Each run's ``result.json`` by its :func:`run_name`, so a probe finds the grid's run of its setting."""
+    results = (json.loads(p.read_text()) for p in sorted(runs.glob("*/*/seed*/result.json")))
+    return {run_name(r): r for r in results}
 
 
 def _spent(curve: list[dict[str, Any]], key: str) -> float:
@@ -105,15 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.centralised} is {cen['candidate']}'s centralised level, not {a.candidate}'s")
     level_of = {r["corpus"]: r for r in cen["rows"]}
     grid = _load(a.grid)
-    rows = [probe_row(r, grid.get(k), level_of.get(k[0]), a.candidate, a.tolerance)
-            for k, r in _load(a.probe).items() if a.candidate in r["curves"]]
+    rows = [probe_row(r, grid.get(name), level_of.get(r["data"]), a.candidate, a.tolerance)
+            for name, r in _load(a.probe).items() if a.candidate in r["curves"]]
     if not rows:
         p.error(f"no run of {a.candidate} under {a.probe} (expected <corpus>/<partition>/seed<k>/result.json)")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "budget_probe.json").write_text(json.dumps({"candidate": a.candidate, "tolerance": a.tolerance,
                                                          "rows": rows}, indent=1))
-    (a.out / "budget_probe.md").write_text(markdown(rows, a.candidate, a.tolerance))
-    print(markdown(rows, a.candidate, a.tolerance))
+    md = markdown(rows, a.candidate, a.tolerance)
+    (a.out / "budget_probe.md").write_text(md)
+    print(md)
     return 0
 
 
