@@ -10,6 +10,10 @@
   (the same validation curve, the same truth at the grid's budget, the same statistics scores):
   FedPEFT is deterministic given the seed, so a longer run is the shorter one continued, and
   every difference between the two truths is what the extra rounds trained;
+* or, where the run's budget differs from the grid's in more than its rounds (e.g. ``--local-epochs
+  3``, ``budget_probe.py``'s probe trained on the whole pool), how the truth moved: what differs,
+  and the grid's truth judged as a ranking of this run's truth at the grid's rounds (pick, regret,
+  tau-b and its cap);
 * every statistics and prior method (their scores do not depend on the budget) judged against the
   truth at each scored round: pick, top-1 regret, tie-aware Kendall tau-b and its cap;
 * successive halving and the shipped hybrid (top 2 by auto_shipped) replayed with their rungs
@@ -26,7 +30,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
+from vista.drivers.study import (
+    SHIPPED,
+    StudyConfig,
+    method_quality,
+    quality_of,
+    run_name,
+)
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
@@ -63,6 +73,23 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
             "reproduced": val == 0 and truth == 0 and scores < 1e-9}
 
 
+def budget_shift(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any] | None:
+    """How the truth moved where ``long`` was trained under another budget than ``short`` beyond
+    its rounds: the budget items that differ (grid's, this run's) and ``short``'s truth judged as a
+    ranking of ``long``'s truth at ``short``'s rounds. None where only the rounds differ (then
+    :func:`reproduction` applies)."""
+    a, b = short["budget"], long["budget"]
+    differs = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k != "rounds" and a.get(k) != b.get(k)}
+    if not differs:
+        return None
+    n = short["budget"]["rounds"]
+    here = truth_at(long, n) if n in scored_rounds(long) else {}
+    q = quality_of(here, short["truth"], long["tie_tol"]) if here else {}
+    return {"differs": differs, "short_rounds": n, "grid_truth": short["truth"], "truth_here": here,
+            "grid_pick": q.get("chosen"), "top1_regret": q.get("top1_regret"),
+            "kendall_tau": q.get("kendall_tau"), "kendall_tau_max": q.get("kendall_tau_max")}
+
+
 def judge(result: dict[str, Any], methods: list[str], r0: int, eta: int) -> list[dict[str, Any]]:
     """One row per method x scored round: the method's pick against the truth at that round."""
     key, tol, names = result["validation_key"], result["tie_tol"], list(result["truth"])
@@ -91,6 +118,14 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     for rep in reports:
         rounds = rep["rounds"]
         out += [f"## {rep['run']} ({rep['budget_rounds']} rounds)", ""]
+        bs = rep.get("budget_shift")
+        if bs:
+            what = ", ".join(f"{k} {g} -> {h}" for k, (g, h) in bs["differs"].items())
+            grid = ", ".join(f"{c} {t:.3f}" for c, t in bs["grid_truth"].items())
+            out += [f"Budget against the grid's run: {what}. The grid's truth ({grid}) as a ranking of this run's "
+                    f"truth at round {bs['short_rounds']}: " + (
+                        f"pick {bs['grid_pick']}, regret {bs['top1_regret']:.3f}, tau-b {bs['kendall_tau']:.2f} "
+                        f"(cap {bs['kendall_tau_max']:.2f})." if bs["truth_here"] else "not scored at that round."), ""]
         rp = rep.get("reproduction")
         if rp:
             out += [f"Rounds 1-{rp['short_rounds']} against the grid's run: "
@@ -136,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                "methods": judge(result, a.methods, a.r0, a.eta)}
         short = None if a.short is None else a.short / run_name(result) / "result.json"
         if short is not None and short.is_file():
-            rep["reproduction"] = reproduction(result, json.loads(short.read_text()))
+            grid = json.loads(short.read_text())
+            shift = budget_shift(result, grid)
+            rep.update({"budget_shift": shift} if shift else {"reproduction": reproduction(result, grid)})
         reports.append(rep)
     out = a.out or a.runs.parent
     out.mkdir(parents=True, exist_ok=True)

@@ -162,3 +162,24 @@ def test_budget_probe_sets_the_probe_beside_the_grid_and_the_centralised_level(p
     with pytest.raises(SystemExit) as e:
         bp.main(args)
     assert e.value.code == 2
+
+
+def test_a_run_under_another_budget_reports_how_the_truth_moved_not_a_reproduction(probed, tmp_path):
+    short, probe, out, _ = probed
+    lt = study_script("longer_truth")
+    assert lt.budget_shift(probe, short)["differs"] == {"local_epochs": [1, 2]}
+    longer = copy.deepcopy(short)
+    longer["budget"]["rounds"] = 4  # more rounds alone: the reproduction check, not a shift
+    assert lt.budget_shift(longer, short) is None
+    assert lt.main([str(out / "probe"), "--short", str(out / "short"), "--out", str(tmp_path)]) == 0
+    (rep,) = json.loads((tmp_path / "longer_truth.json").read_text())
+    assert "reproduction" not in rep
+    shift = rep["budget_shift"]
+    here = {c: h[1]["test_accuracy"] for c, h in probe["curves"].items()}  # round 2, the grid's budget
+    assert shift["truth_here"] == here and shift["grid_truth"] == short["truth"]
+    # the grid's truth judged as a ranking of this run's: its best, regretted under this budget
+    grid_best = max(short["truth"], key=short["truth"].get)
+    assert shift["grid_pick"] == grid_best
+    assert shift["top1_regret"] == pytest.approx(max(here.values()) - here[grid_best])
+    md = (tmp_path / "longer_truth.md").read_text()
+    assert "Budget against the grid's run: local_epochs 1 -> 2." in md and "reproduced" not in md
