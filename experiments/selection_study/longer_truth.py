@@ -54,21 +54,34 @@ def truth_at(result: dict[str, Any], rounds: int) -> dict[str, float]:
     return {c: float(h[rounds - 1]["test_accuracy"]) for c, h in result["curves"].items()}
 
 
-def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
-    """Whether ``long``'s first rounds are ``short``'s run: the validation curves up to the
-    short budget, the truth there and the statistics scores (max absolute differences)."""
-    key, n = short["validation_key"], short["budget"]["rounds"]
-    kept = short.get("curves")  # runs whose curves were pruned before they were kept have none
-    val = max((abs(a[key] - b[key]) for c in kept for a, b in zip(long["curves"][c][:n], kept[c])),
-              default=math.nan) if kept else math.nan
-    here = truth_at(long, n) if n in scored_rounds(long) else {}
-    truth = max(abs(here[c] - t) for c, t in short["truth"].items()) if here else math.nan
+def truth_at_grid_rounds(long: dict[str, Any], short: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    """``short``'s rounds and ``long``'s truth there (empty where ``long`` did not score them)."""
+    n = short["budget"]["rounds"]
+    return n, truth_at(long, n) if n in scored_rounds(long) else {}
+
+
+def score_rel_diff(long: dict[str, Any], short: dict[str, Any]) -> float:
+    """The largest relative difference between the two runs' statistics and prior scores, which
+    do not depend on the training budget: 0 when both runs scored the same features."""
     scores = 0.0
     for m in METHODS:
         a, b = long["methods"].get(m, {}).get("scores", {}), short["methods"].get(m, {}).get("scores", {})
         for c in set(a) & set(b):
             if a[c] is not None and b[c] is not None:
                 scores = max(scores, abs(a[c] - b[c]) / max(abs(b[c]), 1e-12))
+    return scores
+
+
+def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
+    """Whether ``long``'s first rounds are ``short``'s run: the validation curves up to the
+    short budget, the truth there and the statistics scores (max absolute differences)."""
+    key = short["validation_key"]
+    n, here = truth_at_grid_rounds(long, short)
+    kept = short.get("curves")  # runs whose curves were pruned before they were kept have none
+    val = max((abs(a[key] - b[key]) for c in kept for a, b in zip(long["curves"][c][:n], kept[c])),
+              default=math.nan) if kept else math.nan
+    truth = max(abs(here[c] - t) for c, t in short["truth"].items()) if here else math.nan
+    scores = score_rel_diff(long, short)
     return {"short_rounds": n, "max_val_diff": val, "max_truth_diff": truth, "max_score_rel_diff": scores,
             "reproduced": val == 0 and truth == 0 and scores < 1e-9}
 
@@ -76,16 +89,17 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
 def budget_shift(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any] | None:
     """How the truth moved where ``long`` was trained under another budget than ``short`` beyond
     its rounds: the budget items that differ (grid's, this run's) and ``short``'s truth judged as a
-    ranking of ``long``'s truth at ``short``'s rounds. None where only the rounds differ (then
+    ranking of ``long``'s truth at ``short``'s rounds, and whether the budget-free scores are
+    the grid run's (:func:`score_rel_diff`). None where only the rounds differ (then
     :func:`reproduction` applies)."""
     a, b = short["budget"], long["budget"]
     differs = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k != "rounds" and a.get(k) != b.get(k)}
     if not differs:
         return None
-    n = short["budget"]["rounds"]
-    here = truth_at(long, n) if n in scored_rounds(long) else {}
+    n, here = truth_at_grid_rounds(long, short)
     q = quality_of(here, short["truth"], long["tie_tol"]) if here else {}
     return {"differs": differs, "short_rounds": n, "grid_truth": short["truth"], "truth_here": here,
+            "max_score_rel_diff": score_rel_diff(long, short),
             "grid_pick": q.get("chosen"), "top1_regret": q.get("top1_regret"),
             "kendall_tau": q.get("kendall_tau"), "kendall_tau_max": q.get("kendall_tau_max")}
 
@@ -125,7 +139,8 @@ def markdown(reports: list[dict[str, Any]]) -> str:
             out += [f"Budget against the grid's run: {what}. The grid's truth ({grid}) as a ranking of this run's "
                     f"truth at round {bs['short_rounds']}: " + (
                         f"pick {bs['grid_pick']}, regret {bs['top1_regret']:.3f}, tau-b {bs['kendall_tau']:.2f} "
-                        f"(cap {bs['kendall_tau_max']:.2f})." if bs["truth_here"] else "not scored at that round."), ""]
+                        f"(cap {bs['kendall_tau_max']:.2f})." if bs["truth_here"] else "not scored at that round.")
+                    + f" Statistics scores against the grid's: relative {bs['max_score_rel_diff']:.3g}.", ""]
         rp = rep.get("reproduction")
         if rp:
             out += [f"Rounds 1-{rp['short_rounds']} against the grid's run: "

@@ -177,6 +177,7 @@ def test_a_run_under_another_budget_reports_how_the_truth_moved_not_a_reproducti
     shift = rep["budget_shift"]
     here = {c: h[1]["test_accuracy"] for c, h in probe["curves"].items()}  # round 2, the grid's budget
     assert shift["truth_here"] == here and shift["grid_truth"] == short["truth"]
+    assert shift["max_score_rel_diff"] < 1e-9  # the statistics round does not depend on the budget
     # the grid's truth judged as a ranking of this run's: its best, regretted under this budget
     grid_best = max(short["truth"], key=short["truth"].get)
     assert shift["grid_pick"] == grid_best
