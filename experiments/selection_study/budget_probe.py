@@ -3,7 +3,11 @@ ground truth for "enough rounds that MiniLM reaches its centralised level within
 ``python experiments/selection_study/budget_probe.py PROBE_RUNS --grid RUNS --centralised JSON``.
 
 ``PROBE_RUNS`` holds ``run_study.py`` runs of the candidate under the budget probed (e.g.
-``--local-epochs 3``), its test split scored every round (``--test-every 1``). Per probed setting
+``--local-epochs 3``), its test split scored every round (``--test-every 1``), or run directories
+of ``python -m vista.main`` (``config.yaml`` and ``metrics.jsonl``, e.g. under another server rule:
+``aggregator=fedavgm``), read as the same setting when their corpus, partition and seed are the
+study's; a run whose budget equals the grid's (FedAvg included) must reproduce the grid's curve of
+the candidate, which the report checks. Per probed setting
 this reports the candidate's test accuracy each round; the grid's truth for the same corpus,
 partition and seed (``--grid``: the grid's ``result.json`` files), trained under the grid's
 budget; the centralised level (``centralised.py``'s ``centralised.json``: the best of its epochs
@@ -20,13 +24,57 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vista.drivers.study import run_name
+import yaml
+
+from vista.drivers.study import BUDGET_FIELDS, PARTITIONS, run_name
 
 
 def _load(runs: Path) -> dict[str, dict[str, Any]]:
     """Each run's ``result.json`` by its :func:`run_name`, so a probe finds the grid's run of its setting."""
     results = (json.loads(p.read_text()) for p in sorted(runs.glob("*/*/seed*/result.json")))
     return {run_name(r): r for r in results}
+
+
+def _server_rule(agg: dict[str, Any]) -> str:
+    """``FedAvgM(server_lr=1.0, momentum=0.9)`` from a run's ``aggregator`` config."""
+    params = ", ".join(f"{k}={v}" for k, v in agg.items() if k != "_target_")
+    return f"{agg['_target_'].rsplit('.', 1)[-1]}({params})"
+
+
+def main_run(run_dir: Path) -> dict[str, Any]:
+    """A ``vista.main`` FedPEFT run as a probe's result: its one model's curve (the last row of each
+    round in ``metrics.jsonl``), the study's name of its partition, and its budget with the server
+    rule beside the study's budget fields."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    part = cfg["partition"]
+    kind, alpha = part.get("kind"), part.get("alpha")
+    names = [n for n, (k, a) in PARTITIONS.items() if k == kind and (a is None or float(a) == float(alpha or 0))]
+    if len(names) != 1:
+        raise ValueError(f"{run_dir}: partition {kind} alpha {alpha} is not one of the study's ({', '.join(PARTITIONS)})")
+    by_round = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        by_round[row["round"]] = row
+    curve = [by_round[r] for r in sorted(by_round)]
+    fl, name = cfg["fl"], cfg["model"]["name"]
+    budget = {**{k: fl[k] for k in BUDGET_FIELDS if k in fl}, "clients": part["clients"], "lora_r": cfg["peft"]["r"],
+              "aggregator": _server_rule(cfg["aggregator"])}
+    return {"data": cfg["dataset"]["name"], "partition": names[0], "seed": cfg["seed"], "budget": budget,
+            "curves": {name: curve}, "truth": {name: curve[-1]["test_accuracy"]}, "run_dir": str(run_dir)}
+
+
+def load_probes(runs: Path) -> list[dict[str, Any]]:
+    """The probe's runs: ``run_study.py``'s ``result.json`` files and ``vista.main`` run directories."""
+    return [*_load(runs).values(), *(main_run(p.parent) for p in sorted(runs.glob("**/metrics.jsonl"))
+                                     if (p.parent / "config.yaml").is_file())]
+
+
+def reproduces(curve: list[dict[str, Any]], grid_curve: list[dict[str, Any]]) -> bool:
+    """The same training as the grid's: validation accuracy and loss equal every round (loss to 1e-6)."""
+    if len(curve) != len(grid_curve):
+        return False
+    return all(a.get("client_val_accuracy_mean") == b.get("client_val_accuracy_mean")
+               and abs(a["val_loss"] - b["val_loss"]) <= 1e-6 * abs(b["val_loss"]) for a, b in zip(curve, grid_curve))
 
 
 def _spent(curve: list[dict[str, Any]], key: str) -> float:
@@ -46,6 +94,7 @@ def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: d
         "centralised": None if centralised is None else centralised["centralised"], "level": level,
         "gap": None, "within": None, "first_round_within": None,
         "grid": None, "grid_budget": None, "grid_gap": None, "backward_ratio": None, "seconds_ratio": None,
+        "server_rule": probe["budget"].get("aggregator", "FedAvg()"), "reproduces_grid": None,
     }
     if level is not None:
         row["gap"] = accs[-1] - level
@@ -56,6 +105,9 @@ def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: d
         row["grid"], row["grid_budget"] = float(grid["truth"][candidate]), grid["budget"]
         row["grid_gap"] = None if level is None else row["grid"] - level
         g = grid.get("curves", {}).get(candidate)
+        same = {k: v for k, v in probe["budget"].items() if k != "aggregator"} == grid["budget"]
+        if g and same and row["server_rule"] == "FedAvg()":  # the grid's own training: it must be the grid's curve
+            row["reproduces_grid"] = reproduces(curve, g)
         if g and _spent(g, "backward_passes"):
             row["backward_ratio"] = _spent(curve, "backward_passes") / _spent(g, "backward_passes")
             row["seconds_ratio"] = _spent(curve, "round_seconds") / _spent(g, "round_seconds")
@@ -66,7 +118,7 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float) -> str:
+def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfinished: list[str] = ()) -> str:
     out = [f"# {candidate}: a federated budget against its centralised level", "",
            f"Probe: the budget each row names, test accuracy after each round. Grid: the same setting's truth "
            f"under the grid's budget. Level: the best centralised epoch within the grid's budget "
@@ -79,12 +131,19 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float) -> st
         b = r["budget"]
         setting = f"{r['data']} {r['partition']} seed {r['seed']}"
         others = ", ".join(f"{c} {v:.3f}" for c, v in r["others"].items()) or "-"
-        out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g} | "
+        rule = "" if r["server_rule"] == "FedAvg()" else f", {r['server_rule']}"
+        out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g}{rule} | "
                    + " ".join(_f(a) for a in r["test_accuracy"])
                    + f" | {_f(r['grid'])} | {_f(r['level'])} | {_f(r['gap'], '+.3f')} ({_f(r['grid_gap'], '+.3f')}) | "
                    + f"{'-' if r['within'] is None else ('yes' if r['within'] else 'no')} | "
                    + f"{r['first_round_within'] or '-'} | {_f(r['backward_ratio'], '.2f')} "
                    + f"({_f(r['seconds_ratio'], '.2f')}) | {others} |")
+    for r in rows:
+        if r["reproduces_grid"] is not None:
+            out.append(f"\n{r['data']} {r['partition']} seed {r['seed']} under the grid's own budget and FedAvg: "
+                       f"{'reproduces' if r['reproduces_grid'] else 'does NOT reproduce'} the grid's curve of {candidate} "
+                       "(validation accuracy and loss every round).")
+    out += [f"\nNot finished, left out: {u}." for u in unfinished]
     met = [r for r in rows if r["within"]]
     out += ["", f"Within {tolerance} of the centralised level after the probe's last round: {len(met)} of "
             f"{sum(r['within'] is not None for r in rows)} settings."]
@@ -105,14 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.centralised} is {cen['candidate']}'s centralised level, not {a.candidate}'s")
     level_of = {r["corpus"]: r for r in cen["rows"]}
     grid = _load(a.grid)
-    rows = [probe_row(r, grid.get(name), level_of.get(r["data"]), a.candidate, a.tolerance)
-            for name, r in _load(a.probe).items() if a.candidate in r["curves"]]
+    try:
+        probes = load_probes(a.probe)
+    except ValueError as err:
+        p.error(str(err))
+    probes = [r for r in probes if a.candidate in r["curves"]]
+    done = [r for r in probes if len(r["curves"][a.candidate]) == r["budget"]["rounds"]]
+    unfinished = [f"{r.get('run_dir', run_name(r))} ({len(r['curves'][a.candidate])} of {r['budget']['rounds']} rounds)"
+                  for r in probes if r not in done]
+    rows = [probe_row(r, grid.get(run_name(r)), level_of.get(r["data"]), a.candidate, a.tolerance) for r in done]
     if not rows:
-        p.error(f"no run of {a.candidate} under {a.probe} (expected <corpus>/<partition>/seed<k>/result.json)")
+        p.error(f"no run of {a.candidate} under {a.probe} (expected <corpus>/<partition>/seed<k>/result.json "
+                "or vista.main run directories)")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "budget_probe.json").write_text(json.dumps({"candidate": a.candidate, "tolerance": a.tolerance,
                                                          "rows": rows}, indent=1))
-    md = markdown(rows, a.candidate, a.tolerance)
+    md = markdown(rows, a.candidate, a.tolerance, unfinished)
     (a.out / "budget_probe.md").write_text(md)
     print(md)
     return 0

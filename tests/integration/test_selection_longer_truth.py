@@ -184,3 +184,62 @@ def test_a_run_under_another_budget_reports_how_the_truth_moved_not_a_reproducti
     assert shift["top1_regret"] == pytest.approx(max(here.values()) - here[grid_best])
     md = (tmp_path / "longer_truth.md").read_text()
     assert "Budget against the grid's run: local_epochs 1 -> 2." in md and "reproduced" not in md
+
+
+
+def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(probed, arch_hub, tiny_data, tmp_path):
+    """A probe run through the user-facing CLI (e.g. under another server rule): under the grid's own
+    budget and FedAvg it must retrace the grid's curve; under another rule it is a probe row."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    short, _, out, name = probed
+    run = tmp_path / "probes" / "fedavg"
+    args = [f"paths.model_hub={arch_hub}", "model=minilm", "model.name=bert", "model.hub_name=bert", "model.package=null",
+            "dataset=fednlp", f"dataset.name={name}", f"dataset.data_file={tiny_data[0]}", "partition=uniform",
+            "partition.clients=4", f"partition.file={tmp_path / 'part.h5'}", "seed=0", "fl.rounds=2",
+            "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "fl.val_fraction=0.1",
+            "scheduler.num_workers=0", "checkpoint.every=0", f"hydra.run.dir={run}"]
+    p = subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    # the same run under server momentum, as the probe would read it (its config names the rule)
+    momentum = tmp_path / "probes" / "fedavgm"
+    shutil.copytree(run, momentum)
+    cfg = yaml.safe_load((momentum / "config.yaml").read_text())
+    cfg["aggregator"] = {"_target_": "vista.fl.aggregators.FedAvgM", "server_lr": 1.0, "momentum": 0.9}
+    (momentum / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    bp = study_script("budget_probe")
+    probe = bp.main_run(run)
+    assert (probe["data"], probe["partition"], probe["seed"]) == (name, "iid", 0)
+    assert {k: v for k, v in probe["budget"].items() if k != "aggregator"} == short["budget"]
+    assert probe["budget"]["aggregator"] == "FedAvg()"
+    level = 0.9
+    cen = tmp_path / "centralised.json"
+    cen.write_text(json.dumps({"candidate": "bert", "rows": [{"corpus": name, "centralised": [level],
+                                                              "best_in_budget": level}]}))
+    assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen),
+                    "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
+    rows = {r["server_rule"]: r for r in json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]}
+    assert set(rows) == {"FedAvg()", "FedAvgM(server_lr=1.0, momentum=0.9)"}
+    # the CLI's FedAvg run is the grid's training of the candidate, round by round
+    assert rows["FedAvg()"]["reproduces_grid"] is True
+    grid_curve = short["curves"]["bert"]
+    moved = [{**r, "val_loss": r["val_loss"] * (1 + 1e-4)} for r in probe["curves"]["bert"]]
+    assert bp.reproduces(probe["curves"]["bert"], grid_curve) and not bp.reproduces(moved, grid_curve)
+    assert rows["FedAvg()"]["final"] == short["truth"]["bert"] == rows["FedAvg()"]["grid"]
+    assert rows["FedAvg()"]["backward_ratio"] == pytest.approx(1.0)
+    assert rows["FedAvgM(server_lr=1.0, momentum=0.9)"]["reproduces_grid"] is None  # another rule: no such check
+    md = (tmp_path / "bp" / "budget_probe.md").read_text()
+    assert "lr 0.002, FedAvgM(server_lr=1.0, momentum=0.9) |" in md and "reproduces the grid's curve of bert" in md
+    # a run cut short is named and left out, not read as a finished probe
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen),
+                    "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
+    assert "Not finished, left out: " in (tmp_path / "bp" / "budget_probe.md").read_text()
+    assert len(json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]) == 1
