@@ -1,6 +1,6 @@
 """Does another federated budget bring a candidate to its centralised level? Issue 16.2 asks the
 ground truth for "enough rounds that MiniLM reaches its centralised level within a few points":
-``python experiments/selection_study/budget_probe.py PROBE_RUNS --grid RUNS --centralised JSON``.
+``python experiments/selection_study/budget_probe.py PROBE_RUNS --grid RUNS --centralised JSON [JSON ...]``.
 
 ``PROBE_RUNS`` holds ``run_study.py`` runs of the candidate under the budget probed (e.g.
 ``--local-epochs 3``), its test split scored every round (``--test-every 1``), or run directories
@@ -154,15 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("probe", type=Path, help="run_study.py's runs under the probed budget")
     p.add_argument("--grid", type=Path, required=True, help="the grid's runs (result.json files)")
-    p.add_argument("--centralised", type=Path, required=True, help="centralised.py's centralised.json")
+    p.add_argument("--centralised", type=Path, nargs="+", required=True,
+                   help="centralised.py's centralised.json; of several, a later file's level of a corpus wins "
+                        "(e.g. the 4-epoch run, then the 8-epoch one of some corpora)")
     p.add_argument("--candidate", default="minilm")
     p.add_argument("--tolerance", type=float, default=0.05, help="16.2's 'a few points'")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    cen = json.loads(a.centralised.read_text())
-    if cen["candidate"] != a.candidate:
-        p.error(f"{a.centralised} is {cen['candidate']}'s centralised level, not {a.candidate}'s")
-    level_of = {r["corpus"]: r for r in cen["rows"]}
+    level_of: dict[str, dict[str, Any]] = {}
+    for path in a.centralised:
+        cen = json.loads(path.read_text())
+        if cen["candidate"] != a.candidate:
+            p.error(f"{path} is {cen['candidate']}'s centralised level, not {a.candidate}'s")
+        level_of.update({r["corpus"]: r for r in cen["rows"]})
     grid = _load(a.grid)
     try:
         probes = load_probes(a.probe)

@@ -243,3 +243,11 @@ def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(prob
                     "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
     assert "Not finished, left out: " in (tmp_path / "bp" / "budget_probe.md").read_text()
     assert len(json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]) == 1
+    # of several centralised files, a later one's level of a corpus wins (the 8-epoch reference)
+    longer = tmp_path / "centralised_8.json"
+    longer.write_text(json.dumps({"candidate": "bert", "rows": [{"corpus": name, "centralised": [0.5, 0.8],
+                                                                 "best_in_budget": 0.8}]}))
+    assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen), str(longer),
+                    "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
+    (row,) = json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]
+    assert row["level"] == 0.8
