@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from support.experiments import tiny_parts as parts
 
 from vista.drivers.fedpeft import run_fedpeft
+from vista.fl.aggregators import ExactLoRA, FedAdam, FedAvg, FedLC, FedProx, FFALoRA, FlexLoRA
 from vista.parts import ExperimentParts
-from vista.fl.aggregators import ExactLoRA, FedAdam, FedAvg, FedProx, FFALoRA, FlexLoRA
 from vista.peft.lora import LoraSpec
 
 
@@ -43,6 +43,16 @@ def test_fedprox_with_mu_zero_is_fedavg_exactly(tiny_hub, tiny_data, tmp_path):
     assert a1.keys() == a2.keys() and all(torch.equal(a1[k], a2[k]) for k in a1)
     _, _, a3 = run(tmp_path, "prox1", parts(tiny_hub, *tiny_data, FedProx(mu=1.0)))
     assert any(not torch.equal(a1[k], a3[k]) for k in a1)
+
+
+def test_fedlc_with_tau_zero_is_fedavg_exactly_and_calibrates_the_clients_otherwise(tiny_hub, tiny_data, tmp_path):
+    s1, r1, a1 = run(tmp_path, "avg", parts(tiny_hub, *tiny_data, FedAvg()))
+    _, r2, a2 = run(tmp_path, "lc0", parts(tiny_hub, *tiny_data, FedLC(tau=0.0)))
+    assert [r["test_loss"] for r in r1] == [r["test_loss"] for r in r2]
+    assert all(torch.equal(a1[k], a2[k]) for k in a1)
+    _, r3, a3 = run(tmp_path, "lc1", parts(tiny_hub, *tiny_data, FedLC(tau=1.0)))
+    assert any(not torch.equal(a1[k], a3[k]) for k in a1)
+    assert [r["bytes_up"] for r in r3] == [r["bytes_up"] for r in r1]  # the same uploads: only the loss differs
 
 
 def test_bytes_are_the_tensors_sent_and_half_in_float16(tiny_hub, tiny_data, tmp_path):

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from vista.fl import aggregators as agg
 from vista.fl.aggregators import Aggregator, ClientUpdate, FedAvg
+from vista.fl.client import LocalOptions
 
 State = dict[str, torch.Tensor]
 CONF_DIR = Path(str(resources.files("vista.conf"))) / "aggregator"
@@ -55,8 +56,8 @@ def _uploads_for(a: Any, updates: list[ClientUpdate]) -> list[ClientUpdate]:
             for u in updates]
 
 
-ALL = [agg.FedAvg(), agg.HetLoRA(), agg.FedProx(mu=0.1), agg.FedAvgM(), agg.FedAdam(), agg.FedYogi(),
-       agg.FedAdagrad(), agg.FFALoRA(), agg.ExactLoRA(), agg.FlexLoRA()]
+ALL = [agg.FedAvg(), agg.HetLoRA(), agg.FedProx(mu=0.1), agg.FedLC(tau=0.5), agg.FedAvgM(), agg.FedAdam(),
+       agg.FedYogi(), agg.FedAdagrad(), agg.FFALoRA(), agg.ExactLoRA(), agg.FlexLoRA()]
 
 
 # ---- the contract every aggregator keeps ---------------------------------------------------------
@@ -68,7 +69,8 @@ def test_contract(a: Any) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.anything = 1
     opts = a.client_options()
-    assert isinstance(opts, dict) and set(opts) <= {"prox_mu", "frozen"}
+    assert isinstance(opts, dict)
+    LocalOptions.from_payload(opts)  # every option is one the client understands
     global_state, updates = _round([3, 5, 2], dtype=torch.float32)
     updates = _uploads_for(a, updates)
     g_copy, u_copies = _clone(global_state), [_clone(u.state) for u in updates]
@@ -154,6 +156,14 @@ def test_fedprox_sends_mu_and_mu_zero_is_fedavg_exactly() -> None:
     for mu in (0.0, 0.5):  # mu never changes the server step
         out, state = agg.FedProx(mu=mu).aggregate(global_state, updates, [], None)
         assert state is None and all(torch.equal(out[k], ref[k]) for k in ref)
+
+
+def test_fedlc_sends_tau_and_averages_as_fedavg() -> None:
+    assert agg.FedLC(tau=0.5).client_options() == {"lc_tau": 0.5}
+    global_state, updates = _round([4, 9, 1], seed=5, dtype=torch.float32)
+    ref, _ = FedAvg().aggregate(global_state, updates, [], None)
+    out, state = agg.FedLC().aggregate(global_state, updates, [], None)
+    assert state is None and all(torch.equal(out[k], ref[k]) for k in ref)
 
 
 def test_hetlora_is_fedavg() -> None:
@@ -281,6 +291,7 @@ def test_stale_server_state_is_refused() -> None:
 
 @pytest.mark.parametrize("make, match", [
     (lambda: agg.FedProx(mu=-0.1), r"FedProx.mu=-0.1 is outside \[0.0, inf\)"),
+    (lambda: agg.FedLC(tau=-1.0), r"FedLC.tau=-1.0 is outside \[0.0, inf\)"),
     (lambda: agg.FedAvgM(momentum=1.0), r"FedAvgM.momentum=1.0 is outside \[0.0, 1.0\)"),
     (lambda: agg.FedAvgM(server_lr=0.0), r"FedAvgM.server_lr=0.0 is outside \(0.0, inf\)"),
     (lambda: agg.FedAdam(beta2=1.5), r"FedAdam.beta2=1.5 is outside"),
@@ -299,6 +310,7 @@ def test_bad_hyperparameters_fail_at_construction(make: Any, match: str) -> None
 
 EXPECTED = {
     "fedavg": (agg.FedAvg, {}), "hetlora": (agg.HetLoRA, {}), "fedprox": (agg.FedProx, {"mu": 0.01}),
+    "fedlc": (agg.FedLC, {"tau": 1.0}),
     "fedavgm": (agg.FedAvgM, {"server_lr": 1.0, "momentum": 0.9}),
     "fedadam": (agg.FedAdam, {"server_lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}),
     "fedyogi": (agg.FedYogi, {"server_lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}),

@@ -1,5 +1,6 @@
-"""Client-side behaviour the server's strategy asks for: FedProx's proximal term, frozen
-tensors (FFA-LoRA), per-example predictions, and what travels in which dtype."""
+"""Client-side behaviour the server's strategy asks for: FedProx's proximal term, FedLC's
+calibrated logits, frozen tensors (FFA-LoRA), per-example predictions, and what travels in which
+dtype."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 from support.tiny import tiny_lora
 
-from vista.fl.client import LocalOptions, evaluate, local_train, predict, score
+from vista.data.encoding import Encoded, collate
+from vista.fl.client import LocalOptions, LogitCalibration, evaluate, local_train, predict, score
 from vista.fl.spec import FLSpec
 from vista.fl.transfer import to_wire
 from vista.peft.state import trainable_state
@@ -48,6 +50,42 @@ def test_proximal_term_keeps_the_client_near_the_global_model(lora_model):
     assert _dist(prox, start) < 0.7 * _dist(plain, start)
 
 
+def test_lc_tau_zero_is_plain_training_bit_for_bit(lora_model):
+    build, data, pad = lora_model
+    _, plain = _train(build, data, pad)
+    _, lc0 = _train(build, data, pad, LocalOptions(lc_tau=0.0))
+    assert all(torch.equal(plain[k], lc0[k]) for k in plain)
+
+
+def test_fedlc_loss_is_cross_entropy_of_logits_shifted_by_tau_over_the_fourth_root_of_counts(lora_model):
+    build, data, pad = lora_model
+    model, _ = build()
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])  # 16 of class 0, 1 of class 2, none of 1
+    calib = LogitCalibration.of(0.7, labels)
+    assert calib.shift(3).tolist() == pytest.approx([0.7 / 2, float("inf"), 0.7])
+    batch = collate(data, np.arange(len(data)), pad, "cpu")
+    batch["labels"] = torch.tensor([0, 2] * (len(data) // 2) + [0] * (len(data) % 2))
+    with torch.no_grad():
+        got = float(calib(model, batch))
+        z = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double().numpy()
+    # by hand: class 1 leaves the softmax; 0 and 2 are lowered by 0.7 * 16^(-1/4) and 0.7 * 1
+    zc = z[:, [0, 2]] - np.array([0.7 / 2, 0.7])
+    y = np.where(batch["labels"].numpy() == 0, 0, 1)
+    want = np.mean(np.log(np.exp(zc).sum(1)) - zc[np.arange(len(y)), y])
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_fedlc_client_of_one_class_has_nothing_to_learn(lora_model):
+    """Its one class is the whole calibrated softmax: loss 0, no gradient, parameters as sent;
+    plain training on the same texts pulls the classifier towards that class."""
+    build, data, pad = lora_model
+    one = Encoded(data.input_ids, np.zeros(len(data), np.int64))
+    start, lc = _train(build, one, pad, LocalOptions(lc_tau=1.0))
+    assert all(torch.equal(start[k], lc[k]) for k in start)
+    _, plain = _train(build, one, pad)
+    assert _dist(plain, start) > 0
+
+
 def test_frozen_tensors_stay_exactly_as_sent(lora_model):
     build, data, pad = lora_model
     start, after = _train(build, data, pad, LocalOptions(frozen=("lora_A",)))
@@ -68,6 +106,7 @@ def test_freezing_everything_is_refused(lora_model):
 def test_unknown_client_option_is_refused():
     with pytest.raises(ValueError, match="unknown client options"):
         LocalOptions.from_payload({"prox_mu": 0.1, "mystery": 1})
+    assert LocalOptions.from_payload({"lc_tau": 1}) == LocalOptions(lc_tau=1.0)
 
 
 def test_predictions_score_to_the_same_sums_as_evaluate(lora_model):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vista.fl.aggregation.base import Aggregator, ClientUpdate, State
 from vista.fl.aggregation.lora import RESIDUAL_PREFIX, ExactLoRA, FFALoRA, FlexLoRA, residual_key
-from vista.fl.aggregation.mean import FedAvg, FedProx, HetLoRA
+from vista.fl.aggregation.mean import FedAvg, FedLC, FedProx, HetLoRA
 from vista.fl.aggregation.server_opt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "FedAdam",
     "FedAvg",
     "FedAvgM",
+    "FedLC",
     "FedProx",
     "FedYogi",
     "FlexLoRA",

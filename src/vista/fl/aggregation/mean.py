@@ -53,3 +53,21 @@ class FedProx(FedAvg):
 
     def client_options(self) -> dict[str, Any]:
         return {"prox_mu": float(self.mu)}
+
+
+@dataclass(frozen=True)
+class FedLC(FedAvg):
+    """Zhang et al. 2022 (FedLC): clients train on logits calibrated by their own label counts,
+    ``logit_c - tau * n_c^(-1/4)`` (:class:`vista.fl.client.LogitCalibration`), against label skew.
+
+    The server side is FedAvg unchanged; ``tau`` only travels to the clients as ``lc_tau``.
+    ``tau=0`` is FedAvg exactly.
+    """
+
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range(type(self).__name__, "tau", self.tau, 0.0, None)
+
+    def client_options(self) -> dict[str, Any]:
+        return {"lc_tau": float(self.tau)}
