@@ -203,9 +203,10 @@ def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(prob
             "partition.clients=4", f"partition.file={tmp_path / 'part.h5'}", "seed=0", "fl.rounds=2",
             "fl.clients_per_round=2", "fl.batch_size=8", "fl.max_seq_len=32", "fl.val_fraction=0.1",
             "scheduler.num_workers=0", "checkpoint.every=0", f"hydra.run.dir={run}"]
-    p = subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
+    for extra in ([], ["fl.rounds=3", f"hydra.run.dir={tmp_path / 'probes' / 'fedavg_longer'}"]):
+        p = subprocess.run([sys.executable, "-m", "vista.main", *args, *extra], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
     # the same run under server momentum, as the probe would read it (its config names the rule)
     momentum = tmp_path / "probes" / "fedavgm"
     shutil.copytree(run, momentum)
@@ -225,6 +226,11 @@ def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(prob
     assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen),
                     "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
     rows = {r["server_rule"]: r for r in json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]}
+    longer = json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]
+    assert sorted(len(r["test_accuracy"]) for r in longer if r["server_rule"] == "FedAvg()") == [2, 3]
+    # a longer FedAvg run at the grid's budget begins with the grid's curve
+    assert all(r["reproduces_grid"] for r in longer if r["server_rule"] == "FedAvg()")
+    rows = {r["server_rule"]: r for r in longer if len(r["test_accuracy"]) == 2}
     assert set(rows) == {"FedAvg()", "FedAvgM(server_lr=1.0, momentum=0.9)"}
     # the CLI's FedAvg run is the grid's training of the candidate, round by round
     assert rows["FedAvg()"]["reproduces_grid"] is True
@@ -235,19 +241,19 @@ def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(prob
     assert rows["FedAvg()"]["backward_ratio"] == pytest.approx(1.0)
     assert rows["FedAvgM(server_lr=1.0, momentum=0.9)"]["reproduces_grid"] is None  # another rule: no such check
     md = (tmp_path / "bp" / "budget_probe.md").read_text()
-    assert "lr 0.002, FedAvgM(server_lr=1.0, momentum=0.9) |" in md and "reproduces the grid's curve of bert" in md
+    assert "lr 0.002, FedAvgM(server_lr=1.0, momentum=0.9) |" in md
+    assert "(3 rounds): reproduces the grid's curve of bert over its 2 rounds" in md
     # a run cut short is named and left out, not read as a finished probe
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text(lines[0] + "\n")
     assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen),
                     "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
     assert "Not finished, left out: " in (tmp_path / "bp" / "budget_probe.md").read_text()
-    assert len(json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]) == 1
+    assert len(json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]) == 2  # FedAvgM, the longer
     # of several centralised files, a later one's level of a corpus wins (the 8-epoch reference)
     longer = tmp_path / "centralised_8.json"
     longer.write_text(json.dumps({"candidate": "bert", "rows": [{"corpus": name, "centralised": [0.5, 0.8],
                                                                  "best_in_budget": 0.8}]}))
     assert bp.main([str(tmp_path / "probes"), "--grid", str(out / "short"), "--centralised", str(cen), str(longer),
                     "--candidate", "bert", "--out", str(tmp_path / "bp")]) == 0
-    (row,) = json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]
-    assert row["level"] == 0.8
+    assert {r["level"] for r in json.loads((tmp_path / "bp" / "budget_probe.json").read_text())["rows"]} == {0.8}
