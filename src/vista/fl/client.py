@@ -78,7 +78,7 @@ class LogitCalibration:
         return self.tau * torch.as_tensor(counts).pow(-0.25)  # 0 -> inf
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
         shift = self.shift(logits.shape[-1]).to(device=logits.device, dtype=logits.dtype)
         return torch.nn.functional.cross_entropy(logits - shift, batch["labels"])
 
