@@ -36,11 +36,12 @@ def _dist(a, b):
     return sum(float(((a[k] - b[k]) ** 2).sum()) for k in a) ** 0.5
 
 
-def test_prox_mu_zero_is_plain_training_bit_for_bit(lora_model):
+@pytest.mark.parametrize("off", [LocalOptions(prox_mu=0.0), LocalOptions(lc_tau=0.0)], ids=["prox_mu", "lc_tau"])
+def test_a_strategy_option_at_zero_is_plain_training_bit_for_bit(lora_model, off):
     build, data, pad = lora_model
     _, plain = _train(build, data, pad)
-    _, prox0 = _train(build, data, pad, LocalOptions(prox_mu=0.0))
-    assert all(torch.equal(plain[k], prox0[k]) for k in plain)
+    _, zero = _train(build, data, pad, off)
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
 
 
 def test_proximal_term_keeps_the_client_near_the_global_model(lora_model):
@@ -48,13 +49,6 @@ def test_proximal_term_keeps_the_client_near_the_global_model(lora_model):
     start, plain = _train(build, data, pad)
     _, prox = _train(build, data, pad, LocalOptions(prox_mu=50.0))
     assert _dist(prox, start) < 0.7 * _dist(plain, start)
-
-
-def test_lc_tau_zero_is_plain_training_bit_for_bit(lora_model):
-    build, data, pad = lora_model
-    _, plain = _train(build, data, pad)
-    _, lc0 = _train(build, data, pad, LocalOptions(lc_tau=0.0))
-    assert all(torch.equal(plain[k], lc0[k]) for k in plain)
 
 
 def test_fedlc_loss_is_cross_entropy_of_logits_shifted_by_tau_over_the_fourth_root_of_counts(lora_model):
