@@ -63,7 +63,9 @@ class LogitCalibration:
     its training examples of class ``c``, so its rare classes are not pushed down for being rare.
     A class it holds none of has an infinite shift and leaves its softmax, as in the reference
     implementations (which compute ``0^(-1/4)``): a client of one class then has nothing to learn.
-    Evaluation is unchanged."""
+    The loss is the plain cross-entropy of the calibrated logits, as FL-bench and fluke compute it
+    (the paper's form leaves the true class out of the denominator; FL-bench reports that it
+    collapsed in training). Evaluation is unchanged; ``train_loss`` reports the calibrated loss."""
 
     tau: float
     counts: np.ndarray  # (classes seen so far,) the client's training examples per class
