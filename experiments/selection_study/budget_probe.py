@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from vista.drivers.study import BUDGET_FIELDS, PARTITIONS, run_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from longer_truth import budget_differs  # noqa: E402
 
 
 def _load(runs: Path) -> dict[str, dict[str, Any]]:
@@ -50,7 +54,8 @@ def main_run(run_dir: Path) -> dict[str, Any]:
     kind, alpha = part.get("kind"), part.get("alpha")
     names = [n for n, (k, a) in PARTITIONS.items() if k == kind and (a is None or float(a) == float(alpha or 0))]
     if len(names) != 1:
-        raise ValueError(f"{run_dir}: partition {kind} alpha {alpha} is not one of the study's ({', '.join(PARTITIONS)})")
+        raise ValueError(f"{run_dir}: partition {kind} alpha {alpha} is not one of the study's "
+                         f"({', '.join(PARTITIONS)})")
     by_round = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -67,10 +72,6 @@ def load_probes(runs: Path) -> list[dict[str, Any]]:
     """The probe's runs: ``run_study.py``'s ``result.json`` files and ``vista.main`` run directories."""
     return [*_load(runs).values(), *(main_run(p.parent) for p in sorted(runs.glob("**/metrics.jsonl"))
                                      if (p.parent / "config.yaml").is_file())]
-
-
-def _but_rounds(budget: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in budget.items() if k not in ("aggregator", "rounds")}
 
 
 def reproduces(curve: list[dict[str, Any]], grid_curve: list[dict[str, Any]]) -> bool:
@@ -110,7 +111,8 @@ def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: d
         row["grid"], row["grid_budget"] = float(grid["truth"][candidate]), grid["budget"]
         row["grid_gap"] = None if level is None else row["grid"] - level
         g = grid.get("curves", {}).get(candidate)
-        same = _but_rounds(probe["budget"]) == _but_rounds(grid["budget"]) and len(curve) >= len(g or ())
+        same = (not budget_differs(grid["budget"], probe["budget"], ("rounds", "aggregator"))
+                and len(curve) >= len(g or ()))
         if g and same and row["server_rule"] == "FedAvg()":  # the grid's own training (perhaps longer): its curve
             row["reproduces_grid"] = reproduces(curve[: len(g)], g)
         if g and _spent(g, "backward_passes"):
@@ -146,9 +148,10 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfin
     for r in rows:
         if r["reproduces_grid"] is not None:
             n = r["grid_budget"]["rounds"]
+            verdict = "reproduces" if r["reproduces_grid"] else "does NOT reproduce"
             out.append(f"\n{r['data']} {r['partition']} seed {r['seed']} under the grid's budget and FedAvg "
-                       f"({r['budget']['rounds']} rounds): {'reproduces' if r['reproduces_grid'] else 'does NOT reproduce'}"
-                       f" the grid's curve of {candidate} over its {n} rounds (validation accuracy and loss every round).")
+                       f"({r['budget']['rounds']} rounds): {verdict} the grid's curve of {candidate} over its {n} "
+                       "rounds (validation accuracy and loss every round).")
     out += [f"\nNot finished, left out: {u}." for u in unfinished]
     met = [r for r in rows if r["within"]]
     out += ["", f"Within {tolerance} of the centralised level after the probe's last round: {len(met)} of "
