@@ -127,3 +127,16 @@ def test_per_client_evaluation_and_the_best_round(tiny_hub, tiny_data, tmp_path)
     assert s["best"]["test_macro_f1"] == pytest.approx(rows[best]["test_macro_f1"])
     best_rows = _jsonl(tmp_path / "eval" / "best_client_eval.jsonl")
     assert best_rows == rows[best]["client_eval"]
+
+
+def test_the_round_rate_reaches_the_clients_and_is_recorded(tiny_hub, tiny_data, tmp_path):
+    _, r1, a1 = run(tmp_path, "const", parts(tiny_hub, *tiny_data))
+    _, r2, a2 = run(tmp_path, "decay1", parts(tiny_hub, *tiny_data, lr_schedule="exponential", lr_decay=1.0))
+    assert [r["test_loss"] for r in r1] == [r["test_loss"] for r in r2]  # a factor of 1 is the constant rate
+    assert all(torch.equal(a1[k], a2[k]) for k in a1)
+    assert [r["lr"] for r in r1] == [5e-3, 5e-3]
+    _, r3, a3 = run(tmp_path, "halve", parts(tiny_hub, *tiny_data, lr_schedule="exponential", lr_decay=0.5))
+    assert [r["lr"] for r in r3] == pytest.approx([5e-3, 2.5e-3])
+    assert r3[0]["test_loss"] == r1[0]["test_loss"]  # round 1 trains at fl.lr
+    assert r3[1]["test_loss"] != r1[1]["test_loss"]  # round 2 at half of it
+    assert any(not torch.equal(a1[k], a3[k]) for k in a1)

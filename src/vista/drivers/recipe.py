@@ -32,6 +32,7 @@ from vista.drivers.round_state import RoundState
 from vista.errors import UserError
 from vista.fl.aggregators import Aggregator, ClientUpdate
 from vista.fl.client import EvalSums
+from vista.fl.lr_schedule import round_lr
 from vista.fl.sampling import client_seed, sample_clients
 from vista.fl.spec import ClientFailures
 from vista.fl.transfer import to_wire
@@ -62,7 +63,7 @@ EVAL_ROWS = Table("client_eval", ("test_examples", "test_accuracy", "test_macro_
 RECORDS = RecordPlan(
     metrics=("test_accuracy", "test_loss", "test_macro_f1", *(f"client_test_accuracy_{s}" for s in SUMMARY_STATS),
              "val_accuracy", "val_loss", "val_macro_f1", *(f"client_val_accuracy_{s}" for s in SUMMARY_STATS),
-             "train_loss", "train_examples", "backward_passes", "forward_passes", "bytes_up", "bytes_down",
+             "train_loss", "train_examples", "lr", "backward_passes", "forward_passes", "bytes_up", "bytes_down",
              "bytes_up_total", "bytes_down_total", "forward_passes_total", "backward_passes_total", "round_seconds",
              "clients_failed", "jobs_retried", "workers_respawned", *(f"personal_accuracy_{s}" for s in SUMMARY_STATS),
              "clients"),
@@ -148,8 +149,9 @@ class FedPEFTRecipe:
         ctx["clients"] = sample_clients(self.clients, self.fl.clients_per_round, self.seed, ctx.round)
 
     def client_train(self, ctx: FLContext) -> Jobs:
+        ctx["lr"] = lr = round_lr(self.fl, ctx.round)
         specs = [JobSpec("train", c, {"seed": client_seed(self.seed, ctx.round, c), "options": self.client_options,
-                                      "personal_eval": self.fl.personal_eval}) for c in ctx["clients"]]
+                                      "lr": lr, "personal_eval": self.fl.personal_eval}) for c in ctx["clients"]]
         ctx["wire_state"] = to_wire(self.st.global_state, self.fl.transfer_dtype)
         return Jobs(specs, shared={"state": ctx["wire_state"]})
 

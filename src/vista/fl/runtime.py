@@ -9,7 +9,7 @@ cached per worker, so a client that comes back in a later round is not re-read.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -128,8 +128,11 @@ class FedPEFTRuntime:
         options = LocalOptions.from_payload(payload.get("options"))
         rank = self.args.peft.client_rank(client)
         data = self._client_data(client)
+        spec = self.args.train
+        if "lr" in payload:  # the round's rate under fl.lr_schedule (the server's round_lr)
+            spec = replace(spec, lr=float(payload["lr"]), lr_min=0.0)
         stats, micro, retries = self._train_fitting_memory(client, shared["state"], rank, data, payload["seed"],
-                                                           options)
+                                                           options, spec)
         state = {k: v for k, v in trainable_state(self.model).items() if not options.is_frozen(k)}
         if rank is not None:
             from vista.fl.lora_math import truncate_to_rank
@@ -145,14 +148,14 @@ class FedPEFTRuntime:
         return out
 
     def _train_fitting_memory(self, client: int, global_state: dict[str, Any], rank: int | None, data: Encoded,
-                              seed: int, options: LocalOptions) -> tuple[TrainStats, int, int]:
+                              seed: int, options: LocalOptions, spec: FLSpec) -> tuple[TrainStats, int, int]:
         """Local training from the broadcast state, in micro-batches of ``fl.micro_batch_size``
         (gradient accumulation keeps the batch ``fl.batch_size``); on CUDA out of memory, again
         from that state and the same seed with half the micro-batch, down to 1, below which the
         error propagates. Every job starts at the configured micro-batch, so results do not
         depend on which worker ran what before.
         Returns (stats, the micro-batch that fitted, the number of halvings)."""
-        spec, micro, retries = self.args.train, self.args.train.micro_batch, 0
+        micro, retries = spec.micro_batch, 0
         while True:
             self._load_global(global_state, rank)
             try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vista.checks import FieldError, at_least, check_range, positive
+from vista.fl.lr_schedule import LR_SCHEDULES
 
 
 class TransferDtype(str, enum.Enum):
@@ -31,6 +32,11 @@ class FLSpec:
     local_epochs: int = 1
     batch_size: int = 16
     lr: float = 2e-3
+    # the clients' rate each round (vista.fl.lr_schedule): constant | cosine | exponential, from
+    # fl.lr in round 1; cosine falls over fl.rounds towards lr_min, exponential by lr_decay a round
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.99  # exponential: the factor per round
+    lr_min: float = 0.0  # cosine's end and exponential's floor
     max_seq_len: int = 128
     eval_every: int = 1
     # score the test splits (global and clients') only every this many rounds and in the run's
@@ -71,6 +77,13 @@ class FLSpec:
             at_least(self, name, 1)
         at_least(self, "max_seq_len", 4)
         positive(self, "lr")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise FieldError("lr_schedule", f"must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+                             "FLSpec")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise FieldError("lr_decay", f"must be in (0, 1], got {self.lr_decay}", "FLSpec")
+        if not 0.0 <= self.lr_min < self.lr:
+            raise FieldError("lr_min", f"must be >= 0 and below fl.lr={self.lr}, got {self.lr_min}", "FLSpec")
         check_range("FLSpec", "val_fraction", self.val_fraction, 0.0, 1.0)
         if self.micro_batch_size is not None:
             at_least(self, "micro_batch_size", 1)
