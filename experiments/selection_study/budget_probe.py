@@ -14,7 +14,10 @@ budget; the centralised level (``centralised.py``'s ``centralised.json``: the be
 within the grid's budget); the probe's gap to that level after its last round, whether that is
 within ``--tolerance`` (16.2's "a few points"), and the first round it is; and the training the
 probe costs against the grid's run of the candidate (backward passes, and seconds, which are
-noisy). Writes ``budget_probe.md`` and ``budget_probe.json`` to ``--out``.
+noisy); and readings of the probe's truth that one round's luck moves less (:func:`settled`: the
+mean over its last ``--last`` rounds, and the test accuracy at its best validation round). A
+run under a learning-rate schedule (``fl.lr_schedule``) names it in its budget. Writes
+``budget_probe.md`` and ``budget_probe.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def main_run(run_dir: Path) -> dict[str, Any]:
     fl, name = cfg["fl"], cfg["model"]["name"]
     budget = {**{k: fl[k] for k in BUDGET_FIELDS if k in fl}, "clients": part["clients"], "lora_r": cfg["peft"]["r"],
               "aggregator": _server_rule(cfg["aggregator"])}
+    if fl.get("lr_schedule", "constant") != "constant":  # the grid's rate is constant: a budget item only otherwise
+        budget["lr_schedule"] = _schedule(fl)
     return {"data": cfg["dataset"]["name"], "partition": names[0], "seed": cfg["seed"], "budget": budget,
             "curves": {name: curve}, "truth": {name: curve[-1]["test_accuracy"]}, "run_dir": str(run_dir)}
 
@@ -87,8 +92,36 @@ def _spent(curve: list[dict[str, Any]], key: str) -> float:
     return float(sum(r.get(key, 0) for r in curve))
 
 
+def _schedule(fl: dict[str, Any]) -> str:
+    """``cosine(lr_min=0.0)`` from a run's ``fl`` config (``vista.fl.lr_schedule``)."""
+    name = fl["lr_schedule"]
+    params = {"exponential": ("lr_decay", "lr_min"), "cosine": ("lr_min",)}.get(name, ())
+    return f"{name}({', '.join(f'{k}={fl.get(k)}' for k in params)})"
+
+
+def settled(curve: list[dict[str, Any]], last: int, level: float | None, tolerance: float,
+            validation_key: str = "client_val_accuracy_mean") -> dict[str, Any]:
+    """Readings of a run's truth that one round's luck moves less than the last round's (the
+    eighteenth sitting saw the test accuracy swing by 0.28 between two rounds under label skew):
+    the mean test accuracy over the ``last`` rounds, how many of them are within ``tolerance``
+    of the level, and the test accuracy at the round of best validation accuracy (of equal
+    rounds the later, the more trained; what a user without the test split would keep)."""
+    tail = [r.get("test_accuracy") for r in curve[-last:]]
+    out: dict[str, Any] = {"last": len(tail), "last_mean": None, "last_within": None,
+                           "best_val_round": None, "at_best_val": None}
+    if len(tail) == last and all(a is not None for a in tail):
+        out["last_mean"] = sum(float(a) for a in tail) / last
+        if level is not None:
+            out["last_within"] = sum(float(a) >= level - tolerance for a in tail)
+    vals = [(float(r[validation_key]), i) for i, r in enumerate(curve) if validation_key in r and "test_accuracy" in r]
+    if vals:
+        i = max(vals)[1]
+        out["best_val_round"], out["at_best_val"] = i + 1, float(curve[i]["test_accuracy"])
+    return out
+
+
 def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: dict[str, Any] | None,
-              candidate: str, tolerance: float) -> dict[str, Any]:
+              candidate: str, tolerance: float, last: int = 6) -> dict[str, Any]:
     """One probed setting against the grid's run of it and the corpus's centralised level."""
     curve = probe["curves"][candidate]
     accs = [float(r["test_accuracy"]) if "test_accuracy" in r else None for r in curve]
@@ -107,6 +140,7 @@ def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: d
         row["within"] = row["gap"] >= -tolerance
         row["first_round_within"] = next((i + 1 for i, a in enumerate(accs) if a is not None and a >= level - tolerance),
                                          None)
+    row["settled"] = settled(curve, last, level, tolerance)
     if grid is not None and candidate in grid["truth"]:
         row["grid"], row["grid_budget"] = float(grid["truth"][candidate]), grid["budget"]
         row["grid_gap"] = None if level is None else row["grid"] - level
@@ -125,7 +159,8 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfinished: list[str] = ()) -> str:
+def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfinished: list[str] = (),
+             last: int = 6) -> str:
     out = [f"# {candidate}: a federated budget against its centralised level", "",
            f"Probe: the budget each row names, test accuracy after each round. Grid: the same setting's truth "
            f"under the grid's budget. Level: the best centralised epoch within the grid's budget "
@@ -139,6 +174,7 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfin
         setting = f"{r['data']} {r['partition']} seed {r['seed']}"
         others = ", ".join(f"{c} {v:.3f}" for c, v in r["others"].items()) or "-"
         rule = "" if r["server_rule"] == "FedAvg()" else f", {r['server_rule']}"
+        rule += f", lr {b['lr_schedule']}" if "lr_schedule" in b else ""
         out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g}{rule} | "
                    + " ".join(_f(a) for a in r["test_accuracy"])
                    + f" | {_f(r['grid'])} | {_f(r['level'])} | {_f(r['gap'], '+.3f')} ({_f(r['grid_gap'], '+.3f')}) | "
@@ -152,6 +188,18 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfin
             out.append(f"\n{r['data']} {r['partition']} seed {r['seed']} under the grid's budget and FedAvg "
                        f"({r['budget']['rounds']} rounds): {verdict} the grid's curve of {candidate} over its {n} "
                        "rounds (validation accuracy and loss every round).")
+    out += ["", f"Settled readings (the last round's accuracy can swing between rounds): the mean over the "
+            f"last {last} rounds, how many of them are within {tolerance} of the level, and the test accuracy at "
+            "the round of best validation accuracy (`client_val_accuracy_mean`; of equal rounds the later).", "",
+            f"| setting | probe budget | last round | mean of the last {last} | within, of the last {last} | "
+            "best validation round: test there |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        s, b = r["settled"], r["budget"]
+        rule = "" if r["server_rule"] == "FedAvg()" else f", {r['server_rule']}"
+        rule += f", lr {b['lr_schedule']}" if "lr_schedule" in b else ""
+        at = "-" if s["best_val_round"] is None else f"{s['best_val_round']}: {s['at_best_val']:.3f}"
+        out.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {b['rounds']} rounds{rule} | {_f(r['final'])} | "
+                   f"{_f(s['last_mean'])} | {'-' if s['last_within'] is None else s['last_within']} | {at} |")
     out += [f"\nNot finished, left out: {u}." for u in unfinished]
     met = [r for r in rows if r["within"]]
     out += ["", f"Within {tolerance} of the centralised level after the probe's last round: {len(met)} of "
@@ -168,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(e.g. the 4-epoch run, then the 8-epoch one of some corpora)")
     p.add_argument("--candidate", default="minilm")
     p.add_argument("--tolerance", type=float, default=0.05, help="16.2's 'a few points'")
+    p.add_argument("--last", type=int, default=6, help="the settled readings' window: the mean over the last "
+                                                        "this many rounds")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     level_of: dict[str, dict[str, Any]] = {}
@@ -185,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     done = [r for r in probes if len(r["curves"][a.candidate]) == r["budget"]["rounds"]]
     unfinished = [f"{r.get('run_dir', run_name(r))} ({len(r['curves'][a.candidate])} of {r['budget']['rounds']} rounds)"
                   for r in probes if r not in done]
-    rows = [probe_row(r, grid.get(run_name(r)), level_of.get(r["data"]), a.candidate, a.tolerance) for r in done]
+    rows = [probe_row(r, grid.get(run_name(r)), level_of.get(r["data"]), a.candidate, a.tolerance, a.last)
+            for r in done]
     if not rows:
         p.error(f"no run of {a.candidate} under {a.probe} (expected <corpus>/<partition>/seed<k>/result.json "
                 "or vista.main run directories)")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "budget_probe.json").write_text(json.dumps({"candidate": a.candidate, "tolerance": a.tolerance,
-                                                         "rows": rows}, indent=1))
-    md = markdown(rows, a.candidate, a.tolerance, unfinished)
+                                                         "last": a.last, "rows": rows}, indent=1))
+    md = markdown(rows, a.candidate, a.tolerance, unfinished, a.last)
     (a.out / "budget_probe.md").write_text(md)
     print(md)
     return 0
