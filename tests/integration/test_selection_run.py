@@ -283,3 +283,24 @@ def test_a_resumed_search_continues_in_the_rung_it_was_in(tiny_hub, tiny_data, c
     assert {p: p.stat().st_mtime_ns for p in before} == before  # finished stretches were read, not retrained
     steps = json.loads((interrupted / "event_pipeline.json").read_text())["steps"]
     assert [s["name"] for s in steps].count("resume") == 1
+
+
+def test_a_searchs_stretches_train_at_the_rates_of_one_run_of_the_whole_search(tiny_hub, tiny_data, candidates,
+                                                                               tmp_path, one_torch_thread):
+    """Under a cosine rate, a candidate continued over rungs of 1, 2 and 4 rounds trains each round
+    at the rate of one 4-round run, not of a run ending at its rung (fl.lr_horizon)."""
+    from vista.fl.lr_schedule import round_lr
+    from vista.fl.spec import FLSpec
+
+    spec = SelectionSpec(name="successive_halving", candidates=candidates, r0=1, eta=2, val_fraction=0.3)
+    run_selection(_parts(tiny_hub, tiny_data, candidates, spec, rounds=4, lr=0.05, lr_schedule="cosine"),
+                  tmp_path / "sh")
+    whole = FLSpec(rounds=4, lr=0.05, lr_schedule="cosine")
+    seen = {}
+    for stretch in (tmp_path / "sh" / "search").glob("*/rounds_*"):
+        for line in (stretch / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            seen[row["round"]] = row["lr"]
+    assert sorted(seen) == [1, 2, 3, 4]  # the survivor reached the last rung through stretches
+    assert seen == pytest.approx({r: round_lr(whole, r) for r in seen})
+    assert seen[2] == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)) / 2)  # not a 2-round run's 0.025

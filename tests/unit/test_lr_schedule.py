@@ -56,3 +56,13 @@ def test_bad_schedules_name_the_field(field, kw):
 def test_rounds_count_from_one():
     with pytest.raises(ValueError, match="from 1"):
         round_lr(FLSpec(), 0)
+
+
+def test_cosine_falls_over_lr_horizon_when_given_and_stays_at_lr_min_past_it():
+    lr = 4e-3
+    whole = rates(rounds=4, lr=lr, lr_schedule="cosine")
+    assert rates(rounds=2, lr=lr, lr_schedule="cosine", lr_horizon=4) == whole[:2]  # a stretch of a longer run
+    assert rates(rounds=6, lr=lr, lr_schedule="cosine", lr_horizon=4, lr_min=1e-4)[4:] == [1e-4, 1e-4]
+    with pytest.raises(FieldError) as err:
+        FLSpec(lr_horizon=0)
+    assert err.value.field == "lr_horizon"

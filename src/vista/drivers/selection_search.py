@@ -56,6 +56,8 @@ class FedPEFTOracle:
         stretches score the test splits only there: the search ranks on validation, so the test
         scores of a stretch that ends sooner would be compute spent on nothing."""
         fl = dataclasses.replace(parts.fl, val_fraction=val_fraction)
+        if search_rounds is not None and fl.lr_horizon is None:  # the schedule of one run of the whole search
+            fl = dataclasses.replace(fl, lr_horizon=search_rounds)
         self.test_only_at = search_rounds if fl.test_every is None and val_fraction > 0 else None
         self.parts = dataclasses.replace(parts, fl=fl)
         self.candidates, self.root, self.key = candidates, root, key

@@ -27,10 +27,12 @@ def constant(spec: FLSpec, round: int) -> float:
 
 
 def cosine(spec: FLSpec, round: int) -> float:
-    """Half a cosine over the run's ``fl.rounds``, from ``fl.lr`` in round 1 towards ``fl.lr_min``:
-    round t of T trains at ``lr_min + (lr - lr_min) * (1 + cos(pi * (t - 1) / T)) / 2``, so the
-    last round still trains (at a small rate) rather than at ``lr_min`` itself."""
-    t = (round - 1) / spec.rounds
+    """Half a cosine over T = ``fl.lr_horizon`` rounds (None: ``fl.rounds``), from ``fl.lr`` in
+    round 1 towards ``fl.lr_min``: round t trains at ``lr_min + (lr - lr_min) * (1 + cos(pi * (t -
+    1) / T)) / 2``, so the last round still trains (at a small rate) rather than at ``lr_min``
+    itself; rounds past T stay at ``lr_min``. A run resumed with more ``fl.rounds`` than it began
+    with stretches the horizon from there on (set ``fl.lr_horizon`` to keep the first one)."""
+    t = min((round - 1) / (spec.lr_horizon or spec.rounds), 1.0)
     return spec.lr_min + (spec.lr - spec.lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 

@@ -37,6 +37,9 @@ class FLSpec:
     lr_schedule: str = "constant"
     lr_decay: float = 0.99  # exponential: the factor per round
     lr_min: float = 0.0  # cosine's end and exponential's floor
+    # the rounds cosine falls over (None: fl.rounds); a search's stretches, each run to its rung's
+    # round, set the search's last round, so every candidate trains as one run of the whole search
+    lr_horizon: int | None = None
     max_seq_len: int = 128
     eval_every: int = 1
     # score the test splits (global and clients') only every this many rounds and in the run's
@@ -80,6 +83,8 @@ class FLSpec:
         if self.lr_schedule not in LR_SCHEDULES:
             raise FieldError("lr_schedule", f"must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}",
                              "FLSpec")
+        if self.lr_horizon is not None:
+            at_least(self, "lr_horizon", 1)
         if not 0.0 < self.lr_decay <= 1.0:
             raise FieldError("lr_decay", f"must be in (0, 1], got {self.lr_decay}", "FLSpec")
         if not 0.0 <= self.lr_min < self.lr:
