@@ -65,7 +65,8 @@ def main_run(run_dir: Path) -> dict[str, Any]:
         by_round[row["round"]] = row
     curve = [by_round[r] for r in sorted(by_round)]
     fl, name = cfg["fl"], cfg["model"]["name"]
-    budget = {**{k: fl[k] for k in BUDGET_FIELDS if k in fl}, "clients": part["clients"], "lora_r": cfg["peft"]["r"],
+    budget = {**{k: fl[k] for k in BUDGET_FIELDS if k in fl and k != "lr_schedule"}, "clients": part["clients"],
+              "lora_r": cfg["peft"]["r"],
               "aggregator": _server_rule(cfg["aggregator"])}
     if fl.get("lr_schedule", "constant") != "constant":  # the grid's rate is constant: a budget item only otherwise
         budget["lr_schedule"] = _schedule(fl)
@@ -93,10 +94,12 @@ def _spent(curve: list[dict[str, Any]], key: str) -> float:
 
 
 def _schedule(fl: dict[str, Any]) -> str:
-    """``cosine(lr_min=0.0)`` from a run's ``fl`` config (``vista.fl.lr_schedule``)."""
-    name = fl["lr_schedule"]
-    params = {"exponential": ("lr_decay", "lr_min"), "cosine": ("lr_min",)}.get(name, ())
-    return f"{name}({', '.join(f'{k}={fl.get(k)}' for k in params)})"
+    """A run's schedule as the study's budget names it (``cosine``, as ``run_study.py
+    --lr-schedule`` runs it), with the parameters it was given beyond that: ``exponential(lr_decay=0.9)``."""
+    defaults = {"lr_decay": 0.99, "lr_min": 0.0, "lr_horizon": None}
+    used = {"exponential": ("lr_decay", "lr_min"), "cosine": ("lr_min", "lr_horizon")}.get(fl["lr_schedule"], ())
+    given = [f"{k}={fl[k]}" for k in used if fl.get(k, defaults[k]) != defaults[k]]
+    return f"{fl['lr_schedule']}({', '.join(given)})" if given else fl["lr_schedule"]
 
 
 def settled(curve: list[dict[str, Any]], last: int, level: float | None, tolerance: float,

@@ -29,7 +29,10 @@ WORKERS=${WORKERS:-2}
 # every N rounds so one run gives the truth at each such budget (README, "A longer truth")
 ROUNDS=${ROUNDS:-6}
 TEST_EVERY=${TEST_EVERY:-}
-BUDGET=(--rounds "$ROUNDS" --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
+# LR_SCHEDULE: the clients' rate each round (fl.lr_schedule): constant (the grid's) or cosine, which
+# falls from the lr over the ROUNDS (README, "A decaying learning rate against the oscillation")
+LR_SCHEDULE=${LR_SCHEDULE:-constant}
+BUDGET=(--rounds "$ROUNDS" --lr-schedule "$LR_SCHEDULE" --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
 # Corpora of their own learning rate (README, "r8's own learning rate"): with MiniLM at 2e-3 over
 # the 6 rounds, r8 and r52 stayed at their majority rate and rotten_tomatoes left it only in
 # round 6; at 5e-3 each leaves it by round 3-5 (federated probes on the study's partition)

@@ -34,6 +34,7 @@ from vista.drivers.study import (
     run_setting,
 )
 from vista.errors import Interrupted
+from vista.fl.lr_schedule import LR_SCHEDULES
 from vista.selection.spec import DEFAULT_CANDIDATES
 
 POOL = list(DEFAULT_CANDIDATES)  # the selection= default pool
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--lr-schedule", default="constant", choices=sorted(LR_SCHEDULES),
+                   help="the clients' rate each round (fl.lr_schedule): cosine falls from --lr over the rounds")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--val-fraction", type=float, default=0.1,
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       device=a.device, val_fraction=a.val_fraction, local_epochs=a.local_epochs,
-                      tie_tol=a.tie_tol, keep_features=a.keep_features, test_every=a.test_every)
+                      tie_tol=a.tie_tol, keep_features=a.keep_features, test_every=a.test_every,
+                      lr_schedule=a.lr_schedule)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

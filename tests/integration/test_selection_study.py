@@ -24,6 +24,7 @@ from vista.drivers.study import (
     quality_of,
     rescore_own_poolings,
     run_setting,
+    setting_parts,
 )
 from vista.drivers.study_compute import corpus_token_counts, selection_compute
 from vista.models.hub import ModelSpec
@@ -506,7 +507,7 @@ def test_prepare_subsamples_any_imported_corpus_the_same_way_twice(tiny_data, tm
     d.close()
 
 
-def test_a_setting_records_its_budget_and_refuses_runs_of_another(tmp_path):
+def test_a_setting_records_its_budget_and_refuses_runs_of_another(tiny_data, tmp_path):
     cfg = StudyConfig(candidates=(), rounds=6, lr=2e-3, max_seq_len=128)
     fresh = tmp_path / "fresh"
     assert check_budget(cfg, fresh) == json.loads((fresh / "budget.json").read_text()) == budget_of(cfg)
@@ -519,6 +520,14 @@ def test_a_setting_records_its_budget_and_refuses_runs_of_another(tmp_path):
     with pytest.raises(BudgetMismatch, match="no budget.json"):
         check_budget(cfg, old)
     assert not (old / "budget.json").exists()
+    # a rate schedule is a budget item only away from the constant rate every earlier run trained at
+    assert "lr_schedule" not in budget_of(cfg)
+    with pytest.raises(BudgetMismatch, match=r"lr_schedule None -> cosine"):
+        check_budget(dataclasses.replace(cfg, lr_schedule="cosine"), fresh)
+    cosine = dataclasses.replace(cfg, lr_schedule="cosine")
+    assert check_budget(cosine, tmp_path / "cosine")["lr_schedule"] == "cosine"
+    one = dataclasses.replace(cosine, clients=2, candidates=(ModelSpec(name="bert", hub_dir=str(tmp_path)),))
+    assert setting_parts(one, tiny_data[0], "iid", 0, tmp_path).fl.lr_schedule == "cosine"
 
 
 def test_run_study_takes_one_corpus_budget_of_its_own():

@@ -93,6 +93,7 @@ class StudyConfig:
     max_seq_len: int = 64
     lora_r: int = 8
     local_epochs: int = 1
+    lr_schedule: str = "constant"  # the clients' rate each round (fl.lr_schedule); cosine falls over the rounds
     r0: int = 1
     eta: int = 2
     top_k: int = 3
@@ -111,7 +112,10 @@ class StudyConfig:
 # what decides a setting's runs (the truth's training and every statistics round): a setting's
 # directory is reused only under the budget it was run with (``budget.json``)
 BUDGET_FIELDS = ("clients", "clients_per_round", "rounds", "batch_size", "lr", "max_seq_len", "lora_r",
-                 "local_epochs", "val_fraction")
+                 "local_epochs", "val_fraction", "lr_schedule")
+# budget items left out at these values, which every run made before the item existed trained
+# under: their budget.json and result.json stay the budget they were run with
+UNSAID = {"lr_schedule": "constant"}
 
 
 class BudgetMismatch(ValueError):
@@ -119,7 +123,7 @@ class BudgetMismatch(ValueError):
 
 
 def budget_of(cfg: StudyConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in BUDGET_FIELDS}
+    return {k: getattr(cfg, k) for k in BUDGET_FIELDS if k not in UNSAID or getattr(cfg, k) != UNSAID[k]}
 
 
 def check_budget(cfg: StudyConfig, out_dir: Path) -> dict[str, Any]:
@@ -151,7 +155,8 @@ def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, 
     return ExperimentParts(
         seed=seed,
         fl=FLSpec(rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, batch_size=cfg.batch_size, lr=cfg.lr,
-                  max_seq_len=cfg.max_seq_len, eval_batch_size=64, local_epochs=cfg.local_epochs),
+                  max_seq_len=cfg.max_seq_len, eval_batch_size=64, local_epochs=cfg.local_epochs,
+                  lr_schedule=cfg.lr_schedule),
         model=cfg.candidates[0],
         peft=LoraSpec(r=cfg.lora_r, alpha=2 * cfg.lora_r, dropout=0.05),
         data=FederatedDataSpec(str(data_file), str(part_file), method),
