@@ -32,7 +32,10 @@ TEST_EVERY=${TEST_EVERY:-}
 # LR_SCHEDULE: the clients' rate each round (fl.lr_schedule): constant (the grid's) or cosine, which
 # falls from the lr over the ROUNDS (README, "A decaying learning rate against the oscillation")
 LR_SCHEDULE=${LR_SCHEDULE:-constant}
-BUDGET=(--rounds "$ROUNDS" --lr-schedule "$LR_SCHEDULE" --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
+# TRUTH: which round each candidate's truth reads, the last (the grid's) or best_val, the round of
+# best validation accuracy (scores the test split every round; README, "The best validation round")
+TRUTH=${TRUTH:-last}
+BUDGET=(--rounds "$ROUNDS" --lr-schedule "$LR_SCHEDULE" --truth "$TRUTH" --clients 8 --clients-per-round 8 --local-epochs 1 --batch-size 16 --max-seq-len 128 --lr 2e-3)
 # Corpora of their own learning rate (README, "r8's own learning rate"): with MiniLM at 2e-3 over
 # the 6 rounds, r8 and r52 stayed at their majority rate and rotten_tomatoes left it only in
 # round 6; at 5e-3 each leaves it by round 3-5 (federated probes on the study's partition)

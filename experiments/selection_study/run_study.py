@@ -33,6 +33,7 @@ from vista.drivers.study import (
     rescore_own_poolings,
     run_setting,
 )
+from vista.drivers.study_truth import TRUTHS
 from vista.errors import Interrupted
 from vista.fl.lr_schedule import LR_SCHEDULES
 from vista.selection.spec import DEFAULT_CANDIDATES
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-every", type=int, default=None, metavar="N",
                    help="brute force also scores the test split every N rounds (the truth at each such "
                         "budget from one run: longer_truth.py); training is unchanged")
+    p.add_argument("--truth", default="last", choices=sorted(TRUTHS),
+                   help="which round each candidate's truth reads: the last (default) or best_val, the round "
+                        "of best validation accuracy (scores the test split every round: --test-every 1)")
     p.add_argument("--set", nargs="+", default=[], metavar="CORPUS.FIELD=VALUE",
                    help="one corpus's own budget, e.g. r8.lr=5e-3 (fields: " + ", ".join(BUDGET_FIELDS) + ")")
     a = p.parse_args(argv)
@@ -92,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         own = corpus_budgets(a.set)
     except ValueError as err:
         p.error(str(err))
+    if a.truth == "best_val" and a.test_every is None:
+        a.test_every = 1
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, clients=a.clients, clients_per_round=a.clients_per_round, rounds=a.rounds,
                       batch_size=a.batch_size, lr=a.lr, max_seq_len=a.max_seq_len, num_workers=a.workers,
                       device=a.device, val_fraction=a.val_fraction, local_epochs=a.local_epochs,
                       tie_tol=a.tie_tol, keep_features=a.keep_features, test_every=a.test_every,
-                      lr_schedule=a.lr_schedule)
+                      lr_schedule=a.lr_schedule, truth=a.truth)
     failed = []
     t_all = time.perf_counter()
     for corpus in a.corpora:

@@ -10,7 +10,7 @@ import json
 import pytest
 from support.study_scripts import study_script
 
-from vista.drivers.study import StudyConfig, run_setting
+from vista.drivers.study import BudgetMismatch, StudyConfig, run_setting
 from vista.models.hub import ModelSpec
 
 
@@ -32,6 +32,34 @@ def test_brute_force_scores_the_test_split_every_n_rounds_and_in_the_last(short_
         assert [("test_accuracy" in r) for r in curve] == [False, True, False, True], c
         assert long["truth"][c] == curve[-1]["test_accuracy"]
     assert long["budget"]["rounds"] == 4
+
+
+def test_a_best_validation_truth_reads_each_candidate_at_its_best_validation_round(short_and_long, arch_hub,
+                                                                                  tiny_data, tmp_path):
+    import dataclasses
+
+    short, _, _ = short_and_long
+    cands = tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in ("bert", "gpt2"))
+    cfg = StudyConfig(candidates=cands, clients=4, clients_per_round=2, rounds=3, batch_size=8, max_seq_len=32,
+                      num_workers=0, top_k=2, test_every=1, truth="best_val")
+    setting = tmp_path / tiny_data[0].name.removesuffix("_data.h5") / "iid" / "seed0"
+    with pytest.raises(ValueError, match="test_every=1"):  # refused before anything trains
+        run_setting(dataclasses.replace(cfg, test_every=None), tiny_data[0], "iid", 0, setting)
+    assert not setting.exists()
+    res = run_setting(cfg, tiny_data[0], "iid", 0, setting)
+    assert res["budget"]["truth"] == "best_val" and "truth" not in short["budget"]
+    for c, curve in res["curves"].items():
+        assert all("test_accuracy" in r for r in curve)
+        vals = [r["client_val_accuracy_mean"] for r in curve]
+        best = max(i + 1 for i, v in enumerate(vals) if v == max(vals))  # of equal rounds the later
+        assert res["truth_rounds"][c] == best
+        assert res["truth"][c] == curve[best - 1]["test_accuracy"]
+        # the same training as the grid's: its first 2 rounds are the 2-round run's
+        assert [r["val_loss"] for r in curve[:2]] == pytest.approx([r["val_loss"] for r in short["curves"][c]],
+                                                                   rel=1e-6)
+    assert res["methods"]["brute_force"]["top1_regret"] == 0.0  # every method is judged against this truth
+    with pytest.raises(BudgetMismatch, match="truth best_val -> None"):  # a setting of the other truth is not mixed in
+        run_setting(dataclasses.replace(cfg, truth="last"), tiny_data[0], "iid", 0, setting)
 
 
 def test_a_longer_run_begins_with_the_shorter_run_exactly(short_and_long):

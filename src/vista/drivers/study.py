@@ -37,6 +37,7 @@ from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.selection import run_selection
 from vista.drivers.study_compute import corpus_token_counts
 from vista.drivers.study_quality import EXPECTED, method_quality, quality_of  # noqa: F401 - the study's API
+from vista.drivers.study_truth import check_truth, truth_of, truth_rounds
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
@@ -94,6 +95,7 @@ class StudyConfig:
     lora_r: int = 8
     local_epochs: int = 1
     lr_schedule: str = "constant"  # the clients' rate each round (fl.lr_schedule); cosine falls over the rounds
+    truth: str = "last"  # which round of a candidate's curve its truth reads (study_truth.TRUTHS)
     r0: int = 1
     eta: int = 2
     top_k: int = 3
@@ -112,10 +114,10 @@ class StudyConfig:
 # what decides a setting's runs (the truth's training and every statistics round): a setting's
 # directory is reused only under the budget it was run with (``budget.json``)
 BUDGET_FIELDS = ("clients", "clients_per_round", "rounds", "batch_size", "lr", "max_seq_len", "lora_r",
-                 "local_epochs", "val_fraction", "lr_schedule")
+                 "local_epochs", "val_fraction", "lr_schedule", "truth")
 # budget items left out at these values, which every run made before the item existed trained
 # under: their budget.json and result.json stay the budget they were run with
-UNSAID = {"lr_schedule": "constant"}
+UNSAID = {"lr_schedule": "constant", "truth": "last"}
 
 
 class BudgetMismatch(ValueError):
@@ -133,7 +135,8 @@ def check_budget(cfg: StudyConfig, out_dir: Path) -> dict[str, Any]:
     want, path = budget_of(cfg), out_dir / "budget.json"
     if path.is_file():
         have = json.loads(path.read_text())
-        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        diff = {k: (have.get(k), want.get(k)) for k in [*want, *(k for k in have if k not in want)]
+                if have.get(k) != want.get(k)}
         if diff:
             said = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items())
             raise BudgetMismatch(f"{out_dir} was run with another budget ({said}): move it aside or "
@@ -186,6 +189,7 @@ def own_poolings() -> dict[str, tuple[str, ...]]:
 
 def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, out_dir: Path) -> dict[str, Any]:
     """Every method on one setting; writes and returns ``<out_dir>/result.json``."""
+    check_truth(cfg.truth, cfg.test_every)
     budget = check_budget(cfg, out_dir)
     parts = setting_parts(cfg, data_file, partition, seed, out_dir)
     names = [c.name for c in cfg.candidates]
@@ -200,7 +204,8 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
     bf = _run_or_reuse(dataclasses.replace(parts, fl=bf_fl, selection=bf_spec), out_dir / "brute_force")
     bf_seconds = bf["selection_seconds"]
     histories = bf["histories"]
-    truth = {c: float(histories[c][-1]["test_accuracy"]) for c in names}
+    read_at = truth_rounds({c: histories[c] for c in names}, cfg.truth, cfg.validation_key)
+    truth = truth_of(histories, read_at)
 
     methods = _score_methods(stats, stats_spec, names, truth, tol, "auto")
     methods["brute_force"] = _entry("brute_force", truth, truth, Cost(**bf["cost"]), tol)
@@ -209,7 +214,8 @@ def run_setting(cfg: StudyConfig, data_file: Path, partition: str, seed: int, ou
               "budget": budget, "val_fraction": cfg.val_fraction, "validation_key": cfg.validation_key, "tie_tol": tol,
               "clients": stats["clients"], "privacy": stats.get("privacy"),
               "seconds": {"statistics": stats_seconds, "brute_force": bf_seconds},
-              "curves": curves_of(histories, cfg.validation_key), "test_texts": test_texts(parts)}
+              "curves": curves_of(histories, cfg.validation_key), "test_texts": test_texts(parts),
+              **({"truth_rounds": read_at} if cfg.truth != "last" else {})}
     replay_searches(result, cfg.top_k, cfg.r0, cfg.eta)
     return rescore_own_poolings(cfg, data_file, out_dir, result)
 
