@@ -23,17 +23,17 @@ run under a learning-rate schedule (``fl.lr_schedule``) names it in its budget. 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vista.drivers.study import BUDGET_FIELDS, PARTITIONS, run_name
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from longer_truth import budget_differs  # noqa: E402
+from vista.drivers.study import PARTITIONS, run_name
+from vista.drivers.study_budget import BUDGET_FIELDS, UNSAID, budget_differs
+from vista.drivers.study_truth import best_validation_round
+from vista.fl.spec import FLSpec
 
 
 def _load(runs: Path) -> dict[str, dict[str, Any]]:
@@ -68,7 +68,7 @@ def main_run(run_dir: Path) -> dict[str, Any]:
     budget = {**{k: fl[k] for k in BUDGET_FIELDS if k in fl and k != "lr_schedule"}, "clients": part["clients"],
               "lora_r": cfg["peft"]["r"],
               "aggregator": _server_rule(cfg["aggregator"])}
-    if fl.get("lr_schedule", "constant") != "constant":  # the grid's rate is constant: a budget item only otherwise
+    if fl.get("lr_schedule", UNSAID["lr_schedule"]) != UNSAID["lr_schedule"]:  # a budget item only off the grid's
         budget["lr_schedule"] = _schedule(fl)
     return {"data": cfg["dataset"]["name"], "partition": names[0], "seed": cfg["seed"], "budget": budget,
             "curves": {name: curve}, "truth": {name: curve[-1]["test_accuracy"]}, "run_dir": str(run_dir)}
@@ -96,7 +96,7 @@ def _spent(curve: list[dict[str, Any]], key: str) -> float:
 def _schedule(fl: dict[str, Any]) -> str:
     """A run's schedule as the study's budget names it (``cosine``, as ``run_study.py
     --lr-schedule`` runs it), with the parameters it was given beyond that: ``exponential(lr_decay=0.9)``."""
-    defaults = {"lr_decay": 0.99, "lr_min": 0.0, "lr_horizon": None}
+    defaults = {f.name: f.default for f in dataclasses.fields(FLSpec)}
     used = {"exponential": ("lr_decay", "lr_min"), "cosine": ("lr_min", "lr_horizon")}.get(fl["lr_schedule"], ())
     given = [f"{k}={fl[k]}" for k in used if fl.get(k, defaults[k]) != defaults[k]]
     return f"{fl['lr_schedule']}({', '.join(given)})" if given else fl["lr_schedule"]
@@ -116,10 +116,9 @@ def settled(curve: list[dict[str, Any]], last: int, level: float | None, toleran
         out["last_mean"] = sum(float(a) for a in tail) / last
         if level is not None:
             out["last_within"] = sum(float(a) >= level - tolerance for a in tail)
-    vals = [(float(r[validation_key]), i) for i, r in enumerate(curve) if validation_key in r and "test_accuracy" in r]
-    if vals:
-        i = max(vals)[1]
-        out["best_val_round"], out["at_best_val"] = i + 1, float(curve[i]["test_accuracy"])
+    if any(validation_key in r and "test_accuracy" in r for r in curve):
+        n = best_validation_round(curve, validation_key)
+        out["best_val_round"], out["at_best_val"] = n, float(curve[n - 1]["test_accuracy"])
     return out
 
 
@@ -158,6 +157,12 @@ def probe_row(probe: dict[str, Any], grid: dict[str, Any] | None, centralised: d
     return row
 
 
+def _rule(row: dict[str, Any]) -> str:
+    """What a probe row trains under beyond the grid's FedAvg at a constant rate: ``, FedLC(tau=1.0), lr cosine``."""
+    rule = "" if row["server_rule"] == "FedAvg()" else f", {row['server_rule']}"
+    return rule + (f", lr {row['budget']['lr_schedule']}" if "lr_schedule" in row["budget"] else "")
+
+
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -176,9 +181,7 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfin
         b = r["budget"]
         setting = f"{r['data']} {r['partition']} seed {r['seed']}"
         others = ", ".join(f"{c} {v:.3f}" for c, v in r["others"].items()) or "-"
-        rule = "" if r["server_rule"] == "FedAvg()" else f", {r['server_rule']}"
-        rule += f", lr {b['lr_schedule']}" if "lr_schedule" in b else ""
-        out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g}{rule} | "
+        out.append(f"| {setting} | {b['local_epochs']} local epochs, {b['rounds']} rounds, lr {b['lr']:g}{_rule(r)} | "
                    + " ".join(_f(a) for a in r["test_accuracy"])
                    + f" | {_f(r['grid'])} | {_f(r['level'])} | {_f(r['gap'], '+.3f')} ({_f(r['grid_gap'], '+.3f')}) | "
                    + f"{'-' if r['within'] is None else ('yes' if r['within'] else 'no')} | "
@@ -197,11 +200,10 @@ def markdown(rows: list[dict[str, Any]], candidate: str, tolerance: float, unfin
             f"| setting | probe budget | last round | mean of the last {last} | within, of the last {last} | "
             "best validation round: test there |", "|---|---|---|---|---|---|"]
     for r in rows:
-        s, b = r["settled"], r["budget"]
-        rule = "" if r["server_rule"] == "FedAvg()" else f", {r['server_rule']}"
-        rule += f", lr {b['lr_schedule']}" if "lr_schedule" in b else ""
+        s = r["settled"]
         at = "-" if s["best_val_round"] is None else f"{s['best_val_round']}: {s['at_best_val']:.3f}"
-        out.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {b['rounds']} rounds{rule} | {_f(r['final'])} | "
+        out.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {r['budget']['rounds']} rounds{_rule(r)} | "
+                   f"{_f(r['final'])} | "
                    f"{_f(s['last_mean'])} | {'-' if s['last_within'] is None else s['last_within']} | {at} |")
     out += [f"\nNot finished, left out: {u}." for u in unfinished]
     met = [r for r in rows if r["within"]]

@@ -37,6 +37,7 @@ from vista.drivers.study import (
     quality_of,
     run_name,
 )
+from vista.drivers.study_budget import budget_differs
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
@@ -86,20 +87,13 @@ def reproduction(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any]:
             "reproduced": val == 0 and truth == 0 and scores < 1e-9}
 
 
-def budget_differs(short: dict[str, Any], long: dict[str, Any], ignore: tuple[str, ...] = ("rounds",)
-                   ) -> dict[str, list[Any]]:
-    """The budget items (but ``ignore``'s) on which two budgets differ: ``{item: [short's, long's]}``."""
-    return {k: [short.get(k), long.get(k)] for k in sorted(set(short) | set(long))
-            if k not in ignore and short.get(k) != long.get(k)}
-
-
 def budget_shift(long: dict[str, Any], short: dict[str, Any]) -> dict[str, Any] | None:
     """How the truth moved where ``long`` was trained under another budget than ``short`` beyond
     its rounds: the budget items that differ (grid's, this run's) and ``short``'s truth judged as a
     ranking of ``long``'s truth at ``short``'s rounds, and whether the budget-free scores are
     the grid run's (:func:`score_rel_diff`). None where only the rounds differ (then
     :func:`reproduction` applies)."""
-    differs = budget_differs(short["budget"], long["budget"])
+    differs = budget_differs(short["budget"], long["budget"], ignore=("rounds",))
     if not differs:
         return None
     n, here = truth_at_grid_rounds(long, short)

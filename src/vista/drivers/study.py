@@ -35,6 +35,12 @@ from typing import Any
 from vista.data.computed import ComputedPartitionSpec
 from vista.data.fednlp import FederatedData, FederatedDataSpec
 from vista.drivers.selection import run_selection
+from vista.drivers.study_budget import (  # noqa: F401 - the study's API
+    BUDGET_FIELDS,
+    BudgetMismatch,
+    budget_of,
+    check_budget,
+)
 from vista.drivers.study_compute import corpus_token_counts
 from vista.drivers.study_quality import EXPECTED, method_quality, quality_of  # noqa: F401 - the study's API
 from vista.drivers.study_truth import check_truth, truth_of, truth_rounds
@@ -109,45 +115,6 @@ class StudyConfig:
     # brute force also scores the test split every this many rounds (None: only in the last, the
     # truth): one run then gives the truth at every such budget (longer_truth.py); training unchanged
     test_every: int | None = None
-
-
-# what decides a setting's runs (the truth's training and every statistics round): a setting's
-# directory is reused only under the budget it was run with (``budget.json``)
-BUDGET_FIELDS = ("clients", "clients_per_round", "rounds", "batch_size", "lr", "max_seq_len", "lora_r",
-                 "local_epochs", "val_fraction", "lr_schedule", "truth")
-# budget items left out at these values, which every run made before the item existed trained
-# under: their budget.json and result.json stay the budget they were run with
-UNSAID = {"lr_schedule": "constant", "truth": "last"}
-
-
-class BudgetMismatch(ValueError):
-    """A setting's directory holds runs of another budget than the one asked for."""
-
-
-def budget_of(cfg: StudyConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in BUDGET_FIELDS if k not in UNSAID or getattr(cfg, k) != UNSAID[k]}
-
-
-def check_budget(cfg: StudyConfig, out_dir: Path) -> dict[str, Any]:
-    """Record the budget a setting runs under in ``<out_dir>/budget.json``, or check it against
-    the one its finished runs were made with: reusing runs of another budget would mix two
-    ground truths in one table without a word. Raises :class:`BudgetMismatch` (one line)."""
-    want, path = budget_of(cfg), out_dir / "budget.json"
-    if path.is_file():
-        have = json.loads(path.read_text())
-        diff = {k: (have.get(k), want.get(k)) for k in [*want, *(k for k in have if k not in want)]
-                if have.get(k) != want.get(k)}
-        if diff:
-            said = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items())
-            raise BudgetMismatch(f"{out_dir} was run with another budget ({said}): move it aside or "
-                                 "write the grid elsewhere (--out)")
-        return want
-    if any((out_dir / d / "selection.json").is_file() for d in ("statistics", "brute_force")):
-        raise BudgetMismatch(f"{out_dir} has finished runs but no budget.json: write the budget they "
-                             "were run with there, or move the directory aside")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(want, indent=1))
-    return want
 
 
 def setting_parts(cfg: StudyConfig, data_file: Path, partition: str, seed: int, work: Path) -> ExperimentParts:

@@ -129,7 +129,8 @@ class FedPEFTRuntime:
         rank = self.args.peft.client_rank(client)
         data = self._client_data(client)
         spec = self.args.train
-        if "lr" in payload:  # the round's rate under fl.lr_schedule (the server's round_lr)
+        if "lr" in payload:  # the round's rate under fl.lr_schedule (the server's round_lr); the
+            # schedule's floor is already in it (and FLSpec wants lr_min below lr)
             spec = replace(spec, lr=float(payload["lr"]), lr_min=0.0)
         stats, micro, retries = self._train_fitting_memory(client, shared["state"], rank, data, payload["seed"],
                                                            options, spec)
