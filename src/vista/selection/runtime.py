@@ -12,6 +12,10 @@ planned candidate-major, so a worker loads each candidate once in a row; one enc
 at a time. A client encodes at most ``max_texts`` of its texts (a seeded sample, the same for
 every candidate and round), and with a second round its round-1 features are kept
 (:mod:`vista.selection.feature_cache`), so the PCA round loads no model and encodes nothing.
+A job ``head_train`` with key ``(candidate, client)`` is one round of the federated head probe
+(:mod:`vista.selection.head_probe`) on those same cached features: it scores the layer the
+server sent on the client's held-out rows and, but in the probe's last (evaluation) round,
+trains it locally.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from vista.selection.feature_cache import (
     feature_key,
 )
 from vista.selection.features import FrozenEncoder, client_statistics
+from vista.selection.head_probe import HeadSpec, evaluate, local_update, split_rows
 from vista.selection.metrics import local_logme
 from vista.selection.privacy import (
     PrivacySpec,
@@ -41,7 +46,7 @@ from vista.selection.privacy import (
     client_upload,
     guard_client_score,
 )
-from vista.selection.sampling import capped
+from vista.selection.sampling import capped, derived_seed
 from vista.selection.stats import SufficientStats
 
 log = logging.getLogger(__name__)
@@ -75,10 +80,11 @@ class StatsArgs:
     feature_cache_mb: int = 0
     keep_features: bool = False  # the cache is a feature store: round 1 reads it too, nothing is deleted
     project_dim: int | None = None  # features on a public random basis of this many dims first (public_basis)
+    head: HeadSpec | None = None  # the head probe's training (head scores wanted), else None
 
 
 class StatisticsRuntime:
-    JOBS = ("client_stats", "probe")
+    JOBS = ("client_stats", "probe", "head_train")
 
     def __init__(self, args: StatsArgs, env: WorkerEnv) -> None:
         self.args, self.device = args, env.device
@@ -181,6 +187,41 @@ class StatisticsRuntime:
                 "eligible": bool(adm.eligible), "reason": adm.reason,
                 "withheld_classes": list(adm.withheld_classes), "local_logme": local, "local_weight": weight,
                 "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None), "cached": cached is not None}
+
+    def head_train(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
+        """One round of the head probe on this client: ``report`` scores the layer the server sent
+        (``payload["head"]``) on the held-out rows; with ``payload["train"]`` the layer trained on
+        the other rows comes back as ``head``, with ``n`` those rows (FedAvg's weight). The rows are
+        the statistics round's (same sample, same admission), read from its feature cache."""
+        candidate, client = key
+        a, spec = self.args, self.args.head
+        if spec is None:
+            raise ValueError("head_train needs StatsArgs.head (a head score wanted)")
+        if self._partition is None:
+            self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
+        every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
+        idx = capped(every, a.max_texts, a.seed, client)
+        labels = np.asarray(self.data.labels(idx), dtype=np.int64)
+        adm = admit(labels, a.num_labels, a.privacy)
+        head = payload["head"]
+        if not adm.eligible:  # as in the statistics round: a client too small to admit contributes nothing
+            return {"head": None, "n": 0, "report": evaluate(head, np.zeros((0, 1)), np.zeros(0)),
+                    "forward_passes": 0}
+        kept, y = idx[adm.keep], labels[adm.keep]
+        cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
+        f, passes = self.cache.get(cache_key), 0
+        if f is None:  # not cached (no cache, or another host): encode again, and keep it for the next round
+            # the model's own features, as the cache keeps them: the probe reads what the classifier reads
+            enc = self.encoder(candidate)
+            f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
+            passes = len(kept)
+            self.cache.put(cache_key, f)
+        train, val = split_rows(kept, spec.val_fraction, a.seed, client)
+        report = evaluate(head, f[val], y[val])
+        if not payload["train"]:
+            return {"head": None, "n": 0, "report": report, "forward_passes": passes}
+        new = local_update(head, f[train], y[train], spec, derived_seed(a.seed, 15, payload["round"], client))
+        return {"head": new, "n": len(train), "report": report, "forward_passes": passes}
 
     def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
         """A capped client's features sliced from a kept store entry of all its texts, or None.

@@ -17,6 +17,10 @@ Three kinds, by what the function takes:
   values (``local``: one ``{candidate: value}`` dict per voting client, ``weights``: their
   example counts): the naive federated baselines.
 * ``prior``: ``fn(candidates, params, seed) -> {candidate: score}``: no client work.
+* ``head``: ``fn(curve) -> float`` of one candidate's federated head probe
+  (:mod:`vista.selection.head_probe`: a softmax layer trained by FedAvg on the clients' cached
+  features after the statistics round; ``curve``: one ``{round, val_accuracy, val_loss,
+  val_examples}`` per round), scored by the driver after the probe's rounds.
 * ``combined``: ``fn(table) -> {candidate: score}`` of other registered scores' values
   (``table``: ``{score: {candidate: value}}`` for each name in ``uses``), computed by the
   server after them; a run records the components beside it (:mod:`vista.selection.combine`).
@@ -40,11 +44,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIENT", "COMBINED", "EXACT", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "alias", "caveats",
+__all__ = ["CLIENT", "COMBINED", "EXACT", "HEAD", "KINDS", "PRIOR", "SCORES", "STATISTICS", "ScoreDef", "alias", "caveats",
            "check_uses", "get", "names", "ordered", "safe_table", "safe_value", "score", "unregister"]
 
-EXACT, CLIENT, PRIOR, COMBINED = "exact", "client", "prior", "combined"
-KINDS = (EXACT, CLIENT, PRIOR, COMBINED)
+EXACT, CLIENT, HEAD, PRIOR, COMBINED = "exact", "client", "head", "prior", "combined"
+KINDS = (EXACT, CLIENT, HEAD, PRIOR, COMBINED)
 # what an exact score may ask the clients for (SufficientStats blocks; see vista.selection.stats)
 STATISTICS = {
     "moments": "N, per-class counts n_c, feature sum s, per-class sums B, Gram matrix G",
@@ -81,7 +85,7 @@ class ScoreDef:
         """Needs the clients: itself (exact, client) or through a component (combined)."""
         if self.kind == COMBINED:
             return any(u in SCORES and SCORES[u].client_work for u in self.uses)
-        return self.kind in (EXACT, CLIENT)
+        return self.kind in (EXACT, CLIENT, HEAD)
 
 
 SCORES: dict[str, ScoreDef] = {}
@@ -116,6 +120,8 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         wanted = wanted | {"client_logme"}
     if kind in (PRIOR, COMBINED):
         wanted = frozenset()
+    if kind == HEAD:  # the probe runs after the statistics round, on the features it cached
+        wanted = frozenset({"moments"})
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         key = name or fn.__name__
@@ -156,7 +162,7 @@ def unregister(name: str) -> None:
 
 
 def ordered() -> list[ScoreDef]:
-    """The registered scores, exact ones first, then client, then prior; else in registration order."""
+    """The registered scores, exact ones first, then client, head, prior; else in registration order."""
     return sorted(SCORES.values(), key=lambda d: KINDS.index(d.kind))
 
 
@@ -212,4 +218,5 @@ def safe_table(values: Mapping[str, Any]) -> dict[str, float | None]:
 # the built-in scores register themselves on import (bottom: they import this module's decorator)
 from vista.selection import baselines as _baselines  # noqa: F401
 from vista.selection import combine as _combine  # noqa: F401  (combinations of the above, and auto)
+from vista.selection import head_scores as _head_scores  # noqa: F401
 from vista.selection import metrics as _metrics  # noqa: F401

@@ -15,9 +15,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from vista.checks import FieldError, at_least, check_range, one_of
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
 from vista.selection import scores as registry
 from vista.selection.features import POOLINGS
+from vista.selection.head_probe import HeadSpec
 from vista.selection.privacy import GUARDED, PrivacySpec
 
 STATS, PRIOR, SEARCH = "stats", "prior", "search"
@@ -113,6 +115,12 @@ class SelectionSpec:
     # features projected onto a public seeded random k-dim basis before any statistic (every
     # candidate at the same k): with DP the noise on the k x k moments is what D x D's was at k = D
     project_dim: int | None = None
+    # the federated head probe (head scores: head_probe): a softmax layer trained by FedAvg on the
+    # clients' cached features for head_rounds rounds at head_lr (None: fl.lr; fl's batch, local
+    # epochs and weight decay), scored on head_val_fraction of each client's sampled texts held out
+    head_rounds: int = 6
+    head_lr: float | None = None
+    head_val_fraction: float = 0.2
     # a client's features kept for the PCA round (GBC), on the host's disk, at most this many MB (0: re-encode)
     feature_cache_mb: int = 1024
     # a directory that keeps the clients' round-1 features across runs, read back by later runs
@@ -182,6 +190,15 @@ class SelectionSpec:
             if getattr(self, field_name) is not None:
                 at_least(self, field_name, 1)
         at_least(self, "feature_cache_mb", 0)
+        at_least(self, "head_rounds", 1)
+        if self.head_lr is not None:
+            check_range("SelectionSpec", "head_lr", self.head_lr, 0.0, None, lo_open=True)
+        check_range("SelectionSpec", "head_val_fraction", self.head_val_fraction, 0.0, 1.0, lo_open=True)
+        if self.head_scores() and self.privacy.dp:
+            raise FieldError("name" if self.name in self.head_scores() else "scores",
+                             f"{', '.join(self.head_scores())} trains a head on the clients' features and sends their "
+                             "layers in the clear, which the DP guard does not cover: drop it, or set "
+                             "selection.privacy.dp_epsilon=null", "selection")
         if self.feature_store is not None and self.feature_cache_mb == 0:
             raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",
                              "selection")
@@ -238,8 +255,26 @@ class SelectionSpec:
         return tuple(wanted)
 
     def statistics_scores(self) -> tuple[str, ...]:
-        """The wanted scores the statistics round computes (exact and client scores)."""
-        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT))
+        """The wanted scores of the statistics round (exact, client and head scores: the head probe
+        runs after it on the features it cached)."""
+        kinds = (registry.EXACT, registry.CLIENT, registry.HEAD)
+        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind in kinds)
+
+    def head_scores(self) -> tuple[str, ...]:
+        """The wanted head scores: the probe's rounds run when there is one."""
+        return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind == registry.HEAD)
+
+    def head_spec(self, fl: FLSpec) -> HeadSpec:
+        """How the head probe trains: this spec's rounds, rate and held-out share, ``fl``'s batch,
+        local epochs and weight decay (the fine-tune's own)."""
+        return HeadSpec(rounds=self.head_rounds, lr=self.head_lr if self.head_lr is not None else fl.lr,
+                        local_epochs=fl.local_epochs, batch_size=fl.batch_size, weight_decay=fl.weight_decay,
+                        val_fraction=self.head_val_fraction)
+
+    @property
+    def reuses_features(self) -> bool:
+        """A later round reads the statistics round's features again (GBC's PCA round, the head probe)."""
+        return self.rounds == 2 or bool(self.head_scores())
 
     @property
     def needs_statistics(self) -> bool:

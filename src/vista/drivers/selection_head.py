@@ -1,0 +1,84 @@
+"""The head probe's rounds in a selection run (:mod:`vista.selection.head_probe`).
+
+After the statistics round, when a head score is wanted (``head_probe``), the server runs the
+probe on the same workers: ``rounds + 1`` parallel ``head_train`` tasks, one job per candidate
+and scored client. In round ``r`` each client scores the layer after ``r - 1`` rounds on its
+held-out rows and, but in the last round, trains it on the others; the server averages the
+layers (FedAvg, by probe-train rows) and adds up the reports into the candidate's curve. Every
+head score is then its function of that curve. The clients read the features the statistics
+round cached, so the probe adds no forward pass (a worker on another host re-encodes once).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from vista.pipeline import EventManager, Executor, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
+from vista.selection import scores as registry
+from vista.selection.head_probe import Head, HeadSpec, average, init_head, round_point
+from vista.selection.search import Cost
+
+log = logging.getLogger(__name__)
+
+
+def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], classes: int, head: HeadSpec,
+                  seed: int, collect_failures: bool) -> Pipeline:
+    """The probe's rounds for every candidate at once (jobs candidate-major, as the statistics round)."""
+
+    def plan(ctx: FLContext) -> Jobs:
+        if ctx.round == 1:
+            ctx["heads"] = {n: init_head(classes, dims[n], head, seed) for n in names}
+            ctx["curves"] = {n: [] for n in names}
+            ctx["failed_jobs"], ctx["cost"] = [], Cost()
+        ctx.keep("heads", "curves", "failed_jobs", "cost")
+        train = ctx.round <= head.rounds
+        return Jobs([JobSpec("head_train", (m, c), {"head": ctx["heads"][n], "round": ctx.round, "train": train})
+                     for m, n in enumerate(names) for c in cohort])
+
+    def collect(ctx: FLContext, results: list[JobResult]) -> None:
+        ok = [r for r in results if r.ok]
+        ctx["failed_jobs"] = ctx["failed_jobs"] + [
+            {"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error, "head_round": ctx.round}
+            for r in results if not r.ok]
+        for m, n in enumerate(names):
+            mine = [r.value for r in ok if r.key[0] == m]
+            if not mine:
+                raise RuntimeError(f"candidate {n!r}: every head probe job of round {ctx.round} failed; first: "
+                                   f"{next((f['error'] for f in ctx['failed_jobs'] if f['candidate'] == n), '?')}")
+            ctx["curves"][n].append(round_point(ctx.round - 1, [v["report"] for v in mine]))
+            if ctx.round <= head.rounds:
+                ctx["heads"][n] = average([(v["head"], v["n"]) for v in mine if v["n"] > 0])
+        sent = sum(_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
+        ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
+                                         bytes_up=sum(payload_nbytes(r.value["head"]) for r in ok
+                                                      if r.value["head"] is not None),
+                                         bytes_down=sent, rounds=1)
+
+    return Pipeline(tasks=[Task("head_train", plan, mode="parallel", collect=collect,
+                                failures="collect" if collect_failures else "raise")],
+                    rounds=head.rounds + 1)
+
+
+def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], head: HeadSpec, classes: int,
+                   seed: int, events: EventManager, executor: Executor, collect_failures: bool) -> None:
+    """Run the probe after the statistics round whose context is ``ctx``, on its executor; put each
+    wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]``, and add the
+    probe's cost and failed jobs to the round's."""
+    probe = FLContext()
+    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, seed, collect_failures).run(probe, events, executor)
+    curves: dict[str, list[dict[str, Any]]] = probe["curves"]
+    for s in wanted:
+        fn = registry.SCORES[s].fn
+        ctx["scores"][s] = {n: registry.safe_value(fn(curves[n])) for n in names}
+    ctx["head_curves"] = curves
+    ctx["cost"] = ctx["cost"] + probe["cost"]
+    ctx["failed_jobs"] = ctx["failed_jobs"] + probe["failed_jobs"]
+    log.info("head probe: %d rounds; last held-out accuracy %s", head.rounds,
+             {n: round(c[-1]["val_accuracy"], 4) for n, c in curves.items()})
+
+
+def _nbytes(head: Head) -> int:
+    return int(sum(np.asarray(t).nbytes for t in head))

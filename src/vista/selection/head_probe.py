@@ -1,0 +1,155 @@
+"""The federated head probe: how far FedAvg moves a classifier on a candidate's frozen features.
+
+A frozen-feature score (LogME, GBC, H-score) says how separable a candidate's features are; it
+cannot see how fast federated training gets there. Under label skew a candidate whose features
+separate the classes can still sit at the majority rate after the rounds its fine-tune has (the
+study's rotten_tomatoes: SmolLM2, design note 88). The probe trains what a fine-tune trains from
+its first step, a softmax layer on the features the classifier reads, with FedAvg over the
+clients' cached features of the statistics round at the fine-tune's own rate, batch and local
+epochs, and scores the global layer on a split each client holds out of its sample.
+
+It costs no forward pass beyond the statistics round's (the features are cached); each round
+moves a ``C x D`` layer and its bias per client and candidate, both ways. The clients' layers
+reach the server in the clear (no secure sum, no DP): a run warns, and DP refuses the probe.
+
+Every number is a pure function of the features, the labels, :class:`HeadSpec` and the seed:
+:func:`simulate` runs the protocol in one process (a study, the tests), and the selection
+driver runs the same :func:`local_update` / :func:`evaluate` / :func:`average` as client jobs,
+so the two agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vista.checks import at_least, check_range
+from vista.data.holdout import hold_out
+from vista.selection.sampling import derived_seed
+
+__all__ = ["Head", "HeadSpec", "average", "evaluate", "init_head", "local_update", "round_point", "simulate", "split_rows"]
+
+Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How the probe trains: ``rounds`` of FedAvg, each client ``local_epochs`` of AdamW at ``lr``
+    in batches of ``batch_size``; ``val_fraction`` of each client's sampled texts held out and
+    scored; the layer starts at N(0, ``init_std``), as Hugging Face initialises a classifier."""
+
+    rounds: int = 6
+    lr: float = 2e-3
+    local_epochs: int = 1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    val_fraction: float = 0.2
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "local_epochs", "batch_size"):
+            at_least(self, name, 1)
+        check_range("HeadSpec", "lr", self.lr, 0.0, None, lo_open=True)
+        check_range("HeadSpec", "val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def split_rows(indices: np.ndarray, fraction: float, seed: int, client: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (into features encoded in ``indices``' order) of a client's probe-train and
+    held-out rows: :func:`~vista.data.holdout.hold_out`'s seeded draw, the same for every candidate."""
+    indices = np.asarray(indices, dtype=np.int64)
+    held = hold_out(np.sort(indices), fraction, derived_seed(seed, 13), client)
+    val = np.isin(indices, held.val)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def init_head(classes: int, dim: int, spec: HeadSpec, seed: int) -> Head:
+    """The layer every client starts round 1 from (the same draw on the server and in the tests)."""
+    rng = np.random.default_rng(derived_seed(seed, 14, dim))
+    w = (rng.standard_normal((classes, dim)) * spec.init_std).astype(np.float32)
+    return w, np.zeros(classes, np.float32)
+
+
+def local_update(head: Head, x: np.ndarray, y: np.ndarray, spec: HeadSpec, seed: int) -> Head:
+    """A client's ``local_epochs`` of AdamW from ``head`` on its rows ``x`` (n x D) and labels ``y``,
+    in a seeded order; returns the new layer (float32). No rows: the layer unchanged."""
+    import torch
+
+    if len(y) == 0:
+        return head
+    w = torch.tensor(head[0], dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(head[1], dtype=torch.float32, requires_grad=True)
+    xs, ys = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y, np.int64))
+    opt = torch.optim.AdamW([w, b], lr=spec.lr, weight_decay=spec.weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(spec.local_epochs):
+        perm = torch.randperm(len(ys), generator=order)
+        for start in range(0, len(perm), spec.batch_size):
+            i = perm[start : start + spec.batch_size]
+            loss = torch.nn.functional.cross_entropy(xs[i] @ w.T + b, ys[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return w.detach().numpy().copy(), b.detach().numpy().copy()
+
+
+def evaluate(head: Head, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """What a client reports of ``head`` on its held-out rows: correct predictions, summed
+    cross-entropy, rows (sums the server adds up)."""
+    import torch
+
+    if len(y) == 0:
+        return {"correct": 0, "loss_sum": 0.0, "n": 0}
+    logits = torch.as_tensor(np.asarray(x, np.float32)) @ torch.as_tensor(head[0]).T + torch.as_tensor(head[1])
+    ys = torch.as_tensor(np.asarray(y, np.int64))
+    loss = torch.nn.functional.cross_entropy(logits, ys, reduction="sum")
+    return {"correct": int((logits.argmax(1) == ys).sum()), "loss_sum": float(loss), "n": int(len(ys))}
+
+
+def average(updates: Sequence[tuple[Head, int]]) -> Head:
+    """FedAvg: the layers weighted by the clients' probe-train rows (float64 sums, float32 out)."""
+    total = sum(n for _, n in updates)
+    if total == 0:
+        raise ValueError("no client trained the head (every client held no probe-train rows)")
+    w = sum(np.asarray(h[0], np.float64) * n for h, n in updates)
+    b = sum(np.asarray(h[1], np.float64) * n for h, n in updates)
+    return (w / total).astype(np.float32), (b / total).astype(np.float32)
+
+
+def round_point(round_: int, reports: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """One point of the curve: the global layer after ``round_`` rounds on every held-out row."""
+    n = sum(int(r["n"]) for r in reports)
+    correct = sum(int(r["correct"]) for r in reports)
+    loss = sum(float(r["loss_sum"]) for r in reports)
+    return {"round": round_, "val_accuracy": correct / n if n else float("nan"),
+            "val_loss": loss / n if n else float("nan"), "val_examples": n}
+
+
+def simulate(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: int, spec: HeadSpec,
+             seed: int) -> list[dict[str, float]]:
+    """The probe in one process: ``clients`` maps a client id to (its text indices, its features
+    in that order, their labels); returns the curve, one point per round from 0 (the first layer)
+    to ``spec.rounds`` (:func:`round_point`), as the driver's rounds report it."""
+    dims = {np.asarray(f).shape[1] for _, f, _ in clients.values()}
+    if len(dims) != 1:
+        raise ValueError(f"the clients' features differ in width: {sorted(dims)}")
+    head = init_head(classes, dims.pop(), spec, seed)
+    rows = {c: split_rows(idx, spec.val_fraction, seed, c) for c, (idx, _, _) in clients.items()}
+
+    def point(r: int) -> dict[str, float]:
+        return round_point(r, [evaluate(head, np.asarray(f)[rows[c][1]], np.asarray(y)[rows[c][1]])
+                               for c, (_, f, y) in sorted(clients.items())])
+
+    curve = [point(0)]
+    for r in range(1, spec.rounds + 1):
+        updates = []
+        for c in sorted(clients):
+            _, f, y = clients[c]
+            tr = rows[c][0]
+            updates.append((local_update(head, np.asarray(f)[tr], np.asarray(y)[tr], spec,
+                                         derived_seed(seed, 15, r, c)), len(tr)))
+        head = average(updates)
+        curve.append(point(r))
+    return curve

@@ -1,0 +1,83 @@
+"""The federated head probe in a selection run: the driver's rounds give exactly the curve that
+:func:`vista.selection.head_probe.simulate` computes in one process from the same features, with or
+without the feature cache, and the score is its function of that curve."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from support.experiments import tiny_parts
+
+from vista.checks import FieldError
+from vista.data.fednlp import FedNLPData, FedNLPPartition
+from vista.drivers.selection import run_selection
+from vista.models.hub import ModelSpec
+from vista.selection.feature_cache import FeatureCache, feature_key
+from vista.selection.head_probe import simulate
+from vista.selection.head_scores import head_probe
+from vista.selection.privacy import GUARDED, PrivacySpec, admit
+from vista.selection.spec import SelectionSpec
+
+NAMES = ("bert", "gpt2")
+
+
+@pytest.fixture(scope="module")
+def candidates(arch_hub):
+    return tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in NAMES)
+
+
+def _run(tiny_hub, tiny_data, candidates, out, **spec):
+    parts = tiny_parts(tiny_hub, *tiny_data)
+    sel = SelectionSpec(name="head_probe", candidates=candidates, max_seq_len=32, head_rounds=3, **spec)
+    return run_selection(dataclasses.replace(parts, selection=sel), out)["selection"], parts
+
+
+def test_the_run_gives_the_simulated_curve_from_the_stored_features(arch_hub, tiny_hub, tiny_data, candidates,
+                                                                     tmp_path, one_torch_thread):
+    store = tmp_path / "store"
+    sel, parts = _run(tiny_hub, tiny_data, candidates, tmp_path / "run", feature_store=str(store), scores=("logme",))
+    data, part = tiny_data
+    fed, clients = FedNLPData(data), FedNLPPartition(part, "uniform").clients
+    cache = FeatureCache(store, 2**30)
+    head = SelectionSpec(head_rounds=3).head_spec(parts.fl)
+    assert head.lr == parts.fl.lr and head.batch_size == parts.fl.batch_size  # the fine-tune's own rate and batch
+    for name in NAMES:
+        rows = {}
+        for c in sorted(clients):
+            idx = np.asarray(clients[c].train, dtype=np.int64)
+            y = fed.labels(idx)
+            adm = admit(y, fed.num_labels, GUARDED)
+            if adm.eligible:
+                kept = idx[adm.keep]
+                f = cache.get(feature_key(name, c, "auto", 32, kept))
+                assert f is not None and f.shape[0] == len(kept)
+                rows[c] = (kept, f, y[adm.keep])
+        curve = simulate(rows, fed.num_labels, head, parts.seed)
+        assert sel["head_curves"][name] == curve  # every float, round 0 (the first layer) to 3
+        assert [p["round"] for p in curve] == [0, 1, 2, 3]
+        assert sel["scores"]["head_probe"][name] == head_probe(curve)
+        assert sel["scores"]["logme"][name] is not None  # the statistics round's scores beside it
+    assert sel["ranked_by"] == "head_probe"
+    # the statistics round, then 3 training rounds and the evaluation round; no forward pass added
+    assert sel["cost"]["rounds"] == 1 + 3 + 1
+    assert sel["cost"]["bytes_up"] > 0 and sel["cost"]["bytes_down"] > 0
+
+
+def test_without_the_cache_the_clients_encode_again_and_the_curve_is_the_same(tiny_hub, tiny_data, candidates,
+                                                                                tmp_path, one_torch_thread):
+    cached, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "cached")
+    again, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "again", feature_cache_mb=0)
+    assert again["head_curves"] == cached["head_curves"]
+    assert again["scores"]["head_probe"] == cached["scores"]["head_probe"]
+    # each of the 4 head rounds re-encodes every admitted text of every candidate
+    assert again["cost"]["forward_passes"] == 5 * cached["cost"]["forward_passes"]
+    assert not (tmp_path / "cached" / "feature_cache").exists()  # the clients' features do not outlive the run
+
+
+def test_dp_refuses_the_head_probe(candidates):
+    with pytest.raises(FieldError, match="head_probe trains a head on the clients' features"):
+        SelectionSpec(name="head_probe", candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
+    with pytest.raises(FieldError, match="in the clear"):
+        SelectionSpec(name="logme", scores=("head_probe",), candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
