@@ -31,6 +31,7 @@ from statistics import mean, stdev
 
 from vista.drivers.study import (
     EXPECTED,
+    HEAD_SHIPPED,
     SHIPPED,
     TIE_TOL,
     method_quality,
@@ -45,8 +46,9 @@ from vista.selection.ranking import (
 from vista.selection.scores import names as score_names
 from vista.selection.spec import SEARCH_METHODS
 
-# every registered score, auto as shipped (a sample of the texts, study.score_shipped_auto), the searches
-METHODS = (*score_names(), SHIPPED, *SEARCH_METHODS)
+# every registered score, auto and the head probe as shipped (a sample of the texts, study.score_shipped_auto and
+# score_shipped_head), the searches
+METHODS = (*score_names(), SHIPPED, HEAD_SHIPPED, *SEARCH_METHODS)
 QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 

@@ -55,7 +55,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
                           "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "auto_shipped",
-                          "successive_halving", "hybrid", "brute_force"}
+                          "head_shipped", "successive_halving", "hybrid", "brute_force"}
         # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
         # text, at the study's own length here; the round's directory is named by its sampling
         shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
@@ -66,6 +66,15 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         # ... and at the study's length (32 here), so every token: its compute counts them all
         assert m["auto_shipped"]["token_share"] == 1.0
         assert selection_compute(res, "auto_shipped") == selection_compute(res, "auto")
+        # the head probe as shipped: the same sample, then 6 rounds at the setting's own rate and batch
+        # (design note 88), on the features the statistics round cached: no forward pass more
+        head = m["head_shipped"]
+        assert head["sampling"] == SHIPPED_AUTO and head["token_share"] == 1.0
+        assert (head["head"]["lr"], head["head"]["batch_size"], head["head"]["rounds"]) == (cfg.lr, 8, 6)
+        assert head["cost"]["rounds"] == 1 + 6 + 1 and head["cost"]["backward_passes"] == 0
+        assert head["cost"]["forward_passes"] == m["auto_shipped"]["cost"]["forward_passes"]
+        assert all([p["round"] for p in c] == list(range(7)) for c in head["curves"].values())
+        assert rank_by(head["scores"])[0] == head["chosen"]
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -169,7 +178,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
     assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 17
+    assert len(rows) == 4 * 18  # 17 methods and head_shipped
 
     # refresh_results.py: a result scored before the share was recorded, at a study length of 64, gets
     # the share of 64-token texts a 32-token round keeps; searches recorded under another rule are

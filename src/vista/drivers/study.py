@@ -272,6 +272,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
         result.setdefault("seconds", {})[f"statistics_{pooling}"] = stats["selection_seconds"]
         changed = True
     changed = score_shipped_auto(cfg, data_file, out_dir, result) or changed
+    changed = score_shipped_head(cfg, data_file, out_dir, result) or changed
     if changed:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
@@ -300,6 +301,28 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
     got = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
     result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO, "token_share": share}
+    return True
+
+
+HEAD_SHIPPED = "head_shipped"  # selection=head_probe on auto's shipped sample (score_shipped_head)
+
+
+def score_shipped_head(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
+    """Score ``head_shipped`` into ``result``: ``selection=head_probe`` as a live run makes it, on
+    :data:`SHIPPED_AUTO`'s texts and length (a statistics round, then the probe's rounds at the
+    setting's own rate, batch and local epochs), its curves and :class:`HeadSpec` beside its
+    quality; its compute counts tokens as auto_shipped's does. False when ``result`` has it."""
+    if HEAD_SHIPPED in result["methods"]:
+        return False
+    parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
+    spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, **SHIPPED_AUTO)
+    tag = "-".join(str(v) for v in SHIPPED_AUTO.values())
+    run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{tag}")
+    result["methods"][HEAD_SHIPPED] = _entry(
+        HEAD_SHIPPED, result["truth"], run["scores"]["head_probe"], Cost(**run["cost"]),
+        result.get("tie_tol", cfg.tie_tol), sampling=SHIPPED_AUTO,
+        token_share=shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
+        head=dataclasses.asdict(spec.head_spec(parts.fl)), curves=run["head_curves"])
     return True
 
 
