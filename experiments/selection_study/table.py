@@ -31,6 +31,7 @@ from statistics import mean, stdev
 
 from vista.drivers.study import (
     EXPECTED,
+    HEAD_GBC_SHIPPED,
     HEAD_SHIPPED,
     SHIPPED,
     TIE_TOL,
@@ -46,9 +47,9 @@ from vista.selection.ranking import (
 from vista.selection.scores import names as score_names
 from vista.selection.spec import SEARCH_METHODS
 
-# every registered score, auto and the head probe as shipped (a sample of the texts, study.score_shipped_auto and
-# score_shipped_head), the searches
-METHODS = (*score_names(), SHIPPED, HEAD_SHIPPED, *SEARCH_METHODS)
+# every registered score, auto, the head probe and the two together as shipped (a sample of the texts,
+# study.score_shipped_auto and score_shipped_head), the searches
+METHODS = (*score_names(), SHIPPED, HEAD_SHIPPED, HEAD_GBC_SHIPPED, *SEARCH_METHODS)
 QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 

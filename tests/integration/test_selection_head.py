@@ -14,9 +14,10 @@ from vista.checks import FieldError
 from vista.data.fednlp import FedNLPData, FedNLPPartition
 from vista.drivers.selection import run_selection
 from vista.models.hub import ModelSpec
+from vista.selection.combine import gbc_prior
 from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import simulate
-from vista.selection.head_scores import head_probe
+from vista.selection.head_scores import head_gbc_rule, head_probe
 from vista.selection.privacy import GUARDED, PrivacySpec, admit
 from vista.selection.spec import SelectionSpec
 
@@ -28,9 +29,9 @@ def candidates(arch_hub):
     return tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in NAMES)
 
 
-def _run(tiny_hub, tiny_data, candidates, out, **spec):
+def _run(tiny_hub, tiny_data, candidates, out, name_="head_probe", **spec):
     parts = tiny_parts(tiny_hub, *tiny_data)
-    sel = SelectionSpec(name="head_probe", candidates=candidates, max_seq_len=32, head_rounds=3, **spec)
+    sel = SelectionSpec(name=name_, candidates=candidates, max_seq_len=32, head_rounds=3, **spec)
     return run_selection(dataclasses.replace(parts, selection=sel), out)["selection"], parts
 
 
@@ -74,6 +75,17 @@ def test_without_the_cache_the_clients_encode_again_and_the_curve_is_the_same(ti
     # each of the 4 head rounds re-encodes every admitted text of every candidate
     assert again["cost"]["forward_passes"] == 5 * cached["cost"]["forward_passes"]
     assert not (tmp_path / "cached" / "feature_cache").exists()  # the clients' features do not outlive the run
+
+
+def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, candidates, tmp_path,
+                                                         one_torch_thread):
+    sel, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "hg")
+    both, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "both", name_="head_gbc")
+    s = both["scores"]
+    assert s["head_probe"] == sel["scores"]["head_probe"] and both["head_curves"] == sel["head_curves"]
+    assert s["head_gbc"] == head_gbc_rule(s["head_probe"], gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}))
+    # the statistics round with GBC's PCA round, then the probe's 3 + 1 rounds, all on one encode
+    assert both["cost"]["rounds"] == 2 + 3 + 1 and both["cost"]["forward_passes"] == sel["cost"]["forward_passes"]
 
 
 def test_dp_refuses_the_head_probe(candidates):

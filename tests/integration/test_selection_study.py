@@ -28,6 +28,7 @@ from vista.drivers.study import (
 )
 from vista.drivers.study_compute import corpus_token_counts, selection_compute
 from vista.models.hub import ModelSpec
+from vista.selection.head_scores import head_gbc_rule
 from vista.selection.ranking import rank_by
 from vista.selection.sampling import token_share
 from vista.selection.search import Cost
@@ -55,7 +56,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
                           "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "auto_shipped",
-                          "head_shipped", "successive_halving", "hybrid", "brute_force"}
+                          "head_shipped", "head_gbc_shipped", "successive_halving", "hybrid", "brute_force"}
         # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
         # text, at the study's own length here; the round's directory is named by its sampling
         shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
@@ -75,6 +76,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert head["cost"]["forward_passes"] == m["auto_shipped"]["cost"]["forward_passes"]
         assert all([p["round"] for p in c] == list(range(7)) for c in head["curves"].values())
         assert rank_by(head["scores"])[0] == head["chosen"]
+        assert head["scores"] == {n: c[-1]["val_accuracy"] for n, c in head["curves"].items()}
+        # the probe beside auto's rule: the server's rule on the two runs' values, one encode
+        both = m["head_gbc_shipped"]
+        assert both["scores"] == head_gbc_rule(head["scores"], m["auto_shipped"]["scores"])
+        assert both["cost"]["forward_passes"] == m["auto_shipped"]["cost"]["forward_passes"]
+        assert both["cost"]["rounds"] == m["auto_shipped"]["cost"]["rounds"] + 8
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01
@@ -178,7 +185,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
     assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 18  # 17 methods and head_shipped
+    assert len(rows) == 4 * 19  # 17 methods, head_shipped and head_gbc_shipped
 
     # refresh_results.py: a result scored before the share was recorded, at a study length of 64, gets
     # the share of 64-token texts a 32-token round keeps; searches recorded under another rule are

@@ -7,19 +7,19 @@ import pytest
 
 from vista.checks import FieldError
 from vista.selection.head_probe import HeadSpec, average, evaluate, init_head, local_update, simulate, split_rows
-from vista.selection.head_scores import head_probe
+from vista.selection.head_scores import head_gbc_rule, head_probe
 
 
-def _clients(scale: float, skew: bool, seed: int = 0, n: int = 40, dim: int = 8):
-    """Two well-separated classes (means +-2 on the first axis) times ``scale``; with ``skew``
-    each client holds 90% of one class."""
+def _clients(scale: float, skew: bool, seed: int = 0, n: int = 40, dim: int = 8, shift: float = 2.0):
+    """Two classes (means +-``shift`` on the first axis) times ``scale``; with ``skew`` each
+    client holds 90% of one class."""
     rng = np.random.default_rng(seed)
     out = {}
     for c in range(4):
         p = (0.9 if c % 2 else 0.1) if skew else 0.5
         y = (rng.random(n) < p).astype(np.int64)
         x = rng.standard_normal((n, dim)).astype(np.float32)
-        x[:, 0] += np.where(y == 1, 2.0, -2.0)
+        x[:, 0] += np.where(y == 1, shift, -shift)
         out[c] = (np.arange(100 * c, 100 * c + n), x * scale, y)
     return out
 
@@ -60,17 +60,16 @@ def test_the_curve_rises_on_separable_features_and_repeats_exactly():
     assert [p["round"] for p in curve] == [0, 1, 2, 3, 4] and curve[0]["val_examples"] == 40
     assert curve[-1]["val_accuracy"] >= 0.9 and curve[-1]["val_loss"] < curve[0]["val_loss"]
     assert simulate(_clients(1.0, False), 2, spec, seed=0) == curve
-    assert head_probe(curve) == pytest.approx(curve[-1]["val_accuracy"] - curve[-1]["val_loss"] / 1000)
+    assert head_probe(curve) == curve[-1]["val_accuracy"]
 
 
-def test_the_probe_sees_what_a_slow_federated_start_costs():
-    """The same separable classes at 1/50 of the scale: AdamW's steps move the logits 50x less,
-    so in 2 rounds the layer is still near its start under label skew (the rotten_tomatoes case
-    reversed: here the small features are the slow ones)."""
-    spec = HeadSpec(rounds=2, lr=2e-3, batch_size=16)
-    fast = simulate(_clients(1.0, True), 2, spec, seed=0)
-    slow = simulate(_clients(0.02, True), 2, spec, seed=0)
-    assert head_probe(fast) > head_probe(slow)
+def test_the_probe_ranks_features_by_how_far_federated_training_gets_on_them():
+    """Under label skew, in 3 rounds: classes 2 units apart reach a high held-out accuracy,
+    0.2 units apart (the same spread) stay near the majority rate."""
+    spec = HeadSpec(rounds=3, lr=1e-2, batch_size=16)
+    far = simulate(_clients(1.0, True, shift=2.0), 2, spec, seed=0)
+    near = simulate(_clients(1.0, True, shift=0.2), 2, spec, seed=0)
+    assert head_probe(far) >= 0.8 > 0.65 >= head_probe(near)
 
 
 def test_head_spec_checks_its_fields():
@@ -83,3 +82,11 @@ def test_head_spec_checks_its_fields():
     with pytest.raises(ValueError, match="differ in width"):
         simulate({0: (np.arange(4), np.zeros((4, 3)), np.zeros(4, np.int64)),
                   1: (np.arange(4), np.zeros((4, 2)), np.zeros(4, np.int64))}, 2, HeadSpec(), 0)
+
+
+def test_head_gbc_lets_auto_order_what_the_probe_leaves_tied():
+    head = {"a": 0.5, "b": 0.5, "c": 0.9, "d": None}
+    auto = {"a": -1.0, "b": 1.0, "c": -2.0, "d": 3.0}
+    got = head_gbc_rule(head, auto)
+    assert got["d"] is None  # no probe value: ranks last, as the probe alone ranks it
+    assert got["c"] > got["b"] > got["a"]  # the probe leads; auto breaks its tie

@@ -42,6 +42,7 @@ from vista.drivers.study_budget import (  # noqa: F401 - the study's API
     check_budget,
 )
 from vista.drivers.study_compute import corpus_token_counts
+from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED, head_entry, rescore_heads  # noqa: F401
 from vista.drivers.study_quality import EXPECTED, method_quality, quality_of  # noqa: F401 - the study's API
 from vista.drivers.study_truth import check_truth, truth_of, truth_rounds
 from vista.fl.aggregators import FedAvg
@@ -55,7 +56,7 @@ from vista.selection.combine import server_scores
 from vista.selection.metrics import GBC_PCA_DIM
 from vista.selection.privacy import GUARDED, PrivacySpec
 from vista.selection.sampling import token_share
-from vista.selection.scores import CLIENT, COMBINED, EXACT, PRIOR, SCORES
+from vista.selection.scores import CLIENT, COMBINED, EXACT, HEAD, PRIOR, SCORES
 from vista.selection.scores import names as score_names
 from vista.selection.search import Cost, ReplayOracle, hybrid, successive_halving
 from vista.selection.spec import SelectionSpec
@@ -66,7 +67,8 @@ PARTITIONS: dict[str, tuple[str, float | None]] = {"iid": ("uniform", None), "al
 
 
 def stat_methods() -> tuple[str, ...]:
-    """The registry's scores that need client work (exact and client scores)."""
+    """The registry's scores that need client work (exact and client scores). The head probe's
+    are studied on auto's sample of the texts only (:func:`score_shipped_head`)."""
     return (*score_names(EXACT), *score_names(CLIENT))
 
 
@@ -76,8 +78,9 @@ def prior_methods() -> tuple[str, ...]:
 
 def combined_methods() -> tuple[str, ...]:
     """The registry's combined scores (``auto`` among them): computed by the server from their
-    components' values, no client work of their own."""
-    return score_names(COMBINED)
+    components' values, no client work of their own; but those of a head score (head_gbc:
+    :func:`score_shipped_head`)."""
+    return tuple(m for m in score_names(COMBINED) if not any(SCORES[u].kind == HEAD for u in SCORES[m].uses))
 
 
 SEARCH_METHODS = ("successive_halving", "hybrid")
@@ -304,26 +307,20 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     return True
 
 
-HEAD_SHIPPED = "head_shipped"  # selection=head_probe on auto's shipped sample (score_shipped_head)
-
-
 def score_shipped_head(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
-    """Score ``head_shipped`` into ``result``: ``selection=head_probe`` as a live run makes it, on
-    :data:`SHIPPED_AUTO`'s texts and length (a statistics round, then the probe's rounds at the
-    setting's own rate, batch and local epochs), its curves and :class:`HeadSpec` beside its
-    quality; its compute counts tokens as auto_shipped's does. False when ``result`` has it."""
-    if HEAD_SHIPPED in result["methods"]:
-        return False
-    parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
-    spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, **SHIPPED_AUTO)
-    tag = "-".join(str(v) for v in SHIPPED_AUTO.values())
-    run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{tag}")
-    result["methods"][HEAD_SHIPPED] = _entry(
-        HEAD_SHIPPED, result["truth"], run["scores"]["head_probe"], Cost(**run["cost"]),
-        result.get("tie_tol", cfg.tie_tol), sampling=SHIPPED_AUTO,
-        token_share=shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
-        head=dataclasses.asdict(spec.head_spec(parts.fl)), curves=run["head_curves"])
-    return True
+    """Score ``head_shipped`` and ``head_gbc_shipped`` into ``result`` (:mod:`~vista.drivers.study_head`):
+    ``selection=head_probe`` as a live run makes it, on :data:`SHIPPED_AUTO`'s texts and length (a
+    statistics round, then the probe's rounds at the setting's own rate, batch and local epochs),
+    run once and re-scored from its kept curves after; True if an entry changed."""
+    m, made = result["methods"], HEAD_SHIPPED not in result["methods"]
+    if made:
+        parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
+        spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, **SHIPPED_AUTO)
+        tag = "-".join(str(v) for v in SHIPPED_AUTO.values())
+        run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{tag}")
+        m[HEAD_SHIPPED] = head_entry(run, SHIPPED_AUTO, shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
+                                     dataclasses.asdict(spec.head_spec(parts.fl)))
+    return rescore_heads(m, result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED) or made
 
 
 def shipped_token_share(candidates: Sequence[ModelSpec], data_file: Path, full_length: int) -> float:

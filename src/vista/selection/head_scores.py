@@ -1,20 +1,33 @@
 """Scores of the federated head probe (:mod:`vista.selection.head_probe`): functions of one
-candidate's curve, the global layer's held-out accuracy and loss after each round."""
+candidate's curve, the global layer's held-out accuracy and loss after each round, and
+``head_gbc``, the probe beside auto's frozen-feature rule (design note 88)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vista.selection.scores import HEAD, score
+from vista.selection.combine import gbc_prior, weighted_z
+from vista.selection.scores import COMBINED, HEAD, score
 
-# a tie-break, never a reason: held-out accuracy moves in steps of 1 / (held-out rows), ~1/80 in
-# auto's round, far above any capped loss / 1000
-_LOSS_CAP, _LOSS_WEIGHT = 10.0, 1e-3
+HEAD_WEIGHT_OF_AUTO = 0.5  # auto's (gbc_prior's) weight beside the probe's, in z units (design note 88)
 
 
 @score(kind=HEAD)
 def head_probe(curve: Sequence[dict[str, Any]]) -> float:
-    """Held-out accuracy of the federated head after its last round (equal accuracies: lower loss first)."""
-    last = curve[-1]
-    return float(last["val_accuracy"]) - _LOSS_WEIGHT * min(float(last["val_loss"]), _LOSS_CAP)
+    """Held-out accuracy of the federated head after its last round (equal accuracies stay tied)."""
+    return float(curve[-1]["val_accuracy"])
+
+
+def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | None]) -> dict[str, float | None]:
+    """``z(head_probe) + 0.5 z(gbc_prior)``: the probe leads, auto's rule orders what it barely
+    separates (several candidates at the majority rate). The study applies it to the values a run
+    recorded; ``head_gbc`` to a run's own."""
+    return weighted_z({"head_probe": head, "gbc_prior": auto}, {"head_probe": 1.0, "gbc_prior": HEAD_WEIGHT_OF_AUTO},
+                      required=("head_probe",))
+
+
+@score("head_gbc", kind=COMBINED, uses=("head_probe", "gbc", "param_prior"))
+def head_gbc(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
+    """z(head_probe) + 0.5 z(z(GBC) + 0.5 z(log10 parameters)): the head probe, then auto's rule."""
+    return head_gbc_rule(table["head_probe"], gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
