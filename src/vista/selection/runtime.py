@@ -142,12 +142,7 @@ class StatisticsRuntime:
         candidate, client = key
         a = self.args
         second = payload.get("basis") is not None  # the PCA round: centred features on the pooled PCA basis
-        if self._partition is None:
-            self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
-        every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
-        idx = capped(every, a.max_texts, a.seed, client)
-        labels = np.asarray(self.data.labels(idx), dtype=np.int64)
-        adm = admit(labels, a.num_labels, a.privacy)
+        every, idx, labels, adm = self._sample(client)
         kept = idx[adm.keep]  # what client_statistics encodes
         cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
         cached = self.cache.get(cache_key) if (second or a.keep_features) and adm.eligible else None
@@ -188,6 +183,17 @@ class StatisticsRuntime:
                 "withheld_classes": list(adm.withheld_classes), "local_logme": local, "local_weight": weight,
                 "dim": int(enc.dim), "pooling": getattr(enc, "pooling", None), "cached": cached is not None}
 
+    def _sample(self, client: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """A client's train indices, the seeded sample it encodes (``max_texts``), that sample's
+        labels and its admission by the privacy guard: the same in every round and job."""
+        a = self.args
+        if self._partition is None:
+            self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
+        every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
+        idx = capped(every, a.max_texts, a.seed, client)
+        labels = np.asarray(self.data.labels(idx), dtype=np.int64)
+        return every, idx, labels, admit(labels, a.num_labels, a.privacy)
+
     def head_train(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """One round of the head probe on this client: ``report`` scores the layer the server sent
         (``payload["head"]``) on the held-out rows; with ``payload["train"]`` the layer trained on
@@ -197,12 +203,7 @@ class StatisticsRuntime:
         a, spec = self.args, self.args.head
         if spec is None:
             raise ValueError("head_train needs StatsArgs.head (a head score wanted)")
-        if self._partition is None:
-            self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
-        every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
-        idx = capped(every, a.max_texts, a.seed, client)
-        labels = np.asarray(self.data.labels(idx), dtype=np.int64)
-        adm = admit(labels, a.num_labels, a.privacy)
+        _, idx, labels, adm = self._sample(client)
         head = payload["head"]
         if not adm.eligible:  # as in the statistics round: a client too small to admit contributes nothing
             return {"head": None, "n": 0, "report": evaluate(head, np.zeros((0, 1)), np.zeros(0)),
