@@ -83,7 +83,8 @@ def rescore(cfg: StudyConfig, setting: Path, data: Path, result: dict, knob: Kno
     seed, into ``out/uncapped``, or ``out/<knob>``: at a length of its own, every text encoded once
     for the draws to slice), from its kept features."""
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], setting)
-    spec = SelectionSpec(name="auto", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
+    # gbc_prior: what auto was when this was measured (design note 89 made auto head_gbc)
+    spec = SelectionSpec(name="gbc_prior", candidates=cfg.candidates, scores=("logme",), privacy=cfg.privacy,
                          feature_store=str(setting / "features"), max_texts_per_client=knob.max_texts_per_client,
                          client_fraction=knob.client_fraction, min_texts_per_round=knob.min_texts_per_round,
                          max_seq_len=knob.max_seq_len)
@@ -98,9 +99,21 @@ def reproduce(cfg: StudyConfig, setting: Path, data: Path, result: dict, out: Pa
     """The setting's own statistics round again, from its store (a store that lacks the features
     gets them encoded once, uncapped, for the draws to slice): it must give the study's scores."""
     sel = rescore(cfg, setting, data, result, Knob(), None, out)
-    off = [m for m in METHODS if not _same(sel["scores"][m], result["methods"][m]["scores"])]
+    off = [m for m in METHODS if not _same(sel["scores"][_name(m)], _recorded(result, m)["scores"])]
     if off:
         raise SystemExit(f"{setting}: re-scored {off} differ from the study's: a stale feature store?")
+
+
+def _name(method: str) -> str:
+    """The registry's name of what this script measures as ``auto``: gbc_prior, auto when it was
+    measured (design note 89 made auto head_gbc, which the study scores on auto's sample only)."""
+    return "gbc_prior" if method == "auto" else method
+
+
+def _recorded(result: dict, method: str) -> dict:
+    """A method's entry in a study result; ``auto``: gbc_prior's in runs made since design note 89."""
+    m = result["methods"]
+    return m[method] if method in m else m[_name(method)]
 
 
 def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, draw: int,
@@ -110,18 +123,18 @@ def rows_of(result: dict, truth: dict[str, float], sel: dict | None, knob: str, 
     selection compute (``sel`` None: the setting's own uncapped round), its encoded texts scaled by
     ``token_share`` (the share of the study length's tokens a shorter length keeps)."""
     if sel is None:
-        passes = result["methods"]["auto"]["cost"]["forward_passes"]
-        scores = {m: result["methods"][m]["scores"] for m in METHODS}
+        passes = _recorded(result, "auto")["cost"]["forward_passes"]
+        scores = {m: _recorded(result, m)["scores"] for m in METHODS}
     else:
         passes = sum(r["examples"] for r in sel["clients"]) * len(result["truth"])  # one encode per text and candidate
-        scores = {m: sel["scores"][m] for m in METHODS}
+        scores = {m: sel["scores"][_name(m)] for m in METHODS}
     rows = []
     for m in METHODS:
         q = quality_of(truth, scores[m], tie_tol)
         rows.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"],
                      "knob": knob, "draw": draw, "method": m, "kendall_tau": q["kendall_tau"],
                      "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
-                     "kept_pick": q["chosen"] == result["methods"][m]["chosen"], "forward_passes": passes,
+                     "kept_pick": q["chosen"] == _recorded(result, m)["chosen"], "forward_passes": passes,
                      "token_share": token_share, "compute_vs_bf": passes * token_share / bf})
     return rows
 

@@ -185,13 +185,13 @@ def test_live_successive_halving_equals_replay_of_brute_force(tiny_hub, tiny_dat
     # the survivor was continued, not retrained: its stretches are separate run directories
     chosen = sh["chosen"]
     assert sorted(p.name for p in (tmp_path / "sh" / "search" / chosen).iterdir()) == ["rounds_1-1", "rounds_2-2"]
-    # hybrid shortlists by auto unless told (design note 70), then halves like the replay; its shortlist
+    # hybrid shortlists by gbc_prior unless told (auto from design note 70 to 89), then halves like the replay; its shortlist
     # round honours the sampling knobs hybrid.yaml sets (design note 74), here a cap of 8 the tiny clients feel
     spec = SelectionSpec(name="hybrid", candidates=candidates, max_texts_per_client=8, max_seq_len=32,
                          val_fraction=val)
     hy = run_selection(_parts(tiny_hub, tiny_data, candidates, spec, lr=lr), tmp_path / "hy")["selection"]
-    seeded = hybrid(hy["scores"]["auto"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
-    assert set(hy["scores"]) >= {"auto", "gbc", "param_prior"} and "logme" not in hy["scores"]
+    seeded = hybrid(hy["scores"]["gbc_prior"], ReplayOracle(bf["histories"]), 2, 1, 2, 2)
+    assert set(hy["scores"]) >= {"gbc_prior", "gbc", "param_prior"} and "logme" not in hy["scores"]
     assert hy["chosen"] == seeded.chosen and hy["search"]["cost"]["rounds"] == seeded.cost.rounds
     stats = json.loads((tmp_path / "hy" / "selection.json").read_text())["clients"]
     # no client encodes past the cap and one reaches it (the guard withholds a client's rare classes after it)

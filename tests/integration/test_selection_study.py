@@ -55,18 +55,19 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for res in results:
         m = res["methods"]
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
-                          "random", "gbc_prior", "logme_gbc", "auto", "gbc_prior_mean", "auto_shipped",
+                          "random", "gbc_prior", "logme_gbc", "gbc_prior_mean", "auto_shipped",
                           "head_shipped", "head_gbc_shipped", "successive_halving", "hybrid", "brute_force"}
         # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
         # text, at the study's own length here; the round's directory is named by its sampling
         shipped = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}"
                               / "statistics_shipped_48-384-32" / "selection.json").read_text())
         assert m["auto_shipped"]["sampling"] == SHIPPED_AUTO and shipped["clients"] == res["clients"]
-        assert m["auto_shipped"]["scores"] == pytest.approx(m["auto"]["scores"], rel=1e-9)
-        assert m["auto_shipped"]["cost"]["forward_passes"] == m["auto"]["cost"]["forward_passes"]
+        # auto_shipped: gbc_prior (auto until design note 89) on auto's sample; head_gbc_shipped is auto since
+        assert m["auto_shipped"]["scores"] == pytest.approx(m["gbc_prior"]["scores"], rel=1e-9)
+        assert m["auto_shipped"]["cost"]["forward_passes"] == m["gbc_prior"]["cost"]["forward_passes"]
         # ... and at the study's length (32 here), so every token: its compute counts them all
         assert m["auto_shipped"]["token_share"] == 1.0
-        assert selection_compute(res, "auto_shipped") == selection_compute(res, "auto")
+        assert selection_compute(res, "auto_shipped") == selection_compute(res, "gbc_prior")
         # the head probe as shipped: the same sample, then 6 rounds at the setting's own rate and batch
         # (design note 88), on the features the statistics round cached: no forward pass more
         head = m["head_shipped"]
@@ -117,11 +118,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert m["transrate"]["cost"]["bytes_up"] + m["gbc"]["cost"]["bytes_up"] - lg["bytes_up"] == measured
         assert m["gbc"]["cost"]["rounds"] == 2 and m["gbc"]["cost"]["forward_passes"] == lg["forward_passes"]  # cached features
         # the combined scores: computed by the server from their components' recorded values, at
-        # the cost of the dearest component (they share its encode); auto is gbc_prior's alias on
-        # what each classifier reads (design note 69), gbc_prior_mean the same rule scored as a live
-        # run with it scores it: on mean-pooled features, a statistics round of its own
-        assert m["gbc_prior"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"] == m["auto"]["cost"]
-        assert m["auto"]["scores"] == m["gbc_prior"]["scores"] and m["auto"]["pooling"] == "auto"
+        # the cost of the dearest component (they share its encode); gbc_prior on what each classifier
+        # reads (design note 69), gbc_prior_mean the same rule scored as a live run with it scores it:
+        # on mean-pooled features, a statistics round of its own. auto (head_gbc since design note 89)
+        # is studied on auto's sample only (head_gbc_shipped above)
+        assert m["gbc_prior"]["cost"] == m["gbc"]["cost"] == m["logme_gbc"]["cost"]
+        assert m["gbc_prior"]["pooling"] == "auto" and "auto" not in m
         assert m["gbc"]["pooling"] == "auto" and m["gbc_prior_mean"]["pooling"] == "mean" and "pooling" not in m["random"]
         pooled = json.loads((setting / "statistics_mean" / "selection.json").read_text())
         mean_rule = m["gbc_prior_mean"]
@@ -133,16 +135,16 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert rank_by(mean_rule["scores"]) == rank_by({c: z["gbc"][c] / _pstd(z["gbc"]) + 0.5 * z["param_prior"][c]
                                                         / _pstd(z["param_prior"]) for c in names})
 
-    # a setting finished under an earlier rule (auto on mean-pooled features, before gbc_prior_mean
-    # existed) gets gbc_prior_mean scored on its own pooling's round and auto back on the setting's
-    # own round, the truth and everything else kept
+    # a setting finished under an earlier rule (gbc_prior, then auto, on mean-pooled features, before
+    # gbc_prior_mean existed) gets gbc_prior_mean scored on its own pooling's round and gbc_prior back
+    # on the setting's own round, the truth and everything else kept
     setting = tmp_path / "runs" / "iid" / "seed0"
     before = json.loads((setting / "result.json").read_text())
     old = json.loads(json.dumps(before))
-    old["methods"]["auto"] = {**old["methods"].pop("gbc_prior_mean")}  # what the old rule recorded
+    old["methods"]["gbc_prior"] = {**old["methods"].pop("gbc_prior_mean")}  # what the old rule recorded
     del old["methods"]["auto_shipped"]  # ... before auto shipped a sample of the texts (design note 71)
     (setting / "result.json").write_text(json.dumps(old))
-    assert old["methods"]["auto"]["pooling"] == "mean"
+    assert old["methods"]["gbc_prior"]["pooling"] == "mean"
     mean_round = setting / "statistics_mean" / "selection.json"  # ... whose round never computed gbc_prior_mean
     stats = json.loads(mean_round.read_text())
     del stats["scores"]["gbc_prior_mean"]
@@ -157,7 +159,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     (setting / "result.json").write_text(json.dumps(old))
     assert rescore_own_poolings(cfg, data, setting)["methods"] == before["methods"]
     assert shipped_round.stat().st_mtime_ns == stamp
-    assert json.loads((setting / "result.json").read_text())["methods"]["auto"] == before["methods"]["auto"]
+    assert json.loads((setting / "result.json").read_text())["methods"]["gbc_prior"] == before["methods"]["gbc_prior"]
 
     # the setting's runs are reused only under the budget they were made with
     with pytest.raises(BudgetMismatch, match=r"lr 0.002 -> 0.005"):
@@ -185,7 +187,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
     assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 19  # 17 methods, head_shipped and head_gbc_shipped
+    assert len(rows) == 4 * 18  # 16 methods (auto is studied as head_gbc_shipped), head_shipped, head_gbc_shipped
 
     # refresh_results.py: a result scored before the share was recorded, at a study length of 64, gets
     # the share of 64-token texts a 32-token round keeps; searches recorded under another rule are
@@ -273,7 +275,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                          "--candidates", *names, "--epsilons", "8", "--draws", "2", "--clients", "4",
                          "--max-seq-len", "32", "--out", str(tmp_path / "priv")]) == 0
     out = json.loads((tmp_path / "priv" / "privacy.json").read_text())
-    per_draw = 16 - 4  # every score but random, the searches and brute force
+    per_draw = 15 - 4  # every score but random, the searches and brute force (auto, now head_gbc, refuses DP)
     assert len(out["rows"]) == 4 * (1 + 2) * per_draw and {r["epsilon"] for r in out["rows"]} == {None, 8.0}
     assert out["report"]["8.0"]["epsilon"] == pytest.approx(8.0, rel=1e-3)
     assert out["report"]["8.0"]["composition"]["total"] == 3 * 2 + 3 + 1  # sums x 2 rounds, client scores, weights
@@ -309,8 +311,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         mine = [r for r in out["rows"] if (r["partition"], r["seed"], r["method"]) == (res["partition"], res["seed"],
                                                                                        "auto")]
         own = next(r for r in mine if r["knob"] == "uncapped")
-        assert own["chosen"] == res["methods"]["auto"]["chosen"] and own["kept_pick"]
-        assert own["compute_vs_bf"] == pytest.approx(res["methods"]["auto"]["cost"]["forward_passes"] / bf)
+        # what it measures as auto is gbc_prior, auto when it was measured (design note 89)
+        assert own["chosen"] == res["methods"]["gbc_prior"]["chosen"] and own["kept_pick"]
+        assert own["compute_vs_bf"] == pytest.approx(res["methods"]["gbc_prior"]["cost"]["forward_passes"] / bf)
         for r in mine:
             if r["knob"] != "uncapped":
                 assert r["compute_vs_bf"] < own["compute_vs_bf"] and r["kept_pick"] == (r["chosen"] == own["chosen"])

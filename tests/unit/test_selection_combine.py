@@ -22,16 +22,21 @@ from vista.selection.spec import METHODS, STATS, SelectionSpec
 
 
 def test_the_registry_lists_auto_as_an_alias_of_a_combination():
-    assert {"auto", "gbc_prior", "logme_gbc"} <= set(registry.names(registry.COMBINED))
+    """auto is head_gbc since design note 89: the head probe beside gbc_prior (auto until then)."""
+    from vista.selection.head_scores import head_gbc
+
+    assert {"auto", "gbc_prior", "logme_gbc", "head_gbc"} <= set(registry.names(registry.COMBINED))
     auto = registry.SCORES["auto"]
-    assert auto.alias_of == "gbc_prior" and auto.uses == ("gbc", "param_prior") and auto.fn is gbc_prior
+    assert auto.alias_of == "head_gbc" and auto.uses == ("head_probe", "gbc", "param_prior") and auto.fn is head_gbc
+    assert registry.SCORES["gbc_prior"].uses == ("gbc", "param_prior") and registry.SCORES["gbc_prior"].fn is gbc_prior
     assert registry.SCORES["logme_gbc"].uses == ("logme", "gbc") and registry.SCORES["logme_gbc"].alias_of is None
-    assert METHODS["auto"].kind == STATS and METHODS["auto"].score == "auto"  # GBC needs the clients
+    assert METHODS["auto"].kind == STATS and METHODS["auto"].score == "auto"  # GBC and the probe need the clients
     spec = SelectionSpec(name="auto", candidates=("a", "b"))
-    # the components are recorded beside it; GBC's two rounds, no per-class Grams in round 1
-    assert spec.wanted_scores() == ("auto", "gbc", "param_prior") and spec.statistics_scores() == ("gbc",)
-    assert spec.rounds == 2 and not spec.per_class and not spec.client_logme
-    assert resolved(spec.wanted_scores())["auto"]["resolved_to"] == "gbc_prior"
+    # the components are recorded beside it; GBC's two rounds, then the probe; no per-class Grams in round 1
+    assert spec.wanted_scores() == ("auto", "head_probe", "gbc", "param_prior")
+    assert spec.statistics_scores() == ("head_probe", "gbc") and spec.head_scores() == ("head_probe",)
+    assert spec.rounds == 2 and not spec.per_class and not spec.client_logme and spec.reuses_features
+    assert resolved(spec.wanted_scores())["auto"]["resolved_to"] == "head_gbc"
     assert resolved(SelectionSpec(name="gbc", candidates=("a", "b")).wanted_scores()) == {}
 
 
@@ -53,9 +58,9 @@ def test_auto_scores_what_each_classifier_reads_and_gbc_prior_mean_mean_pooled_f
     assert SelectionSpec(name="logme", candidates=("a", "b"), scores=("gbc_prior_mean",)).feature_pooling == "auto"
     assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="gbc_prior_mean").feature_pooling == "mean"
     assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="auto").feature_pooling == "auto"
-    # hybrid shortlists by auto unless told (design note 70: registered, decided on bbc alpha = 0.1)
+    # hybrid shortlists by gbc_prior unless told (auto from design note 70 to 89, what its replays measured)
     hy = SelectionSpec(name="hybrid", candidates=("a", "b"))
-    assert hy.ranking_score == "auto" and hy.statistics_scores() == ("gbc",) and hy.rounds == 2
+    assert hy.ranking_score == "gbc_prior" and hy.statistics_scores() == ("gbc",) and hy.rounds == 2
     assert SelectionSpec(name="hybrid", candidates=("a", "b"), metric="logme").ranking_score == "logme"
     assert resolved(("auto",))["auto"]["pooling"] is None
     assert resolved(("gbc_prior_mean",))["gbc_prior_mean"]["pooling"] == "mean"
@@ -113,10 +118,15 @@ def test_a_missing_component_value():
 
 def test_the_server_computes_priors_then_combinations():
     scores = {"gbc": {"a": -1.0, "b": -1.0001, "c": -5.0}}
-    out = server_scores(("auto", "gbc", "param_prior"), ["a", "b", "c"], {"a": 10**7, "b": 10**8, "c": 10**9}, 0,
+    out = server_scores(("gbc_prior", "gbc", "param_prior"), ["a", "b", "c"], {"a": 10**7, "b": 10**8, "c": 10**9}, 0,
                         scores)
     assert out["param_prior"] == pytest.approx({"a": 7.0, "b": 8.0, "c": 9.0})
-    assert rank_by(out["auto"]) == ["b", "a", "c"] and out["auto"]["b"] == pytest.approx(0.70708, abs=1e-5)
+    assert rank_by(out["gbc_prior"]) == ["b", "a", "c"] and out["gbc_prior"]["b"] == pytest.approx(0.70708, abs=1e-5)
+    # auto (head_gbc): the probe's values arrived with the statistics; the probe ties a and b, gbc_prior orders them
+    scores["head_probe"] = {"a": 0.5, "b": 0.5, "c": 0.2}
+    out = server_scores(("auto", "head_probe", "gbc", "param_prior"), ["a", "b", "c"],
+                        {"a": 10**7, "b": 10**8, "c": 10**9}, 0, scores)
+    assert rank_by(out["auto"]) == ["b", "a", "c"]
 
 
 def test_registration_rules():

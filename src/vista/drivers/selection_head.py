@@ -41,8 +41,8 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
     def collect(ctx: FLContext, results: list[JobResult]) -> None:
         ok = [r for r in results if r.ok]
         ctx["failed_jobs"] = ctx["failed_jobs"] + [
-            {"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error, "head_round": ctx.round}
-            for r in results if not r.ok]
+            {"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error,
+             "head_round": ctx.round} for r in results if not r.ok]
         for m, n in enumerate(names):
             mine = [r.value for r in ok if r.key[0] == m]
             if not mine:

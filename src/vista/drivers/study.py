@@ -282,15 +282,18 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
     return result
 
 
-SHIPPED = "auto_shipped"  # auto as conf/selection/auto.yaml samples it (notes 70, 71, 73; a test keeps them equal)
+# gbc_prior as conf/selection/auto.yaml samples it: auto as shipped until design note 89 (notes 70, 71, 73; a
+# test keeps the sampling equal); auto as shipped since is head_gbc_shipped (study_head.py)
+SHIPPED = "auto_shipped"
 SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384, "max_seq_len": 32}
 
 
 def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
-    """Score ``auto_shipped`` into ``result``: auto on :data:`SHIPPED_AUTO`'s texts and length,
-    the setting's own seed (the draw a live run makes), from the feature store when the study keeps
-    one (capped rows are sliced out of the kept ones), with its ``token_share`` (its compute counts
-    tokens: :mod:`~vista.drivers.study_compute`). False when ``result`` has both already."""
+    """Score ``auto_shipped`` into ``result``: gbc_prior (auto until design note 89) on
+    :data:`SHIPPED_AUTO`'s texts and length, the setting's own seed (the draw a live run makes),
+    from the feature store when the study keeps one (capped rows are sliced out of the kept ones),
+    with its ``token_share`` (its compute counts tokens: :mod:`~vista.drivers.study_compute`).
+    False when ``result`` has both already."""
     entry = result["methods"].get(SHIPPED, {})
     if entry.get("sampling") == SHIPPED_AUTO and "token_share" in entry:
         return False
@@ -303,7 +306,7 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     tol, tag = result.get("tie_tol", cfg.tie_tol), "-".join(str(v) for v in SHIPPED_AUTO.values())
     stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
     got = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
-    result["methods"][SHIPPED] = {**got["auto"], "sampling": SHIPPED_AUTO, "token_share": share}
+    result["methods"][SHIPPED] = {**got["gbc_prior"], "sampling": SHIPPED_AUTO, "token_share": share}
     return True
 
 

@@ -18,7 +18,8 @@ HEAD_SHIPPED, HEAD_GBC_SHIPPED = "head_shipped", "head_gbc_shipped"
 KEPT = ("sampling", "token_share", "head", "curves")  # what a head_shipped entry keeps of its run
 
 
-def head_entry(run: dict[str, Any], sampling: dict[str, Any], token_share: float, head: dict[str, Any]) -> dict[str, Any]:
+def head_entry(run: dict[str, Any], sampling: dict[str, Any], token_share: float,
+               head: dict[str, Any]) -> dict[str, Any]:
     """What ``head_shipped`` keeps of a ``selection=head_probe`` run (its ``selection.json``)."""
     return {"cost": run["cost"], "sampling": sampling, "token_share": token_share, "head": head,
             "curves": run["head_curves"]}

@@ -13,13 +13,16 @@ it. Two rules are registered:
 * ``logme_gbc``: LogME, its near-ties (within 5% of the spread of the candidates' LogME)
   ordered by GBC. On the study it kept LogME's one miss (bbc alpha = 0.1, regret 0.32).
 
-``auto`` is ``gbc_prior`` on what each candidate's classifier reads (:data:`AUTO_POOLING`
-None; design note 69). From design note 61 to 69 it scored mean-pooled features; two settings
+``auto`` was ``gbc_prior`` on what each candidate's classifier reads (:data:`AUTO_POOLING`
+None; design note 69) until design note 89 made it ``head_gbc`` (:mod:`vista.selection.head_scores`,
+which registers the alias): the head probe beside this rule. From design note 61 to 69 it scored
+mean-pooled features; two settings
 held out and registered beforehand decided against that: on rotten_tomatoes it picked MiniLM
 (regret 0.285) where the classifiers' pooling picked SmolLM2 (0.042), and on r52 both picked
 the best but the classifiers' pooling ranked at the tie cap (tau-b 0.95 against 0.74). The
 mean-pooled rule stays registered as ``gbc_prior_mean`` so that the study keeps reporting it.
-``selection.json`` records what ``auto`` resolved to and the pooling the run used.
+``selection.json`` records what ``auto`` resolved to and the pooling the run used. Under DP,
+which the head probe refuses, ``selection=gbc_prior`` is the rule auto was.
 """
 
 from __future__ import annotations
@@ -108,8 +111,6 @@ def logme_gbc(table: Table) -> dict[str, float | None]:
     return near_ties(table["logme"], table["gbc"], NEAR_TIE)
 
 
-alias("auto", "gbc_prior", "the recommended method (design notes 54, 69): z(GBC) + 0.5 z(log10 parameters) "
-      "on the features each candidate's classifier reads", pooling=AUTO_POOLING)
 alias("gbc_prior_mean", "gbc_prior", "gbc_prior on mean-pooled features: auto from design note 61 to 69, "
       "kept so that the study reports it", pooling="mean")
 

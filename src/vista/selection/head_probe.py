@@ -30,7 +30,8 @@ from vista.checks import at_least, check_range
 from vista.data.holdout import hold_out
 from vista.selection.sampling import derived_seed
 
-__all__ = ["Head", "HeadSpec", "average", "evaluate", "init_head", "local_update", "round_point", "simulate", "split_rows"]
+__all__ = ["Head", "HeadSpec", "average", "evaluate", "init_head", "local_update", "round_point", "simulate",
+           "split_rows"]
 
 Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
 

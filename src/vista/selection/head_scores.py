@@ -1,14 +1,15 @@
 """Scores of the federated head probe (:mod:`vista.selection.head_probe`): functions of one
 candidate's curve, the global layer's held-out accuracy and loss after each round, and
-``head_gbc``, the probe beside auto's frozen-feature rule (design note 88)."""
+``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
+``auto`` is its alias since design note 89 (registered here, after ``head_gbc``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vista.selection.combine import gbc_prior, weighted_z
-from vista.selection.scores import COMBINED, HEAD, score
+from vista.selection.combine import AUTO_POOLING, gbc_prior, weighted_z
+from vista.selection.scores import COMBINED, HEAD, alias, score
 
 HEAD_WEIGHT_OF_AUTO = 0.5  # auto's (gbc_prior's) weight beside the probe's, in z units (design note 88)
 
@@ -31,3 +32,8 @@ def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | N
 def head_gbc(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
     """z(head_probe) + 0.5 z(z(GBC) + 0.5 z(log10 parameters)): the head probe, then auto's rule."""
     return head_gbc_rule(table["head_probe"], gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
+
+
+alias("auto", "head_gbc", "the recommended method (design notes 88, 89): z(head_probe) + 0.5 z(gbc_prior), "
+      "the federated head probe beside z(GBC) + 0.5 z(log10 parameters), on the features each candidate's "
+      "classifier reads; under DP selection=gbc_prior", pooling=AUTO_POOLING)

@@ -38,7 +38,8 @@ SEARCH_METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("successive_halving", SEARCH),
-        Method("hybrid", SEARCH, "auto"),  # metric top-k (auto: design note 70), then successive halving
+        # metric top-k (gbc_prior: auto from design note 70 to 89, what its replays measured), then successive halving
+        Method("hybrid", SEARCH, "gbc_prior"),
         Method("brute_force", SEARCH),  # every candidate for the full budget: the ground truth
     )
 }
@@ -99,7 +100,7 @@ class SelectionSpec:
 
     name: str = "none"
     candidates: tuple[ModelSpec | str, ...] = DEFAULT_CANDIDATES
-    metric: str | None = None  # hybrid's seeding score (default auto, design note 70); the method's own otherwise
+    metric: str | None = None  # hybrid's seeding score (default gbc_prior, design notes 70, 89); the method's own otherwise
     scores: tuple[str, ...] = ()  # extra statistics scores to record alongside (e.g. all of them)
     # None: the ranking score's own (the registry's: gbc_prior_mean's is mean), else auto | cls | mean | last
     # (auto: what each candidate's classifier reads; vista.selection.features)
@@ -197,8 +198,8 @@ class SelectionSpec:
         if self.head_scores() and self.privacy.dp:
             raise FieldError("name" if self.name in self.head_scores() else "scores",
                              f"{', '.join(self.head_scores())} trains a head on the clients' features and sends their "
-                             "layers in the clear, which the DP guard does not cover: drop it, or set "
-                             "selection.privacy.dp_epsilon=null", "selection")
+                             "layers in the clear, which the DP guard does not cover: under DP use selection=gbc_prior "
+                             "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
         if self.feature_store is not None and self.feature_cache_mb == 0:
             raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",
                              "selection")
