@@ -91,5 +91,12 @@ def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, 
 def test_dp_refuses_the_head_probe(candidates):
     with pytest.raises(FieldError, match="head_probe trains a head on the clients' features"):
         SelectionSpec(name="head_probe", candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
-    with pytest.raises(FieldError, match="in the clear"):
+    with pytest.raises(FieldError, match="selection.scores head_probe .* in the clear"):
         SelectionSpec(name="logme", scores=("head_probe",), candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
+    # auto is head_gbc (design note 89): the error names the field that asked and the rule to use under DP
+    dp = PrivacySpec(dp_epsilon=1.0)
+    with pytest.raises(FieldError, match="selection.name head_probe .* under DP use selection=gbc_prior"):
+        SelectionSpec(name="auto", candidates=candidates, privacy=dp)
+    with pytest.raises(FieldError, match="selection.metric head_probe"):
+        SelectionSpec(name="hybrid", metric="auto", candidates=candidates, privacy=dp)
+    assert SelectionSpec(name="gbc_prior", candidates=candidates, privacy=dp).head_scores() == ()

@@ -30,7 +30,7 @@ def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | N
 
 @score("head_gbc", kind=COMBINED, uses=("head_probe", "gbc", "param_prior"))
 def head_gbc(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
-    """z(head_probe) + 0.5 z(z(GBC) + 0.5 z(log10 parameters)): the head probe, then auto's rule."""
+    """z(head_probe) + 0.5 z(z(GBC) + 0.5 z(log10 parameters)): the head probe, then gbc_prior's rule."""
     return head_gbc_rule(table["head_probe"], gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
 
 

@@ -100,7 +100,8 @@ class SelectionSpec:
 
     name: str = "none"
     candidates: tuple[ModelSpec | str, ...] = DEFAULT_CANDIDATES
-    metric: str | None = None  # hybrid's seeding score (default gbc_prior, design notes 70, 89); the method's own otherwise
+    # hybrid's seeding score (default gbc_prior, design notes 70, 89); the method's own otherwise
+    metric: str | None = None
     scores: tuple[str, ...] = ()  # extra statistics scores to record alongside (e.g. all of them)
     # None: the ranking score's own (the registry's: gbc_prior_mean's is mean), else auto | cls | mean | last
     # (auto: what each candidate's classifier reads; vista.selection.features)
@@ -196,7 +197,7 @@ class SelectionSpec:
             check_range("SelectionSpec", "head_lr", self.head_lr, 0.0, None, lo_open=True)
         check_range("SelectionSpec", "head_val_fraction", self.head_val_fraction, 0.0, 1.0, lo_open=True)
         if self.head_scores() and self.privacy.dp:
-            raise FieldError("name" if self.name in self.head_scores() else "scores",
+            raise FieldError(self._field_bringing(self.head_scores()),
                              f"{', '.join(self.head_scores())} trains a head on the clients' features and sends their "
                              "layers in the clear, which the DP guard does not cover: under DP use selection=gbc_prior "
                              "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
@@ -260,6 +261,14 @@ class SelectionSpec:
         runs after it on the features it cached)."""
         kinds = (registry.EXACT, registry.CLIENT, registry.HEAD)
         return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind in kinds)
+
+    def _field_bringing(self, wanted: tuple[str, ...]) -> str:
+        """Which field asks for any of ``wanted`` (a score or a component of one): scores, metric or name."""
+        def brings(s: str | None) -> bool:
+            return s in registry.SCORES and bool({s, *registry.SCORES[s].uses} & set(wanted))
+        if any(brings(s) for s in self.scores):
+            return "scores"
+        return "metric" if brings(self.metric) else "name"
 
     def head_scores(self) -> tuple[str, ...]:
         """The wanted head scores: the probe's rounds run when there is one."""
