@@ -1,0 +1,136 @@
+"""How many rounds the head probe needs: ``python experiments/selection_study/head_rounds.py RUNS
+--data DATA --hub HUB --work WORK [--rounds 12] [--out DIR]``.
+
+For every study run under RUNS (``result.json``) that has ``head_shipped``, runs ``selection=head_probe``
+on auto's shipped sample (the setting's own data, partition, seed and budget) for ``--rounds`` rounds
+into ``WORK/<run>/``. The probe trains at a constant rate with each round's seeds fixed, so one run
+gives its curve at every round up to ``--rounds``: the first rounds must equal the curve the study
+recorded (``head_shipped``, 6 rounds), or the script stops. Reports, per number of rounds, head_probe
+(the held-out accuracy then) and head_gbc (with the run's recorded auto_shipped values, the same texts)
+against the truth of the run's setting (its seeds' mean, ties within 0.01, as ``table.py``): mean
+tau-b over settings, the best pick, mean and worst regret. Writes ``head_rounds.md`` and
+``head_rounds.json`` to ``--out`` (default: RUNS's parent's ``head_rounds/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from statistics import mean
+
+from table import load
+
+from vista.build import candidate_spec
+from vista.drivers.study import SHIPPED, SHIPPED_AUTO, StudyConfig, method_quality, run_name, setting_parts
+from vista.drivers.study import _run_or_reuse as run_or_reuse
+from vista.drivers.study_budget import BUDGET_FIELDS, UNSAID
+from vista.drivers.study_head import HEAD_SHIPPED
+from vista.selection.head_scores import head_gbc_rule
+from vista.selection.spec import SelectionSpec
+
+TIE_TOL = 0.01
+
+
+def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int) -> dict[str, list[dict]]:
+    """The probe's curves on the run's shipped sample, ``rounds`` long (reused when already run)."""
+    budget = {k: result["budget"].get(k, UNSAID.get(k)) for k in BUDGET_FIELDS}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None})
+    out = work / run_name(result)
+    parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], out)
+    spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
+                         **SHIPPED_AUTO)
+    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / f"head_{rounds}")["head_curves"]
+
+
+def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:
+    """The longer run's first rounds are the study's recorded curve, float for float."""
+    kept = result["methods"][HEAD_SHIPPED]["curves"]
+    off = [c for c in kept if curves[c][: len(kept[c])] != kept[c]]
+    if off:
+        raise SystemExit(f"{run_name(result)}: the probe's first rounds differ from head_shipped's for {off}")
+
+
+def rows_of(result: dict, curves: dict[str, list[dict]], rounds: int) -> list[dict]:
+    truth, auto = result["truth_mean"], result["methods"][SHIPPED]["scores"]
+    rows = []
+    for r in range(1, rounds + 1):
+        head = {c: curve[r]["val_accuracy"] for c, curve in curves.items()}
+        for method, scores in (("head_probe", head), ("head_gbc", head_gbc_rule(head, auto))):
+            q = method_quality(method, truth, scores, TIE_TOL)
+            rows.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"],
+                         "rounds": r, "method": method, "kendall_tau": q["kendall_tau"],
+                         "kendall_tau_max": q["kendall_tau_max"], "top1_regret": q["top1_regret"],
+                         "chosen": q["chosen"], "best": q["best"]})
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per method and rounds: tau-b and its cap as the mean over settings of the seeds' mean; picks and regret over runs."""
+    out = []
+    for method in ("head_probe", "head_gbc"):
+        for r in sorted({x["rounds"] for x in rows}):
+            mine = [x for x in rows if x["method"] == method and x["rounds"] == r]
+            by: dict[tuple[str, str], list[dict]] = {}
+            for x in mine:
+                by.setdefault((x["data"], x["partition"]), []).append(x)
+            out.append({"method": method, "rounds": r, "runs": len(mine), "settings": len(by),
+                        "kendall_tau": mean(mean(x["kendall_tau"] for x in v) for v in by.values()),
+                        "kendall_tau_max": mean(mean(x["kendall_tau_max"] for x in v) for v in by.values()),
+                        "picked_best": sum(x["top1_regret"] <= 1e-12 for x in mine),
+                        "mean_regret": mean(x["top1_regret"] for x in mine),
+                        "worst_regret": max(x["top1_regret"] for x in mine),
+                        "worst_run": max(mine, key=lambda x: x["top1_regret"])})
+    return out
+
+
+def markdown(summ: list[dict], rounds: int) -> str:
+    lines = ["# How many rounds the head probe needs", "",
+             f"selection=head_probe on auto's shipped sample of every run, {rounds} rounds (one run gives every "
+             "shorter probe: a constant rate, each round's seeds fixed; its first 6 rounds equal the study's "
+             "head_shipped curves, checked). head_gbc: z(head_probe) + 0.5 z(auto_shipped's gbc_prior). Against "
+             "each setting's truth (its seeds' mean, ties within 0.01); tau-b and its cap: the mean over settings "
+             "of the seeds' mean; picks and regret over runs. The shipped probe runs 6 rounds.", "",
+             "| method | rounds | tau-b | cap | best pick | mean regret | worst regret (run) |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summ:
+        w = s["worst_run"]
+        where = f" ({w['data']} {w['partition']} seed {w['seed']})" if s["worst_regret"] > 0 else ""
+        lines.append(f"| {s['method']} | {s['rounds']} | {s['kendall_tau']:.2f} | {s['kendall_tau_max']:.2f} | "
+                     f"{s['picked_best']} of {s['runs']} | {s['mean_regret']:.3f} | {s['worst_regret']:.3f}{where} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="the study's prepared corpora (prepare.py --out)")
+    p.add_argument("--hub", type=Path, default=Path("models"))
+    p.add_argument("--work", type=Path, required=True, help="where the probe's runs go (reused when there)")
+    p.add_argument("--candidates", nargs="+", default=["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
+    cfg = StudyConfig(candidates=cands, num_workers=a.workers)
+    rows = []
+    for result in load(a.runs, TIE_TOL):
+        if HEAD_SHIPPED not in result["methods"]:
+            continue
+        curves = probe_curves(result, cfg, a.data, a.work, a.rounds)
+        check_prefix(result, curves)
+        rows += rows_of(result, curves, a.rounds)
+        print(f"{run_name(result)}: done", flush=True)
+    out = a.out or a.runs.parent / "head_rounds"
+    out.mkdir(parents=True, exist_ok=True)
+    summ = summary(rows)
+    (out / "head_rounds.json").write_text(json.dumps({"rows": rows, "summary": summ}, indent=1))
+    (out / "head_rounds.md").write_text(markdown(summ, a.rounds))
+    print(f"wrote {out / 'head_rounds.md'} ({len({run_name(r) for r in rows})} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
