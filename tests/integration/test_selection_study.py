@@ -189,6 +189,21 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 * 18  # 16 methods (auto is studied as head_gbc_shipped), head_shipped, head_gbc_shipped
 
+    # head_rounds.py: one longer probe per run gives every shorter one; its first 6 rounds are head_shipped's
+    hr = _script("head_rounds")
+    assert hr.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates", *names,
+                    "--work", str(tmp_path / "hr"), "--rounds", "8", "--out", str(tmp_path / "hro")]) == 0
+    got = json.loads((tmp_path / "hro" / "head_rounds.json").read_text())
+    assert [(s["method"], s["rounds"]) for s in got["summary"]] == [(m, r) for m in ("head_probe", "head_gbc")
+                                                                   for r in range(1, 9)]
+    assert all(s["runs"] == 4 and s["settings"] == 2 for s in got["summary"])
+    for res in results:  # at 6 rounds: the study's own head_shipped and head_gbc_shipped picks
+        kept = json.loads((tmp_path / "runs" / res["partition"] / f"seed{res['seed']}" / "result.json").read_text())
+        for method, entry in (("head_probe", "head_shipped"), ("head_gbc", "head_gbc_shipped")):
+            [row] = [r for r in got["rows"] if (r["partition"], r["seed"], r["rounds"], r["method"])
+                     == (res["partition"], res["seed"], 6, method)]
+            assert row["chosen"] == kept["methods"][entry]["chosen"]
+
     # refresh_results.py: a result scored before the share was recorded, at a study length of 64, gets
     # the share of 64-token texts a 32-token round keeps; searches recorded under another rule are
     # replayed from the curves as the study replays them; the others are left as they are
