@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 from statistics import mean
 
@@ -75,8 +76,11 @@ def summary(rows: list[dict]) -> list[dict]:
             by: dict[tuple[str, str], list[dict]] = {}
             for x in mine:
                 by.setdefault((x["data"], x["partition"]), []).append(x)
+            # tau-b is undefined (NaN) in a run where the probe ties every candidate (all at the majority rate)
+            defined = {k: [x for x in v if not math.isnan(x["kendall_tau"])] for k, v in by.items()}
             out.append({"method": method, "rounds": r, "runs": len(mine), "settings": len(by),
-                        "kendall_tau": mean(mean(x["kendall_tau"] for x in v) for v in by.values()),
+                        "tau_undefined": sum(math.isnan(x["kendall_tau"]) for x in mine),
+                        "kendall_tau": mean(mean(x["kendall_tau"] for x in v) for v in defined.values() if v),
                         "kendall_tau_max": mean(mean(x["kendall_tau_max"] for x in v) for v in by.values()),
                         "picked_best": sum(x["top1_regret"] <= 1e-12 for x in mine),
                         "mean_regret": mean(x["top1_regret"] for x in mine),
@@ -91,13 +95,15 @@ def markdown(summ: list[dict], rounds: int) -> str:
              "shorter probe: a constant rate, each round's seeds fixed; its first 6 rounds equal the study's "
              "head_shipped curves, checked). head_gbc: z(head_probe) + 0.5 z(auto_shipped's gbc_prior). Against "
              "each setting's truth (its seeds' mean, ties within 0.01); tau-b and its cap: the mean over settings "
-             "of the seeds' mean; picks and regret over runs. The shipped probe runs 6 rounds.", "",
-             "| method | rounds | tau-b | cap | best pick | mean regret | worst regret (run) |",
-             "|---|---|---|---|---|---|---|"]
+             "of the seeds' mean, over the runs where it is defined (undefined: every candidate tied, all at the "
+             "majority rate); picks and regret over runs. The shipped probe runs 6 rounds.", "",
+             "| method | rounds | tau-b | tau-b undefined | cap | best pick | mean regret | worst regret (run) |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summ:
         w = s["worst_run"]
         where = f" ({w['data']} {w['partition']} seed {w['seed']})" if s["worst_regret"] > 0 else ""
-        lines.append(f"| {s['method']} | {s['rounds']} | {s['kendall_tau']:.2f} | {s['kendall_tau_max']:.2f} | "
+        lines.append(f"| {s['method']} | {s['rounds']} | {s['kendall_tau']:.2f} | {s['tau_undefined']} runs | "
+                     f"{s['kendall_tau_max']:.2f} | "
                      f"{s['picked_best']} of {s['runs']} | {s['mean_regret']:.3f} | {s['worst_regret']:.3f}{where} |")
     return "\n".join(lines) + "\n"
 
