@@ -67,9 +67,11 @@ def test_the_run_gives_the_simulated_curve_from_the_stored_features(arch_hub, ti
 
 
 def test_without_the_cache_the_clients_encode_again_and_the_curve_is_the_same(tiny_hub, tiny_data, candidates,
-                                                                                tmp_path, one_torch_thread):
+                                                                                tmp_path, one_torch_thread, caplog):
     cached, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "cached")
+    assert "encoded their texts again" not in caplog.text
     again, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "again", feature_cache_mb=0)
+    assert "head probe round 2: 8 client jobs encoded their texts again" in caplog.text  # said, not silent
     assert again["head_curves"] == cached["head_curves"]
     assert again["scores"]["head_probe"] == cached["scores"]["head_probe"]
     # each of the 4 head rounds re-encodes every admitted text of every candidate

@@ -51,6 +51,11 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             ctx["curves"][n].append(round_point(ctx.round - 1, [v["report"] for v in mine]))
             if ctx.round <= head.rounds:
                 ctx["heads"][n] = average([(v["head"], v["n"]) for v in mine if v["n"] > 0])
+        again = sum(1 for r in ok if r.value["forward_passes"] > 0)
+        if ctx.round > 1 and again:  # round 1 may encode (no statistics round before it on that host)
+            log.warning("head probe round %d: %d client jobs encoded their texts again (the feature cache is off "
+                        "or full: selection.feature_cache_mb); each such round costs a statistics round's encode",
+                        ctx.round, again)
         sent = sum(_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
         ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
                                          bytes_up=sum(payload_nbytes(r.value["head"]) for r in ok
