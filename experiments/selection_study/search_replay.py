@@ -29,6 +29,7 @@ from pathlib import Path
 from statistics import mean
 
 from vista.drivers.study import (
+    HEAD_GBC_SHIPPED,
     SHIPPED,
     StudyConfig,
     curves_of,
@@ -158,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path, help="the study's runs folder (result.json files under it)")
     p.add_argument("--work", type=Path, default=None,
                    help="the work runs folder whose brute_force/selection.json fills in missing curves")
-    p.add_argument("--scores", nargs="+", default=["logme", "auto", SHIPPED, "gbc_prior_mean", "param_prior"],
-                   help="shortlist scores for hybrid (default: logme, the study's, then auto on every text, auto "
-                        "as shipped (its sampling), the mean-pooled rule, and param_prior: the candidates' sizes, "
-                        "no data, the floor a score's shortlist must beat; gbc_prior is auto's alias target)")
+    p.add_argument("--scores", nargs="+",
+                   default=["logme", "auto", SHIPPED, HEAD_GBC_SHIPPED, "gbc_prior_mean", "param_prior"],
+                   help="shortlist scores for hybrid (default: logme, the study's, then gbc_prior on every text (the "
+                        "runs' auto entries, auto until design note 89), gbc_prior as auto shipped it (its sampling), "
+                        "auto as shipped since note 89 (head_gbc), the mean-pooled rule, and param_prior: the "
+                        "candidates' sizes, no data, the floor a score's shortlist must beat)")
     p.add_argument("--top-k", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--search-rounds", nargs="+", type=int, default=None,
                    help="how far a rung may train (default: the budget's rounds; fewer: a quicker choice "
