@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-
 from vista.pipeline import EventManager, Executor, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 from vista.selection import scores as registry
-from vista.selection.head_probe import Head, HeadSpec, average, init_head, round_point
+from vista.selection.head_probe import HeadSpec, average, init_head, round_point
 from vista.selection.search import Cost
 
 log = logging.getLogger(__name__)
@@ -56,10 +54,9 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             log.warning("head probe round %d: %d client jobs encoded their texts again (the feature cache is off "
                         "or full: selection.feature_cache_mb); each such round costs a statistics round's encode",
                         ctx.round, again)
-        sent = sum(_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
+        sent = sum(payload_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
         ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
-                                         bytes_up=sum(payload_nbytes(r.value["head"]) for r in ok
-                                                      if r.value["head"] is not None),
+                                         bytes_up=sum(payload_nbytes(r.value["head"]) for r in ok),
                                          bytes_down=sent, rounds=1)
 
     return Pipeline(tasks=[Task("head_train", plan, mode="parallel", collect=collect,
@@ -83,7 +80,3 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
     ctx["failed_jobs"] = ctx["failed_jobs"] + probe["failed_jobs"]
     log.info("head probe: %d rounds; last held-out accuracy %s", head.rounds,
              {n: round(c[-1]["val_accuracy"], 4) for n, c in curves.items()})
-
-
-def _nbytes(head: Head) -> int:
-    return int(sum(np.asarray(t).nbytes for t in head))

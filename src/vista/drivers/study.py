@@ -286,6 +286,7 @@ def rescore_own_poolings(cfg: StudyConfig, data_file: Path, out_dir: Path,
 # test keeps the sampling equal); auto as shipped since is head_gbc_shipped (study_head.py)
 SHIPPED = "auto_shipped"
 SHIPPED_AUTO = {"max_texts_per_client": 48, "min_texts_per_round": 384, "max_seq_len": 32}
+SHIPPED_TAG = "-".join(str(v) for v in SHIPPED_AUTO.values())  # names the shipped sample's run directories
 
 
 def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
@@ -303,8 +304,8 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
         return True
     parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
     spec = dataclasses.replace(_stats_spec(cfg, out_dir, "auto"), **SHIPPED_AUTO)
-    tol, tag = result.get("tie_tol", cfg.tie_tol), "-".join(str(v) for v in SHIPPED_AUTO.values())
-    stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{tag}")
+    tol = result.get("tie_tol", cfg.tie_tol)
+    stats = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"statistics_shipped_{SHIPPED_TAG}")
     got = _score_methods(stats, spec, result["candidates"], result["truth"], tol, "auto")
     result["methods"][SHIPPED] = {**got["gbc_prior"], "sampling": SHIPPED_AUTO, "token_share": share}
     return True
@@ -319,8 +320,7 @@ def score_shipped_head(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
     if made:
         parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
         spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, **SHIPPED_AUTO)
-        tag = "-".join(str(v) for v in SHIPPED_AUTO.values())
-        run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{tag}")
+        run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{SHIPPED_TAG}")
         m[HEAD_SHIPPED] = head_entry(run, SHIPPED_AUTO, shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
                                      dataclasses.asdict(spec.head_spec(parts.fl)))
     return rescore_heads(m, result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED) or made

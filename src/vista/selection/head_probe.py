@@ -30,8 +30,8 @@ from vista.checks import at_least, check_range
 from vista.data.holdout import hold_out
 from vista.selection.sampling import derived_seed
 
-__all__ = ["Head", "HeadSpec", "average", "evaluate", "init_head", "local_update", "round_point", "simulate",
-           "split_rows"]
+__all__ = ["Head", "HeadSpec", "average", "client_round", "evaluate", "init_head", "local_update", "round_point",
+           "simulate", "split_rows"]
 
 Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
 
@@ -128,29 +128,37 @@ def round_point(round_: int, reports: Sequence[Mapping[str, Any]]) -> dict[str, 
             "val_loss": loss / n if n else float("nan"), "val_examples": n}
 
 
+def client_round(head: Head, f: np.ndarray, y: np.ndarray, rows: tuple[np.ndarray, np.ndarray], spec: HeadSpec,
+                 seed: int, round_: int, client: int, train: bool) -> tuple[Head | None, int, dict[str, float]]:
+    """One client's part of probe round ``round_`` (1-based): its report of the layer it received
+    (after ``round_ - 1`` rounds) on its held-out rows and, with ``train``, the layer trained on its
+    other rows with its row count (FedAvg's weight); ``rows``: :func:`split_rows`' (train, held out).
+    The selection runtime's job and :func:`simulate` both run exactly this."""
+    train_rows, val_rows = rows
+    report = evaluate(head, f[val_rows], y[val_rows])
+    if not train:
+        return None, 0, report
+    seed_r = derived_seed(seed, 15, round_, client)
+    return local_update(head, f[train_rows], y[train_rows], spec, seed_r), len(train_rows), report
+
+
 def simulate(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: int, spec: HeadSpec,
              seed: int) -> list[dict[str, float]]:
     """The probe in one process: ``clients`` maps a client id to (its text indices, its features
     in that order, their labels); returns the curve, one point per round from 0 (the first layer)
-    to ``spec.rounds`` (:func:`round_point`), as the driver's rounds report it."""
+    to ``spec.rounds`` (:func:`round_point`), as the driver's rounds report it: round ``r`` of
+    ``spec.rounds + 1`` reports the layer after ``r - 1`` rounds, and all but the last train."""
     dims = {np.asarray(f).shape[1] for _, f, _ in clients.values()}
     if len(dims) != 1:
         raise ValueError(f"the clients' features differ in width: {sorted(dims)}")
     head = init_head(classes, dims.pop(), spec, seed)
     rows = {c: split_rows(idx, spec.val_fraction, seed, c) for c, (idx, _, _) in clients.items()}
-
-    def point(r: int) -> dict[str, float]:
-        return round_point(r, [evaluate(head, np.asarray(f)[rows[c][1]], np.asarray(y)[rows[c][1]])
-                               for c, (_, f, y) in sorted(clients.items())])
-
-    curve = [point(0)]
-    for r in range(1, spec.rounds + 1):
-        updates = []
-        for c in sorted(clients):
-            _, f, y = clients[c]
-            tr = rows[c][0]
-            updates.append((local_update(head, np.asarray(f)[tr], np.asarray(y)[tr], spec,
-                                         derived_seed(seed, 15, r, c)), len(tr)))
-        head = average(updates)
-        curve.append(point(r))
+    curve = []
+    for r in range(1, spec.rounds + 2):
+        train = r <= spec.rounds
+        done = [client_round(head, np.asarray(f), np.asarray(y), rows[c], spec, seed, r, c, train)
+                for c, (_, f, y) in sorted(clients.items())]
+        curve.append(round_point(r - 1, [report for _, _, report in done]))
+        if train:
+            head = average([(h, n) for h, n, _ in done])
     return curve

@@ -38,7 +38,7 @@ from vista.selection.feature_cache import (
     feature_key,
 )
 from vista.selection.features import FrozenEncoder, client_statistics
-from vista.selection.head_probe import HeadSpec, evaluate, local_update, split_rows
+from vista.selection.head_probe import HeadSpec, client_round, evaluate, split_rows
 from vista.selection.metrics import local_logme
 from vista.selection.privacy import (
     PrivacySpec,
@@ -46,7 +46,7 @@ from vista.selection.privacy import (
     client_upload,
     guard_client_score,
 )
-from vista.selection.sampling import capped, derived_seed
+from vista.selection.sampling import capped
 from vista.selection.stats import SufficientStats
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class StatisticsRuntime:
         self.args, self.device = args, env.device
         self.data = FedNLPData(args.data.data_file)
         self._partition: FedNLPPartition | None = None
+        self._samples: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, Any]] = {}  # _sample's, per client
         self._encoder: tuple[int, FrozenEncoder] | None = None
         self.cache = FeatureCache(args.feature_cache, args.feature_cache_mb * 2**20)
 
@@ -186,13 +187,16 @@ class StatisticsRuntime:
     def _sample(self, client: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         """A client's train indices, the seeded sample it encodes (``max_texts``), that sample's
         labels and its admission by the privacy guard: the same in every round and job."""
+        if client in self._samples:  # every candidate's job and every round of a client reads the same
+            return self._samples[client]
         a = self.args
         if self._partition is None:
             self._partition = FedNLPPartition(a.data.partition_file, a.data.method, lazy=True)
         every = np.asarray(self._partition.clients[client].train, dtype=np.int64)
         idx = capped(every, a.max_texts, a.seed, client)
         labels = np.asarray(self.data.labels(idx), dtype=np.int64)
-        return every, idx, labels, admit(labels, a.num_labels, a.privacy)
+        self._samples[client] = every, idx, labels, admit(labels, a.num_labels, a.privacy)
+        return self._samples[client]
 
     def head_train(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """One round of the head probe on this client: ``report`` scores the layer the server sent
@@ -217,12 +221,9 @@ class StatisticsRuntime:
             f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
             passes = len(kept)
             self.cache.put(cache_key, f)
-        train, val = split_rows(kept, spec.val_fraction, a.seed, client)
-        report = evaluate(head, f[val], y[val])
-        if not payload["train"]:
-            return {"head": None, "n": 0, "report": report, "forward_passes": passes}
-        new = local_update(head, f[train], y[train], spec, derived_seed(a.seed, 15, payload["round"], client))
-        return {"head": new, "n": len(train), "report": report, "forward_passes": passes}
+        new, n, report = client_round(head, f, y, split_rows(kept, spec.val_fraction, a.seed, client), spec, a.seed,
+                                      payload["round"], client, payload["train"])
+        return {"head": new, "n": n, "report": report, "forward_passes": passes}
 
     def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
         """A capped client's features sliced from a kept store entry of all its texts, or None.
