@@ -19,6 +19,7 @@ from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import simulate
 from vista.selection.head_scores import head_gbc_rule, head_probe
 from vista.selection.privacy import GUARDED, PrivacySpec, admit
+from vista.selection.runtime import StatisticsRuntime
 from vista.selection.spec import SelectionSpec
 
 NAMES = ("bert", "gpt2")
@@ -29,8 +30,10 @@ def candidates(arch_hub):
     return tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in NAMES)
 
 
-def _run(tiny_hub, tiny_data, candidates, out, name_="head_probe", **spec):
+def _run(tiny_hub, tiny_data, candidates, out, name_="head_probe", fl=None, **spec):
     parts = tiny_parts(tiny_hub, *tiny_data)
+    if fl:
+        parts = dataclasses.replace(parts, fl=dataclasses.replace(parts.fl, **fl))
     sel = SelectionSpec(name=name_, candidates=candidates, max_seq_len=32, head_rounds=3, **spec)
     return run_selection(dataclasses.replace(parts, selection=sel), out)["selection"], parts
 
@@ -79,6 +82,39 @@ def test_without_the_cache_the_clients_encode_again_and_the_curve_is_the_same(ti
     assert not (tmp_path / "cached" / "feature_cache").exists()  # the clients' features do not outlive the run
 
 
+def test_masked_and_clear_rounds_give_the_same_curve_also_when_a_client_job_fails(
+        tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread, caplog, monkeypatch):
+    """The default guard masks the probe's sums (the server sees only them); in the clear it sees
+    each client's layer and report. Both sum exactly, so the curves agree bit for bit, and a job
+    that fails after the others masked has its masks removed: still the clear path's curve."""
+    masked, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "masked")
+    assert "in the clear" not in caplog.text
+    clear, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "clear", privacy=dataclasses.replace(
+        GUARDED, secure_agg=False))
+    assert "the head probe's layers reach the server in the clear" in caplog.text
+    assert clear["head_curves"] == masked["head_curves"]
+    assert masked["cost"]["bytes_up"] > clear["cost"]["bytes_up"]  # two 8-byte limbs an entry, not a float
+
+    real = StatisticsRuntime.head_train
+
+    def flaky(self, key, payload, shared):  # noqa: ANN001
+        if key == (0, 1) and payload["round"] == 2:
+            raise ConnectionError("client 1 lost its connection")
+        return real(self, key, payload, shared)
+
+    monkeypatch.setattr(StatisticsRuntime, "head_train", flaky)
+    runs = {}
+    for name, secure in (("masked", True), ("clear", False)):
+        runs[name], _ = _run(tiny_hub, tiny_data, candidates, tmp_path / f"{name}-drop", fl={"client_failures": "drop"},
+                             privacy=dataclasses.replace(GUARDED, secure_agg=secure))
+    assert runs["masked"]["head_curves"] == runs["clear"]["head_curves"]
+    assert runs["masked"]["head_curves"][NAMES[1]] == masked["head_curves"][NAMES[1]]  # the other candidate's
+    assert runs["masked"]["head_curves"][NAMES[0]] != masked["head_curves"][NAMES[0]]
+    (failed,) = runs["masked"]["failed_jobs"]
+    assert (failed["candidate"], failed["client"], failed["head_round"]) == (NAMES[0], 1, 2)
+    assert "lost its connection" in failed["error"]
+
+
 def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, candidates, tmp_path,
                                                          one_torch_thread):
     sel, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "hg")
@@ -93,7 +129,7 @@ def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, 
 def test_dp_refuses_the_head_probe(candidates):
     with pytest.raises(FieldError, match="head_probe trains a head on the clients' features"):
         SelectionSpec(name="head_probe", candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
-    with pytest.raises(FieldError, match="selection.scores head_probe .* in the clear"):
+    with pytest.raises(FieldError, match="selection.scores head_probe .* without DP noise"):
         SelectionSpec(name="logme", scores=("head_probe",), candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
     # auto is head_gbc (design note 89): the error names the field that asked and the rule to use under DP
     dp = PrivacySpec(dp_epsilon=1.0)

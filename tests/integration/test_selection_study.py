@@ -82,7 +82,12 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         both = m["head_gbc_shipped"]
         assert both["scores"] == head_gbc_rule(head["scores"], m["auto_shipped"]["scores"])
         assert both["cost"]["forward_passes"] == m["auto_shipped"]["cost"]["forward_passes"]
-        assert both["cost"]["rounds"] == m["auto_shipped"]["cost"]["rounds"] + 8
+        # its cost: auto_shipped's plus the probe's 6 + 1 rounds alone (head_cost), not the probe run's
+        # statistics round: one statistics round serves both
+        probe = head["head_cost"]
+        assert probe["rounds"] == 7 and probe["forward_passes"] == 0 and 0 < probe["bytes_up"] < head["cost"]["bytes_up"]
+        assert both["cost"]["rounds"] == m["auto_shipped"]["cost"]["rounds"] + 7
+        assert both["cost"]["bytes_up"] == m["auto_shipped"]["cost"]["bytes_up"] + probe["bytes_up"]
         truth = res["truth"]
         best = max(truth, key=truth.get)
         assert m["brute_force"]["top1_regret"] == 0 and res["tie_tol"] == 0.01

@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from vista.checks import FieldError
-from vista.selection.head_probe import HeadSpec, average, evaluate, init_head, local_update, simulate, split_rows
+from vista.selection.head_probe import (
+    HeadSpec,
+    contribution,
+    evaluate,
+    finish_round,
+    init_head,
+    local_update,
+    simulate,
+    split_rows,
+)
 from vista.selection.head_scores import head_gbc_rule, head_probe
+from vista.selection.privacy import exact_total, masked_blocks, unmasked_total
 
 
 def _clients(scale: float, skew: bool, seed: int = 0, n: int = 40, dim: int = 8, shift: float = 2.0):
@@ -33,13 +43,49 @@ def test_split_rows_is_the_same_draw_for_every_candidate_and_disjoint():
     assert not np.array_equal(va, split_rows(idx, 0.2, seed=3, client=2)[1])  # another client, another draw
 
 
-def test_average_weights_by_rows_and_refuses_no_rows():
+def _round(sent, updates, train=True):
+    """A round's blocks: each client's (trained layer, rows, held-out report)."""
+    return [contribution(sent, h, n, rep, train) for h, n, rep in updates]
+
+
+def test_fedavg_weights_by_rows_adds_the_reports_and_refuses_no_rows():
+    sent = (np.zeros((2, 3), np.float32), np.zeros(2, np.float32))
     a = (np.ones((2, 3), np.float32), np.zeros(2, np.float32))
     b = (np.full((2, 3), 4.0, np.float32), np.ones(2, np.float32))
-    w, bias = average([(a, 1), (b, 3)])
+    rep = [{"correct": 3, "loss_sum": 1.25, "n": 4}, {"correct": 1, "loss_sum": 2.5, "n": 2},
+           {"correct": 2, "loss_sum": 0.5, "n": 2}]
+    # the third client trained nothing (no rows): it adds zeros and its report
+    (w, bias), point = finish_round(2, exact_total(_round(sent, [(a, 1, rep[0]), (b, 3, rep[1]), (None, 0, rep[2])]),
+                                                   16), train=True)
     assert w.dtype == np.float32 and np.allclose(w, 3.25) and np.allclose(bias, 0.75)
+    assert point == {"round": 2, "val_accuracy": 6 / 8, "val_loss": 4.25 / 8, "val_examples": 8}
+    head, last = finish_round(3, exact_total(_round(sent, [(None, 0, rep[0])], train=False), 16), train=False)
+    assert head is None and last["val_examples"] == 4  # the evaluation round adds reports only
     with pytest.raises(ValueError, match="no client trained"):
-        average([(a, 0)])
+        finish_round(1, exact_total(_round(sent, [(a, 0, rep[0])]), 16), train=True)
+
+
+def test_the_masked_sum_is_the_clear_sum_bit_for_bit_in_any_order_and_after_a_dropout():
+    rng = np.random.default_rng(0)
+    sent = (np.zeros((3, 5), np.float32), np.zeros(3, np.float32))
+    layers = [((rng.standard_normal((3, 5)) * 10.0 ** rng.integers(-9, 2, (3, 5))).astype(np.float32),
+               rng.standard_normal(3).astype(np.float32)) for _ in range(4)]
+    reports = [{"correct": int(k), "loss_sum": float(rng.random() * 30), "n": 9} for k in (3, 7, 0, 9)]
+    blocks = _round(sent, [(h, n, r) for h, n, r in zip(layers, (11, 0, 7, 23), reports, strict=True)])
+    clear = exact_total(blocks, 16)
+    assert all(np.array_equal(clear[k], v) for k, v in exact_total(blocks[::-1], 16).items())  # order-free
+    exact = sum(np.asarray(h[0], np.float64) * n for h, n in zip(layers, (11, 0, 7, 23), strict=True))
+    assert np.allclose(clear["w"], exact, rtol=1e-15, atol=2.0**-56)
+    cohort = [0, 1, 2, 3]
+    uploads = [masked_blocks(b, c, cohort, 16, seed=5) for c, b in enumerate(blocks)]
+    assert not np.array_equal(uploads[0]["payload"][:15], masked_blocks(blocks[0], 0, [0], 16, 5)["payload"][:15])
+    assert uploads[0]["payload"].nbytes == 16 * (3 * 5 + 3 + 4)  # two uint64 limbs: layer, bias, rows, report
+    masked = unmasked_total(uploads, cohort, 16, seed=5)
+    assert all(np.array_equal(masked[k], v) for k, v in clear.items())
+    # client 1's job failed after the others masked: its masks are removed, its blocks missing
+    survivors = unmasked_total([uploads[i] for i in (3, 0, 2)], cohort, 16, seed=5)
+    without = exact_total([blocks[i] for i in (0, 2, 3)], 16)
+    assert all(np.array_equal(survivors[k], v) for k, v in without.items())
 
 
 def test_local_update_learns_and_leaves_a_layer_without_rows_alone():

@@ -92,6 +92,8 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             for key in ("pca_dims", "head_curves"):  # the PCA round's width (min(64, rank)); the head probe's curves
                 if key in ctx:
                     out[key] = ctx[key]
+            if "head_cost" in ctx:  # the probe's part of `cost` (its rounds, bytes; no forward pass when cached)
+                out["head_cost"] = ctx["head_cost"].to_dict()
             out["baseline_voters"] = ctx["baseline_voters"]  # clients whose own LogME avg_logme/borda use
             out["cohort"] = ctx["cohort"]  # the clients sampled (selection.clients / client_fraction)
             out["caveats"] = ctx["caveats"]  # {score: {candidate: why its value says little}}

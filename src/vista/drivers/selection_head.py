@@ -4,8 +4,9 @@ After the statistics round, when a head score is wanted (``head_probe``), the se
 probe on the same workers: ``rounds + 1`` parallel ``head_train`` tasks, one job per candidate
 and scored client. In round ``r`` each client scores the layer after ``r - 1`` rounds on its
 held-out rows and, but in the last round, trains it on the others; the server averages the
-layers (FedAvg, by probe-train rows) and adds up the reports into the candidate's curve. Every
-head score is then its function of that curve. The clients read the features the statistics
+layers (FedAvg, by probe-train rows) and adds up the reports into the candidate's curve, with
+``secure_agg`` as masked sums (it learns only the sums, as of the statistics round). Every head
+score is then its function of that curve. The clients read the features the statistics
 round cached, so the probe adds no forward pass (a worker on another host re-encodes once).
 """
 
@@ -16,14 +17,25 @@ from typing import Any
 
 from vista.pipeline import EventManager, Executor, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 from vista.selection import scores as registry
-from vista.selection.head_probe import HeadSpec, average, init_head, round_point
+from vista.selection.head_probe import HeadSpec, contribution, finish_round, init_head
+from vista.selection.privacy import PrivacySpec, exact_total, unmasked_total
+from vista.selection.sampling import derived_seed
 from vista.selection.search import Cost
 
 log = logging.getLogger(__name__)
 
 
+def _mask_seed(seed: int, candidate: int, round_: int) -> int:
+    """The pair streams' seed of one candidate's round (stands for the cohort's agreed keys)."""
+    return derived_seed(seed, 16, candidate, round_)
+
+
+def _upload_bytes(value: dict[str, Any]) -> int:
+    return payload_nbytes(value["upload"]["payload"] if "upload" in value else value["head"])
+
+
 def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], classes: int, head: HeadSpec,
-                  seed: int, collect_failures: bool) -> Pipeline:
+                  privacy: PrivacySpec, seed: int, collect_failures: bool) -> Pipeline:
     """The probe's rounds for every candidate at once (jobs candidate-major, as the statistics round)."""
 
     def plan(ctx: FLContext) -> Jobs:
@@ -33,7 +45,8 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             ctx["failed_jobs"], ctx["cost"] = [], Cost()
         ctx.keep("heads", "curves", "failed_jobs", "cost")
         train = ctx.round <= head.rounds
-        return Jobs([JobSpec("head_train", (m, c), {"head": ctx["heads"][n], "round": ctx.round, "train": train})
+        return Jobs([JobSpec("head_train", (m, c), {"head": ctx["heads"][n], "round": ctx.round, "train": train,
+                                                    "cohort": cohort, "mask_seed": _mask_seed(seed, m, ctx.round)})
                      for m, n in enumerate(names) for c in cohort])
 
     def collect(ctx: FLContext, results: list[JobResult]) -> None:
@@ -46,9 +59,16 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             if not mine:
                 raise RuntimeError(f"candidate {n!r}: every head probe job of round {ctx.round} failed; first: "
                                    f"{next((f['error'] for f in ctx['failed_jobs'] if f['candidate'] == n), '?')}")
-            ctx["curves"][n].append(round_point(ctx.round - 1, [v["report"] for v in mine]))
-            if ctx.round <= head.rounds:
-                ctx["heads"][n] = average([(v["head"], v["n"]) for v in mine if v["n"] > 0])
+            train, sent = ctx.round <= head.rounds, ctx["heads"][n]
+            if privacy.secure_agg:  # failed jobs' masks removed, as in the statistics round
+                total = unmasked_total([v["upload"] for v in mine], cohort, privacy.frac_bits,
+                                       _mask_seed(seed, m, ctx.round))
+            else:
+                total = exact_total([contribution(sent, v["head"], v["n"], v["report"], train) for v in mine],
+                                    privacy.frac_bits)
+            new, point = finish_round(ctx.round - 1, total, train)
+            ctx["curves"][n].append(point)
+            ctx["heads"][n] = new if new is not None else sent
         again = sum(1 for r in ok if r.value["forward_passes"] > 0)
         if ctx.round > 1 and again:  # round 1 may encode (no statistics round before it on that host)
             log.warning("head probe round %d: %d client jobs encoded their texts again (the feature cache is off "
@@ -56,7 +76,7 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
                         ctx.round, again)
         sent = sum(payload_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
         ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
-                                         bytes_up=sum(payload_nbytes(r.value["head"]) for r in ok),
+                                         bytes_up=sum(_upload_bytes(r.value) for r in ok),
                                          bytes_down=sent, rounds=1)
 
     return Pipeline(tasks=[Task("head_train", plan, mode="parallel", collect=collect,
@@ -65,17 +85,20 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
 
 
 def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], head: HeadSpec, classes: int,
-                   seed: int, events: EventManager, executor: Executor, collect_failures: bool) -> None:
+                   privacy: PrivacySpec, seed: int, events: EventManager, executor: Executor,
+                   collect_failures: bool) -> None:
     """Run the probe after the statistics round whose context is ``ctx``, on its executor; put each
     wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]``, and add the
-    probe's cost and failed jobs to the round's."""
+    probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
     probe = FLContext()
-    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, seed, collect_failures).run(probe, events, executor)
+    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures).run(
+        probe, events, executor)
     curves: dict[str, list[dict[str, Any]]] = probe["curves"]
     for s in wanted:
         fn = registry.SCORES[s].fn
         ctx["scores"][s] = {n: registry.safe_value(fn(curves[n])) for n in names}
     ctx["head_curves"] = curves
+    ctx["head_cost"] = probe["cost"]  # the probe's share of the round's cost, reported on its own too
     ctx["cost"] = ctx["cost"] + probe["cost"]
     ctx["failed_jobs"] = ctx["failed_jobs"] + probe["failed_jobs"]
     log.info("head probe: %d rounds; last held-out accuracy %s", head.rounds,

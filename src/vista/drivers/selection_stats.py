@@ -227,8 +227,11 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     try:
         pipeline.run(ctx, events, executor)
         if args.head is not None:
-            log.warning("selection: the head probe's layers reach the server in the clear (no secure sum)")
-            run_head_probe(ctx, names, spec.head_scores(), args.head, fed.num_labels, parts.seed, events, executor,
+            if not spec.privacy.secure_agg:
+                log.warning("selection: the head probe's layers reach the server in the clear "
+                            "(selection.privacy.secure_agg=false)")
+            run_head_probe(ctx, names, spec.head_scores(), args.head, fed.num_labels, spec.privacy, parts.seed,
+                           events, executor,
                            collect_failures=parts.fl.client_failures is ClientFailures.drop)
     finally:
         executor.shutdown()

@@ -15,30 +15,32 @@ from vista.selection.scores import SCORES, safe_value
 from vista.selection.search import Cost
 
 HEAD_SHIPPED, HEAD_GBC_SHIPPED = "head_shipped", "head_gbc_shipped"
-KEPT = ("sampling", "token_share", "head", "curves")  # what a head_shipped entry keeps of its run
+KEPT = ("sampling", "token_share", "head", "curves", "head_cost")  # what a head_shipped entry keeps of its run
 
 
 def head_entry(run: dict[str, Any], sampling: dict[str, Any], token_share: float,
                head: dict[str, Any]) -> dict[str, Any]:
     """What ``head_shipped`` keeps of a ``selection=head_probe`` run (its ``selection.json``)."""
     return {"cost": run["cost"], "sampling": sampling, "token_share": token_share, "head": head,
-            "curves": run["head_curves"]}
+            "curves": run["head_curves"], **({"head_cost": run["head_cost"]} if "head_cost" in run else {})}
 
 
 def rescore_heads(methods: dict[str, Any], truth: dict[str, float], tie_tol: float, shipped: str) -> bool:
     """``head_shipped``'s scores from its curves by the registry's ``head_probe``, and
     ``head_gbc_shipped`` from them and ``shipped`` (auto_shipped: the same texts) by
     :func:`~vista.selection.head_scores.head_gbc_rule`; True if an entry changed. Its cost is
-    auto_shipped's plus the probe run's, less the probe run's encode (one encode serves both):
-    its bytes count the probe run's statistics round too, an upper bound."""
+    auto_shipped's plus the probe's rounds (``head_cost``, one encode serves both); a run recorded
+    before ``head_cost`` existed adds the whole probe run less its encode instead, whose bytes count
+    its statistics round too: an upper bound."""
     before = json.dumps([methods.get(HEAD_SHIPPED), methods.get(HEAD_GBC_SHIPPED)], sort_keys=True)
     run = methods[HEAD_SHIPPED]
     scores = {n: safe_value(SCORES["head_probe"].fn(c)) for n, c in run["curves"].items()}
     methods[HEAD_SHIPPED] = {**method_quality(HEAD_SHIPPED, truth, scores, tie_tol), "scores": scores,
-                             "cost": run["cost"], **{k: run[k] for k in KEPT}}
+                             "cost": run["cost"], **{k: run[k] for k in KEPT if k in run}}
     auto = methods.get(shipped)
     if auto is not None:
-        cost = Cost(**auto["cost"]) + dataclasses.replace(Cost(**run["cost"]), forward_passes=0)
+        probe = run.get("head_cost") or dataclasses.replace(Cost(**run["cost"]), forward_passes=0).to_dict()
+        cost = Cost(**auto["cost"]) + Cost(**probe)
         both = head_gbc_rule(scores, auto["scores"])
         methods[HEAD_GBC_SHIPPED] = {**method_quality(HEAD_GBC_SHIPPED, truth, both, tie_tol), "scores": both,
                                      "cost": cost.to_dict(), "sampling": run["sampling"],

@@ -9,8 +9,10 @@ clients' cached features of the statistics round at the fine-tune's own rate, ba
 epochs, and scores the global layer on a split each client holds out of its sample.
 
 It costs no forward pass beyond the statistics round's (the features are cached); each round
-moves a ``C x D`` layer and its bias per client and candidate, both ways. The clients' layers
-reach the server in the clear (no secure sum, no DP): a run warns, and DP refuses the probe.
+moves a ``C x D`` layer and its bias per client and candidate, both ways. The server adds up the
+clients' weighted layers and reports exactly (:func:`contribution`, :func:`finish_round`; the
+sums of :mod:`vista.selection.privacy.block_sum`): with ``secure_agg`` masked, so it learns only
+the sums, as of the statistics; in the clear it sees each client's. No DP: DP refuses the probe.
 
 Every number is a pure function of the features, the labels, :class:`HeadSpec` and the seed:
 :func:`simulate` runs the protocol in one process (a study, the tests), and the selection
@@ -28,10 +30,11 @@ import numpy as np
 
 from vista.checks import at_least, check_range
 from vista.data.holdout import hold_out
+from vista.selection.privacy.block_sum import exact_total
 from vista.selection.sampling import derived_seed
 
-__all__ = ["Head", "HeadSpec", "average", "client_round", "evaluate", "init_head", "local_update", "round_point",
-           "simulate", "split_rows"]
+__all__ = ["Head", "HeadSpec", "client_round", "contribution", "evaluate", "finish_round", "init_head", "local_update",
+           "round_point", "simulate", "split_rows"]
 
 Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
 
@@ -109,14 +112,34 @@ def evaluate(head: Head, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"correct": int((logits.argmax(1) == ys).sum()), "loss_sum": float(loss), "n": int(len(ys))}
 
 
-def average(updates: Sequence[tuple[Head, int]]) -> Head:
-    """FedAvg: the layers weighted by the clients' probe-train rows (float64 sums, float32 out)."""
-    total = sum(n for _, n in updates)
-    if total == 0:
+def contribution(sent: Head, trained: Head | None, n: int, report: Mapping[str, Any], train: bool
+                 ) -> dict[str, np.ndarray]:
+    """A client's part of a round's sums (float64 blocks): its report and, in a training round,
+    its layer weighted by its probe-train rows ``n`` (FedAvg). A client that trained nothing adds
+    zeros of the sent layer's shape, so under masks every client sends the same blocks."""
+    out = {"correct": np.array([report["correct"]], np.float64), "loss_sum": np.array([report["loss_sum"]], np.float64),
+           "val_n": np.array([report["n"]], np.float64)}
+    if train:
+        w, b = (trained[0], trained[1]) if trained is not None and n > 0 else (np.zeros_like(sent[0]),
+                                                                              np.zeros_like(sent[1]))
+        out.update(w=np.asarray(w, np.float64) * n, b=np.asarray(b, np.float64) * n,
+                   n=np.array([n if trained is not None else 0], np.float64))
+    return out
+
+
+def finish_round(round_: int, total: Mapping[str, np.ndarray], train: bool) -> tuple[Head | None, dict[str, float]]:
+    """The server's step from a round's summed :func:`contribution` s: the curve's point of the
+    layer that was sent (:func:`round_point`) and, in a training round, the next layer (FedAvg:
+    the weighted sum over the rows, float32)."""
+    report = {"correct": int(np.rint(total["correct"][0])), "loss_sum": float(total["loss_sum"][0]),
+              "n": int(np.rint(total["val_n"][0]))}
+    point = round_point(round_, [report])
+    if not train:
+        return None, point
+    rows = int(np.rint(total["n"][0]))
+    if rows == 0:
         raise ValueError("no client trained the head (every client held no probe-train rows)")
-    w = sum(np.asarray(h[0], np.float64) * n for h, n in updates)
-    b = sum(np.asarray(h[1], np.float64) * n for h, n in updates)
-    return (w / total).astype(np.float32), (b / total).astype(np.float32)
+    return ((total["w"] / rows).astype(np.float32), (total["b"] / rows).astype(np.float32)), point
 
 
 def round_point(round_: int, reports: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -143,11 +166,12 @@ def client_round(head: Head, f: np.ndarray, y: np.ndarray, rows: tuple[np.ndarra
 
 
 def simulate(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: int, spec: HeadSpec,
-             seed: int) -> list[dict[str, float]]:
+             seed: int, frac_bits: int = 16) -> list[dict[str, float]]:
     """The probe in one process: ``clients`` maps a client id to (its text indices, its features
     in that order, their labels); returns the curve, one point per round from 0 (the first layer)
     to ``spec.rounds`` (:func:`round_point`), as the driver's rounds report it: round ``r`` of
-    ``spec.rounds + 1`` reports the layer after ``r - 1`` rounds, and all but the last train."""
+    ``spec.rounds + 1`` reports the layer after ``r - 1`` rounds, and all but the last train.
+    ``frac_bits``: the sums' fixed-point bits, the run's ``privacy.frac_bits`` (masked or not)."""
     dims = {np.asarray(f).shape[1] for _, f, _ in clients.values()}
     if len(dims) != 1:
         raise ValueError(f"the clients' features differ in width: {sorted(dims)}")
@@ -158,7 +182,8 @@ def simulate(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]], c
         train = r <= spec.rounds
         done = [client_round(head, np.asarray(f), np.asarray(y), rows[c], spec, seed, r, c, train)
                 for c, (_, f, y) in sorted(clients.items())]
-        curve.append(round_point(r - 1, [report for _, _, report in done]))
-        if train:
-            head = average([(h, n) for h, n, _ in done])
+        total = exact_total([contribution(head, h, n, report, train) for h, n, report in done], frac_bits)
+        new, point = finish_round(r - 1, total, train)
+        curve.append(point)
+        head = new if new is not None else head
     return curve

@@ -15,7 +15,7 @@ every candidate and round), and with a second round its round-1 features are kep
 A job ``head_train`` with key ``(candidate, client)`` is one round of the federated head probe
 (:mod:`vista.selection.head_probe`) on those same cached features: it scores the layer the
 server sent on the client's held-out rows and, but in the probe's last (evaluation) round,
-trains it locally.
+trains it locally; with ``secure_agg`` both come back masked, as the statistics do.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ from vista.selection.feature_cache import (
     feature_key,
 )
 from vista.selection.features import FrozenEncoder, client_statistics
-from vista.selection.head_probe import HeadSpec, client_round, evaluate, split_rows
+from vista.selection.head_probe import HeadSpec, client_round, contribution, evaluate, split_rows
 from vista.selection.metrics import local_logme
 from vista.selection.privacy import (
     PrivacySpec,
     admit,
     client_upload,
     guard_client_score,
+    masked_blocks,
 )
 from vista.selection.sampling import capped
 from vista.selection.stats import SufficientStats
@@ -201,28 +202,34 @@ class StatisticsRuntime:
     def head_train(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """One round of the head probe on this client: ``report`` scores the layer the server sent
         (``payload["head"]``) on the held-out rows; with ``payload["train"]`` the layer trained on
-        the other rows comes back as ``head``, with ``n`` those rows (FedAvg's weight). The rows are
-        the statistics round's (same sample, same admission), read from its feature cache."""
+        the other rows comes back as ``head``, with ``n`` those rows (FedAvg's weight). With
+        ``secure_agg`` only ``upload`` comes back: both, as masked sums (:func:`contribution`).
+        The rows are the statistics round's (same sample, same admission), read from its feature
+        cache."""
         candidate, client = key
         a, spec = self.args, self.args.head
         if spec is None:
             raise ValueError("head_train needs StatsArgs.head (a head score wanted)")
         _, idx, labels, adm = self._sample(client)
-        head = payload["head"]
-        if not adm.eligible:  # as in the statistics round: a client too small to admit contributes nothing
-            return {"head": None, "n": 0, "report": evaluate(head, np.zeros((0, 1)), np.zeros(0)),
-                    "forward_passes": 0}
-        kept, y = idx[adm.keep], labels[adm.keep]
-        cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
-        f, passes = self.cache.get(cache_key), 0
-        if f is None:  # not cached (no cache, or another host): encode again, and keep it for the next round
-            # the model's own features, as the cache keeps them: the probe reads what the classifier reads
-            enc = self.encoder(candidate)
-            f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
-            passes = len(kept)
-            self.cache.put(cache_key, f)
-        new, n, report = client_round(head, f, y, split_rows(kept, spec.val_fraction, a.seed, client), spec, a.seed,
-                                      payload["round"], client, payload["train"])
+        head, train = payload["head"], payload["train"]
+        new, n, passes = None, 0, 0
+        report = evaluate(head, np.zeros((0, 1)), np.zeros(0))
+        if adm.eligible:  # as in the statistics round, a client too small to admit contributes nothing
+            kept, y = idx[adm.keep], labels[adm.keep]
+            cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
+            f = self.cache.get(cache_key)
+            if f is None:  # not cached (no cache, or another host): encode again, and keep it for the next round
+                # the model's own features, as the cache keeps them: the probe reads what the classifier reads
+                enc = self.encoder(candidate)
+                f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
+                passes = len(kept)
+                self.cache.put(cache_key, f)
+            new, n, report = client_round(head, f, y, split_rows(kept, spec.val_fraction, a.seed, client), spec,
+                                          a.seed, payload["round"], client, train)
+        if a.privacy.secure_agg:  # masked: zeros from a client that adds nothing, so the masks cancel
+            upload = masked_blocks(contribution(head, new, n, report, train), client, payload["cohort"],
+                                   a.privacy.frac_bits, payload["mask_seed"])
+            return {"upload": upload, "forward_passes": passes}
         return {"head": new, "n": n, "report": report, "forward_passes": passes}
 
     def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:

@@ -198,8 +198,8 @@ class SelectionSpec:
         check_range("SelectionSpec", "head_val_fraction", self.head_val_fraction, 0.0, 1.0, lo_open=True)
         if self.head_scores() and self.privacy.dp:
             raise FieldError(self._field_bringing(self.head_scores()),
-                             f"{', '.join(self.head_scores())} trains a head on the clients' features and sends their "
-                             "layers in the clear, which the DP guard does not cover: under DP use selection=gbc_prior "
+                             f"{', '.join(self.head_scores())} trains a head on the clients' features and sums their "
+                             "layers without DP noise, which the DP guard does not cover: under DP use selection=gbc_prior "
                              "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
         if self.feature_store is not None and self.feature_cache_mb == 0:
             raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",

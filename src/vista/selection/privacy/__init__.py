@@ -13,12 +13,14 @@ Three independent layers, all configured by one :class:`PrivacySpec`:
   PLD accountant (:func:`composed_epsilon`, :func:`privacy_report`).
 * **Secure aggregation** (``secure_agg``, simulated): fixed-point ring encoding in
   ``Z_2^64`` and pairwise masks that cancel exactly in the sum (:func:`to_ring`,
-  :func:`mask_upload`, :func:`recover_dropped`).
+  :func:`mask_upload`, :func:`recover_dropped`); ``block_sum`` sums any named float blocks
+  the same way, masked or in the clear (:func:`masked_blocks`, :func:`unmasked_total`,
+  :func:`exact_total`): the head probe's FedAvg.
 
 ``spec`` holds :class:`PrivacySpec` and the shared validation helpers; ``pipeline`` is the
 only module that combines the layers (:func:`client_upload`, :func:`merge_uploads`). The
 imports run one way, ``spec`` <- ``admission``, ``dp`` (<- ``accounting``), ``secure_agg``
-<- ``pipeline``, so each layer can be read (and tested) without the others.
+<- ``pipeline`` and ``block_sum``, so each layer can be read (and tested) without the others.
 
 Client side: :func:`prepare_stats` then :func:`client_upload`; server side:
 :func:`merge_uploads`; :func:`privacy_report` describes the guarantee.
@@ -41,6 +43,7 @@ from vista.selection.privacy.admission import (
     require_admitted,
 )
 from vista.selection.privacy.admission import _check_labels as _check_labels
+from vista.selection.privacy.block_sum import exact_total, masked_blocks, unmasked_total
 from vista.selection.privacy.dp import _block_multiplier as _block_multiplier
 from vista.selection.privacy.dp import _check_delta as _check_delta
 from vista.selection.privacy.dp import _log_delta as _log_delta
@@ -88,9 +91,11 @@ __all__ = [
     "clip_rows",
     "composed_epsilon",
     "epsilon_for",
+    "exact_total",
     "from_ring",
     "guard_client_score",
     "mask_upload",
+    "masked_blocks",
     "merge_uploads",
     "noise_multiplier_for",
     "noise_stds",
@@ -104,4 +109,5 @@ __all__ = [
     "repair",
     "sensitivities",
     "to_ring",
+    "unmasked_total",
 ]

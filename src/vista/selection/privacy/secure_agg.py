@@ -13,7 +13,7 @@ Pure ring arithmetic: this module knows nothing of admission or DP.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,10 @@ from vista.selection.privacy.spec import _check_cohort_size
 
 __all__ = [
     "LO_BITS",
+    "BlockLayout",
     "Layout",
+    "decode_blocks",
+    "encode_blocks",
     "from_ring",
     "mask_upload",
     "pairwise_mask",
@@ -77,6 +80,45 @@ def _layout(wire: dict) -> Layout:
 LO_BITS = 40  # the low limb's extra fractional bits
 
 
+def _to_limbs(flat: np.ndarray, frac_bits: int, max_clients: int, where) -> np.ndarray:
+    """``flat`` (float64) fixed-point encoded in two uint64 limbs, ``[hi..., lo...]`` (see
+    :func:`to_ring`); ``where(predicate)`` names the offending block for an error."""
+    m = _check_cohort_size(max_clients)
+    if not np.all(np.isfinite(flat)):
+        raise ValueError(f"non-finite values in wire blocks {where(lambda p: not np.all(np.isfinite(p)))}")
+    limit = 2.0**62 / m
+    scaled = flat * 2.0**frac_bits
+    if flat.size and np.max(np.abs(scaled)) > limit:
+        xmax = float(np.max(np.abs(flat)))
+        fit = math.floor(math.log2(limit / xmax)) if xmax > 0 else 0
+        worst = where(lambda p: p.size and float(np.max(np.abs(p))) == xmax)
+        raise ValueError(
+            f"fixed-point overflow: block {worst[0]!r} holds |x| = {xmax:.3g}, and "
+            f"|x| * 2^{frac_bits} exceeds 2^62 / {m} clients. Lower frac_bits (at most "
+            f"{fit} fits) or turn on DP clipping (dp_epsilon with a clip_norm) to bound the "
+            "feature norms"
+        )
+    hi = np.rint(scaled)
+    lo = np.rint((flat - hi / 2.0**frac_bits) * 2.0 ** (frac_bits + LO_BITS))
+    return np.concatenate([hi.astype(np.int64), lo.astype(np.int64)]).view(np.uint64)
+
+
+def _from_limbs(vec: np.ndarray, size: int, frac_bits: int) -> np.ndarray:
+    """Inverse of :func:`_to_limbs` for a single encoding or a sum of them: one float64 each."""
+    v = np.asarray(vec)
+    if v.dtype != np.uint64 or v.shape != (2 * size,):
+        raise ValueError(f"ring vector must be uint64 of shape ({2 * size},), got {v.dtype} {v.shape}")
+    signed = v.view(np.int64)
+    return signed[:size].astype(np.float64) / 2.0**frac_bits + signed[size:].astype(np.float64) / 2.0 ** (
+        frac_bits + LO_BITS
+    )
+
+
+def _flatten(parts: list[tuple[str, np.ndarray]], frac_bits: int, max_clients: int) -> np.ndarray:
+    flat = np.concatenate([p for _, p in parts]) if parts else np.zeros(0)
+    return _to_limbs(flat, frac_bits, max_clients, lambda bad: [n for n, p in parts if bad(p)])
+
+
 def to_ring(
     wire: dict, frac_bits: int, max_clients: int = 1024
 ) -> tuple[np.ndarray, Layout]:
@@ -91,48 +133,13 @@ def to_ring(
     Each value must satisfy ``|x| * 2^frac_bits <= 2^62 / max_clients``.
     """
     layout = _layout(wire)
-    m = _check_cohort_size(max_clients)
-    parts = [
-        np.asarray(wire[b], dtype=np.float64).reshape(-1) for b, _ in layout.blocks
-    ]
-    flat = np.concatenate(parts)
-    if not np.all(np.isfinite(flat)):
-        bad = [
-            b for (b, _), p in zip(layout.blocks, parts) if not np.all(np.isfinite(p))
-        ]
-        raise ValueError(f"non-finite values in wire blocks {bad}")
-    limit = 2.0**62 / m
-    scaled = flat * 2.0**frac_bits
-    if flat.size and np.max(np.abs(scaled)) > limit:
-        worst = max(
-            zip(layout.blocks, parts), key=lambda bp: np.max(np.abs(bp[1]), initial=0)
-        )
-        xmax = float(np.max(np.abs(worst[1])))
-        fit = math.floor(math.log2(limit / xmax)) if xmax > 0 else 0
-        raise ValueError(
-            f"fixed-point overflow: block {worst[0][0]!r} holds |x| = {xmax:.3g}, and "
-            f"|x| * 2^{frac_bits} exceeds 2^62 / {m} clients. Lower frac_bits (at most "
-            f"{fit} fits) or turn on DP clipping (dp_epsilon with a clip_norm) to bound the "
-            "feature norms"
-        )
-    hi = np.rint(scaled)
-    lo = np.rint((flat - hi / 2.0**frac_bits) * 2.0 ** (frac_bits + LO_BITS))
-    vec = np.concatenate([hi.astype(np.int64), lo.astype(np.int64)]).view(np.uint64)
-    return vec, layout
+    parts = [(b, np.asarray(wire[b], dtype=np.float64).reshape(-1)) for b, _ in layout.blocks]
+    return _flatten(parts, frac_bits, max_clients), layout
 
 
 def from_ring(vec: np.ndarray, layout: Layout, frac_bits: int) -> dict:
     """Inverse of :func:`to_ring` (for a single encoding or a sum of them)."""
-    v = np.asarray(vec)
-    if v.dtype != np.uint64 or v.shape != (2 * layout.size,):
-        raise ValueError(
-            f"ring vector must be uint64 of shape ({2 * layout.size},), got {v.dtype} {v.shape}"
-        )
-    signed = v.view(np.int64)
-    hi, lo = signed[: layout.size], signed[layout.size :]
-    x = hi.astype(np.float64) / 2.0**frac_bits + lo.astype(np.float64) / 2.0 ** (
-        frac_bits + LO_BITS
-    )
+    x = _from_limbs(vec, layout.size, frac_bits)
     out = layout.meta()
     pos = 0
     for name, shape in layout.blocks:
@@ -147,6 +154,41 @@ def from_ring(vec: np.ndarray, layout: Layout, frac_bits: int) -> dict:
             out[name] = float(block)
         else:
             out[name] = block
+    return out
+
+
+# =========================================================================== named blocks
+@dataclass(frozen=True)
+class BlockLayout:
+    """Where each named float block of :func:`encode_blocks` sits in the ring vector."""
+
+    blocks: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.blocks)
+
+
+def encode_blocks(
+    blocks: Mapping[str, np.ndarray], frac_bits: int, max_clients: int = 1024
+) -> tuple[np.ndarray, BlockLayout]:
+    """Any named float arrays (in sorted name order) in the ring, as :func:`to_ring` encodes
+    the statistics: the sum of such vectors decodes to the exact sum rounded once, so it
+    does not depend on the order the uploads are added in."""
+    names = sorted(blocks)
+    arrays = [np.asarray(blocks[n], dtype=np.float64) for n in names]
+    layout = BlockLayout(tuple((n, a.shape) for n, a in zip(names, arrays)))
+    return _flatten([(n, a.reshape(-1)) for n, a in zip(names, arrays)], frac_bits, max_clients), layout
+
+
+def decode_blocks(vec: np.ndarray, layout: BlockLayout, frac_bits: int) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_blocks` (for a single encoding or a sum of them)."""
+    x = _from_limbs(vec, layout.size, frac_bits)
+    out, pos = {}, 0
+    for name, shape in layout.blocks:
+        size = math.prod(shape)
+        out[name] = x[pos : pos + size].reshape(shape)
+        pos += size
     return out
 
 
