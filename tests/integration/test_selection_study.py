@@ -209,6 +209,36 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                      == (res["partition"], res["seed"], 6, method)]
             assert row["chosen"] == kept["methods"][entry]["chosen"]
 
+    # refresh_head.py: a head_shipped recorded before head_cost existed is run again (the curves checked
+    # equal) and takes the new run's costs; head_gbc_shipped's cost becomes auto_shipped's plus head_cost
+    kept_path = tmp_path / "runs" / "iid" / "seed0" / "result.json"
+    now = json.loads(kept_path.read_text())
+    old = json.loads(kept_path.read_text())
+    del old["methods"]["head_shipped"]["head_cost"]
+    old["methods"]["head_gbc_shipped"]["cost"]["bytes_up"] += 12345  # the old upper bound
+    kept_path.write_text(json.dumps(old))
+    rh = _script("refresh_head")
+    args = [str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates", *names,
+            "--work", str(tmp_path / "rh")]
+    assert rh.main(args) == 0
+    new = json.loads(kept_path.read_text())["methods"]
+
+    def _no_seconds(c):
+        return {k: v for k, v in c.items() if k != "seconds"}
+
+    assert _no_seconds(new["head_shipped"]["head_cost"]) == _no_seconds(now["methods"]["head_shipped"]["head_cost"])
+    assert _no_seconds(new["head_gbc_shipped"]["cost"]) == _no_seconds(now["methods"]["head_gbc_shipped"]["cost"])
+    assert new["head_gbc_shipped"]["scores"] == now["methods"]["head_gbc_shipped"]["scores"]
+    stamp = kept_path.stat().st_mtime_ns
+    assert rh.main(args) == 0 and kept_path.stat().st_mtime_ns == stamp  # nothing left to refresh
+    curves = json.loads(kept_path.read_text())
+    curves["methods"]["head_shipped"]["curves"]["bert"][2]["val_loss"] += 1e-9
+    del curves["methods"]["head_shipped"]["head_cost"]
+    kept_path.write_text(json.dumps(curves))
+    with pytest.raises(SystemExit, match="differ from head_shipped's for \\['bert'\\]"):
+        rh.main(args)
+    kept_path.write_text(json.dumps(now))
+
     # refresh_results.py: a result scored before the share was recorded, at a study length of 64, gets
     # the share of 64-token texts a 32-token round keeps; searches recorded under another rule are
     # replayed from the curves as the study replays them; the others are left as they are

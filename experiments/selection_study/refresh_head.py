@@ -1,0 +1,63 @@
+"""Re-run every committed run's ``head_shipped`` probe with today's code and keep its cost:
+``python experiments/selection_study/refresh_head.py RUNS --data DATA --hub HUB --work WORK``.
+
+For every ``result.json`` under RUNS whose ``head_shipped`` entry has no ``head_cost`` (recorded
+before the probe's own cost was reported, design note 90), runs ``selection=head_probe`` on auto's
+shipped sample as the study does (into ``WORK/<run>/head_<rounds>``, reused when there: the runs
+``head_rounds.py --rounds 6 --work WORK`` makes), stops unless its curves equal the recorded ones
+float for float, then replaces the entry's ``cost`` with the new run's and adds its ``head_cost``,
+and re-scores ``head_gbc_shipped`` from them (its cost: auto_shipped's plus ``head_cost``, exact).
+The scores cannot change (the curves are checked); only the costs do (the probe's sums are masked
+under the study's guard since design note 90, two 8-byte limbs an entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from head_rounds import check_prefix, probe_curves
+
+from vista.build import candidate_spec
+from vista.drivers.study import SHIPPED, StudyConfig, run_name
+from vista.drivers.study_head import HEAD_SHIPPED, rescore_heads
+
+
+def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
+    """One run's refresh; True if its file changed."""
+    result = json.loads(path.read_text())
+    entry = result["methods"].get(HEAD_SHIPPED)
+    if entry is None or "head_cost" in entry:
+        return False
+    rounds = int(entry["head"]["rounds"])
+    curves = probe_curves(result, cfg, data, work, rounds)
+    check_prefix(result, curves)  # the same curves, float for float, or the script stops
+    run = json.loads((work / run_name(result) / f"head_{rounds}" / "selection.json").read_text())
+    result["methods"][HEAD_SHIPPED] = {**entry, "cost": run["cost"], "head_cost": run["head_cost"]}
+    rescore_heads(result["methods"], result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED)
+    path.write_text(json.dumps(result, indent=1))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="the study's prepared corpora (prepare.py --out)")
+    p.add_argument("--hub", type=Path, default=Path("models"))
+    p.add_argument("--work", type=Path, required=True, help="where the probe's runs go (reused when there)")
+    p.add_argument("--candidates", nargs="+", default=["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args(argv)
+    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
+    cfg = StudyConfig(candidates=cands, num_workers=a.workers)
+    paths = sorted(a.runs.rglob("result.json"))
+    if not paths:
+        raise SystemExit(f"no result.json under {a.runs}")
+    changed = [p for p in paths if refresh(p, cfg, a.data, a.work)]
+    print(f"refreshed {len(changed)} of {len(paths)} runs (the others hold head_cost or no head_shipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
