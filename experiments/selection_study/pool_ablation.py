@@ -13,13 +13,15 @@ MiniLM (which label skew reorders)? Nothing is re-trained or re-encoded:
   run's LogME and GBC; the ``gbc_prior`` family (auto, auto_shipped, gbc_prior_mean) from its
   own values, because ``c = z(gbc) + w z(prior)`` gives back ``z(gbc)`` (an increasing affine
   map of GBC, so its standardisation over any sub-pool is GBC's) although the sampled or
-  mean-pooled GBC is not kept on its own; the full pool recombined must give the kept values
-  (checked: the script stops otherwise);
+  mean-pooled GBC is not kept on its own; ``head_gbc_shipped`` (auto as shipped since design note
+  89) as the server combines it, from ``head_shipped``'s values (the probe's held-out accuracy, one
+  candidate at a time) and auto_shipped's recombined on the sub-pool; the full pool recombined must
+  give the kept values (checked: the script stops otherwise);
 * ``borda`` needs the clients' own rankings, which are not kept: left out;
 * ``random`` is its expectation over the sub-pool;
 * successive halving and hybrid (the study's, LogME top ``--top-k``; what ``selection=hybrid``
-  ships, the top 2 by auto_shipped; and the top 2 by size alone, the floor a data shortlist must
-  beat) are replayed on the sub-pool's brute-force curves, their compute a fraction of the
+  ships, the top 2 by auto_shipped (gbc_prior); the top 2 by head_gbc_shipped; and the top 2 by size
+  alone, the floor a data shortlist must beat) are replayed on the sub-pool's brute-force curves, their compute a fraction of the
   sub-pool's brute force.
 
 Each run is judged against its own truth restricted to the sub-pool (ties within the run's
@@ -37,6 +39,7 @@ from statistics import mean
 
 from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
 from vista.drivers.study_compute import rounds_compute, selection_compute
+from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED
 from vista.selection.combine import (
     NEAR_TIE,
     PRIOR_WEIGHT,
@@ -44,13 +47,15 @@ from vista.selection.combine import (
     weighted_z,
     zscores,
 )
+from vista.selection.head_scores import head_gbc_rule
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
 ONE_AT_A_TIME = ("logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "param_prior")
 GBC_PRIOR = ("gbc_prior", "auto", "gbc_prior_mean", SHIPPED)  # z(gbc) + PRIOR_WEIGHT z(param_prior)
-# hybrid top 2 as shipped (by auto_shipped), and by size alone: the floor a data shortlist must beat
-SHORTLISTS = (SHIPPED, "param_prior")
+# hybrid top 2 as shipped (by auto_shipped: gbc_prior), by auto as shipped (head_gbc_shipped), and by size
+# alone: the floor a data shortlist must beat
+SHORTLISTS = (SHIPPED, HEAD_GBC_SHIPPED, "param_prior")
 SEARCHES = ("successive_halving", "hybrid", *(f"hybrid top 2 by {s}" for s in SHORTLISTS))
 FULL = "(none)"
 
@@ -78,6 +83,10 @@ def sub_scores(result: dict, pool: list[str]) -> dict[str, dict]:
     for s in GBC_PRIOR:
         if s in m:
             out[s] = gbc_prior_on(m[s]["scores"], m["param_prior"]["scores"], pool)
+    if HEAD_SHIPPED in m:  # the probe's accuracy is one candidate's at a time; head_gbc recombines
+        out[HEAD_SHIPPED] = _only(m[HEAD_SHIPPED]["scores"], pool)
+        if HEAD_GBC_SHIPPED in m:
+            out[HEAD_GBC_SHIPPED] = head_gbc_rule(out[HEAD_SHIPPED], out[SHIPPED])
     out["random"] = dict.fromkeys(pool, 0.0)  # judged as its expectation
     return out
 
@@ -87,7 +96,7 @@ def check_recombination(result: dict) -> None:
     what the kept values were made of."""
     pool = list(result["truth"])
     mine = sub_scores(result, pool)
-    for s in (*GBC_PRIOR, "logme_gbc"):
+    for s in (*GBC_PRIOR, "logme_gbc", HEAD_GBC_SHIPPED):
         kept = result["methods"].get(s, {}).get("scores")
         if kept is None:
             continue
@@ -105,7 +114,7 @@ def search_rows(result: dict, pool: list[str], scores: dict[str, dict], top_k: i
     runs = {"successive_halving": (successive_halving(pool, ReplayOracle(curves, key), r0, eta, rounds), None),
             "hybrid": (hybrid(scores["logme"], ReplayOracle(curves, key), top_k, r0, eta, rounds), "logme"),
             **{f"hybrid top 2 by {s}": (hybrid(scores[s], ReplayOracle(curves, key), 2, r0, eta, rounds), s)
-               for s in SHORTLISTS}}
+               for s in SHORTLISTS if s in scores}}
     out = {}
     for name, (res, shortlist) in runs.items():
         spent = sum(rounds_compute(result, c, k) for c, k in res.rounds_trained.items() if k)
@@ -142,7 +151,9 @@ def summary(rows: list[dict], dropped: str | None) -> dict[str, dict]:
         rs = [r for r in rows if r["method"] == method and (r["dropped"] == dropped if dropped else r["dropped"] != FULL)]
         costs = [r["compute_vs_brute_force"] for r in rs if r["compute_vs_brute_force"] is not None]
         ranked = [r for r in rs if math.isfinite(r["kendall_tau_max"])]  # tau-b is undefined when all tie
-        out[method] = {"n": len(rs), "n_tau": len(ranked), "kendall_tau": mean(r["kendall_tau"] for r in ranked),
+        # a method that ties every candidate orders nothing: its undefined tau-b counts 0
+        out[method] = {"n": len(rs), "n_tau": len(ranked),
+                       "kendall_tau": mean(r["kendall_tau"] if math.isfinite(r["kendall_tau"]) else 0.0 for r in ranked),
                        "kendall_tau_max": mean(r["kendall_tau_max"] for r in ranked),
                        "picked_best": sum(r["picked_best"] for r in rs), "mean_regret": mean(r["top1_regret"] for r in rs),
                        "worst_regret": max(r["top1_regret"] for r in rs),
@@ -158,7 +169,8 @@ def markdown(rows: list[dict], runs: list[str], skipped: list[str]) -> str:
            "Per method: mean tau-b (mean cap given the ties), picked the best (runs; random: expected), mean and "
            "worst top-1 regret; searches: compute as a fraction of the sub-pool's brute force. "
            "`borda` is left out (it needs the clients' rankings). Tau-b is averaged over the run x pools whose "
-           "truth does not tie every candidate (where it does, tau-b is undefined: the count is given). "
+           "truth does not tie every candidate (where it does, tau-b is undefined: the count is given); a method "
+           "whose scores tie every candidate (the head probe at the majority rate) counts 0 there. "
            "Made by `pool_ablation.py`.", ""]
     for dropped in [*drops, None]:
         title = "every leave-one-out sub-pool together" if dropped is None else \

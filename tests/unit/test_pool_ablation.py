@@ -9,6 +9,7 @@ import pytest
 from support.study_scripts import study_script
 
 from vista.selection.combine import gbc_prior, near_ties
+from vista.selection.head_scores import head_gbc_rule
 from vista.selection.search import Cost
 
 KEY = "client_val_accuracy_mean"
@@ -38,6 +39,10 @@ def _result() -> dict:
          "auto": _entry(gbc_prior({"gbc": gbc, "param_prior": prior}), 40),
          "auto_shipped": {**_entry(gbc_prior({"gbc": sampled, "param_prior": prior}), 20), "token_share": 0.5},
          "logme_gbc": _entry(near_ties(logme, gbc, 0.05), 40)}
+    # the probe leaves mid, small and tiny at the majority rate: auto's rule orders them
+    head = {"big": 0.7, "mid": 0.5, "small": 0.5, "tiny": 0.5}
+    m["head_shipped"] = _entry(head, 20)
+    m["head_gbc_shipped"] = {**_entry(head_gbc_rule(head, m["auto_shipped"]["scores"]), 20), "token_share": 0.5}
     curves = {"big": _curve([0.5, 0.9], 0.90, 10), "mid": _curve([0.6, 0.7], 0.80, 10),
               "small": _curve([0.5, 0.5], 0.50, 10), "tiny": _curve([0.3, 0.4], 0.40, 10)}
     return {"data": "toy", "partition": "iid", "seed": 0, "truth": truth, "tie_tol": 0.0, "validation_key": KEY,
@@ -56,6 +61,14 @@ def test_a_combined_score_recombined_on_a_sub_pool_is_the_score_computed_there()
     assert got["logme_gbc"] == near_ties({c: res["methods"]["logme"]["scores"][c] for c in pool},
                                          {c: res["methods"]["gbc"]["scores"][c] for c in pool}, 0.05)
     assert set(got["logme"]) == set(pool)
+    # auto as shipped (head_gbc): the probe's values as they are, auto_shipped's rule recombined on the pool
+    assert got["head_shipped"] == {c: 0.5 for c in pool}
+    assert got["head_gbc_shipped"] == pytest.approx(head_gbc_rule(got["head_shipped"], want), abs=1e-12)
+    assert max(got["head_gbc_shipped"], key=got["head_gbc_shipped"].get) == "mid"  # by auto_shipped: GBC + size
+    res["methods"]["head_gbc_shipped"]["scores"]["tiny"] += 0.1
+    with pytest.raises(SystemExit, match="head_gbc_shipped: recombined on the full pool"):
+        pa.check_recombination(res)
+    res["methods"]["head_gbc_shipped"]["scores"]["tiny"] -= 0.1
     res["methods"]["auto"]["scores"]["mid"] += 0.1
     with pytest.raises(SystemExit, match="auto: recombined on the full pool"):
         pa.check_recombination(res)
@@ -91,3 +104,7 @@ def test_leaving_out_the_best_asks_who_is_next_and_searches_cost_a_share_of_the_
     assert pa.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--top-k", "2"]) == 0
     md = (tmp_path / "out" / "pool_ablation.md").read_text()
     assert "## without big (1 run x pool)" in md and "| logme | " in md and "every leave-one-out" in md
+    # without big the probe ties every candidate: tau-b undefined, counted 0 in the mean (it orders nothing)
+    assert by[("big", "head_shipped")]["kendall_tau"] != by[("big", "head_shipped")]["kendall_tau"]  # nan
+    assert pa.summary([by[("big", "head_shipped")]], "big")["head_shipped"]["kendall_tau"] == 0.0
+    assert "hybrid top 2 by head_gbc_shipped" in md
