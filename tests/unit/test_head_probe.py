@@ -63,6 +63,8 @@ def test_fedavg_weights_by_rows_adds_the_reports_and_refuses_no_rows():
     assert head is None and last["val_examples"] == 4  # the evaluation round adds reports only
     with pytest.raises(ValueError, match="no client trained"):
         finish_round(1, exact_total(_round(sent, [(a, 0, rep[0])]), 16), train=True)
+    with pytest.raises(ValueError, match="diverged on this client: loss_sum, w not finite; lower selection.head_lr"):
+        contribution(sent, (np.full((2, 3), np.inf, np.float32), b[1]), 2, {**rep[0], "loss_sum": np.nan}, True)
 
 
 def test_the_masked_sum_is_the_clear_sum_bit_for_bit_in_any_order_and_after_a_dropout():

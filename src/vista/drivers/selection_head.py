@@ -59,16 +59,16 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             if not mine:
                 raise RuntimeError(f"candidate {n!r}: every head probe job of round {ctx.round} failed; first: "
                                    f"{next((f['error'] for f in ctx['failed_jobs'] if f['candidate'] == n), '?')}")
-            train, sent = ctx.round <= head.rounds, ctx["heads"][n]
+            train, layer = ctx.round <= head.rounds, ctx["heads"][n]
             if privacy.secure_agg:  # failed jobs' masks removed, as in the statistics round
                 total = unmasked_total([v["upload"] for v in mine], cohort, privacy.frac_bits,
                                        _mask_seed(seed, m, ctx.round))
             else:
-                total = exact_total([contribution(sent, v["head"], v["n"], v["report"], train) for v in mine],
+                total = exact_total([contribution(layer, v["head"], v["n"], v["report"], train) for v in mine],
                                     privacy.frac_bits)
             new, point = finish_round(ctx.round - 1, total, train)
             ctx["curves"][n].append(point)
-            ctx["heads"][n] = new if new is not None else sent
+            ctx["heads"][n] = new if new is not None else layer
         again = sum(1 for r in ok if r.value["forward_passes"] > 0)
         if ctx.round > 1 and again:  # round 1 may encode (no statistics round before it on that host)
             log.warning("head probe round %d: %d client jobs encoded their texts again (the feature cache is off "

@@ -124,6 +124,10 @@ def contribution(sent: Head, trained: Head | None, n: int, report: Mapping[str, 
                                                                               np.zeros_like(sent[1]))
         out.update(w=np.asarray(w, np.float64) * n, b=np.asarray(b, np.float64) * n,
                    n=np.array([n if trained is not None else 0], np.float64))
+    bad = [k for k, v in out.items() if not np.all(np.isfinite(v))]
+    if bad:  # a sum cannot hold them (masked or exact): say why instead of a fixed-point error
+        raise ValueError(f"the head probe diverged on this client: {', '.join(bad)} not finite; lower "
+                         "selection.head_lr (the probe's rate, by default the fine-tune's fl.lr)")
     return out
 
 
