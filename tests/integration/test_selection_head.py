@@ -21,6 +21,7 @@ from vista.selection.head_scores import head_gbc_rule, head_probe
 from vista.selection.privacy import GUARDED, PrivacySpec, admit
 from vista.selection.runtime import StatisticsRuntime
 from vista.selection.spec import SelectionSpec
+from vista.selection.stats import SufficientStats
 
 NAMES = ("bert", "gpt2")
 
@@ -124,6 +125,13 @@ def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, 
     assert s["head_gbc"] == head_gbc_rule(s["head_probe"], gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}))
     # the statistics round with GBC's PCA round, then the probe's 3 + 1 rounds, all on one encode
     assert both["cost"]["rounds"] == 2 + 3 + 1 and both["cost"]["forward_passes"] == sel["cost"]["forward_passes"]
+    # the probe alone reads no moment: its statistics round sends each client's counts (masked: two
+    # 8-byte limbs of the width-1 wire), where head_gbc's sends D x D moments for GBC
+    assert sel["head_cost"] == {**both["head_cost"], "seconds": sel["head_cost"]["seconds"]}
+    classes = FedNLPData(tiny_data[0]).num_labels
+    counts_up = len(NAMES) * len(sel["cohort"]) * 16 * SufficientStats.wire_floats(classes, 1, False)
+    assert sel["cost"]["bytes_up"] - sel["head_cost"]["bytes_up"] == counts_up
+    assert both["cost"]["bytes_up"] - both["head_cost"]["bytes_up"] > 50 * counts_up
 
 
 def test_dp_refuses_the_head_probe(candidates):

@@ -322,3 +322,15 @@ def test_caveats_of_the_registry():
             "toy_caveat": {"a": "its caveat could not be computed (RuntimeError: boom)"}}
     finally:
         registry.unregister("toy_caveat")
+
+
+def test_counts_only_keeps_the_counts_and_drops_every_moment():
+    """What a client of a head-only run uploads: C counts and n, not D^2 moments; sums like any."""
+    rng = np.random.default_rng(0)
+    a = SufficientStats.from_features(rng.standard_normal((6, 5)), np.array([0, 1, 1, 2, 2, 2]), 3)
+    b = SufficientStats.from_features(rng.standard_normal((2, 5)), np.array([0, 0]), 3)
+    both = a.counts_only() + b.counts_only()
+    assert both.dim == 1 and both.n == 8 and both.counts.tolist() == [3, 2, 3]
+    assert not np.any(both.G) and not np.any(both.s) and both.sq4 == 0.0
+    assert SufficientStats.wire_floats(3, 1, False) < SufficientStats.wire_floats(3, 5, False) / 3
+    assert a.counts.tolist() == [1, 2, 3]  # its own counts untouched

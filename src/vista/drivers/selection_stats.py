@@ -41,7 +41,8 @@ def statistics_pipeline(spec: SelectionSpec, names: list[str], cohort: list[int]
     two-round score (GBC) takes a second round: the server sends each candidate's PCA basis and
     pooled mean (from the merged round-1 statistics) and the clients upload statistics of their
     centred, projected features. Which scores, which statistics, which rounds: the registry
-    (:data:`vista.selection.scores.SCORES`). ``releases``: how many DP releases the budget is
+    (:data:`vista.selection.scores.SCORES`); a run of head scores alone uploads the counts only
+    (``SelectionSpec.uploads_moments``: the probe reads the features the round cached). ``releases``: how many DP releases the budget is
     split over (:func:`vista.selection.privacy.plan`); ``missing_shares`` in the context
     counts, per sum that lost any, the clients whose noise share is missing."""
     wanted = spec.statistics_scores()
@@ -210,7 +211,7 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
                      releases=releases.total, seed=parts.seed, max_texts=cap,
                      project_dim=spec.project_dim, feature_cache=str(cache) if cache else None,
                      feature_cache_mb=spec.feature_cache_mb, keep_features=store is not None,
-                     head=spec.head_spec(parts.fl) if spec.head_scores() else None)
+                     head=spec.head_spec(parts.fl) if spec.head_scores() else None, moments=spec.uploads_moments)
     pipeline = statistics_pipeline(spec, names, cohort, parts.seed, releases=releases.total,
                                    collect_failures=parts.fl.client_failures is ClientFailures.drop)
     ctx = FLContext()

@@ -82,6 +82,7 @@ class StatsArgs:
     keep_features: bool = False  # the cache is a feature store: round 1 reads it too, nothing is deleted
     project_dim: int | None = None  # features on a public random basis of this many dims first (public_basis)
     head: HeadSpec | None = None  # the head probe's training (head scores wanted), else None
+    moments: bool = True  # upload the moments; False: the counts alone (no score reads them, SufficientStats.counts_only)
 
 
 class StatisticsRuntime:
@@ -173,6 +174,8 @@ class StatisticsRuntime:
                 passes = 0  # read back, not encoded
         else:  # contributes zeros, so the other clients' pairwise masks still cancel
             stats = SufficientStats.empty(a.num_labels, enc.dim, per_class, shift)
+        if not a.moments:  # a head-only run: the features are cached for the probe, only the counts go up
+            stats = stats.counts_only()
         local, weight = None, None
         # a client of >= 2 admitted classes votes (a label-only decision, like admission)
         if a.local_logme and adm.eligible and not second and np.count_nonzero(stats.counts) >= 2:

@@ -270,6 +270,12 @@ class SelectionSpec:
             return "scores"
         return "metric" if brings(self.metric) else "name"
 
+    @property
+    def uploads_moments(self) -> bool:
+        """Whether the statistics round's clients send their moments: some exact or client score
+        reads them. A run of head scores alone sends the counts (the probe reads cached features)."""
+        return any(registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT) for s in self.statistics_scores())
+
     def head_scores(self) -> tuple[str, ...]:
         """The wanted head scores: the probe's rounds run when there is one."""
         return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind == registry.HEAD)

@@ -15,6 +15,7 @@ lose the spread to cancellation in ``G - N mu mu^T`` (see :meth:`SufficientStats
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -120,6 +121,12 @@ class SufficientStats:
             q=np.zeros(d),
             shift=check_shift(shift, d),
         )
+
+    def counts_only(self) -> SufficientStats:
+        """The example and class counts alone, every moment dropped (width 1, zeros): what a client
+        uploads when no score reads its moments (a run of head scores only), so it sends C numbers
+        instead of D^2. Summed like any statistics; the server reads only ``n`` and ``counts``."""
+        return dataclasses.replace(SufficientStats.empty(self.num_classes, 1), n=self.n, counts=self.counts.copy())
 
     @property
     def per_class(self) -> bool:
