@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, required=True, help="the setting's own rate (the probe's, as shipped)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--length", type=int, default=128, help="the study's max_seq_len the store was kept at")
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     a = p.parse_args(argv)
     spec = HeadSpec(rounds=a.rounds, lr=a.lr, batch_size=16)
     for setting in a.settings:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = json.loads(result.read_text())["truth"] if result.exists() else {}
         print(f"## {setting}  (truth {'kept' if truth else 'not yet'})")
         print("| candidate | truth | " + " | ".join(VARIANTS) + " | feature norm | spread |")
-        for name in CANDIDATES:
+        for name in a.candidates:
             rows = client_rows(setting, data, name, a.length)
             pooled = np.concatenate([f for _, f, _ in rows.values()])
             norm = float(np.linalg.norm(pooled, axis=1).mean())

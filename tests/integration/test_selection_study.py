@@ -10,9 +10,11 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.study_scripts import study_script
 
+from vista.data.fednlp import FedNLPData
 from vista.drivers.study import (
     SHIPPED,
     SHIPPED_AUTO,
@@ -44,7 +46,7 @@ def _pstd(centred: dict[str, float]) -> float:
     return math.sqrt(sum(v * v for v in centred.values()) / len(centred))
 
 
-def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thread):
+def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thread, capsys):
     names = ("bert", "roberta", "gpt2")
     cfg = StudyConfig(candidates=tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in names),
                       clients=4, clients_per_round=2, rounds=2, batch_size=8, max_seq_len=32, num_workers=0,
@@ -171,6 +173,23 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         run_setting(dataclasses.replace(cfg, lr=5e-3), data, "iid", 0, setting)
     with pytest.raises(BudgetMismatch, match=r"rounds 2 -> 3"):
         rescore_own_poolings(dataclasses.replace(cfg, rounds=3), data, setting)
+
+    # probe_centring.py: the probe in one process on a setting's kept features, as they are, centred and
+    # standardised, beside the truth
+    pc = _script("probe_centring")
+    setting = tmp_path / "runs" / "iid" / "seed0"
+    assert pc.main([str(setting), "--data", str(data.parent), "--lr", str(cfg.lr), "--length", "32",
+                    "--candidates", *names]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    truth = json.loads((setting / "result.json").read_text())["truth"]
+    assert [line.split(" | ")[0][2:] for line in printed[1:]] == list(names)
+    for line in printed[1:]:
+        cells = line.strip("| ").split(" | ")
+        assert float(cells[1]) == pytest.approx(truth[cells[0]], abs=5e-4)
+        assert all(0.0 <= float(x) <= 1.0 for x in cells[2:5])
+    rows = pc.client_rows(setting, FedNLPData(data), "bert", 32)
+    centred = np.concatenate([f for _, f, _ in pc.variants(rows)["centred"].values()])
+    assert np.abs(centred.mean(0)).max() < 1e-5  # on the pooled mean, which the server has from the sums
 
     # pooling_cost.py: every setting's statistics round re-run per pooling, from the kept features
     pooling = _script("pooling_cost")
