@@ -34,14 +34,16 @@ from vista.selection.spec import SelectionSpec
 TIE_TOL = 0.01
 
 
-def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int) -> dict[str, list[dict]]:
-    """The probe's curves on the run's shipped sample, ``rounds`` long (reused when already run)."""
+def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int,
+                 keep_features: bool = False) -> dict[str, list[dict]]:
+    """The probe's curves on the run's shipped sample, ``rounds`` long (reused when already run);
+    ``keep_features``: the clients' sampled features kept in ``WORK/<run>/features`` (a feature store)."""
     budget = {k: result["budget"].get(k, UNSAID.get(k)) for k in BUDGET_FIELDS}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None})
     out = work / run_name(result)
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], out)
     spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
-                         **SHIPPED_AUTO)
+                         feature_store=str(out / "features") if keep_features else None, **SHIPPED_AUTO)
     return run_or_reuse(dataclasses.replace(parts, selection=spec), out / f"head_{rounds}")["head_curves"]
 
 

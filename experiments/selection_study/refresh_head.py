@@ -24,14 +24,14 @@ from vista.drivers.study import SHIPPED, StudyConfig, run_name
 from vista.drivers.study_head import HEAD_SHIPPED, rescore_heads
 
 
-def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
+def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features: bool = False) -> bool:
     """One run's refresh; True if its file changed."""
     result = json.loads(path.read_text())
     entry = result["methods"].get(HEAD_SHIPPED)
     if entry is None or "head_cost" in entry:
         return False
     rounds = int(entry["head"]["rounds"])
-    curves = probe_curves(result, cfg, data, work, rounds)
+    curves = probe_curves(result, cfg, data, work, rounds, keep_features)
     check_prefix(result, curves)  # the same curves, float for float, or the script stops
     run = json.loads((work / run_name(result) / f"head_{rounds}" / "selection.json").read_text())
     result["methods"][HEAD_SHIPPED] = {**entry, "cost": run["cost"], "head_cost": run["head_cost"]}
@@ -48,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True, help="where the probe's runs go (reused when there)")
     p.add_argument("--candidates", nargs="+", default=["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--keep-features", action="store_true",
+                   help="keep each run's sampled features in WORK/<run>/features (probe variants then re-run offline)")
     a = p.parse_args(argv)
     cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
     cfg = StudyConfig(candidates=cands, num_workers=a.workers)
     paths = sorted(a.runs.rglob("result.json"))
     if not paths:
         raise SystemExit(f"no result.json under {a.runs}")
-    changed = [p for p in paths if refresh(p, cfg, a.data, a.work)]
+    changed = [p for p in paths if refresh(p, cfg, a.data, a.work, a.keep_features)]
     print(f"refreshed {len(changed)} of {len(paths)} runs (the others hold head_cost or no head_shipped)")
     return 0
 

@@ -238,8 +238,10 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     kept_path.write_text(json.dumps(old))
     rh = _script("refresh_head")
     args = [str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates", *names,
-            "--work", str(tmp_path / "rh")]
+            "--work", str(tmp_path / "rh"), "--keep-features"]
     assert rh.main(args) == 0
+    # the sampled features are kept, so probe variants re-run offline: every candidate x client (4) and the probe texts
+    assert len(list((tmp_path / "rh").rglob("features/*.npy"))) == 3 * (4 + 1)  # the one run refreshed
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):
