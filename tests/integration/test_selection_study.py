@@ -242,6 +242,17 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert rh.main(args) == 0
     # the sampled features are kept, so probe variants re-run offline: every candidate x client (4) and the probe texts
     assert len(list((tmp_path / "rh").rglob("features/*.npy"))) == 3 * (4 + 1)  # the one run refreshed
+    # probe_variants.py: from those features the shipped probe is rebuilt (equal to the recorded curves, or it
+    # stops) and run centred; the run without kept features is left out and said
+    pv = _script("probe_variants")
+    assert pv.main([str(tmp_path / "runs"), "--data", str(data.parent), "--work", str(tmp_path / "rh"),
+                    "--out", str(tmp_path / "pv")]) == 0
+    got = json.loads((tmp_path / "pv" / "probe_variants.json").read_text())
+    assert len(got["skipped"]) == 3 and {(r["variant"], r["method"]) for r in got["rows"]} == {
+        (v, m) for v in ("shipped", "centred") for m in ("head_probe", "head_gbc")}
+    shipped = next(r for r in got["rows"] if (r["variant"], r["method"]) == ("shipped", "head_probe"))
+    assert shipped["scores"] == now["methods"]["head_shipped"]["scores"]
+    assert "| centred | head_gbc | 1 |" in (tmp_path / "pv" / "probe_variants.md").read_text()
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):
