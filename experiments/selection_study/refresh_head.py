@@ -36,7 +36,7 @@ def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features:
     run = json.loads((work / run_name(result) / f"head_{rounds}" / "selection.json").read_text())
     result["methods"][HEAD_SHIPPED] = {**entry, "cost": run["cost"], "head_cost": run["head_cost"]}
     rescore_heads(result["methods"], result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED)
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=2))  # as the study writes it
     return True
 
 
