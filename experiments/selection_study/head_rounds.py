@@ -21,8 +21,6 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from table import load
-
 from vista.build import candidate_spec
 from vista.drivers.study import SHIPPED, SHIPPED_AUTO, StudyConfig, method_quality, run_name, setting_parts
 from vista.drivers.study import _run_or_reuse as run_or_reuse
@@ -30,6 +28,8 @@ from vista.drivers.study_budget import BUDGET_FIELDS, UNSAID
 from vista.drivers.study_head import HEAD_SHIPPED
 from vista.selection.head_scores import head_gbc_rule
 from vista.selection.spec import SelectionSpec
+
+from table import load
 
 TIE_TOL = 0.01
 
@@ -110,19 +110,30 @@ def markdown(summ: list[dict], rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a script that re-runs the committed runs' probes (this one, refresh_head.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path)
     p.add_argument("--data", type=Path, required=True, help="the study's prepared corpora (prepare.py --out)")
     p.add_argument("--hub", type=Path, default=Path("models"))
     p.add_argument("--work", type=Path, required=True, help="where the probe's runs go (reused when there)")
     p.add_argument("--candidates", nargs="+", default=["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
-    p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--workers", type=int, default=1)
+    return p
+
+
+def probe_config(a: argparse.Namespace) -> StudyConfig:
+    """The study configuration :func:`probe_parser`'s arguments name (candidates from the hub, workers)."""
+    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
+    return StudyConfig(candidates=cands, num_workers=a.workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = probe_parser(__doc__)
+    p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
-    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
-    cfg = StudyConfig(candidates=cands, num_workers=a.workers)
+    cfg = probe_config(a)
     rows = []
     for result in load(a.runs, TIE_TOL):
         if HEAD_SHIPPED not in result["methods"]:

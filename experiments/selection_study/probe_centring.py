@@ -22,43 +22,50 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from vista.data.fednlp import FedNLPData, FedNLPPartition
 from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import HeadSpec, simulate
 from vista.selection.privacy import GUARDED, admit
+from vista.selection.sampling import capped
+from vista.selection.spec import SelectionSpec
 
 CANDIDATES = ("minilm", "mpnet", "smollm2", "minilm_l3", "random_bert")
 VARIANTS = ("raw", "centred", "standardised")
 
 
-def client_rows(setting: Path, data: FedNLPData, name: str, length: int) -> dict[int, tuple]:
-    """Each admitted client's (text indices, kept features, labels) for candidate ``name``."""
+def client_rows(setting: Path, data: FedNLPData, name: str, length: int, sampled: SelectionSpec | None = None,
+                seed: int = 0) -> dict[int, tuple]:
+    """Each admitted client's (text indices, kept features as stored, labels) for candidate ``name``
+    from ``setting``'s feature store: every train text, or with ``sampled`` the texts a selection run
+    of that spec encodes (``StatisticsRuntime._sample``: its seeded cap, ``seed`` the run's)."""
     (part,) = setting.glob("*_partition_seed*.h5")
     with h5py.File(part, "r") as f:
         (method,) = f.keys()  # the study writes one partition method a file
     clients = FedNLPPartition(part, method).clients
+    cap = sampled.texts_cap(len(clients)) if sampled is not None else None
     cache = FeatureCache(setting / "features", 2**40)
     rows = {}
     for c in sorted(clients):
-        idx = np.asarray(clients[c].train, dtype=np.int64)
-        y = data.labels(idx)
+        idx = capped(np.asarray(clients[c].train, dtype=np.int64), cap, seed, c)
+        y = np.asarray(data.labels(idx), dtype=np.int64)
         adm = admit(y, data.num_labels, GUARDED)
         if adm.eligible:
             kept = idx[adm.keep]
             f = cache.get(feature_key(name, c, "auto", length, kept))
             if f is None:
-                raise SystemExit(f"{setting}: no kept features of {name} for client {c} at length {length}")
-            rows[c] = (kept, np.asarray(f, np.float64), y[adm.keep])
+                raise SystemExit(f"{setting}: no kept features of {name} for client {c} at length {length} (keep "
+                                 "them with run_study.py or refresh_head.py --keep-features)")
+            rows[c] = (kept, f, y[adm.keep])
     return rows
 
 
 def variants(rows: dict[int, tuple]) -> dict[str, dict[int, tuple]]:
     """The rows as they are, centred on the pooled mean, and standardised per dimension."""
-    pooled = np.concatenate([f for _, f, _ in rows.values()])
+    pooled = np.concatenate([np.asarray(f, np.float64) for _, f, _ in rows.values()])
     mu, sd = pooled.mean(0), pooled.std(0) + 1e-6
     maps = {"raw": lambda f: f, "centred": lambda f: f - mu, "standardised": lambda f: (f - mu) / sd}
-    return {v: {c: (k, maps[v](f).astype(np.float32), y) for c, (k, f, y) in rows.items()} for v in VARIANTS}
+    return {v: {c: (k, maps[v](np.asarray(f, np.float64)).astype(np.float32), y) for c, (k, f, y) in rows.items()}
+            for v in VARIANTS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| candidate | truth | " + " | ".join(VARIANTS) + " | feature norm | spread |")
         for name in a.candidates:
             rows = client_rows(setting, data, name, a.length)
-            pooled = np.concatenate([f for _, f, _ in rows.values()])
+            pooled = np.concatenate([np.asarray(f, np.float64) for _, f, _ in rows.values()])
             norm = float(np.linalg.norm(pooled, axis=1).mean())
             spread = float(np.sqrt(((pooled - pooled.mean(0)) ** 2).sum(1).mean()))
             acc = {v: simulate(r, data.num_labels, spec, seed=0)[-1]["val_accuracy"] for v, r in variants(rows).items()}

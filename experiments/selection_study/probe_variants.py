@@ -21,53 +21,26 @@ import math
 from pathlib import Path
 from statistics import mean
 
-import h5py
-import numpy as np
-from head_rounds import TIE_TOL
-from table import load
-
-from vista.data.fednlp import FedNLPData, FedNLPPartition
+from vista.data.fednlp import FedNLPData
 from vista.drivers.study import SHIPPED, SHIPPED_AUTO, method_quality, run_name
 from vista.drivers.study_head import HEAD_SHIPPED
-from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import HeadSpec, simulate
 from vista.selection.head_scores import head_gbc_rule
-from vista.selection.privacy import GUARDED, admit
-from vista.selection.sampling import capped
 from vista.selection.spec import SelectionSpec
+
+from head_rounds import TIE_TOL
+from probe_centring import client_rows, variants
+from table import load
 
 VARIANTS = ("shipped", "centred")
 
 
 def sampled_rows(result: dict, run_dir: Path, data: FedNLPData) -> dict[str, dict[int, tuple]]:
     """Per candidate, each admitted client's (sampled text indices, kept features, labels), as
-    ``StatisticsRuntime._sample`` draws them for auto's shipped round."""
-    (part,) = run_dir.glob("*_partition_seed*.h5")
-    with h5py.File(part, "r") as f:
-        (method,) = f.keys()
-    clients = FedNLPPartition(part, method).clients
-    cap = SelectionSpec(**SHIPPED_AUTO).texts_cap(len(clients))
-    cache = FeatureCache(run_dir / "features", 2**40)
-    out: dict[str, dict[int, tuple]] = {}
-    for name in result["truth"]:
-        out[name] = {}
-        for c in sorted(clients):
-            idx = capped(np.asarray(clients[c].train, dtype=np.int64), cap, result["seed"], c)
-            y = np.asarray(data.labels(idx), dtype=np.int64)
-            adm = admit(y, data.num_labels, GUARDED)
-            if adm.eligible:
-                kept = idx[adm.keep]
-                f = cache.get(feature_key(name, c, "auto", SHIPPED_AUTO["max_seq_len"], kept))
-                if f is None:
-                    raise SystemExit(f"{run_name(result)}: no kept features of {name} for client {c}: run "
-                                     "refresh_head.py --keep-features with this --work first")
-                out[name][c] = (kept, f, y[adm.keep])
-    return out
-
-
-def centred(rows: dict[int, tuple]) -> dict[int, tuple]:
-    mu = np.concatenate([np.asarray(f, np.float64) for _, f, _ in rows.values()]).mean(0)
-    return {c: (k, (np.asarray(f, np.float64) - mu).astype(np.float32), y) for c, (k, f, y) in rows.items()}
+    auto's shipped round draws them."""
+    sample = SelectionSpec(**SHIPPED_AUTO)
+    return {name: client_rows(run_dir, data, name, SHIPPED_AUTO["max_seq_len"], sample, result["seed"])
+            for name in result["truth"]}
 
 
 def run_rows(result: dict, run_dir: Path, data: FedNLPData) -> list[dict]:
@@ -80,7 +53,7 @@ def run_rows(result: dict, run_dir: Path, data: FedNLPData) -> list[dict]:
         if curve != entry["curves"][name]:
             raise SystemExit(f"{run_name(result)}: the rebuilt probe of {name} is not the recorded curve")
         acc[("shipped", name)] = curve[-1]["val_accuracy"]
-        acc[("centred", name)] = simulate(centred(rows), classes, spec, result["seed"])[-1]["val_accuracy"]
+        acc[("centred", name)] = simulate(variants(rows)["centred"], classes, spec, result["seed"])[-1]["val_accuracy"]
     auto, out = result["methods"][SHIPPED]["scores"], []
     for v in VARIANTS:
         head = {n: acc[(v, n)] for n in rows_of}

@@ -13,15 +13,13 @@ under the study's guard since design note 90, two 8-byte limbs an entry).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from head_rounds import check_prefix, probe_curves
-
-from vista.build import candidate_spec
 from vista.drivers.study import SHIPPED, StudyConfig, run_name
 from vista.drivers.study_head import HEAD_SHIPPED, rescore_heads
+
+from head_rounds import check_prefix, probe_config, probe_curves, probe_parser
 
 
 def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features: bool = False) -> bool:
@@ -41,18 +39,11 @@ def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="the study's prepared corpora (prepare.py --out)")
-    p.add_argument("--hub", type=Path, default=Path("models"))
-    p.add_argument("--work", type=Path, required=True, help="where the probe's runs go (reused when there)")
-    p.add_argument("--candidates", nargs="+", default=["minilm", "mpnet", "smollm2", "minilm_l3", "random_bert"])
-    p.add_argument("--workers", type=int, default=1)
+    p = probe_parser(__doc__)
     p.add_argument("--keep-features", action="store_true",
                    help="keep each run's sampled features in WORK/<run>/features (probe variants then re-run offline)")
     a = p.parse_args(argv)
-    cands = tuple(candidate_spec(c, {"model_hub": str(a.hub)}) for c in a.candidates)
-    cfg = StudyConfig(candidates=cands, num_workers=a.workers)
+    cfg = probe_config(a)
     paths = sorted(a.runs.rglob("result.json"))
     if not paths:
         raise SystemExit(f"no result.json under {a.runs}")
