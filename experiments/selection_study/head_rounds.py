@@ -35,16 +35,19 @@ TIE_TOL = 0.01
 
 
 def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int,
-                 keep_features: bool = False) -> dict[str, list[dict]]:
+                 keep_features: bool = False, centre: bool = False) -> dict[str, list[dict]]:
     """The probe's curves on the run's shipped sample, ``rounds`` long (reused when already run);
-    ``keep_features``: the clients' sampled features kept in ``WORK/<run>/features`` (a feature store)."""
+    ``keep_features``: the clients' sampled features kept in ``WORK/<run>/features`` (a feature store,
+    read back when there); ``centre``: the centred probe (``selection.head_centre``, into ``head_<rounds>_centred``)."""
     budget = {k: result["budget"].get(k, UNSAID.get(k)) for k in BUDGET_FIELDS}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None})
     out = work / run_name(result)
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], out)
     spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
-                         feature_store=str(out / "features") if keep_features else None, **SHIPPED_AUTO)
-    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / f"head_{rounds}")["head_curves"]
+                         head_centre=centre, feature_store=str(out / "features") if keep_features else None,
+                         **SHIPPED_AUTO)
+    name = f"head_{rounds}" + ("_centred" if centre else "")
+    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / name)["head_curves"]
 
 
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:

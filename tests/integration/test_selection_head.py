@@ -39,27 +39,33 @@ def _run(tiny_hub, tiny_data, candidates, out, name_="head_probe", fl=None, **sp
     return run_selection(dataclasses.replace(parts, selection=sel), out)["selection"], parts
 
 
+def _stored_rows(store, tiny_data, name: str) -> dict[int, tuple]:
+    """Each admitted client's (texts, stored features, labels) of candidate ``name``: the probe's rows."""
+    data, part = tiny_data
+    fed, clients = FedNLPData(data), FedNLPPartition(part, "uniform").clients
+    cache = FeatureCache(store, 2**30)
+    rows = {}
+    for c in sorted(clients):
+        idx = np.asarray(clients[c].train, dtype=np.int64)
+        y = fed.labels(idx)
+        adm = admit(y, fed.num_labels, GUARDED)
+        if adm.eligible:
+            kept = idx[adm.keep]
+            f = cache.get(feature_key(name, c, "auto", 32, kept))
+            assert f is not None and f.shape[0] == len(kept)
+            rows[c] = (kept, f, y[adm.keep])
+    return rows
+
+
 def test_the_run_gives_the_simulated_curve_from_the_stored_features(arch_hub, tiny_hub, tiny_data, candidates,
                                                                      tmp_path, one_torch_thread):
     store = tmp_path / "store"
     sel, parts = _run(tiny_hub, tiny_data, candidates, tmp_path / "run", feature_store=str(store), scores=("logme",))
-    data, part = tiny_data
-    fed, clients = FedNLPData(data), FedNLPPartition(part, "uniform").clients
-    cache = FeatureCache(store, 2**30)
+    fed = FedNLPData(tiny_data[0])
     head = SelectionSpec(head_rounds=3).head_spec(parts.fl)
     assert head.lr == parts.fl.lr and head.batch_size == parts.fl.batch_size  # the fine-tune's own rate and batch
     for name in NAMES:
-        rows = {}
-        for c in sorted(clients):
-            idx = np.asarray(clients[c].train, dtype=np.int64)
-            y = fed.labels(idx)
-            adm = admit(y, fed.num_labels, GUARDED)
-            if adm.eligible:
-                kept = idx[adm.keep]
-                f = cache.get(feature_key(name, c, "auto", 32, kept))
-                assert f is not None and f.shape[0] == len(kept)
-                rows[c] = (kept, f, y[adm.keep])
-        curve = simulate(rows, fed.num_labels, head, parts.seed)
+        curve = simulate(_stored_rows(store, tiny_data, name), fed.num_labels, head, parts.seed)
         assert sel["head_curves"][name] == curve  # every float, round 0 (the first layer) to 3
         assert [p["round"] for p in curve] == [0, 1, 2, 3]
         assert sel["scores"]["head_probe"][name] == head_probe(curve)
@@ -68,6 +74,37 @@ def test_the_run_gives_the_simulated_curve_from_the_stored_features(arch_hub, ti
     # the statistics round, then 3 training rounds and the evaluation round; no forward pass added
     assert sel["cost"]["rounds"] == 1 + 3 + 1
     assert sel["cost"]["bytes_up"] > 0 and sel["cost"]["bytes_down"] > 0
+
+
+def test_the_centred_probe_is_the_simulated_one_on_the_statistics_round_mean(tiny_hub, tiny_data, candidates,
+                                                                               tmp_path, one_torch_thread):
+    """selection.head_centre: each client trains and scores on its rows less the pooled mean that the
+    statistics round's (masked) sums give the server: the curve ``simulate`` computes centred on the
+    pooled mean in one process. The centre goes down with every job (8 bytes a dimension); a run of
+    head scores alone then uploads moments, not counts."""
+    store = tmp_path / "store"
+    raw, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "raw", feature_store=str(store))
+    sel, parts = _run(tiny_hub, tiny_data, candidates, tmp_path / "centred", feature_store=str(store),
+                      head_centre=True)
+    fed = FedNLPData(tiny_data[0])
+    head = SelectionSpec(head_rounds=3, head_centre=True).head_spec(parts.fl)
+    assert head.centre
+    for name in NAMES:
+        curve = simulate(_stored_rows(store, tiny_data, name), fed.num_labels, head, parts.seed)
+        assert sel["head_curves"][name] == curve
+    assert sel["head_curves"] != raw["head_curves"]
+    jobs = 4 * len(sel["cohort"])  # 3 training rounds and the evaluation round, each candidate
+    assert sel["head_cost"]["bytes_down"] - raw["head_cost"]["bytes_down"] == jobs * 8 * sum(sel["dims"].values())
+    assert sel["head_cost"]["bytes_up"] == raw["head_cost"]["bytes_up"]  # the same blocks go up
+    assert sel["cost"]["bytes_up"] - sel["head_cost"]["bytes_up"] > 50 * (
+        raw["cost"]["bytes_up"] - raw["head_cost"]["bytes_up"])  # moments, where the raw probe sent counts
+
+
+def test_head_centre_refuses_a_projection(candidates):
+    with pytest.raises(FieldError, match="head_centre .* selection.project_dim=16 projects away"):
+        SelectionSpec(name="head_probe", candidates=candidates, head_centre=True, project_dim=16)
+    assert SelectionSpec(name="head_probe", candidates=candidates, head_centre=True).uploads_moments
+    assert not SelectionSpec(name="head_probe", candidates=candidates).uploads_moments
 
 
 def test_without_the_cache_the_clients_encode_again_and_the_curve_is_the_same(tiny_hub, tiny_data, candidates,

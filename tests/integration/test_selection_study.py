@@ -253,6 +253,19 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     shipped = next(r for r in got["rows"] if (r["variant"], r["method"]) == ("shipped", "head_probe"))
     assert shipped["scores"] == now["methods"]["head_shipped"]["scores"]
     assert "| centred | head_gbc | 1 |" in (tmp_path / "pv" / "probe_variants.md").read_text()
+    # centred_live.py: the centred probe as a selection run (selection.head_centre) on those stored features
+    # gives probe_variants' offline centred curves float for float, and is judged beside head_gbc as shipped
+    cl = _script("centred_live")
+    assert cl.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--out", str(tmp_path / "cl")]) == 0
+    live = json.loads((tmp_path / "cl" / "centred_live.json").read_text())["rows"]
+    assert {(r["method"], r["truth"]) for r in live} == {(m, t) for m in ("head_probe_centred", "head_gbc_centred",
+                                                                          "head_gbc_shipped") for t in ("run", "setting")}
+    assert all(r["equal_to_offline"] for r in live)
+    centred = next(r for r in got["rows"] if (r["variant"], r["method"]) == ("centred", "head_gbc"))
+    assert next(r for r in live if (r["method"], r["truth"]) == ("head_gbc_centred", "setting"))["scores"] == \
+        centred["scores"]
+    assert (tmp_path / "rh" / "tiny" / "iid" / "seed0" / "head_6_centred" / "selection.json").is_file()
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):

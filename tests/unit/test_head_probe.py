@@ -8,11 +8,13 @@ import pytest
 from vista.checks import FieldError
 from vista.selection.head_probe import (
     HeadSpec,
+    centred,
     contribution,
     evaluate,
     finish_round,
     init_head,
     local_update,
+    pooled_mean,
     simulate,
     split_rows,
 )
@@ -118,6 +120,25 @@ def test_the_probe_ranks_features_by_how_far_federated_training_gets_on_them():
     far = simulate(_clients(1.0, True, shift=2.0), 2, spec, seed=0)
     near = simulate(_clients(1.0, True, shift=0.2), 2, spec, seed=0)
     assert head_probe(far) >= 0.8 > 0.65 >= head_probe(near)
+
+
+def test_the_centred_probe_trains_on_the_rows_less_their_pooled_mean():
+    """Features that share a large offset (a frozen encoder's first token): at the fine-tune's rate
+    the raw layer spends its rounds on the offset and stays near the majority rate under skew; less
+    the pooled mean it separates the classes. The centred probe is exactly the raw probe on rows
+    centred by hand (float64, then float32), and a given centre is used as it is."""
+    clients = {c: (i, x + np.float32(40.0), y) for c, (i, x, y) in _clients(1.0, True).items()}
+    raw, centre = HeadSpec(rounds=3, lr=1e-2, batch_size=16), HeadSpec(rounds=3, lr=1e-2, batch_size=16, centre=True)
+    mu = pooled_mean(clients)
+    assert mu.dtype == np.float64 and np.allclose(mu, np.concatenate([f for _, f, _ in clients.values()]).mean(0))
+    by_hand = {c: (i, centred(f, mu), y) for c, (i, f, y) in clients.items()}
+    assert by_hand[0][1].dtype == np.float32
+    assert np.array_equal(by_hand[0][1], (clients[0][1].astype(np.float64) - mu).astype(np.float32))
+    curve = simulate(clients, 2, centre, seed=0)
+    assert curve == simulate(by_hand, 2, raw, seed=0)
+    assert head_probe(curve) >= 0.9 and head_probe(simulate(clients, 2, raw, seed=0)) <= 0.55  # the majority: 0.5
+    assert simulate(clients, 2, centre, seed=0, centre=mu + 1.0) != curve  # a given centre is the one used
+    assert centred(clients[0][1], None) is clients[0][1]  # off: the rows as they are
 
 
 def test_head_spec_checks_its_fields():

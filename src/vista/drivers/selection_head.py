@@ -8,12 +8,16 @@ layers (FedAvg, by probe-train rows) and adds up the reports into the candidate'
 ``secure_agg`` as masked sums (it learns only the sums, as of the statistics round). Every head
 score is then its function of that curve. The clients read the features the statistics
 round cached, so the probe adds no forward pass (a worker on another host re-encodes once).
+Centred (``selection.head_centre``), each job also gets the candidate's pooled feature mean, which
+the server has from the statistics round's summed moments (masked or not: only the sum).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+import numpy as np
 
 from vista.pipeline import EventManager, Executor, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 from vista.selection import scores as registry
@@ -35,8 +39,12 @@ def _upload_bytes(value: dict[str, Any]) -> int:
 
 
 def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], classes: int, head: HeadSpec,
-                  privacy: PrivacySpec, seed: int, collect_failures: bool) -> Pipeline:
-    """The probe's rounds for every candidate at once (jobs candidate-major, as the statistics round)."""
+                  privacy: PrivacySpec, seed: int, collect_failures: bool,
+                  centres: dict[str, np.ndarray] | None = None) -> Pipeline:
+    """The probe's rounds for every candidate at once (jobs candidate-major, as the statistics round);
+    ``centres``: each candidate's pooled feature mean, sent with the layer (``HeadSpec.centre``)."""
+    if head.centre and centres is None:
+        raise ValueError("a centred head probe needs each candidate's pooled mean (the statistics round's)")
 
     def plan(ctx: FLContext) -> Jobs:
         if ctx.round == 1:
@@ -46,7 +54,8 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
         ctx.keep("heads", "curves", "failed_jobs", "cost")
         train = ctx.round <= head.rounds
         return Jobs([JobSpec("head_train", (m, c), {"head": ctx["heads"][n], "round": ctx.round, "train": train,
-                                                    "cohort": cohort, "mask_seed": _mask_seed(seed, m, ctx.round)})
+                                                    "cohort": cohort, "mask_seed": _mask_seed(seed, m, ctx.round),
+                                                    "centre": centres[n] if head.centre else None})
                      for m, n in enumerate(names) for c in cohort])
 
     def collect(ctx: FLContext, results: list[JobResult]) -> None:
@@ -75,6 +84,8 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
                         "or full: selection.feature_cache_mb); each such round costs a statistics round's encode",
                         ctx.round, again)
         sent = sum(payload_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
+        if head.centre:  # the centre goes down with the layer: a client job keeps nothing across rounds
+            sent += sum(payload_nbytes(centres[names[r.key[0]]]) for r in results)
         ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
                                          bytes_up=sum(_upload_bytes(r.value) for r in ok),
                                          bytes_down=sent, rounds=1)
@@ -91,7 +102,9 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
     wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]``, and add the
     probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
     probe = FLContext()
-    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures).run(
+    # centred: on the pooled mean of the statistics round's sums, what GBC's PCA round centres on
+    centres = {n: ctx["merged"][n].mean() for n in names} if head.centre else None
+    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures, centres).run(
         probe, events, executor)
     curves: dict[str, list[dict[str, Any]]] = probe["curves"]
     for s in wanted:

@@ -9,14 +9,15 @@ clients' cached features of the statistics round at the fine-tune's own rate, ba
 epochs, and scores the global layer on a split each client holds out of its sample.
 
 It costs no forward pass beyond the statistics round's (the features are cached); each round
-moves a ``C x D`` layer and its bias per client and candidate, both ways. The server adds up the
+moves a ``C x D`` layer and its bias per client and candidate, both ways (centred: and the
+features' pooled mean down, from the statistics round's sums). The server adds up the
 clients' weighted layers and reports exactly (:func:`contribution`, :func:`finish_round`; the
 sums of :mod:`vista.selection.privacy.block_sum`): with ``secure_agg`` masked, so it learns only
 the sums, as of the statistics; in the clear it sees each client's. No DP: DP refuses the probe.
 
 Every number is a pure function of the features, the labels, :class:`HeadSpec` and the seed:
 :func:`simulate` runs the protocol in one process (a study, the tests), and the selection
-driver runs the same :func:`local_update` / :func:`evaluate` / :func:`average` as client jobs,
+driver runs the same :func:`client_round` / :func:`contribution` / :func:`finish_round` as client jobs,
 so the two agree exactly.
 """
 
@@ -33,8 +34,8 @@ from vista.data.holdout import hold_out
 from vista.selection.privacy.block_sum import exact_total
 from vista.selection.sampling import derived_seed
 
-__all__ = ["Head", "HeadSpec", "client_round", "contribution", "evaluate", "finish_round", "init_head", "local_update",
-           "round_point", "simulate", "split_rows"]
+__all__ = ["Head", "HeadSpec", "centred", "client_round", "contribution", "evaluate", "finish_round", "init_head",
+           "local_update", "pooled_mean", "round_point", "simulate", "split_rows"]
 
 Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
 
@@ -43,7 +44,8 @@ Head = tuple[np.ndarray, np.ndarray]  # (weights C x D, bias C), float32
 class HeadSpec:
     """How the probe trains: ``rounds`` of FedAvg, each client ``local_epochs`` of AdamW at ``lr``
     in batches of ``batch_size``; ``val_fraction`` of each client's sampled texts held out and
-    scored; the layer starts at N(0, ``init_std``), as Hugging Face initialises a classifier."""
+    scored; the layer starts at N(0, ``init_std``), as Hugging Face initialises a classifier;
+    ``centre``: on features centred on their pooled mean (:func:`centred`)."""
 
     rounds: int = 6
     lr: float = 2e-3
@@ -52,6 +54,9 @@ class HeadSpec:
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     init_std: float = 0.02
+    # train and score on the features less their pooled mean (the statistics round's, sent down with
+    # the layer: D floats a candidate), not as they are (design note 93)
+    centre: bool = False
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "batch_size"):
@@ -67,6 +72,22 @@ def split_rows(indices: np.ndarray, fraction: float, seed: int, client: int) -> 
     held = hold_out(np.sort(indices), fraction, derived_seed(seed, 13), client)
     val = np.isin(indices, held.val)
     return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def centred(f: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """A client's rows less the pooled mean ``centre`` (float64, then float32 as the layer reads
+    them), or the rows as they are (``None``). Why: a frozen encoder's features share a large
+    offset (MPNet's first token on r52), which a layer at the fine-tune's rate spends its rounds
+    cancelling; centred, it reaches the classes' directions first (design note 93)."""
+    if centre is None:
+        return f
+    return (np.asarray(f, np.float64) - np.asarray(centre, np.float64)).astype(np.float32)
+
+
+def pooled_mean(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The mean of every client's rows (float64): in one process, what the statistics round's
+    summed moments give the server (to float64 rounding)."""
+    return np.concatenate([np.asarray(f, np.float64) for _, f, _ in clients.values()]).mean(0)
 
 
 def init_head(classes: int, dim: int, spec: HeadSpec, seed: int) -> Head:
@@ -170,15 +191,19 @@ def client_round(head: Head, f: np.ndarray, y: np.ndarray, rows: tuple[np.ndarra
 
 
 def simulate(clients: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: int, spec: HeadSpec,
-             seed: int, frac_bits: int = 16) -> list[dict[str, float]]:
+             seed: int, frac_bits: int = 16, centre: np.ndarray | None = None) -> list[dict[str, float]]:
     """The probe in one process: ``clients`` maps a client id to (its text indices, its features
     in that order, their labels); returns the curve, one point per round from 0 (the first layer)
     to ``spec.rounds`` (:func:`round_point`), as the driver's rounds report it: round ``r`` of
     ``spec.rounds + 1`` reports the layer after ``r - 1`` rounds, and all but the last train.
-    ``frac_bits``: the sums' fixed-point bits, the run's ``privacy.frac_bits`` (masked or not)."""
+    ``frac_bits``: the sums' fixed-point bits, the run's ``privacy.frac_bits`` (masked or not).
+    With ``spec.centre`` the rows are centred on ``centre``, by default :func:`pooled_mean`."""
     dims = {np.asarray(f).shape[1] for _, f, _ in clients.values()}
     if len(dims) != 1:
         raise ValueError(f"the clients' features differ in width: {sorted(dims)}")
+    if spec.centre:
+        mu = pooled_mean(clients) if centre is None else centre
+        clients = {c: (idx, centred(f, mu), y) for c, (idx, f, y) in clients.items()}
     head = init_head(classes, dims.pop(), spec, seed)
     rows = {c: split_rows(idx, spec.val_fraction, seed, c) for c, (idx, _, _) in clients.items()}
     curve = []

@@ -38,7 +38,7 @@ from vista.selection.feature_cache import (
     feature_key,
 )
 from vista.selection.features import FrozenEncoder, client_statistics
-from vista.selection.head_probe import HeadSpec, client_round, contribution, evaluate, split_rows
+from vista.selection.head_probe import HeadSpec, centred, client_round, contribution, evaluate, split_rows
 from vista.selection.metrics import local_logme
 from vista.selection.privacy import (
     PrivacySpec,
@@ -208,7 +208,7 @@ class StatisticsRuntime:
         the other rows comes back as ``head``, with ``n`` those rows (FedAvg's weight). With
         ``secure_agg`` only ``upload`` comes back: both, as masked sums (:func:`contribution`).
         The rows are the statistics round's (same sample, same admission), read from its feature
-        cache."""
+        cache; with ``payload["centre"]`` (``HeadSpec.centre``) less that pooled mean."""
         candidate, client = key
         a, spec = self.args, self.args.head
         if spec is None:
@@ -227,6 +227,7 @@ class StatisticsRuntime:
                 f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
                 passes = len(kept)
                 self.cache.put(cache_key, f)
+            f = centred(f, payload.get("centre"))
             new, n, report = client_round(head, f, y, split_rows(kept, spec.val_fraction, a.seed, client), spec,
                                           a.seed, payload["round"], client, train)
         if a.privacy.secure_agg:  # masked: zeros from a client that adds nothing, so the masks cancel

@@ -123,6 +123,10 @@ class SelectionSpec:
     head_rounds: int = 6
     head_lr: float | None = None
     head_val_fraction: float = 0.2
+    # the probe on features less their pooled mean, which the statistics round's summed moments give the
+    # server (sent down with the layer: D floats a candidate; a run of head scores alone then uploads
+    # moments); not with project_dim, whose statistics hold the projected mean only (design note 93)
+    head_centre: bool = False
     # a client's features kept for the PCA round (GBC), on the host's disk, at most this many MB (0: re-encode)
     feature_cache_mb: int = 1024
     # a directory that keeps the clients' round-1 features across runs, read back by later runs
@@ -201,6 +205,11 @@ class SelectionSpec:
                              f"{', '.join(self.head_scores())} trains a head on the clients' features and sums their "
                              "layers without DP noise, which the DP guard does not cover: under DP use selection=gbc_prior "
                              "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
+        if self.head_centre and self.head_scores() and self.project_dim is not None:
+            raise FieldError("head_centre", "centres the head probe's features on their pooled mean, which "
+                             f"selection.project_dim={self.project_dim} projects away (the statistics hold the "
+                             "projected mean only): set selection.project_dim=null or selection.head_centre=false",
+                             "selection")
         if self.feature_store is not None and self.feature_cache_mb == 0:
             raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",
                              "selection")
@@ -273,7 +282,10 @@ class SelectionSpec:
     @property
     def uploads_moments(self) -> bool:
         """Whether the statistics round's clients send their moments: some exact or client score
-        reads them. A run of head scores alone sends the counts (the probe reads cached features)."""
+        reads them, or a centred probe reads their mean (``head_centre``). A run of head scores alone
+        sends the counts (the probe reads cached features)."""
+        if self.head_centre and self.head_scores():
+            return True
         return any(registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT) for s in self.statistics_scores())
 
     def head_scores(self) -> tuple[str, ...]:
@@ -285,7 +297,7 @@ class SelectionSpec:
         local epochs and weight decay (the fine-tune's own)."""
         return HeadSpec(rounds=self.head_rounds, lr=self.head_lr if self.head_lr is not None else fl.lr,
                         local_epochs=fl.local_epochs, batch_size=fl.batch_size, weight_decay=fl.weight_decay,
-                        val_fraction=self.head_val_fraction)
+                        val_fraction=self.head_val_fraction, centre=self.head_centre)
 
     @property
     def reuses_features(self) -> bool:

@@ -1,0 +1,95 @@
+"""The centred head probe as a live selection run (``selection.head_centre``, design note 93):
+``python experiments/selection_study/centred_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]``.
+
+For every study run under RUNS with ``head_shipped`` whose clients' sampled features are kept in
+``WORK/<run>/features`` (a grid run's own directory, or ``refresh_head.py --keep-features``'s),
+runs ``selection=head_probe`` with ``head_centre=true`` on auto's shipped sample, reading that store
+(no encode), into ``WORK/<run>/head_<rounds>_centred``. Checks its curves against
+``probe_variants.py``'s offline centred probe (the same features less their float64 pooled mean, in one
+process) and says per run whether they are equal float for float; then judges head_probe and head_gbc
+(with the run's recorded auto_shipped values, the same texts) from the live curves against the run's
+own truth and its setting's (its seeds' mean), ties within 0.01, beside head_gbc as shipped
+(``head_gbc_shipped``). Writes
+``centred_live.md`` and ``centred_live.json`` to ``--out`` (default: WORK/out).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vista.data.fednlp import FedNLPData
+from vista.drivers.study import SHIPPED, method_quality, run_name
+from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED
+from vista.selection.head_probe import HeadSpec, simulate
+from vista.selection.head_scores import head_gbc_rule
+
+from head_rounds import TIE_TOL, probe_config, probe_curves, probe_parser
+from probe_centring import variants
+from probe_variants import sampled_rows
+from table import load
+
+
+def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
+    entry = result["methods"][HEAD_SHIPPED]
+    spec = HeadSpec(**entry["head"])
+    live = probe_curves(result, cfg, data, work, spec.rounds, keep_features=True, centre=True)
+    fed = FedNLPData(data / f"{result['data']}_data.h5")
+    rows_of = sampled_rows(result, work / run_name(result), fed)
+    offline = {n: simulate(variants(rows)["centred"], fed.num_labels, spec, result["seed"]) for n, rows in rows_of.items()}
+    head = {n: c[-1]["val_accuracy"] for n, c in live.items()}
+    auto = result["methods"][SHIPPED]["scores"]
+    base = {"data": result["data"], "partition": result["partition"], "seed": result["seed"],
+            "equal_to_offline": live == offline,
+            "accuracy_equal_to_offline": all(c[-1]["val_accuracy"] == offline[n][-1]["val_accuracy"]
+                                             for n, c in live.items())}
+    out = []
+    for method, scores in (("head_probe_centred", head), ("head_gbc_centred", head_gbc_rule(head, auto)),
+                           (HEAD_GBC_SHIPPED, result["methods"][HEAD_GBC_SHIPPED]["scores"])):
+        for truth in ("run", "setting"):  # the run's own truth, and its setting's seeds' mean (table.py's)
+            q = method_quality(method, result["truth" if truth == "run" else "truth_mean"], scores, TIE_TOL)
+            out.append({**base, "method": method, "truth": truth, "scores": scores, "chosen": q["chosen"],
+                        "best": q["best"], "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
+                        "top1_regret": q["top1_regret"]})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# The centred head probe as a live selection run", "",
+             "selection=head_probe with head_centre=true on auto's shipped sample; head_gbc_centred: z(its accuracy) + "
+             "0.5 z(auto_shipped's gbc_prior). Against the run's own truth and its setting's (its seeds' mean), ties "
+             "within 0.01. "
+             "`equal`: the live curves equal probe_variants.py's offline centred ones float for float. Made by "
+             "`centred_live.py`.", "",
+             "| run | method | truth | pick | best | regret | tau-b | cap | equal |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {r['method']} | {r['truth']} | {r['chosen']} | "
+                     f"{r['best']} | "
+                     f"{r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | "
+                     f"{'yes' if r['equal_to_offline'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = probe_parser(__doc__)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    cfg = probe_config(a)
+    rows = []
+    for result in load(a.runs, TIE_TOL):
+        if HEAD_SHIPPED in result["methods"] and (a.work / run_name(result) / "features").is_dir():
+            rows += run_rows(result, cfg, a.data, a.work)
+            print(f"{run_name(result)}: done", flush=True)
+    if not rows:
+        raise SystemExit(f"no run under {a.runs} has kept sampled features in {a.work}")
+    out = a.out or a.work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "centred_live.json").write_text(json.dumps({"rows": rows}, indent=1))
+    (out / "centred_live.md").write_text(markdown(rows))
+    print(f"wrote {out / 'centred_live.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
