@@ -19,7 +19,7 @@ from vista.selection.privacy.secure_agg import (
     decode_blocks,
     encode_blocks,
     mask_upload,
-    recover_dropped,
+    ring_total,
 )
 
 __all__ = ["exact_total", "masked_blocks", "unmasked_total"]
@@ -47,12 +47,8 @@ def unmasked_total(uploads: Sequence[dict], cohort: Sequence[int], frac_bits: in
     members = [int(c) for c in cohort]
     if len(set(survivors)) != len(survivors) or not set(survivors) <= set(members):
         raise ValueError(f"uploads from clients {survivors} do not match the cohort {members}")
-    total = np.zeros(2 * layout.size, dtype=np.uint64)
-    for u in uploads:
-        total += np.asarray(u["payload"], dtype=np.uint64)
     dropped = sorted(set(members) - set(survivors))
-    if dropped:
-        total = recover_dropped(total, survivors, dropped, seed, 2 * layout.size)
+    total = ring_total([u["payload"] for u in uploads], survivors, dropped, seed, 2 * layout.size)
     return decode_blocks(total, layout, frac_bits)
 
 
@@ -65,7 +61,4 @@ def exact_total(blocks: Sequence[Mapping[str, np.ndarray]], frac_bits: int) -> d
     layout = encoded[0][1]
     if any(lay != layout for _, lay in encoded):
         raise ValueError("the clients' blocks differ in names or shapes: every client must add the same blocks")
-    total = np.zeros(2 * layout.size, dtype=np.uint64)
-    for vec, _ in encoded:
-        total += vec
-    return decode_blocks(total, layout, frac_bits)
+    return decode_blocks(ring_total([vec for vec, _ in encoded], [], [], None, 2 * layout.size), layout, frac_bits)

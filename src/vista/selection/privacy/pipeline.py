@@ -31,7 +31,7 @@ from vista.selection.privacy.secure_agg import (
     _layout,
     from_ring,
     mask_upload,
-    recover_dropped,
+    ring_total,
     to_ring,
 )
 from vista.selection.privacy.spec import PrivacySpec
@@ -153,16 +153,7 @@ def merge_uploads(
         )
 
     if kind == "ring":
-        total = np.zeros(2 * layout.size, dtype=np.uint64)
-        for u in uploads:
-            total += np.asarray(u["payload"], dtype=np.uint64)
-        if dropped:
-            if seed is None:
-                raise ValueError(
-                    f"clients {dropped} dropped after masking: pass the cohort's mask seed "
-                    "to remove their masks"
-                )
-            total = recover_dropped(total, survivors, dropped, seed, 2 * layout.size)
+        total = ring_total([u["payload"] for u in uploads], survivors, dropped, seed, 2 * layout.size)
         wire = from_ring(total, layout, spec.frac_bits)
     else:
         wire = layout.meta()

@@ -30,6 +30,7 @@ __all__ = [
     "mask_upload",
     "pairwise_mask",
     "recover_dropped",
+    "ring_total",
     "to_ring",
 ]
 
@@ -239,6 +240,23 @@ def mask_upload(
             f"mask_upload needs a flat uint64 ring vector, got {v.dtype} {v.shape}"
         )
     return v + pairwise_mask(client, cohort, seed, v.size)
+
+
+def ring_total(payloads: Sequence[np.ndarray], survivors: Sequence[int], dropped: Sequence[int], seed: int | None,
+               length: int) -> np.ndarray:
+    """The server's sum of ring vectors mod 2^64 (masked uploads, or a clear path's own
+    encodings), less the masks the ``survivors`` shared with ``dropped`` cohort members (jobs that
+    failed after the others masked: :func:`recover_dropped`); still encoded. One place for the
+    statistics' merge and the head probe's block sums."""
+    total = np.zeros(int(length), dtype=np.uint64)
+    for p in payloads:
+        total += np.asarray(p, dtype=np.uint64)
+    if not dropped:
+        return total
+    if seed is None:
+        raise ValueError(f"clients {sorted(int(c) for c in dropped)} dropped after masking: pass the cohort's mask "
+                         "seed to remove their masks")
+    return recover_dropped(total, survivors, dropped, seed, length)
 
 
 def recover_dropped(
