@@ -39,7 +39,7 @@ from statistics import mean
 
 from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
 from vista.drivers.study_compute import rounds_compute, selection_compute
-from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED
+from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_VARIANTS
 from vista.selection.combine import (
     NEAR_TIE,
     PRIOR_WEIGHT,
@@ -83,10 +83,11 @@ def sub_scores(result: dict, pool: list[str]) -> dict[str, dict]:
     for s in GBC_PRIOR:
         if s in m:
             out[s] = gbc_prior_on(m[s]["scores"], m["param_prior"]["scores"], pool)
-    if HEAD_SHIPPED in m:  # the probe's accuracy is one candidate's at a time; head_gbc recombines
-        out[HEAD_SHIPPED] = _only(m[HEAD_SHIPPED]["scores"], pool)
-        if HEAD_GBC_SHIPPED in m:
-            out[HEAD_GBC_SHIPPED] = head_gbc_rule(out[HEAD_SHIPPED], out[SHIPPED])
+    for probe, both, _ in HEAD_VARIANTS:  # the probe's accuracy is one candidate's at a time; head_gbc recombines
+        if probe in m:
+            out[probe] = _only(m[probe]["scores"], pool)
+            if both in m:
+                out[both] = head_gbc_rule(out[probe], out[SHIPPED])
     out["random"] = dict.fromkeys(pool, 0.0)  # judged as its expectation
     return out
 
@@ -96,7 +97,7 @@ def check_recombination(result: dict) -> None:
     what the kept values were made of."""
     pool = list(result["truth"])
     mine = sub_scores(result, pool)
-    for s in (*GBC_PRIOR, "logme_gbc", HEAD_GBC_SHIPPED):
+    for s in (*GBC_PRIOR, "logme_gbc", *(both for _, both, _ in HEAD_VARIANTS)):
         kept = result["methods"].get(s, {}).get("scores")
         if kept is None:
             continue

@@ -8,7 +8,8 @@ shipped sample as the study does (into ``WORK/<run>/head_<rounds>``, reused when
 float for float, then replaces the entry's ``cost`` with the new run's and adds its ``head_cost``,
 and re-scores ``head_gbc_shipped`` from them (its cost: auto_shipped's plus ``head_cost``, exact).
 The scores cannot change (the curves are checked); only the costs do (the probe's sums are masked
-under the study's guard since design note 90, two 8-byte limbs an entry).
+under the study's guard since design note 90, two 8-byte limbs an entry). ``--centred`` also adds
+the centred probe's entries where missing (:func:`add_centred`, design note 93).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from vista.drivers.study import SHIPPED, StudyConfig, run_name
-from vista.drivers.study_head import HEAD_SHIPPED, rescore_heads
+from vista.drivers.study_head import HEAD_CENTRED, HEAD_SHIPPED, head_entry, rescore_heads
 
 from head_rounds import check_prefix, probe_config, probe_curves, probe_parser
 
@@ -38,10 +39,31 @@ def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features:
     return True
 
 
+def add_centred(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
+    """``head_centred_shipped`` and ``head_gbc_centred_shipped`` added to one run that lacks them: the
+    probe with ``selection.head_centre`` on the same sample, reading the kept features in
+    ``WORK/<run>/features`` (encoding them only when absent), into ``WORK/<run>/head_<rounds>_centred``
+    (reused when there: ``centred_live.py``'s runs); True if the file changed."""
+    result = json.loads(path.read_text())
+    m = result["methods"]
+    if HEAD_SHIPPED not in m or HEAD_CENTRED in m:
+        return False
+    shipped = m[HEAD_SHIPPED]
+    rounds = int(shipped["head"]["rounds"])
+    probe_curves(result, cfg, data, work, rounds, keep_features=True, centre=True)
+    run = json.loads((work / run_name(result) / f"head_{rounds}_centred" / "selection.json").read_text())
+    m[HEAD_CENTRED] = head_entry(run, shipped["sampling"], shipped["token_share"], {**shipped["head"], "centre": True})
+    rescore_heads(m, result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED)
+    path.write_text(json.dumps(result, indent=2))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = probe_parser(__doc__)
     p.add_argument("--keep-features", action="store_true",
                    help="keep each run's sampled features in WORK/<run>/features (probe variants then re-run offline)")
+    p.add_argument("--centred", action="store_true",
+                   help="also add head_centred_shipped and head_gbc_centred_shipped where missing (selection.head_centre)")
     a = p.parse_args(argv)
     cfg = probe_config(a)
     paths = sorted(a.runs.rglob("result.json"))
@@ -49,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no result.json under {a.runs}")
     changed = [p for p in paths if refresh(p, cfg, a.data, a.work, a.keep_features)]
     print(f"refreshed {len(changed)} of {len(paths)} runs (the others hold head_cost or no head_shipped)")
+    if a.centred:
+        added = [p for p in paths if add_centred(p, cfg, a.data, a.work)]
+        print(f"added the centred probe to {len(added)} of {len(paths)} runs (the others hold it or no head_shipped)")
     return 0
 
 

@@ -42,7 +42,13 @@ from vista.drivers.study_budget import (  # noqa: F401 - the study's API
     check_budget,
 )
 from vista.drivers.study_compute import corpus_token_counts
-from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED, head_entry, rescore_heads  # noqa: F401
+from vista.drivers.study_head import (  # noqa: F401
+    HEAD_GBC_SHIPPED,
+    HEAD_SHIPPED,
+    HEAD_VARIANTS,
+    head_entry,
+    rescore_heads,
+)
 from vista.drivers.study_quality import EXPECTED, method_quality, quality_of  # noqa: F401 - the study's API
 from vista.drivers.study_truth import check_truth, truth_of, truth_rounds
 from vista.fl.aggregators import FedAvg
@@ -312,17 +318,22 @@ def score_shipped_auto(cfg: StudyConfig, data_file: Path, out_dir: Path, result:
 
 
 def score_shipped_head(cfg: StudyConfig, data_file: Path, out_dir: Path, result: dict[str, Any]) -> bool:
-    """Score ``head_shipped`` and ``head_gbc_shipped`` into ``result`` (:mod:`~vista.drivers.study_head`):
-    ``selection=head_probe`` as a live run makes it, on :data:`SHIPPED_AUTO`'s texts and length (a
-    statistics round, then the probe's rounds at the setting's own rate, batch and local epochs),
-    run once and re-scored from its kept curves after; True if an entry changed."""
-    m, made = result["methods"], HEAD_SHIPPED not in result["methods"]
-    if made:
+    """Score the head probe's entries into ``result`` (:mod:`~vista.drivers.study_head`: as shipped and
+    centred, each beside auto_shipped): ``selection=head_probe`` as a live run makes it, on
+    :data:`SHIPPED_AUTO`'s texts and length (a statistics round, then the probe's rounds at the
+    setting's own rate, batch and local epochs), run once and re-scored from its kept curves after;
+    True if an entry changed."""
+    m, made = result["methods"], False
+    for probe, _, centre in HEAD_VARIANTS:
+        if probe in m:
+            continue
         parts = setting_parts(cfg, data_file, result["partition"], result["seed"], out_dir)
-        spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, **SHIPPED_AUTO)
-        run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"head_shipped_{SHIPPED_TAG}")
-        m[HEAD_SHIPPED] = head_entry(run, SHIPPED_AUTO, shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
-                                     dataclasses.asdict(spec.head_spec(parts.fl)))
+        spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, head_centre=centre,
+                             **SHIPPED_AUTO)
+        run = _run_or_reuse(dataclasses.replace(parts, selection=spec), out_dir / f"{probe}_{SHIPPED_TAG}")
+        m[probe] = head_entry(run, SHIPPED_AUTO, shipped_token_share(cfg.candidates, data_file, cfg.max_seq_len),
+                              dataclasses.asdict(spec.head_spec(parts.fl)))
+        made = True
     return rescore_heads(m, result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED) or made
 
 
