@@ -42,11 +42,12 @@ def refresh(path: Path, cfg: StudyConfig, data: Path, work: Path, keep_features:
 def add_centred(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
     """``head_centred_shipped`` and ``head_gbc_centred_shipped`` added to one run that lacks them: the
     probe with ``selection.head_centre`` on the same sample, reading the kept features in
-    ``WORK/<run>/features`` (encoding them only when absent), into ``WORK/<run>/head_<rounds>_centred``
-    (reused when there: ``centred_live.py``'s runs); True if the file changed."""
+    ``WORK/<run>/features``, into ``WORK/<run>/head_<rounds>_centred`` (reused when there:
+    ``centred_live.py``'s runs); a run without kept features there is left as it is (no encode).
+    True if the file changed."""
     result = json.loads(path.read_text())
     m = result["methods"]
-    if HEAD_SHIPPED not in m or HEAD_CENTRED in m:
+    if HEAD_SHIPPED not in m or HEAD_CENTRED in m or not (work / run_name(result) / "features").is_dir():
         return False
     shipped = m[HEAD_SHIPPED]
     rounds = int(shipped["head"]["rounds"])
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"refreshed {len(changed)} of {len(paths)} runs (the others hold head_cost or no head_shipped)")
     if a.centred:
         added = [p for p in paths if add_centred(p, cfg, a.data, a.work)]
-        print(f"added the centred probe to {len(added)} of {len(paths)} runs (the others hold it or no head_shipped)")
+        print(f"added the centred probe to {len(added)} of {len(paths)} runs (the others hold it, have no "
+              "head_shipped or no kept features in --work)")
     return 0
 
 

@@ -285,7 +285,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for e in ("head_centred_shipped", "head_gbc_centred_shipped"):
         del lacking["methods"][e]
     kept_path.write_text(json.dumps(lacking))
+    elsewhere = next(p for p in (tmp_path / "runs").rglob("result.json") if p != kept_path)  # no features in rh
+    original = elsewhere.read_text()
+    other = json.loads(original)
+    del other["methods"]["head_centred_shipped"]
+    elsewhere.write_text(json.dumps(other))
     assert rh.main([*args, "--centred"]) == 0
+    assert "head_centred_shipped" not in json.loads(elsewhere.read_text())["methods"]  # left as it is: no encode
+    elsewhere.write_text(original)
     added = json.loads(kept_path.read_text())["methods"]
     for e in ("head_centred_shipped", "head_gbc_centred_shipped"):
         assert added[e]["scores"] == now["methods"][e]["scores"]
