@@ -178,7 +178,8 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
               "compute vs BF |")
     counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in sorted(seeds.items()))
     lines = [f"# Selection study: {len(groups)} setting{'s' if len(groups) > 1 else ''}, {len(results)} runs ({counts})", "", intro, "",
-             *_search_note(results), *_pooling_note(results), *_shipped_note(results), header, "|---|" + "---|" * 16]
+             *_search_note(results), *_pooling_note(results), *_shipped_note(results), *_coverage_note(results, by),
+             header, "|---|" + "---|" * 16]
     for m in METHODS:
         rs = by.get(m)
         if not rs:
@@ -221,6 +222,16 @@ def markdown(results: list[dict], rows: list[dict]) -> str:
                          f"{_f(_m([e.get('weighted_tau') for e in es]))} | {_f(_m(regs), 3)} | {_f(_sd(regs), 3)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _coverage_note(results: list[dict], by: dict[str, list[dict]]) -> list[str]:
+    """The methods scored in only some of the runs (added later, e.g. the centred probe): their rows
+    average over those runs alone, so they are said, not silently compared with the others."""
+    part = {m: len(rs) for m, rs in by.items() if len(rs) < len(results)}
+    if not part:
+        return []
+    return ["Scored in fewer runs than the table holds (their rows average over those runs alone): "
+            + "; ".join(f"{m} in {n} of {len(results)}" for m, n in part.items()) + ".", ""]
 
 
 def _shipped_note(results: list[dict]) -> list[str]:

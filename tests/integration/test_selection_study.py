@@ -633,6 +633,14 @@ def test_the_table_pools_seeds_into_one_truth_and_reports_the_spread_and_the_tie
     assert "1 setting, 2 runs (1 with 2 seeds)" in md and "Tied within 0.01: c = d. Best reachable tau-b: 0.913" in md
     assert "| logme | 0.73 | 0.26 | 0.73 to 0.73 | 0.91 |" in md
     assert "a 0.850 +- 0.071, b 0.700 +- 0.000, c 0.205 +- 0.007, d 0.200 +- 0.000" in md
+    assert "Scored in fewer runs" not in md
+    # a method added later (scored in some runs only) is said, with its count, not averaged unsaid
+    first = run(0, {"a": 0.9, "b": 0.7, "c": 0.2, "d": 0.2}, {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0})
+    first["methods"]["hscore"] = {"scores": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}, "cost": cost}
+    partial = table.requalify([first, run(1, {"a": 0.8, "b": 0.7, "c": 0.21, "d": 0.2}, {"a": 1.0, "b": 2.0, "c": 3.0,
+                                                                                         "d": 4.0})])
+    assert "Scored in fewer runs than the table holds (their rows average over those runs alone): hscore in 1 of 2." \
+        in table.markdown(partial, table.rows_of(partial))
     exact = table.requalify([run(0, {"a": 0.9, "b": 0.7, "c": 0.21, "d": 0.2}, {"a": 4, "b": 3, "c": 2, "d": 1})], 0.0)
     assert exact[0]["methods"]["logme"]["kendall_tau"] == pytest.approx(1.0)  # --tie-tol 0: exact ties only
 
