@@ -53,6 +53,8 @@ def add_centred(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
     rounds = int(shipped["head"]["rounds"])
     probe_curves(result, cfg, data, work, rounds, keep_features=True, centre=True)
     run = json.loads((work / run_name(result) / f"head_{rounds}_centred" / "selection.json").read_text())
+    # read from the kept store, the run encoded nothing: a live run encodes what head_shipped's round did
+    run = {**run, "cost": {**run["cost"], "forward_passes": shipped["cost"]["forward_passes"]}}
     m[HEAD_CENTRED] = head_entry(run, shipped["sampling"], shipped["token_share"], {**shipped["head"], "centre": True})
     rescore_heads(m, result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED)
     path.write_text(json.dumps(result, indent=2))

@@ -297,6 +297,9 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     for e in ("head_centred_shipped", "head_gbc_centred_shipped"):
         assert added[e]["scores"] == now["methods"][e]["scores"]
     assert added["head_centred_shipped"]["curves"] == now["methods"]["head_centred_shipped"]["curves"]
+    # read from the store, its compute is still the encode a live run makes (head_shipped's)
+    assert added["head_centred_shipped"]["cost"]["forward_passes"] == now["methods"]["head_shipped"]["cost"][
+        "forward_passes"] > 0
     kept_path.write_text(json.dumps(now))
     new = json.loads(kept_path.read_text())["methods"]
 

@@ -35,6 +35,9 @@ def test_defaults_keep_every_client_and_text_but_auto_and_hybrid_cap_their_texts
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] == 32
     assert cfg["min_texts_per_round"] == 384
     assert {k: cfg[k] for k in SHIPPED_AUTO} == SHIPPED_AUTO  # the study's auto_shipped samples as auto.yaml
+    # auto's probe is centred (design note 94: a rule registered before two held-out runs); head_gbc named is not
+    assert cfg["head_centre"] is True
+    assert validate(_compose("selection=head_gbc"))["selection"]["head_centre"] is False
     # hybrid's shortlist round samples as auto does (design note 74: a registered replay), its search does not
     cfg = validate(_compose("selection=hybrid"))
     assert {k: cfg["selection"][k] for k in SHIPPED_AUTO} == SHIPPED_AUTO
