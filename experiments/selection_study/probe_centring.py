@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 from vista.data.fednlp import FedNLPData, FedNLPPartition
 from vista.selection.feature_cache import FeatureCache, feature_key
-from vista.selection.head_probe import HeadSpec, simulate
+from vista.selection.head_probe import HeadSpec, centred, pooled_mean, simulate
 from vista.selection.privacy import GUARDED, admit
 from vista.selection.sampling import capped
 from vista.selection.spec import SelectionSpec
@@ -60,12 +60,14 @@ def client_rows(setting: Path, data: FedNLPData, name: str, length: int, sampled
 
 
 def variants(rows: dict[int, tuple]) -> dict[str, dict[int, tuple]]:
-    """The rows as they are, centred on the pooled mean, and standardised per dimension."""
+    """The rows as they are, centred on the pooled mean (as ``selection.head_centre`` centres them:
+    :func:`~vista.selection.head_probe.centred` on :func:`~vista.selection.head_probe.pooled_mean`),
+    and standardised per dimension."""
     pooled = np.concatenate([np.asarray(f, np.float64) for _, f, _ in rows.values()])
-    mu, sd = pooled.mean(0), pooled.std(0) + 1e-6
-    maps = {"raw": lambda f: f, "centred": lambda f: f - mu, "standardised": lambda f: (f - mu) / sd}
-    return {v: {c: (k, maps[v](np.asarray(f, np.float64)).astype(np.float32), y) for c, (k, f, y) in rows.items()}
-            for v in VARIANTS}
+    mu, sd = pooled_mean(rows), pooled.std(0) + 1e-6
+    maps = {"raw": lambda f: np.asarray(f, np.float64).astype(np.float32), "centred": lambda f: centred(f, mu),
+            "standardised": lambda f: ((np.asarray(f, np.float64) - mu) / sd).astype(np.float32)}
+    return {v: {c: (k, maps[v](f), y) for c, (k, f, y) in rows.items()} for v in VARIANTS}
 
 
 def main(argv: list[str] | None = None) -> int:
