@@ -9,7 +9,8 @@ float for float, then replaces the entry's ``cost`` with the new run's and adds 
 and re-scores ``head_gbc_shipped`` from them (its cost: auto_shipped's plus ``head_cost``, exact).
 The scores cannot change (the curves are checked); only the costs do (the probe's sums are masked
 under the study's guard since design note 90, two 8-byte limbs an entry). ``--centred`` also adds
-the centred probe's entries where missing (:func:`add_centred`, design note 93).
+the centred probe's entries where missing (:func:`add_centred`, design note 93); ``--pair`` adds
+``head_pair_shipped`` to every run that holds both probes (:func:`add_pair`, design note 95: no client work).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from pathlib import Path
 
 from vista.drivers.study import SHIPPED, StudyConfig, run_name
-from vista.drivers.study_head import HEAD_CENTRED, HEAD_SHIPPED, head_entry, rescore_heads
+from vista.drivers.study_head import HEAD_CENTRED, HEAD_SHIPPED, head_entry, rescore_heads, rescore_pair
 
 from head_rounds import check_prefix, probe_config, probe_curves, probe_parser
 
@@ -61,12 +62,24 @@ def add_centred(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
     return True
 
 
+def add_pair(path: Path, cfg: StudyConfig) -> bool:
+    """``head_pair_shipped`` recombined into one run from its two probes' recorded values and
+    auto_shipped's (:func:`~vista.drivers.study_head.rescore_pair`); True if the file changed."""
+    result = json.loads(path.read_text())
+    if not rescore_pair(result["methods"], result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED):
+        return False
+    path.write_text(json.dumps(result, indent=2))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = probe_parser(__doc__)
     p.add_argument("--keep-features", action="store_true",
                    help="keep each run's sampled features in WORK/<run>/features (probe variants then re-run offline)")
     p.add_argument("--centred", action="store_true",
                    help="also add head_centred_shipped and head_gbc_centred_shipped where missing (selection.head_centre)")
+    p.add_argument("--pair", action="store_true",
+                   help="also add head_pair_shipped where both probes are held (selection=head_pair)")
     a = p.parse_args(argv)
     cfg = probe_config(a)
     paths = sorted(a.runs.rglob("result.json"))
@@ -78,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         added = [p for p in paths if add_centred(p, cfg, a.data, a.work)]
         print(f"added the centred probe to {len(added)} of {len(paths)} runs (the others hold it, have no "
               "head_shipped or no kept features in --work)")
+    if a.pair:
+        paired = [p for p in paths if add_pair(p, cfg)]
+        print(f"added or updated head_pair_shipped in {len(paired)} of {len(paths)} runs (the others hold it as it "
+              "is, or lack a probe)")
     return 0
 
 

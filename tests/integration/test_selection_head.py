@@ -17,7 +17,7 @@ from vista.models.hub import ModelSpec
 from vista.selection.combine import gbc_prior
 from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import simulate
-from vista.selection.head_scores import head_gbc_rule, head_probe
+from vista.selection.head_scores import head_gbc_rule, head_pair_rule, head_probe
 from vista.selection.privacy import GUARDED, PrivacySpec, admit
 from vista.selection.runtime import StatisticsRuntime
 from vista.selection.spec import SelectionSpec
@@ -136,7 +136,7 @@ def test_masked_and_clear_rounds_give_the_same_curve_also_when_a_client_job_fail
     real = StatisticsRuntime.head_train
 
     def flaky(self, key, payload, shared):  # noqa: ANN001
-        if key == (0, 1) and payload["round"] == 2:
+        if key[:2] == (0, 1) and payload["round"] == 2:
             raise ConnectionError("client 1 lost its connection")
         return real(self, key, payload, shared)
 
@@ -169,6 +169,36 @@ def test_head_gbc_is_the_probe_beside_auto_from_one_encode(tiny_hub, tiny_data, 
     counts_up = len(NAMES) * len(sel["cohort"]) * 16 * SufficientStats.wire_floats(classes, 1, False)
     assert sel["cost"]["bytes_up"] - sel["head_cost"]["bytes_up"] == counts_up
     assert both["cost"]["bytes_up"] - both["head_cost"]["bytes_up"] > 50 * counts_up
+
+
+def test_head_pair_trains_both_probes_side_by_side_as_two_runs_would(tiny_hub, tiny_data, candidates, tmp_path,
+                                                                    one_torch_thread):
+    """head_pair (design note 95): the uncentred and the centred probe in the same rounds, each curve the one
+    its own run gives (masks of their own: the masked sums are exact), the pair recombined from them as the
+    study recombines recorded runs; the same rounds and encode, both probes' bytes."""
+    raw, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "raw", name_="head_gbc")
+    cen, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "cen", name_="head_gbc", head_centre=True)
+    pair, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "pair", name_="head_pair")
+    assert pair["head_curves"] == raw["head_curves"] and pair["head_curves_centred"] == cen["head_curves"]
+    assert pair["head_curves"] != pair["head_curves_centred"]
+    s = pair["scores"]
+    assert s["head_probe"] == raw["scores"]["head_probe"] and s["head_probe_centred"] == cen["scores"]["head_probe"]
+    auto = gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]})
+    assert s["head_pair"] == head_pair_rule(raw["scores"]["head_probe"], cen["scores"]["head_probe"], auto)
+    assert pair["cost"]["rounds"] == raw["cost"]["rounds"] and pair["cost"]["forward_passes"] == raw["cost"]["forward_passes"]
+    for key in ("bytes_up", "bytes_down"):
+        assert pair["head_cost"][key] == raw["head_cost"][key] + cen["head_cost"][key]
+
+
+def test_head_pair_refuses_the_flag_and_a_projection(candidates):
+    with pytest.raises(FieldError, match="head_centre would centre both probes that selection.name reads"):
+        SelectionSpec(name="head_pair", candidates=candidates, head_centre=True)
+    with pytest.raises(FieldError, match="selection.project_dim projects away the pooled mean that head_probe_centred"):
+        SelectionSpec(name="head_pair", candidates=candidates, project_dim=16)
+    pair = SelectionSpec(name="head_pair", candidates=candidates)
+    assert pair.head_centrings() == (False, True) and pair.uploads_moments
+    assert SelectionSpec(name="head_probe_centred", candidates=candidates, head_centre=True).head_centrings() == (True,)
+    assert SelectionSpec(name="head_gbc", candidates=candidates).head_centrings() == (False,)
 
 
 def test_dp_refuses_the_head_probe(candidates):

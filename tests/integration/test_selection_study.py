@@ -30,7 +30,7 @@ from vista.drivers.study import (
 )
 from vista.drivers.study_compute import corpus_token_counts, selection_compute
 from vista.models.hub import ModelSpec
-from vista.selection.head_scores import head_gbc_rule
+from vista.selection.head_scores import head_gbc_rule, head_pair_rule
 from vista.selection.ranking import rank_by
 from vista.selection.sampling import token_share
 from vista.selection.search import Cost
@@ -59,6 +59,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
                           "random", "gbc_prior", "logme_gbc", "gbc_prior_mean", "auto_shipped",
                           "head_shipped", "head_gbc_shipped", "head_centred_shipped", "head_gbc_centred_shipped",
+                          "head_pair_shipped",
                           "successive_halving", "hybrid", "brute_force"}
         # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
         # text, at the study's own length here; the round's directory is named by its sampling
@@ -224,7 +225,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
     assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 20  # 16 methods (auto is studied as head_gbc_shipped), the head probe's 4 entries
+    assert len(rows) == 4 * 21  # 16 methods (auto is studied as head_gbc_shipped), the head probe's 5 entries
 
     # head_rounds.py: one longer probe per run gives every shorter one; its first 6 rounds are head_shipped's
     hr = _script("head_rounds")
@@ -300,6 +301,20 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     # read from the store, its compute is still the encode a live run makes (head_shipped's)
     assert added["head_centred_shipped"]["cost"]["forward_passes"] == now["methods"]["head_shipped"]["cost"][
         "forward_passes"] > 0
+    # head_pair_shipped: the two probes' values beside auto_shipped as head_pair's server combines them, at
+    # both probes' bytes and the probe's rounds once (side by side); refresh_head.py --pair recombines it
+    m = now["methods"]
+    pair = m["head_pair_shipped"]
+    assert pair["scores"] == head_pair_rule(m["head_shipped"]["scores"], m["head_centred_shipped"]["scores"],
+                                            m["auto_shipped"]["scores"])
+    raw_c, cen_c = m["head_shipped"]["head_cost"], m["head_centred_shipped"]["head_cost"]
+    assert pair["cost"]["bytes_up"] == m["auto_shipped"]["cost"]["bytes_up"] + raw_c["bytes_up"] + cen_c["bytes_up"]
+    assert pair["cost"]["rounds"] == m["auto_shipped"]["cost"]["rounds"] + raw_c["rounds"]
+    unpaired = json.loads(json.dumps(now))
+    del unpaired["methods"]["head_pair_shipped"]
+    kept_path.write_text(json.dumps(unpaired))
+    assert rh.main([*args, "--pair"]) == 0
+    assert json.loads(kept_path.read_text())["methods"]["head_pair_shipped"] == pair
     kept_path.write_text(json.dumps(now))
     new = json.loads(kept_path.read_text())["methods"]
 

@@ -18,7 +18,7 @@ from vista.selection.head_probe import (
     simulate,
     split_rows,
 )
-from vista.selection.head_scores import head_gbc_rule, head_probe
+from vista.selection.head_scores import head_gbc_rule, head_pair_rule, head_probe
 from vista.selection.privacy import exact_total, masked_blocks, unmasked_total
 
 
@@ -159,3 +159,28 @@ def test_head_gbc_lets_auto_order_what_the_probe_leaves_tied():
     got = head_gbc_rule(head, auto)
     assert got["d"] is None  # no probe value: ranks last, as the probe alone ranks it
     assert got["c"] > got["b"] > got["a"]  # the probe leads; auto breaks its tie
+
+
+def test_head_pair_gives_each_probe_a_say_and_needs_both():
+    raw = {"a": 0.40, "b": 0.80, "c": 0.60}
+    cen = {"a": 0.90, "b": 0.70, "c": 0.50}
+    got = head_pair_rule(raw, cen, {"a": 0.0, "b": 0.0, "c": 1.0})
+    # z: raw -1.22, 1.22, 0; centred 1.22, 0, -1.22; their sums 0, 1.22, -1.22 standardised again 0, 1.22,
+    # -1.22; auto -0.71, -0.71, 1.41 at half weight
+    assert got["b"] == pytest.approx(1.2247 - 0.3536, abs=1e-3)
+    assert got["a"] == pytest.approx(-0.3536, abs=1e-3) and got["c"] == pytest.approx(-1.2247 + 0.7071, abs=1e-3)
+    assert got["b"] > got["a"] > got["c"]  # neither probe alone orders them so
+    # the sum is standardised again: two probes that agree weigh as one beside auto's rule, not as two
+    agree = head_pair_rule(raw, raw, {"a": 0.0, "b": 0.0, "c": 1.0})
+    assert agree == pytest.approx(head_gbc_rule(raw, {"a": 0.0, "b": 0.0, "c": 1.0}))
+    missing = head_pair_rule(raw, {**cen, "c": None}, {"a": 0.0, "b": 0.0, "c": 9.0})
+    assert missing["c"] is None  # either probe missing: ranks last
+
+
+def test_only_a_head_score_says_which_probe_it_reads():
+    from vista.selection.scores import SCORES, score
+
+    assert SCORES["head_probe_centred"].centre is True and SCORES["head_probe"].centre is None
+    with pytest.raises(ValueError, match="only a head score says which probe"):
+        score("toy_centred", centre=True)
+    assert "toy_centred" not in SCORES

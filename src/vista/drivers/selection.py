@@ -89,7 +89,8 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["pooling"] = spec.feature_pooling
             out["dims"] = ctx["dims"]
             out["project_dim"] = spec.project_dim  # not null: the dims above are the projected ones
-            for key in ("pca_dims", "head_curves"):  # the PCA round's width (min(64, rank)); the head probe's curves
+            # the PCA round's width (min(64, rank)); the head probe's curves (and the centred one's beside it)
+            for key in ("pca_dims", "head_curves", "head_curves_centred"):
                 if key in ctx:
                     out[key] = ctx[key]
             if "head_cost" in ctx:  # the probe's part of `cost` (its rounds, bytes; no forward pass when cached)

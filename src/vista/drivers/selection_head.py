@@ -9,7 +9,9 @@ layers (FedAvg, by probe-train rows) and adds up the reports into the candidate'
 score is then its function of that curve. The clients read the features the statistics
 round cached, so the probe adds no forward pass (a worker on another host re-encodes once).
 Centred (``selection.head_centre``), each job also gets the candidate's pooled feature mean, which
-the server has from the statistics round's summed moments (masked or not: only the sum).
+the server has from the statistics round's summed moments (masked or not: only the sum). A score
+that reads the centred probe whatever the flag (``head_probe_centred``, in ``head_pair``) beside one
+that reads the uncentred probe trains both side by side in the same rounds (design note 95).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from vista.selection.search import Cost
 log = logging.getLogger(__name__)
 
 
-def _mask_seed(seed: int, candidate: int, round_: int) -> int:
-    """The pair streams' seed of one candidate's round (stands for the cohort's agreed keys)."""
-    return derived_seed(seed, 16, candidate, round_)
+def _mask_seed(seed: int, candidate: int, round_: int, probe: int = 0) -> int:
+    """The pair streams' seed of one candidate's round (stands for the cohort's agreed keys); a second
+    probe of the same candidate (``head_pair``'s centred one) its own, so no mask is used twice."""
+    return derived_seed(seed, 16, candidate, round_, *((probe,) if probe else ()))
 
 
 def _upload_bytes(value: dict[str, Any]) -> int:
@@ -40,52 +43,57 @@ def _upload_bytes(value: dict[str, Any]) -> int:
 
 def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], classes: int, head: HeadSpec,
                   privacy: PrivacySpec, seed: int, collect_failures: bool,
-                  centres: dict[str, np.ndarray] | None = None) -> Pipeline:
-    """The probe's rounds for every candidate at once (jobs candidate-major, as the statistics round);
-    ``centres``: each candidate's pooled feature mean, sent with the layer (``HeadSpec.centre``)."""
-    if head.centre and centres is None:
+                  centres: dict[str, np.ndarray] | None = None, centrings: tuple[bool, ...] | None = None) -> Pipeline:
+    """The probe's rounds for every candidate at once (jobs probe- then candidate-major);
+    ``centrings``: which probes train side by side, uncentred (False) and/or centred (True), by default
+    ``head.centre`` alone; ``centres``: each candidate's pooled feature mean, sent with a centred probe's
+    layer. A job's key is (candidate, client, probe), ``probe`` indexing ``centrings``; the curves are
+    kept by (probe, candidate)."""
+    centrings = (head.centre,) if centrings is None else tuple(centrings)
+    if any(centrings) and centres is None:
         raise ValueError("a centred head probe needs each candidate's pooled mean (the statistics round's)")
+    units = [(v, m, n) for v in range(len(centrings)) for m, n in enumerate(names)]
 
     def plan(ctx: FLContext) -> Jobs:
         if ctx.round == 1:
-            ctx["heads"] = {n: init_head(classes, dims[n], head, seed) for n in names}
-            ctx["curves"] = {n: [] for n in names}
+            ctx["heads"] = {(v, n): init_head(classes, dims[n], head, seed) for v, _, n in units}
+            ctx["curves"] = {(v, n): [] for v, _, n in units}
             ctx["failed_jobs"], ctx["cost"] = [], Cost()
         ctx.keep("heads", "curves", "failed_jobs", "cost")
         train = ctx.round <= head.rounds
-        return Jobs([JobSpec("head_train", (m, c), {"head": ctx["heads"][n], "round": ctx.round, "train": train,
-                                                    "cohort": cohort, "mask_seed": _mask_seed(seed, m, ctx.round),
-                                                    "centre": centres[n] if head.centre else None})
-                     for m, n in enumerate(names) for c in cohort])
+        return Jobs([JobSpec("head_train", (m, c, v), {
+            "head": ctx["heads"][v, n], "round": ctx.round, "train": train, "cohort": cohort,
+            "mask_seed": _mask_seed(seed, m, ctx.round, v), "centre": centres[n] if centrings[v] else None})
+            for v, m, n in units for c in cohort])
 
     def collect(ctx: FLContext, results: list[JobResult]) -> None:
         ok = [r for r in results if r.ok]
         ctx["failed_jobs"] = ctx["failed_jobs"] + [
             {"candidate": names[r.key[0]], "client": r.key[1], "job_id": r.job_id, "error": r.error,
-             "head_round": ctx.round} for r in results if not r.ok]
-        for m, n in enumerate(names):
-            mine = [r.value for r in ok if r.key[0] == m]
+             "head_round": ctx.round, "centred": centrings[r.key[2]]} for r in results if not r.ok]
+        for v, m, n in units:
+            mine = [r.value for r in ok if r.key[0] == m and r.key[2] == v]
             if not mine:
                 raise RuntimeError(f"candidate {n!r}: every head probe job of round {ctx.round} failed; first: "
                                    f"{next((f['error'] for f in ctx['failed_jobs'] if f['candidate'] == n), '?')}")
-            train, layer = ctx.round <= head.rounds, ctx["heads"][n]
+            train, layer = ctx.round <= head.rounds, ctx["heads"][v, n]
             if privacy.secure_agg:  # failed jobs' masks removed, as in the statistics round
-                total = unmasked_total([v["upload"] for v in mine], cohort, privacy.frac_bits,
-                                       _mask_seed(seed, m, ctx.round))
+                total = unmasked_total([x["upload"] for x in mine], cohort, privacy.frac_bits,
+                                       _mask_seed(seed, m, ctx.round, v))
             else:
-                total = exact_total([contribution(layer, v["head"], v["n"], v["report"], train) for v in mine],
+                total = exact_total([contribution(layer, x["head"], x["n"], x["report"], train) for x in mine],
                                     privacy.frac_bits)
             new, point = finish_round(ctx.round - 1, total, train)
-            ctx["curves"][n].append(point)
-            ctx["heads"][n] = new if new is not None else layer
+            ctx["curves"][v, n].append(point)
+            ctx["heads"][v, n] = new if new is not None else layer
         again = sum(1 for r in ok if r.value["forward_passes"] > 0)
         if ctx.round > 1 and again:  # round 1 may encode (no statistics round before it on that host)
             log.warning("head probe round %d: %d client jobs encoded their texts again (the feature cache is off "
                         "or full: selection.feature_cache_mb); each such round costs a statistics round's encode",
                         ctx.round, again)
-        sent = sum(payload_nbytes(ctx["heads"][names[r.key[0]]]) for r in results)
-        if head.centre:  # the centre goes down with the layer: a client job keeps nothing across rounds
-            sent += sum(payload_nbytes(centres[names[r.key[0]]]) for r in results)
+        # the layer goes down with every job, and a centred probe's centre too: a client job keeps nothing
+        sent = sum(payload_nbytes(ctx["heads"][r.key[2], names[r.key[0]]])
+                   + (payload_nbytes(centres[names[r.key[0]]]) if centrings[r.key[2]] else 0) for r in results)
         ctx["cost"] = ctx["cost"] + Cost(forward_passes=sum(r.value["forward_passes"] for r in ok),
                                          bytes_up=sum(_upload_bytes(r.value) for r in ok),
                                          bytes_down=sent, rounds=1)
@@ -99,20 +107,26 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
                    privacy: PrivacySpec, seed: int, events: EventManager, executor: Executor,
                    collect_failures: bool) -> None:
     """Run the probe after the statistics round whose context is ``ctx``, on its executor; put each
-    wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]``, and add the
-    probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
+    wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]`` (and, when an
+    uncentred and a centred probe both ran, the centred one's into ``ctx["head_curves_centred"]``),
+    and add the probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
     probe = FLContext()
+    reads = {s: bool(registry.SCORES[s].centre or head.centre) for s in wanted}
+    centrings = tuple(sorted(set(reads.values())))
     # centred: on the pooled mean of the statistics round's sums, what GBC's PCA round centres on
-    centres = {n: ctx["merged"][n].mean() for n in names} if head.centre else None
-    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures, centres).run(
-        probe, events, executor)
-    curves: dict[str, list[dict[str, Any]]] = probe["curves"]
+    centres = {n: ctx["merged"][n].mean() for n in names} if any(centrings) else None
+    head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures, centres,
+                  centrings).run(probe, events, executor)
+    by = {c: {n: probe["curves"][v, n] for n in names} for v, c in enumerate(centrings)}
     for s in wanted:
         fn = registry.SCORES[s].fn
-        ctx["scores"][s] = {n: registry.safe_value(fn(curves[n])) for n in names}
-    ctx["head_curves"] = curves
+        ctx["scores"][s] = {n: registry.safe_value(fn(by[reads[s]][n])) for n in names}
+    ctx["head_curves"] = by[centrings[0]]
+    if len(centrings) > 1:
+        ctx["head_curves_centred"] = by[True]
     ctx["head_cost"] = probe["cost"]  # the probe's share of the round's cost, reported on its own too
     ctx["cost"] = ctx["cost"] + probe["cost"]
     ctx["failed_jobs"] = ctx["failed_jobs"] + probe["failed_jobs"]
-    log.info("head probe: %d rounds; last held-out accuracy %s", head.rounds,
-             {n: round(c[-1]["val_accuracy"], 4) for n, c in curves.items()})
+    for c, curves in by.items():
+        log.info("head probe%s: %d rounds; last held-out accuracy %s", " (centred)" if c else "", head.rounds,
+                 {n: round(cv[-1]["val_accuracy"], 4) for n, cv in curves.items()})

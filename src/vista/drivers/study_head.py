@@ -2,6 +2,7 @@
 shipped sample) and ``head_gbc_shipped`` (``selection=head_gbc`` on it: the probe beside auto's rule,
 from the two runs' recorded values, as a live run's server combines them), and the same two with
 ``selection.head_centre`` (``head_centred_shipped``, ``head_gbc_centred_shipped``; design note 93),
+and ``head_pair_shipped`` (``selection=head_pair``: both probes beside auto_shipped; design note 95),
 re-scored from the probes' kept curves whenever the registry's rule changes, so no client work is
 repeated."""
 
@@ -12,7 +13,7 @@ import json
 from typing import Any
 
 from vista.drivers.study_quality import method_quality
-from vista.selection.head_scores import head_gbc_rule
+from vista.selection.head_scores import head_gbc_rule, head_pair_rule
 from vista.selection.scores import SCORES, safe_value
 from vista.selection.search import Cost
 
@@ -20,6 +21,7 @@ HEAD_SHIPPED, HEAD_GBC_SHIPPED = "head_shipped", "head_gbc_shipped"
 HEAD_CENTRED, HEAD_GBC_CENTRED = "head_centred_shipped", "head_gbc_centred_shipped"
 # (the probe's entry, the probe beside auto_shipped, selection.head_centre): as shipped, and centred (note 93)
 HEAD_VARIANTS = ((HEAD_SHIPPED, HEAD_GBC_SHIPPED, False), (HEAD_CENTRED, HEAD_GBC_CENTRED, True))
+HEAD_PAIR = "head_pair_shipped"  # both probes' recorded values beside auto_shipped, as head_pair's server combines them
 KEPT = ("sampling", "token_share", "head", "curves", "head_cost")  # what a head_shipped entry keeps of its run
 
 
@@ -37,7 +39,32 @@ def rescore_heads(methods: dict[str, Any], truth: dict[str, float], tie_tol: flo
     for probe, both, _ in HEAD_VARIANTS:
         if probe in methods:
             changed = rescore_head(methods, truth, tie_tol, shipped, probe, both) or changed
-    return changed
+    return rescore_pair(methods, truth, tie_tol, shipped) or changed
+
+
+def _probe_cost(entry: dict[str, Any]) -> Cost:
+    """One probe's rounds: ``head_cost``, or (a run recorded before it) the whole run less its encode."""
+    return Cost(**(entry.get("head_cost") or dataclasses.replace(Cost(**entry["cost"]), forward_passes=0).to_dict()))
+
+
+def rescore_pair(methods: dict[str, Any], truth: dict[str, float], tie_tol: float, shipped: str) -> bool:
+    """:data:`HEAD_PAIR` from the uncentred and centred probes' scores and ``shipped``'s by
+    :func:`~vista.selection.head_scores.head_pair_rule`, when ``methods`` holds all three; True if it
+    changed. Its cost is what a live ``head_pair`` run spends: auto_shipped's, both probes' bytes, and the
+    probe's rounds once (the two train side by side on one encode)."""
+    probes = [methods.get(HEAD_SHIPPED), methods.get(HEAD_CENTRED)]
+    auto = methods.get(shipped)
+    if auto is None or None in probes:
+        return False
+    before = json.dumps(methods.get(HEAD_PAIR), sort_keys=True)
+    raw, cen = probes
+    second = dataclasses.replace(_probe_cost(cen), forward_passes=0, rounds=0)
+    cost = Cost(**auto["cost"]) + _probe_cost(raw) + second
+    pair = head_pair_rule(raw["scores"], cen["scores"], auto["scores"])
+    methods[HEAD_PAIR] = {**method_quality(HEAD_PAIR, truth, pair, tie_tol), "scores": pair, "cost": cost.to_dict(),
+                          "sampling": raw["sampling"], "token_share": raw["token_share"],
+                          "uses": [HEAD_SHIPPED, HEAD_CENTRED, shipped]}
+    return json.dumps(methods[HEAD_PAIR], sort_keys=True) != before
 
 
 def rescore_head(methods: dict[str, Any], truth: dict[str, float], tie_tol: float, shipped: str,
@@ -55,8 +82,7 @@ def rescore_head(methods: dict[str, Any], truth: dict[str, float], tie_tol: floa
                             "cost": run["cost"], **{k: run[k] for k in KEPT if k in run}}
     auto = methods.get(shipped)
     if auto is not None:
-        probe = run.get("head_cost") or dataclasses.replace(Cost(**run["cost"]), forward_passes=0).to_dict()
-        cost = Cost(**auto["cost"]) + Cost(**probe)
+        cost = Cost(**auto["cost"]) + _probe_cost(run)
         both = head_gbc_rule(scores, auto["scores"])
         methods[both_entry] = {**method_quality(both_entry, truth, both, tie_tol), "scores": both,
                                "cost": cost.to_dict(), "sampling": run["sampling"],

@@ -1,7 +1,8 @@
 """Scores of the federated head probe (:mod:`vista.selection.head_probe`): functions of one
 candidate's curve, the global layer's held-out accuracy and loss after each round, and
 ``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
-``auto`` is its alias since design note 89 (registered here, after ``head_gbc``)."""
+``auto`` is its alias since design note 89 (registered here, after ``head_gbc``); and ``head_pair``,
+the probe both as the flag leaves it and centred, beside the same rule (design note 95)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def head_probe(curve: Sequence[dict[str, Any]]) -> float:
     return float(curve[-1]["val_accuracy"])
 
 
+@score(kind=HEAD, centre=True)
+def head_probe_centred(curve: Sequence[dict[str, Any]]) -> float:
+    """head_probe of the probe on features less their pooled mean, whatever ``selection.head_centre``."""
+    return head_probe(curve)
+
+
 def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | None]) -> dict[str, float | None]:
     """``z(head_probe) + 0.5 z(gbc_prior)``: the probe leads, auto's rule orders what it barely
     separates (several candidates at the majority rate). The study applies it to the values a run
@@ -32,6 +39,24 @@ def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | N
 def head_gbc(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
     """z(head_probe) + 0.5 z(z(GBC) + 0.5 z(log10 parameters)): the head probe, then gbc_prior's rule."""
     return head_gbc_rule(table["head_probe"], gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
+
+
+def head_pair_rule(head: Mapping[str, float | None], centred: Mapping[str, float | None],
+                   auto: Mapping[str, float | None]) -> dict[str, float | None]:
+    """:func:`head_gbc_rule` with the probe's place taken by ``z(head_probe) + z(head_probe_centred)``:
+    the two probes have an equal say (centring lifts an encoder whose features share a large offset;
+    uncentred, the probe orders the others closer to their fine-tunes), their sum standardised again so
+    that auto's rule keeps its half weight beside it and orders what both barely separate."""
+    both = weighted_z({"head_probe": head, "head_probe_centred": centred}, {"head_probe": 1.0, "head_probe_centred": 1.0},
+                      required=("head_probe", "head_probe_centred"))
+    return head_gbc_rule(both, auto)
+
+
+@score("head_pair", kind=COMBINED, uses=("head_probe", "head_probe_centred", "gbc", "param_prior"))
+def head_pair(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
+    """z(z(head_probe) + z(head_probe_centred)) + 0.5 z(gbc_prior): the probe uncentred and centred, then gbc_prior."""
+    return head_pair_rule(table["head_probe"], table["head_probe_centred"],
+                          gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
 
 
 alias("auto", "head_gbc", "the recommended method (design notes 88, 89): z(head_probe) + 0.5 z(gbc_prior), "

@@ -12,7 +12,7 @@ planned candidate-major, so a worker loads each candidate once in a row; one enc
 at a time. A client encodes at most ``max_texts`` of its texts (a seeded sample, the same for
 every candidate and round), and with a second round its round-1 features are kept
 (:mod:`vista.selection.feature_cache`), so the PCA round loads no model and encodes nothing.
-A job ``head_train`` with key ``(candidate, client)`` is one round of the federated head probe
+A job ``head_train`` with key ``(candidate, client, probe)`` is one round of the federated head probe
 (:mod:`vista.selection.head_probe`) on those same cached features: it scores the layer the
 server sent on the client's held-out rows and, but in the probe's last (evaluation) round,
 trains it locally; with ``secure_agg`` both come back masked, as the statistics do.
@@ -202,14 +202,14 @@ class StatisticsRuntime:
         self._samples[client] = every, idx, labels, admit(labels, a.num_labels, a.privacy)
         return self._samples[client]
 
-    def head_train(self, key: tuple[int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
+    def head_train(self, key: tuple[int, int, int], payload: dict[str, Any], shared: Any) -> dict[str, Any]:
         """One round of the head probe on this client: ``report`` scores the layer the server sent
         (``payload["head"]``) on the held-out rows; with ``payload["train"]`` the layer trained on
         the other rows comes back as ``head``, with ``n`` those rows (FedAvg's weight). With
         ``secure_agg`` only ``upload`` comes back: both, as masked sums (:func:`contribution`).
         The rows are the statistics round's (same sample, same admission), read from its feature
         cache; with ``payload["centre"]`` (``HeadSpec.centre``) less that pooled mean."""
-        candidate, client = key
+        candidate, client = key[:2]  # (candidate, client, probe): the probe is the server's business
         a, spec = self.args, self.args.head
         if spec is None:
             raise ValueError("head_train needs StatsArgs.head (a head score wanted)")

@@ -20,7 +20,9 @@ Three kinds, by what the function takes:
 * ``head``: ``fn(curve) -> float`` of one candidate's federated head probe
   (:mod:`vista.selection.head_probe`: a softmax layer trained by FedAvg on the clients' cached
   features after the statistics round; ``curve``: one ``{round, val_accuracy, val_loss,
-  val_examples}`` per round), scored by the driver after the probe's rounds.
+  val_examples}`` per round), scored by the driver after the probe's rounds. ``centre``: which
+  probe's curve it reads: None the one ``selection.head_centre`` says, True the probe on features
+  less their pooled mean whatever the flag (``head_probe_centred``, so that one run can hold both).
 * ``combined``: ``fn(table) -> {candidate: score}`` of other registered scores' values
   (``table``: ``{score: {candidate: value}}`` for each name in ``uses``), computed by the
   server after them; a run records the components beside it (:mod:`vista.selection.combine`).
@@ -74,6 +76,7 @@ class ScoreDef:
     # the features' pooling this score is meant for when it ranks (selection.pooling left unset);
     # None: what each candidate's classifier reads (pooling "auto")
     pooling: str | None = None
+    centre: bool | None = None  # head scores: the centred probe's curve (True) or the flag's (None)
 
     @property
     def per_class(self) -> bool:
@@ -93,7 +96,8 @@ SCORES: dict[str, ScoreDef] = {}
 
 def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), rounds: int = 1,
           kind: str = EXACT, uses: Iterable[str] = (),
-          caveat: Callable[[Any], str | None] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+          caveat: Callable[[Any], str | None] | None = None,
+          centre: bool | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the score ``name`` (default: the function's name).
 
     Re-registering a name replaces it only with the same function (a module imported twice);
@@ -116,6 +120,8 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         raise ValueError(f"rounds must be 1, or 2 for an exact score (a PCA round first), got {rounds}")
     if caveat is not None and kind != EXACT:
         raise ValueError("only an exact score has a caveat (a function of its merged statistics)")
+    if centre is not None and kind != HEAD:
+        raise ValueError("only a head score says which probe's curve it reads (centre=...)")
     if kind == CLIENT and "client_logme" not in wanted:
         wanted = wanted | {"client_logme"}
     if kind in (PRIOR, COMBINED):
@@ -129,7 +135,8 @@ def score(name: str | None = None, *, needs: Iterable[str] = ("moments",), round
         if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
             raise ValueError(f"a score named {key!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "", parts, caveat=caveat)
+        SCORES[key] = ScoreDef(key, fn, wanted, rounds, kind, doc[0] if doc else "", parts, caveat=caveat,
+                               centre=centre)
         return fn
 
     return register

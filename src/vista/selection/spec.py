@@ -205,10 +205,19 @@ class SelectionSpec:
                              f"{', '.join(self.head_scores())} trains a head on the clients' features and sums their "
                              "layers without DP noise, which the DP guard does not cover: under DP use selection=gbc_prior "
                              "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
+        fixed = tuple(s for s in self.head_scores() if registry.SCORES[s].centre)
+        if self.head_centre and fixed and len(self.head_scores()) > len(fixed):
+            raise FieldError("head_centre", f"would centre both probes that selection.{self._field_bringing(fixed)} "
+                             f"reads, the flag's and the centred one ({', '.join(fixed)}): set "
+                             "selection.head_centre=false", "selection")
         if self.head_centre and self.head_scores() and self.project_dim is not None:
             raise FieldError("head_centre", "centres the head probe's features on their pooled mean, which "
                              f"selection.project_dim={self.project_dim} projects away (the statistics hold the "
                              "projected mean only): set selection.project_dim=null or selection.head_centre=false",
+                             "selection")
+        if fixed and self.project_dim is not None:
+            raise FieldError("project_dim", f"projects away the pooled mean that {', '.join(fixed)} centres on "
+                             "(the statistics hold the projected mean only): set selection.project_dim=null",
                              "selection")
         if self.feature_store is not None and self.feature_cache_mb == 0:
             raise FieldError("feature_store", "needs selection.feature_cache_mb > 0 (the store's size cap), got 0",
@@ -284,13 +293,18 @@ class SelectionSpec:
         """Whether the statistics round's clients send their moments: some exact or client score
         reads them, or a centred probe reads their mean (``head_centre``). A run of head scores alone
         sends the counts (the probe reads cached features)."""
-        if self.head_centre and self.head_scores():
+        if True in self.head_centrings():
             return True
         return any(registry.SCORES[s].kind in (registry.EXACT, registry.CLIENT) for s in self.statistics_scores())
 
     def head_scores(self) -> tuple[str, ...]:
         """The wanted head scores: the probe's rounds run when there is one."""
         return tuple(s for s in self.wanted_scores() if registry.SCORES[s].kind == registry.HEAD)
+
+    def head_centrings(self) -> tuple[bool, ...]:
+        """Which probes run: uncentred (False) and/or centred (True), in that order, as the wanted head
+        scores read them (a score's own ``centre``, else ``head_centre``); one run trains them side by side."""
+        return tuple(sorted({bool(registry.SCORES[s].centre or self.head_centre) for s in self.head_scores()}))
 
     def head_spec(self, fl: FLSpec) -> HeadSpec:
         """How the head probe trains: this spec's rounds, rate and held-out share, ``fl``'s batch,
