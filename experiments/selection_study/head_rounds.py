@@ -39,15 +39,22 @@ def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds:
     """The probe's curves on the run's shipped sample, ``rounds`` long (reused when already run);
     ``keep_features``: the clients' sampled features kept in ``WORK/<run>/features`` (a feature store,
     read back when there); ``centre``: the centred probe (``selection.head_centre``, into ``head_<rounds>_centred``)."""
+    return probe_run(result, cfg, data, work, rounds, keep_features, centre)["head_curves"]
+
+
+def probe_run(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int, keep_features: bool = False,
+              centre: bool = False, name: str = "head_probe") -> dict:
+    """:func:`probe_curves`'s run, its whole ``selection`` record; ``name``: the selection method run
+    (``head_pair``: both probes, into ``head_<rounds>_pair``)."""
     budget = {k: result["budget"].get(k, UNSAID.get(k)) for k in BUDGET_FIELDS}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None})
     out = work / run_name(result)
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], out)
-    spec = SelectionSpec(name="head_probe", candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
+    spec = SelectionSpec(name=name, candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
                          head_centre=centre, feature_store=str(out / "features") if keep_features else None,
                          **SHIPPED_AUTO)
-    name = f"head_{rounds}" + ("_centred" if centre else "")
-    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / name)["head_curves"]
+    tag = f"head_{rounds}" + ("_centred" if centre else "") + ("" if name == "head_probe" else f"_{name[5:]}")
+    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / tag)
 
 
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:

@@ -316,6 +316,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert rh.main([*args, "--pair"]) == 0
     assert json.loads(kept_path.read_text())["methods"]["head_pair_shipped"] == pair
     kept_path.write_text(json.dumps(now))
+    # pair_live.py: selection=head_pair live on the kept features gives the recorded probes, gbc_prior and
+    # pair float for float (both probes at once against three recorded runs); runs without features skipped
+    pl = _script("pair_live")
+    assert pl.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--out", str(tmp_path / "pl")]) == 0
+    got = json.loads((tmp_path / "pl" / "pair_live.json").read_text())
+    assert len(got["rows"]) == 2 and len(got["skipped"]) == 3 and all(all(r["equal"].values()) for r in got["rows"])
+    assert got["rows"][0]["scores"] == pair["scores"]
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):

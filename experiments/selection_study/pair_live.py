@@ -1,0 +1,86 @@
+"""``selection=head_pair`` as a live selection run on the study's runs (design note 95):
+``python experiments/selection_study/pair_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]``.
+
+For every study run under RUNS with ``head_pair_shipped`` whose clients' sampled features are kept in
+``WORK/<run>/features`` (a grid run's own directory, or ``refresh_head.py --keep-features``'s), runs
+``selection=head_pair`` on auto's shipped sample, reading that store (no encode), into
+``WORK/<run>/head_<rounds>_pair``: both probes side by side and gbc_prior from the same statistics round.
+Says per run whether its two curves equal the run's recorded ``head_shipped`` and
+``head_centred_shipped`` curves, its gbc_prior the recorded ``auto_shipped`` scores and its head_pair the
+recorded ``head_pair_shipped`` scores, float for float (the study recombines recorded runs; a live run
+trains both probes at once), and judges the live pair against the run's own truth and its setting's
+(its seeds' mean), ties within 0.01. Writes ``pair_live.md`` and ``pair_live.json`` to ``--out``
+(default: WORK/out).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vista.drivers.study import SHIPPED, method_quality, run_name
+from vista.drivers.study_head import HEAD_CENTRED, HEAD_PAIR, HEAD_SHIPPED
+from vista.selection.combine import gbc_prior
+
+from head_rounds import TIE_TOL, probe_config, probe_parser, probe_run
+from table import load
+
+
+def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
+    m = result["methods"]
+    live = probe_run(result, cfg, data, work, int(m[HEAD_SHIPPED]["head"]["rounds"]), keep_features=True,
+                     name="head_pair")
+    s = live["scores"]
+    equal = {"uncentred curves": live["head_curves"] == m[HEAD_SHIPPED]["curves"],
+             "centred curves": live["head_curves_centred"] == m[HEAD_CENTRED]["curves"],
+             "gbc_prior": gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}) == m[SHIPPED]["scores"],
+             "head_pair": s["head_pair"] == m[HEAD_PAIR]["scores"]}
+    out = []
+    for truth in ("run", "setting"):  # the run's own truth, and its setting's seeds' mean (table.py's)
+        q = method_quality("head_pair", result["truth" if truth == "run" else "truth_mean"], s["head_pair"], TIE_TOL)
+        out.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"], "truth": truth,
+                    "equal": equal, "scores": s["head_pair"], "chosen": q["chosen"], "best": q["best"],
+                    "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
+                    "top1_regret": q["top1_regret"], "head_cost": live["head_cost"]})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# selection=head_pair as a live selection run", "",
+             "Both probes side by side on auto's shipped sample, read from each run's kept features, beside "
+             "gbc_prior from the same statistics round. `equal`: the live uncentred and centred curves, gbc_prior "
+             "and head_pair equal the run's recorded head_shipped, head_centred_shipped, auto_shipped and "
+             "head_pair_shipped float for float. Against the run's own truth and its setting's (its seeds' mean), "
+             "ties within 0.01. Made by `pair_live.py`.", "",
+             "| run | truth | pick | best | regret | tau-b | cap | equal |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        eq = "yes" if all(r["equal"].values()) else "no: " + ", ".join(k for k, v in r["equal"].items() if not v)
+        lines.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {r['truth']} | {r['chosen']} | {r['best']} | "
+                     f"{r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | {eq} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = probe_parser(__doc__)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    cfg = probe_config(a)
+    rows, skipped = [], []
+    for result in load(a.runs, TIE_TOL):
+        if HEAD_PAIR not in result["methods"] or not (a.work / run_name(result) / "features").is_dir():
+            skipped.append(run_name(result))
+            continue
+        rows += run_rows(result, cfg, a.data, a.work)
+        print(f"{run_name(result)}: done", flush=True)
+    if not rows:
+        raise SystemExit(f"no run under {a.runs} has head_pair_shipped and kept sampled features in {a.work}")
+    out = a.out or a.work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pair_live.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+    (out / "pair_live.md").write_text(markdown(rows))
+    print(markdown(rows) + (f"\nskipped (no head_pair_shipped or no kept features): {skipped}\n" if skipped else ""))
+    return 0 if all(all(r["equal"].values()) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
