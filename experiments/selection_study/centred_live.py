@@ -19,12 +19,12 @@ import json
 from pathlib import Path
 
 from vista.data.fednlp import FedNLPData
-from vista.drivers.study import SHIPPED, method_quality, run_name
+from vista.drivers.study import SHIPPED, run_name
 from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED
 from vista.selection.head_probe import HeadSpec, simulate
 from vista.selection.head_scores import head_gbc_rule
 
-from head_rounds import TIE_TOL, probe_config, probe_curves, probe_parser
+from head_rounds import TIE_TOL, judged, judged_line, probe_config, probe_curves, probe_parser
 from probe_centring import variants
 from probe_variants import sampled_rows
 from table import load
@@ -46,11 +46,7 @@ def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
     out = []
     for method, scores in (("head_probe_centred", head), ("head_gbc_centred", head_gbc_rule(head, auto)),
                            (HEAD_GBC_SHIPPED, result["methods"][HEAD_GBC_SHIPPED]["scores"])):
-        for truth in ("run", "setting"):  # the run's own truth, and its setting's seeds' mean (table.py's)
-            q = method_quality(method, result["truth" if truth == "run" else "truth_mean"], scores, TIE_TOL)
-            out.append({**base, "method": method, "truth": truth, "scores": scores, "chosen": q["chosen"],
-                        "best": q["best"], "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
-                        "top1_regret": q["top1_regret"]})
+        out += judged(result, method, scores, base)
     return out
 
 
@@ -63,11 +59,7 @@ def markdown(rows: list[dict]) -> str:
              "`centred_live.py`.", "",
              "| run | method | truth | pick | best | regret | tau-b | cap | equal |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {r['method']} | {r['truth']} | {r['chosen']} | "
-                     f"{r['best']} | "
-                     f"{r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | "
-                     f"{'yes' if r['equal_to_offline'] else 'no'} |")
+    lines += [judged_line(r, "yes" if r["equal_to_offline"] else "no") for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -57,6 +57,24 @@ def probe_run(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: in
     return run_or_reuse(dataclasses.replace(parts, selection=spec), out / tag)
 
 
+def judged(result: dict, method: str, scores: dict, base: dict) -> list[dict]:
+    """``method``'s ``scores`` against the run's own truth and its setting's (its seeds' mean, table.py's),
+    ties within :data:`TIE_TOL`: one row each, ``base`` first."""
+    out = []
+    for truth in ("run", "setting"):
+        q = method_quality(method, result["truth" if truth == "run" else "truth_mean"], scores, TIE_TOL)
+        out.append({**base, "method": method, "truth": truth, "scores": scores, "chosen": q["chosen"],
+                    "best": q["best"], "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
+                    "top1_regret": q["top1_regret"]})
+    return out
+
+
+def judged_line(r: dict, equal: str) -> str:
+    """One :func:`judged` row as a markdown table row, ``equal`` in its last cell."""
+    return (f"| {r['data']} {r['partition']} seed {r['seed']} | {r['method']} | {r['truth']} | {r['chosen']} | "
+            f"{r['best']} | {r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | {equal} |")
+
+
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:
     """The longer run's first rounds are the study's recorded curve, float for float."""
     kept = result["methods"][HEAD_SHIPPED]["curves"]

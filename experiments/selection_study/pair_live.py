@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vista.drivers.study import SHIPPED, method_quality, run_name
+from vista.drivers.study import SHIPPED, run_name
 from vista.drivers.study_head import HEAD_CENTRED, HEAD_PAIR, HEAD_SHIPPED
 from vista.selection.combine import gbc_prior
 
-from head_rounds import TIE_TOL, probe_config, probe_parser, probe_run
+from head_rounds import TIE_TOL, judged, judged_line, probe_config, probe_parser, probe_run
 from table import load
 
 
@@ -35,14 +35,9 @@ def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
              "centred curves": live["head_curves_centred"] == m[HEAD_CENTRED]["curves"],
              "gbc_prior": gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}) == m[SHIPPED]["scores"],
              "head_pair": s["head_pair"] == m[HEAD_PAIR]["scores"]}
-    out = []
-    for truth in ("run", "setting"):  # the run's own truth, and its setting's seeds' mean (table.py's)
-        q = method_quality("head_pair", result["truth" if truth == "run" else "truth_mean"], s["head_pair"], TIE_TOL)
-        out.append({"data": result["data"], "partition": result["partition"], "seed": result["seed"], "truth": truth,
-                    "equal": equal, "scores": s["head_pair"], "chosen": q["chosen"], "best": q["best"],
-                    "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
-                    "top1_regret": q["top1_regret"], "head_cost": live["head_cost"]})
-    return out
+    return judged(result, "head_pair", s["head_pair"], {"data": result["data"], "partition": result["partition"],
+                                                        "seed": result["seed"], "equal": equal,
+                                                        "head_cost": live["head_cost"]})
 
 
 def markdown(rows: list[dict]) -> str:
@@ -52,11 +47,9 @@ def markdown(rows: list[dict]) -> str:
              "and head_pair equal the run's recorded head_shipped, head_centred_shipped, auto_shipped and "
              "head_pair_shipped float for float. Against the run's own truth and its setting's (its seeds' mean), "
              "ties within 0.01. Made by `pair_live.py`.", "",
-             "| run | truth | pick | best | regret | tau-b | cap | equal |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        eq = "yes" if all(r["equal"].values()) else "no: " + ", ".join(k for k, v in r["equal"].items() if not v)
-        lines.append(f"| {r['data']} {r['partition']} seed {r['seed']} | {r['truth']} | {r['chosen']} | {r['best']} | "
-                     f"{r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | {eq} |")
+             "| run | method | truth | pick | best | regret | tau-b | cap | equal |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [judged_line(r, "yes" if all(r["equal"].values()) else
+                          "no: " + ", ".join(k for k, v in r["equal"].items() if not v)) for r in rows]
     return "\n".join(lines) + "\n"
 
 
