@@ -24,10 +24,9 @@ from vista.drivers.study_head import HEAD_GBC_SHIPPED, HEAD_SHIPPED
 from vista.selection.head_probe import HeadSpec, simulate
 from vista.selection.head_scores import head_gbc_rule
 
-from head_rounds import TIE_TOL, judged, judged_line, probe_config, probe_curves, probe_parser
+from head_rounds import judged, judged_line, live_runs, probe_curves
 from probe_centring import variants
 from probe_variants import sampled_rows
-from table import load
 
 
 def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
@@ -64,19 +63,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = probe_parser(__doc__)
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
-    cfg = probe_config(a)
-    rows = []
-    for result in load(a.runs, TIE_TOL):
-        if HEAD_SHIPPED in result["methods"] and (a.work / run_name(result) / "features").is_dir():
-            rows += run_rows(result, cfg, a.data, a.work)
-            print(f"{run_name(result)}: done", flush=True)
-    if not rows:
-        raise SystemExit(f"no run under {a.runs} has kept sampled features in {a.work}")
-    out = a.out or a.work / "out"
-    out.mkdir(parents=True, exist_ok=True)
+    rows, _, out = live_runs(argv, __doc__, HEAD_SHIPPED, run_rows)
     (out / "centred_live.json").write_text(json.dumps({"rows": rows}, indent=1))
     (out / "centred_live.md").write_text(markdown(rows))
     print(f"wrote {out / 'centred_live.md'}")

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
@@ -73,6 +74,30 @@ def judged_line(r: dict, equal: str) -> str:
     """One :func:`judged` row as a markdown table row, ``equal`` in its last cell."""
     return (f"| {r['data']} {r['partition']} seed {r['seed']} | {r['method']} | {r['truth']} | {r['chosen']} | "
             f"{r['best']} | {r['top1_regret']:.4f} | {r['kendall_tau']:.2f} | {r['kendall_tau_max']:.2f} | {equal} |")
+
+
+def live_runs(argv: list[str] | None, doc: str, entry: str,
+              run_rows: Callable[[dict, StudyConfig, Path, Path], list[dict]]) -> tuple[list[dict], list[str], Path]:
+    """A live-check script's loop (``centred_live.py``, ``pair_live.py``): its arguments parsed
+    (:func:`probe_parser` and ``--out``), ``run_rows`` on every run under RUNS that holds ``entry`` and
+    kept sampled features in ``WORK/<run>/features``; the rows, the runs skipped, and the output folder
+    (``--out``, default WORK/out, made)."""
+    p = probe_parser(doc)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    cfg = probe_config(a)
+    rows, skipped = [], []
+    for result in load(a.runs, TIE_TOL):
+        if entry not in result["methods"] or not (a.work / run_name(result) / "features").is_dir():
+            skipped.append(run_name(result))
+            continue
+        rows += run_rows(result, cfg, a.data, a.work)
+        print(f"{run_name(result)}: done", flush=True)
+    if not rows:
+        raise SystemExit(f"no run under {a.runs} has {entry} and kept sampled features in {a.work}")
+    out = a.out or a.work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    return rows, skipped, out
 
 
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:

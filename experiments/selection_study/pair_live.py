@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vista.drivers.study import SHIPPED, run_name
+from vista.drivers.study import SHIPPED
 from vista.drivers.study_head import HEAD_CENTRED, HEAD_PAIR, HEAD_SHIPPED
 from vista.selection.combine import gbc_prior
 
-from head_rounds import TIE_TOL, judged, judged_line, probe_config, probe_parser, probe_run
-from table import load
+from head_rounds import judged, judged_line, live_runs, probe_run
 
 
 def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
@@ -54,22 +53,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = probe_parser(__doc__)
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
-    cfg = probe_config(a)
-    rows, skipped = [], []
-    for result in load(a.runs, TIE_TOL):
-        if HEAD_PAIR not in result["methods"] or not (a.work / run_name(result) / "features").is_dir():
-            skipped.append(run_name(result))
-            continue
-        rows += run_rows(result, cfg, a.data, a.work)
-        print(f"{run_name(result)}: done", flush=True)
-    if not rows:
-        raise SystemExit(f"no run under {a.runs} has head_pair_shipped and kept sampled features in {a.work}")
-    out = a.out or a.work / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pair_live.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+    rows, skipped, out = live_runs(argv, __doc__, HEAD_PAIR, run_rows)
+    (out / "pair_live.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
     (out / "pair_live.md").write_text(markdown(rows))
     print(markdown(rows) + (f"\nskipped (no head_pair_shipped or no kept features): {skipped}\n" if skipped else ""))
     return 0 if all(all(r["equal"].values()) for r in rows) else 1
