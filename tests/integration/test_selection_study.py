@@ -323,6 +323,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
                     *names, "--work", str(tmp_path / "rh"), "--out", str(tmp_path / "pl")]) == 0
     got = json.loads((tmp_path / "pl" / "pair_live.json").read_text())
     assert len(got["rows"]) == 2 and len(got["skipped"]) == 3 and all(all(r["equal"].values()) for r in got["rows"])
+    assert got["rows"][0]["gap"] == {"gbc_prior": 0.0, "head_pair": 0.0}  # recorded by today's code: no gap
     assert got["rows"][0]["scores"] == pair["scores"]
     new = json.loads(kept_path.read_text())["methods"]
 
