@@ -206,9 +206,10 @@ def test_dp_refuses_the_head_probe(candidates):
         SelectionSpec(name="head_probe", candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
     with pytest.raises(FieldError, match="selection.scores head_probe .* without DP noise"):
         SelectionSpec(name="logme", scores=("head_probe",), candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
-    # auto is head_gbc (design note 89): the error names the field that asked and the rule to use under DP
+    # auto is head_pair (design note 96): the error names the field that asked and the rule to use under DP
     dp = PrivacySpec(dp_epsilon=1.0)
-    with pytest.raises(FieldError, match="selection.name head_probe .* under DP use selection=gbc_prior"):
+    with pytest.raises(FieldError, match="selection.name head_probe, head_probe_centred train heads .* under DP use "
+                                         "selection=gbc_prior"):
         SelectionSpec(name="auto", candidates=candidates, privacy=dp)
     with pytest.raises(FieldError, match="selection.metric head_probe"):
         SelectionSpec(name="hybrid", metric="auto", candidates=candidates, privacy=dp)

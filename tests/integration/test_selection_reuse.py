@@ -75,12 +75,13 @@ def test_every_score_and_round_share_one_encode(tiny_hub, tiny_data, candidates,
 def test_auto_on_a_sample_of_clients_and_texts(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread):
     sel = _run(tiny_hub, tiny_data, tmp_path, candidates, name="auto", client_fraction=0.5, max_texts_per_client=8,
                max_seq_len=16)
-    assert sel["resolved"]["auto"]["resolved_to"] == "head_gbc" and sel["ranked_by"] == "auto"
+    assert sel["resolved"]["auto"]["resolved_to"] == "head_pair" and sel["ranked_by"] == "auto"
     # what each classifier reads (design note 69): the registry gives auto no pooling of its own
     assert sel["pooling"] == "auto" and sel["resolved"]["auto"]["pooling"] is None
-    assert set(sel["scores"]) == {"auto", "head_probe", "gbc", "param_prior"}
+    assert set(sel["scores"]) == {"auto", "head_probe", "head_probe_centred", "gbc", "param_prior"}
     assert sel["ranking"] == rank_by(sel["scores"]["auto"]) and sel["chosen"] == sel["ranking"][0]
-    assert set(sel["head_curves"]) == set(NAMES)  # the probe ran on the sampled clients' cached features
+    # both probes ran on the sampled clients' cached features
+    assert set(sel["head_curves"]) == set(sel["head_curves_centred"]) == set(NAMES)
     assert len(sel["cohort"]) == 2 and set(sel["cohort"]) <= {0, 1, 2, 3} and sel["num_clients"] == 4
     assert [r["client"] for r in sel["clients"]] == sel["cohort"]
     assert all(r["examples"] <= 8 for r in sel["clients"])

@@ -22,21 +22,23 @@ from vista.selection.spec import METHODS, STATS, SelectionSpec
 
 
 def test_the_registry_lists_auto_as_an_alias_of_a_combination():
-    """auto is head_gbc since design note 89: the head probe beside gbc_prior (auto until then)."""
-    from vista.selection.head_scores import head_gbc
+    """auto is head_pair since design note 96: both head probes beside gbc_prior (auto until note 89)."""
+    from vista.selection.head_scores import head_pair
 
-    assert {"auto", "gbc_prior", "logme_gbc", "head_gbc"} <= set(registry.names(registry.COMBINED))
+    assert {"auto", "gbc_prior", "logme_gbc", "head_gbc", "head_pair"} <= set(registry.names(registry.COMBINED))
     auto = registry.SCORES["auto"]
-    assert auto.alias_of == "head_gbc" and auto.uses == ("head_probe", "gbc", "param_prior") and auto.fn is head_gbc
+    assert auto.alias_of == "head_pair" and auto.fn is head_pair
+    assert auto.uses == ("head_probe", "head_probe_centred", "gbc", "param_prior")
     assert registry.SCORES["gbc_prior"].uses == ("gbc", "param_prior") and registry.SCORES["gbc_prior"].fn is gbc_prior
     assert registry.SCORES["logme_gbc"].uses == ("logme", "gbc") and registry.SCORES["logme_gbc"].alias_of is None
-    assert METHODS["auto"].kind == STATS and METHODS["auto"].score == "auto"  # GBC and the probe need the clients
+    assert METHODS["auto"].kind == STATS and METHODS["auto"].score == "auto"  # GBC and the probes need the clients
     spec = SelectionSpec(name="auto", candidates=("a", "b"))
-    # the components are recorded beside it; GBC's two rounds, then the probe; no per-class Grams in round 1
-    assert spec.wanted_scores() == ("auto", "head_probe", "gbc", "param_prior")
-    assert spec.statistics_scores() == ("head_probe", "gbc") and spec.head_scores() == ("head_probe",)
+    # the components are recorded beside it; GBC's two rounds, then the probes; no per-class Grams in round 1
+    assert spec.wanted_scores() == ("auto", "head_probe", "head_probe_centred", "gbc", "param_prior")
+    assert spec.statistics_scores() == ("head_probe", "head_probe_centred", "gbc")
+    assert spec.head_scores() == ("head_probe", "head_probe_centred") and spec.head_centrings() == (False, True)
     assert spec.rounds == 2 and not spec.per_class and not spec.client_logme and spec.reuses_features
-    assert resolved(spec.wanted_scores())["auto"]["resolved_to"] == "head_gbc"
+    assert resolved(spec.wanted_scores())["auto"]["resolved_to"] == "head_pair"
     assert resolved(SelectionSpec(name="gbc", candidates=("a", "b")).wanted_scores()) == {}
 
 
@@ -122,11 +124,14 @@ def test_the_server_computes_priors_then_combinations():
                         scores)
     assert out["param_prior"] == pytest.approx({"a": 7.0, "b": 8.0, "c": 9.0})
     assert rank_by(out["gbc_prior"]) == ["b", "a", "c"] and out["gbc_prior"]["b"] == pytest.approx(0.70708, abs=1e-5)
-    # auto (head_gbc): the probe's values arrived with the statistics; the probe ties a and b, gbc_prior orders them
+    # auto (head_pair): the probes' values arrived with the statistics; both tie a and b, gbc_prior orders them
     scores["head_probe"] = {"a": 0.5, "b": 0.5, "c": 0.2}
-    out = server_scores(("auto", "head_probe", "gbc", "param_prior"), ["a", "b", "c"],
+    scores["head_probe_centred"] = {"a": 0.7, "b": 0.7, "c": 0.3}
+    out = server_scores(("auto", "head_probe", "head_probe_centred", "gbc", "param_prior"), ["a", "b", "c"],
                         {"a": 10**7, "b": 10**8, "c": 10**9}, 0, scores)
     assert rank_by(out["auto"]) == ["b", "a", "c"]
+    assert out["auto"] == pytest.approx(server_scores(("head_gbc", "head_probe", "gbc", "param_prior"), ["a", "b", "c"],
+                                        {"a": 10**7, "b": 10**8, "c": 10**9}, 0, scores)["head_gbc"])  # probes agree
 
 
 def test_registration_rules():

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_module
 from vista.config import ConfigError, validate
 from vista.drivers.study import SHIPPED_AUTO
 from vista.selection.sampling import capped, token_share
+from vista.selection.scores import SCORES
 from vista.selection.spec import SelectionSpec
 
 
@@ -35,8 +36,11 @@ def test_defaults_keep_every_client_and_text_but_auto_and_hybrid_cap_their_texts
     assert cfg["client_fraction"] == 1.0 and cfg["max_texts_per_client"] == 48 and cfg["max_seq_len"] == 32
     assert cfg["min_texts_per_round"] == 384
     assert {k: cfg[k] for k in SHIPPED_AUTO} == SHIPPED_AUTO  # the study's auto_shipped samples as auto.yaml
-    # auto's probe is centred (design note 94: a rule registered before two held-out runs); head_gbc named is not
-    assert cfg["head_centre"] is True
+    # auto is head_pair (design note 96: a rule registered before a held-out run), which reads both probes, so
+    # the flag stays off (it would centre both); head_gbc named is uncentred
+    assert cfg["head_centre"] is False
+    assert SCORES["auto"].alias_of == "head_pair"
+    assert SelectionSpec(name="auto", candidates=("a", "b")).head_centrings() == (False, True)
     assert validate(_compose("selection=head_gbc"))["selection"]["head_centre"] is False
     # hybrid's shortlist round samples as auto does (design note 74: a registered replay), its search does not
     cfg = validate(_compose("selection=hybrid"))

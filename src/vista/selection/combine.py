@@ -15,7 +15,8 @@ it. Two rules are registered:
 
 ``auto`` was ``gbc_prior`` on what each candidate's classifier reads (:data:`AUTO_POOLING`
 None; design note 69) until design note 89 made it ``head_gbc`` (:mod:`vista.selection.head_scores`,
-which registers the alias): the head probe beside this rule. From design note 61 to 69 it scored
+which registers the alias): the head probe beside this rule; since design note 96 ``head_pair``, the
+probe uncentred and centred beside it. From design note 61 to 69 it scored
 mean-pooled features; two settings
 held out and registered beforehand decided against that: on rotten_tomatoes it picked MiniLM
 (regret 0.285) where the classifiers' pooling picked SmolLM2 (0.042), and on r52 both picked

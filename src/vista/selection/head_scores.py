@@ -1,8 +1,9 @@
 """Scores of the federated head probe (:mod:`vista.selection.head_probe`): functions of one
 candidate's curve, the global layer's held-out accuracy and loss after each round, and
 ``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
-``auto`` is its alias since design note 89 (registered here, after ``head_gbc``); and ``head_pair``,
-the probe both as the flag leaves it and centred, beside the same rule (design note 95)."""
+``head_pair``, the probe both as the flag leaves it and centred, beside the same rule (design note
+95); ``auto`` is an alias, of ``head_gbc`` from design note 89 and of ``head_pair`` since note 96
+(registered here, after both)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def head_pair(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, floa
                           gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
 
 
-alias("auto", "head_gbc", "the recommended method (design notes 88, 89): z(head_probe) + 0.5 z(gbc_prior), "
-      "the federated head probe beside z(GBC) + 0.5 z(log10 parameters), on the features each candidate's "
-      "classifier reads; under DP selection=gbc_prior", pooling=AUTO_POOLING)
+alias("auto", "head_pair", "the recommended method (design notes 88, 89, 96): z(z(head_probe) + "
+      "z(head_probe_centred)) + 0.5 z(gbc_prior), the federated head probe on the features as they are and less "
+      "their pooled mean, beside z(GBC) + 0.5 z(log10 parameters), on the features each candidate's classifier "
+      "reads; under DP selection=gbc_prior", pooling=AUTO_POOLING)

@@ -202,9 +202,11 @@ class SelectionSpec:
         check_range("SelectionSpec", "head_val_fraction", self.head_val_fraction, 0.0, 1.0, lo_open=True)
         if self.head_scores() and self.privacy.dp:
             raise FieldError(self._field_bringing(self.head_scores()),
-                             f"{', '.join(self.head_scores())} trains a head on the clients' features and sums their "
-                             "layers without DP noise, which the DP guard does not cover: under DP use selection=gbc_prior "
-                             "(auto's frozen-feature rule), or set selection.privacy.dp_epsilon=null", "selection")
+                             f"{', '.join(self.head_scores())} "
+                             f"{'train heads' if len(self.head_scores()) > 1 else 'trains a head'} on the clients' "
+                             "features and sums their layers without DP noise, which the DP guard does not cover: "
+                             "under DP use selection=gbc_prior (auto's frozen-feature rule), or set "
+                             "selection.privacy.dp_epsilon=null", "selection")
         fixed = tuple(s for s in self.head_scores() if registry.SCORES[s].centre)
         if self.head_centre and fixed and len(self.head_scores()) > len(fixed):
             raise FieldError("head_centre", f"would centre both probes that selection.{self._field_bringing(fixed)} "
