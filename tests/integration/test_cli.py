@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _run(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True,
@@ -36,6 +38,7 @@ def test_cli_runs_roberta_lora_from_the_hub(tiny_hub, tiny_data, tmp_path):
     assert f"hub_dir: {tiny_hub}" in config and "${" not in config  # resolved
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_cli_finds_alpha_1_as_alpha_1_0_and_runs_inline(tiny_hub, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     p = _run("model=roberta", *_common(tiny_hub, *tiny_data, run_dir),
@@ -53,6 +56,7 @@ def test_cli_unknown_partition_lists_the_known_ones(tiny_hub, tiny_data, tmp_pat
     assert "kmeans_clusters=4" in p.stderr and "uniform" in p.stderr and "niid_label_clients=4_alpha=1.0" in p.stderr
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_cli_partition_given_as_parts(tiny_hub, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     p = _run("model=roberta", *_common(tiny_hub, *tiny_data, run_dir), "partition.kind=niid_label",
@@ -67,6 +71,7 @@ def test_cli_unquoted_equals_gets_a_hint_not_only_a_parser_error(tmp_path):
     assert "'partition.method=\"niid_label_clients=100_alpha=1\"'" in p.stderr and "partition.kind" in p.stderr
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_cli_user_errors_after_validation_are_one_line_exit_2(tiny_hub, tiny_data, tmp_path):
     """Clients per round above the partition's clients; a label the model has no class for
     (found by a worker, reading a client's data): one line each, exit 2, no traceback."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vista.main", *args], capture_output=True, text=True, cwd=cwd,
@@ -19,6 +21,7 @@ def _common(hub: Path, data: Path, part: Path, run_dir: Path) -> list[str]:
             "fl.batch_size=8", "fl.max_seq_len=32", "scheduler.num_workers=0", f"hydra.run.dir={run_dir}"]
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_cli_logme_selection_then_finetune(arch_hub, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     p = _run("selection=logme", "selection.candidates=[bert,gpt2]", "selection.then_finetune=true",
@@ -36,6 +39,7 @@ def test_cli_logme_selection_then_finetune(arch_hub, tiny_data, tmp_path):
         sel["ranking"]
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_cli_selection_config_errors(arch_hub, tiny_data, tmp_path):
     common = _common(arch_hub, *tiny_data, tmp_path / "run")
     p = _run("selection=logme", "selection.candidates=[bert]", *common, cwd=tmp_path)

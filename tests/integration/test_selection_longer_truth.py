@@ -215,6 +215,7 @@ def test_a_run_under_another_budget_reports_how_the_truth_moved_not_a_reproducti
 
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_budget_probe_reads_a_vista_main_run_and_checks_it_against_the_grid(probed, arch_hub, tiny_data, tmp_path):
     """A probe run through the user-facing CLI (e.g. under another server rule): under the grid's own
     budget and FedAvg it must retrace the grid's curve; under another rule it is a probe row."""

@@ -46,6 +46,7 @@ def _pstd(centred: dict[str, float]) -> float:
     return math.sqrt(sum(v * v for v in centred.values()) / len(centred))
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thread, capsys):
     names = ("bert", "roberta", "gpt2")
     cfg = StudyConfig(candidates=tuple(ModelSpec(name=n, hub_dir=str(arch_hub), hub_name=n) for n in names),

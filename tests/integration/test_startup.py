@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 HEAVY_NEVER = ("wandb", "matplotlib", "sklearn", "sentence_transformers")
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$")
 
@@ -89,6 +91,7 @@ def test_the_fork_server_shares_the_parents_torch_pages():
     assert fresh["server"]["Shared_Dirty"] < 20 and not fresh["torch"], fresh
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_workers_of_a_forked_server_and_of_a_fresh_one_give_the_same_run(tiny_hub, tiny_data, tmp_path):
     runs = {}
     for env in ("1", "0"):
@@ -128,6 +131,7 @@ def test_the_cli_starts_the_server_before_composing_and_a_run_without_workers_st
     assert out["again"] is True and out["second"]  # and a later run with workers starts another
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_a_cli_run_in_process_finishes_after_stopping_the_early_server(tiny_hub, tiny_data, tmp_path):
     args = [a for a in _cli_args(tiny_hub, tiny_data, tmp_path / "run", rounds=1) if not a.startswith("scheduler.")]
     p = subprocess.run([sys.executable, "-m", "vista.main", *args, "scheduler.num_workers=0"], capture_output=True,

@@ -71,6 +71,7 @@ def test_multirun_with_wandb_offline_then_compare(tiny_hub, tiny_data, tmp_path)
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tiny_hub, tiny_data, tmp_path):
     sweep = tmp_path / "multirun" / "with-failure"
     # seed=-1 is a config error in job #0; job #1 still runs

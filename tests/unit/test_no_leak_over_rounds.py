@@ -8,6 +8,7 @@ import gc
 import os
 import weakref
 
+import pytest
 import torch
 from support.runtimes import make_echo
 
@@ -35,6 +36,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_a_long_run_on_worker_processes_holds_no_descriptors_of_past_rounds(tmp_path):
     fds: dict[int, int] = {}
 

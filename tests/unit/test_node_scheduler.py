@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.runtimes import make_echo
+
 from vista.pipeline import EventManager, FLContext, JobFailedError, Jobs, JobSpec, JobState, Pipeline, Task
 from vista.pipeline.protocol import JobRequest
 from vista.scheduler import NodeScheduler, SchedulerSpec, WorkerStartError
@@ -184,6 +184,7 @@ def _start_driver(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     return proc, [int(p) for p in line.split()[1:]]
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_ctrl_c_stops_every_worker(tmp_path):
     proc, pids = _start_driver(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
@@ -192,6 +193,7 @@ def test_ctrl_c_stops_every_worker(tmp_path):
     assert _wait_gone(pids) == []
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_killed_parent_leaves_no_orphans(tmp_path):
     proc, pids = _start_driver(tmp_path)
     proc.kill()  # SIGKILL: no cleanup code runs in the parent

@@ -45,6 +45,7 @@ def _grads(tmp_path, threads: int, env: dict, mode: str = "vista"):
     return torch.load(out)
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 def test_gradients_identical_for_one_and_two_threads(tmp_path):
     import torch
 
@@ -52,6 +53,7 @@ def test_gradients_identical_for_one_and_two_threads(tmp_path):
     assert torch.equal(_grads(tmp_path, 1, env), _grads(tmp_path, 2, env))
 
 
+@pytest.mark.slow  # over 7 s on 2 cores: out of the fast tier (pytest -m 'not slow'), still in CI
 @pytest.mark.skipif(os.cpu_count() == 1, reason="needs two cores to differ")
 def test_without_strict_mode_they_can_differ(tmp_path):
     """Documents why vista sets MKL_CBWR: on MKL builds the default mode is thread-dependent."""
