@@ -111,7 +111,7 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
     uncentred and a centred probe both ran, the centred one's into ``ctx["head_curves_centred"]``),
     and add the probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
     probe = FLContext()
-    reads = {s: bool(registry.SCORES[s].centre or head.centre) for s in wanted}
+    reads = {s: registry.SCORES[s].reads_centred(head.centre) for s in wanted}
     centrings = tuple(sorted(set(reads.values())))
     # centred: on the pooled mean of the statistics round's sums, what GBC's PCA round centres on
     centres = {n: ctx["merged"][n].mean() for n in names} if any(centrings) else None

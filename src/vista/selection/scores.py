@@ -78,6 +78,10 @@ class ScoreDef:
     pooling: str | None = None
     centre: bool | None = None  # head scores: the centred probe's curve (True) or the flag's (None)
 
+    def reads_centred(self, head_centre: bool) -> bool:
+        """A head score: whether it reads the centred probe's curve (its own ``centre``, else the flag)."""
+        return bool(self.centre or head_centre)
+
     @property
     def per_class(self) -> bool:
         """Needs per-class Gram matrices (in its last round)."""

@@ -306,7 +306,7 @@ class SelectionSpec:
     def head_centrings(self) -> tuple[bool, ...]:
         """Which probes run: uncentred (False) and/or centred (True), in that order, as the wanted head
         scores read them (a score's own ``centre``, else ``head_centre``); one run trains them side by side."""
-        return tuple(sorted({bool(registry.SCORES[s].centre or self.head_centre) for s in self.head_scores()}))
+        return tuple(sorted({registry.SCORES[s].reads_centred(self.head_centre) for s in self.head_scores()}))
 
     def head_spec(self, fl: FLSpec) -> HeadSpec:
         """How the head probe trains: this spec's rounds, rate and held-out share, ``fl``'s batch,
