@@ -29,7 +29,8 @@ def test_dp_run_reports_the_composed_budget(arch_hub, tiny_hub, tiny_data, tmp_p
     rep = sel["privacy"]
     comp = rep["composition"]
     # 3 candidates x 2 rounds of sums, 3 vectors of client scores, the weights once
-    assert comp["releases"] == {"statistics": 6, "client_scores": 3, "client_weights": 1} and comp["total"] == 10
+    assert comp["releases"] == {"statistics": 6, "client_scores": 3, "client_weights": 1, "head": 0}
+    assert comp["total"] == 10
     z = noise_multiplier_for(3.0, 1e-5) * math.sqrt(10)
     assert comp["release_noise_multiplier"] == pytest.approx(z)
     assert comp["release_epsilon"] == pytest.approx(epsilon_for(z, 1e-5)) and comp["release_epsilon"] < 1.5

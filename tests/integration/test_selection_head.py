@@ -201,16 +201,15 @@ def test_head_pair_refuses_the_flag_and_a_projection(candidates):
     assert SelectionSpec(name="head_gbc", candidates=candidates).head_centrings() == (False,)
 
 
-def test_dp_refuses_the_head_probe(candidates):
-    with pytest.raises(FieldError, match="head_probe trains a head on the clients' features"):
-        SelectionSpec(name="head_probe", candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
-    with pytest.raises(FieldError, match="selection.scores head_probe .* without DP noise"):
-        SelectionSpec(name="logme", scores=("head_probe",), candidates=candidates, privacy=PrivacySpec(dp_epsilon=1.0))
-    # auto is head_pair (design note 96): the error names the field that asked and the rule to use under DP
+def test_dp_takes_the_head_probe_and_counts_its_releases(candidates):
+    """Under DP the probe trains by head_dp's rule (design note 97): no refusal; each probe's rounds + 1
+    noisy sums per candidate join the statistics' releases that share the budget."""
+    from vista.drivers.selection_stats import statistics_releases
+
     dp = PrivacySpec(dp_epsilon=1.0)
-    with pytest.raises(FieldError, match="selection.name head_probe, head_probe_centred train heads .* under DP use "
-                                         "selection=gbc_prior"):
-        SelectionSpec(name="auto", candidates=candidates, privacy=dp)
-    with pytest.raises(FieldError, match="selection.metric head_probe"):
-        SelectionSpec(name="hybrid", metric="auto", candidates=candidates, privacy=dp)
-    assert SelectionSpec(name="gbc_prior", candidates=candidates, privacy=dp).head_scores() == ()
+    auto = SelectionSpec(name="auto", candidates=candidates, privacy=dp, head_rounds=6)
+    rel = statistics_releases(auto)
+    assert (rel.statistics, rel.head) == (2 * len(NAMES), 2 * len(NAMES) * 7)  # GBC's 2 rounds; both probes
+    one = statistics_releases(SelectionSpec(name="head_probe", candidates=candidates, privacy=dp, head_rounds=3))
+    assert (one.statistics, one.head) == (len(NAMES), len(NAMES) * 4)
+    assert statistics_releases(SelectionSpec(name="gbc_prior", candidates=candidates, privacy=dp)).head == 0

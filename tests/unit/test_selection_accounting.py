@@ -126,7 +126,8 @@ def test_report_composes_every_release():
     z = noise_multiplier_for(2.0, 1e-5) * 4  # sqrt(16 releases)
     assert rep["epsilon"] == pytest.approx(2.0, rel=1e-3) and rep["budget"] == 2.0 and rep["delta"] == 1e-5
     comp = rep["composition"]
-    assert comp["releases"] == {"statistics": 10, "client_scores": 5, "client_weights": 1} and comp["total"] == 16
+    assert comp["releases"] == {"statistics": 10, "client_scores": 5, "client_weights": 1, "head": 0}
+    assert comp["total"] == 16
     assert comp["release_noise_multiplier"] == pytest.approx(z) == rep["effective_noise_multiplier"]
     assert comp["release_epsilon"] == pytest.approx(epsilon_for(z, 1e-5)) and comp["release_epsilon"] < 0.5
     assert comp["accountant"].startswith("dp_accounting PLD") and comp["split"].startswith("equal")
@@ -136,6 +137,23 @@ def test_report_composes_every_release():
     # without secure aggregation the server sees each client's statistics with 1/m of the noise
     local = epsilon_for(((10 * 10 + 6) / z**2) ** -0.5, 1e-5)
     assert rep["local_epsilon"] == pytest.approx(local, rel=1e-3) and rep["local_epsilon"] > 2.5 * rep["epsilon"]
+
+
+def test_the_head_probes_sums_share_the_budget_and_their_lost_shares_count():
+    """Under DP the head probe's noisy sums (design note 97) are releases like the statistics': in the
+    split, composed back to the budget, seen with 1/m of the noise without masks, and a sum that lost a
+    failed job's share is counted whether it is the statistics' or the probe's."""
+    spec = PrivacySpec(dp_epsilon=4.0)
+    rel = plan(5, 2, False, head=70)
+    assert (rel.statistics, rel.head, rel.total) == (10, 70, 80)
+    z = release_multiplier(spec, 80)
+    rep = privacy_report(spec, 8, False, rel)
+    assert rep["epsilon"] == pytest.approx(4.0, rel=1e-3) and rep["effective_noise_multiplier"] == pytest.approx(z)
+    assert rep["local_epsilon"] == pytest.approx(epsilon_for(((80 * 8) / z**2) ** -0.5, 1e-5), rel=1e-3)
+    lost = privacy_report(spec, 8, False, rel, missing_shares=[1] * 12)  # more sums than the statistics' 10
+    assert lost["epsilon"] > 4.0 and lost["composition"]["missing_shares"] == [1] * 12
+    with pytest.raises(ValueError, match="at most 80 counts"):
+        privacy_report(spec, 8, False, rel, missing_shares=[1] * 81)
 
 
 def test_report_counts_lost_noise_shares():
@@ -153,7 +171,7 @@ def test_report_counts_lost_noise_shares():
 def test_report_without_dp_says_what_leaves_in_the_clear():
     rep = privacy_report(PrivacySpec(secure_agg=True), 5, False, Releases(3, 3, 1))
     assert rep["epsilon"] is None and rep["client_scores"] == "clear"
-    assert rep["composition"]["releases"] == {"statistics": 3, "client_scores": 3, "client_weights": 1}
+    assert rep["composition"]["releases"] == {"statistics": 3, "client_scores": 3, "client_weights": 1, "head": 0}
     assert privacy_report(PrivacySpec(), 5, False)["client_scores"] is None
 
 

@@ -86,6 +86,8 @@ def run_selection(parts: ExperimentParts, run_dir: str | Path, config: dict[str,
             out["failed_jobs"] = ctx["failed_jobs"]
             out["privacy"] = privacy_report(spec.privacy, len(ctx["cohort"]), spec.per_class, ctx["releases"],
                                             missing_shares=ctx["missing_shares"])
+            if "head_sigma" in ctx:  # the head probe's noisy sums under DP (design note 97): each block's noise std
+                out["privacy"]["head_sigma"] = ctx["head_sigma"]
             out["pooling"] = spec.feature_pooling
             out["dims"] = ctx["dims"]
             out["project_dim"] = spec.project_dim  # not null: the dims above are the projected ones

@@ -12,16 +12,22 @@ Centred (``selection.head_centre``), each job also gets the candidate's pooled f
 the server has from the statistics round's summed moments (masked or not: only the sum). A score
 that reads the centred probe whatever the flag (``head_probe_centred``, in ``head_pair``) beside one
 that reads the uncentred probe trains both side by side in the same rounds (design note 95).
+Under DP (``selection.privacy.dp_epsilon``) the probe trains by :mod:`vista.selection.head_dp`'s rule:
+each client sends its noisy gradient sum a training round, the server takes an Adam step, and the last
+round's noisy report is the score; its ``rounds + 1`` releases per candidate and probe share the run's
+budget with the statistics (design note 97).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
 
 from vista.pipeline import EventManager, Executor, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
+from vista.selection import head_dp
 from vista.selection import scores as registry
 from vista.selection.head_probe import HeadSpec, contribution, finish_round, init_head
 from vista.selection.privacy import PrivacySpec, exact_total, unmasked_total
@@ -38,17 +44,21 @@ def _mask_seed(seed: int, candidate: int, round_: int, probe: int = 0) -> int:
 
 
 def _upload_bytes(value: dict[str, Any]) -> int:
-    return payload_nbytes(value["upload"]["payload"] if "upload" in value else value["head"])
+    if "upload" in value:
+        return payload_nbytes(value["upload"]["payload"])
+    return payload_nbytes(value["blocks"] if "blocks" in value else value["head"])
 
 
 def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], classes: int, head: HeadSpec,
                   privacy: PrivacySpec, seed: int, collect_failures: bool,
-                  centres: dict[str, np.ndarray] | None = None, centrings: tuple[bool, ...] | None = None) -> Pipeline:
+                  centres: dict[str, np.ndarray] | None = None, centrings: tuple[bool, ...] | None = None,
+                  releases: int = 1) -> Pipeline:
     """The probe's rounds for every candidate at once (jobs probe- then candidate-major);
     ``centrings``: which probes train side by side, uncentred (False) and/or centred (True), by default
     ``head.centre`` alone; ``centres``: each candidate's pooled feature mean, sent with a centred probe's
     layer. A job's key is (candidate, client, probe), ``probe`` indexing ``centrings``; the curves are
-    kept by (probe, candidate)."""
+    kept by (probe, candidate). Under DP (``privacy.dp``) each job adds its noise share of one of the
+    run's ``releases`` and the server steps by :func:`~vista.selection.head_dp.finish_dp_round`."""
     centrings = (head.centre,) if centrings is None else tuple(centrings)
     if any(centrings) and centres is None:
         raise ValueError("a centred head probe needs each candidate's pooled mean (the statistics round's)")
@@ -58,12 +68,14 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
         if ctx.round == 1:
             ctx["heads"] = {(v, n): init_head(classes, dims[n], head, seed) for v, _, n in units}
             ctx["curves"] = {(v, n): [] for v, _, n in units}
-            ctx["failed_jobs"], ctx["cost"] = [], Cost()
-        ctx.keep("heads", "curves", "failed_jobs", "cost")
+            ctx["adam"] = {(v, n): head_dp.Adam.start(ctx["heads"][v, n]) for v, _, n in units}
+            ctx["failed_jobs"], ctx["cost"], ctx["missing_shares"] = [], Cost(), []
+        ctx.keep("heads", "curves", "failed_jobs", "cost", "adam", "missing_shares")
         train = ctx.round <= head.rounds
         return Jobs([JobSpec("head_train", (m, c, v), {
             "head": ctx["heads"][v, n], "round": ctx.round, "train": train, "cohort": cohort,
-            "mask_seed": _mask_seed(seed, m, ctx.round, v), "centre": centres[n] if centrings[v] else None})
+            "mask_seed": _mask_seed(seed, m, ctx.round, v), "centre": centres[n] if centrings[v] else None,
+            "noise_seed": head_dp.noise_seed(seed, m, c, ctx.round, v) if privacy.dp else None})
             for v, m, n in units for c in cohort])
 
     def collect(ctx: FLContext, results: list[JobResult]) -> None:
@@ -80,10 +92,18 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
             if privacy.secure_agg:  # failed jobs' masks removed, as in the statistics round
                 total = unmasked_total([x["upload"] for x in mine], cohort, privacy.frac_bits,
                                        _mask_seed(seed, m, ctx.round, v))
+            elif privacy.dp:  # the clients' noisy blocks in the clear
+                total = exact_total([x["blocks"] for x in mine], privacy.frac_bits)
             else:
                 total = exact_total([contribution(layer, x["head"], x["n"], x["report"], train) for x in mine],
                                     privacy.frac_bits)
-            new, point = finish_round(ctx.round - 1, total, train)
+            if privacy.dp:
+                if len(mine) < len(cohort):  # the sum lacks the failed jobs' noise shares (reported)
+                    ctx["missing_shares"] = ctx["missing_shares"] + [len(cohort) - len(mine)]
+                new, ctx["adam"][v, n], point = head_dp.finish_dp_round(ctx.round - 1, layer, ctx["adam"][v, n],
+                                                                        total, train, head)
+            else:
+                new, point = finish_round(ctx.round - 1, total, train)
             ctx["curves"][v, n].append(point)
             ctx["heads"][v, n] = new if new is not None else layer
         again = sum(1 for r in ok if r.value["forward_passes"] > 0)
@@ -105,18 +125,24 @@ def head_pipeline(names: list[str], cohort: list[int], dims: dict[str, int], cla
 
 def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], head: HeadSpec, classes: int,
                    privacy: PrivacySpec, seed: int, events: EventManager, executor: Executor,
-                   collect_failures: bool) -> None:
+                   collect_failures: bool, releases: int = 1) -> None:
     """Run the probe after the statistics round whose context is ``ctx``, on its executor; put each
     wanted head score into ``ctx["scores"]``, the curves into ``ctx["head_curves"]`` (and, when an
     uncentred and a centred probe both ran, the centred one's into ``ctx["head_curves_centred"]``),
-    and add the probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's."""
+    and add the probe's cost (also kept alone as ``ctx["head_cost"]``) and failed jobs to the round's;
+    ``releases``: the run's DP releases (the budget's split), under DP."""
     probe = FLContext()
     reads = {s: registry.SCORES[s].reads_centred(head.centre) for s in wanted}
     centrings = tuple(sorted(set(reads.values())))
     # centred: on the pooled mean of the statistics round's sums, what GBC's PCA round centres on
     centres = {n: ctx["merged"][n].mean() for n in names} if any(centrings) else None
+    if privacy.dp:
+        head_dp.check_budget(privacy, len(ctx["cohort"]), releases)
+        m = len(ctx["cohort"])  # the noise std each noisy sum carries, per block (selection.json's privacy)
+        ctx["head_sigma"] = {b: s * math.sqrt(m) for t in (True, False)
+                             for b, s in head_dp.head_noise_stds(privacy, m, releases, t).items()}
     head_pipeline(names, ctx["cohort"], ctx["dims"], classes, head, privacy, seed, collect_failures, centres,
-                  centrings).run(probe, events, executor)
+                  centrings, releases).run(probe, events, executor)
     by = {c: {n: probe["curves"][v, n] for n in names} for v, c in enumerate(centrings)}
     for s in wanted:
         fn = registry.SCORES[s].fn
@@ -127,6 +153,8 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
     ctx["head_cost"] = probe["cost"]  # the probe's share of the round's cost, reported on its own too
     ctx["cost"] = ctx["cost"] + probe["cost"]
     ctx["failed_jobs"] = ctx["failed_jobs"] + probe["failed_jobs"]
+    ctx["missing_shares"] = ctx["missing_shares"] + probe["missing_shares"]
     for c, curves in by.items():
-        log.info("head probe%s: %d rounds; last held-out accuracy %s", " (centred)" if c else "", head.rounds,
+        log.info("head probe%s%s: %d rounds; last held-out accuracy %s", " (centred)" if c else "",
+                 " under DP" if privacy.dp else "", head.rounds,
                  {n: round(cv[-1]["val_accuracy"], 4) for n, cv in curves.items()})

@@ -233,7 +233,7 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
                             "(selection.privacy.secure_agg=false)")
             run_head_probe(ctx, names, spec.head_scores(), args.head, fed.num_labels, spec.privacy, parts.seed,
                            events, executor,
-                           collect_failures=parts.fl.client_failures is ClientFailures.drop)
+                           collect_failures=parts.fl.client_failures is ClientFailures.drop, releases=releases.total)
     finally:
         executor.shutdown()
         if cache is not None and store is None:  # features of the clients' texts: nothing is kept after the round
@@ -244,6 +244,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
 
 
 def statistics_releases(spec: SelectionSpec) -> Releases:
-    """What the statistics round releases (DP split and accounting): a sum per candidate and round,
-    and with client scores a score vector per candidate and the weights."""
-    return plan(len(spec.candidates), spec.rounds, spec.client_logme)
+    """What the selection run releases (DP split and accounting): a sum per candidate and statistics
+    round, with client scores a score vector per candidate and the weights, and with a head score
+    each probe's ``rounds + 1`` sums per candidate (what it releases under DP: :mod:`vista.selection.head_dp`)."""
+    head = len(spec.candidates) * len(spec.head_centrings()) * (spec.head_rounds + 1) if spec.head_scores() else 0
+    return plan(len(spec.candidates), spec.rounds, spec.client_logme, head)

@@ -13,7 +13,8 @@ moves a ``C x D`` layer and its bias per client and candidate, both ways (centre
 features' pooled mean down, from the statistics round's sums). The server adds up the
 clients' weighted layers and reports exactly (:func:`contribution`, :func:`finish_round`; the
 sums of :mod:`vista.selection.privacy.block_sum`): with ``secure_agg`` masked, so it learns only
-the sums, as of the statistics; in the clear it sees each client's. No DP: DP refuses the probe.
+the sums, as of the statistics; in the clear it sees each client's. Under DP the probe trains by
+:mod:`vista.selection.head_dp`'s rule instead (noisy gradient sums, one noisy report).
 
 Every number is a pure function of the features, the labels, :class:`HeadSpec` and the seed:
 :func:`simulate` runs the protocol in one process (a study, the tests), and the selection
@@ -57,11 +58,14 @@ class HeadSpec:
     # train and score on the features less their pooled mean (the statistics round's, sent down with
     # the layer: D floats a candidate), not as they are (design note 93)
     centre: bool = False
+    # under DP (vista.selection.head_dp): the server's Adam rate, one step a round on the noisy mean gradient
+    dp_lr: float = 0.03
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "batch_size"):
             at_least(self, name, 1)
         check_range("HeadSpec", "lr", self.lr, 0.0, None, lo_open=True)
+        check_range("HeadSpec", "dp_lr", self.dp_lr, 0.0, None, lo_open=True)
         check_range("HeadSpec", "val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
 
 

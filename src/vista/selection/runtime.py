@@ -38,6 +38,7 @@ from vista.selection.feature_cache import (
     feature_key,
 )
 from vista.selection.features import FrozenEncoder, client_statistics
+from vista.selection.head_dp import client_blocks, head_noise_stds, noised, zero_blocks
 from vista.selection.head_probe import HeadSpec, centred, client_round, contribution, evaluate, split_rows
 from vista.selection.metrics import local_logme
 from vista.selection.privacy import (
@@ -217,6 +218,8 @@ class StatisticsRuntime:
         head, train = payload["head"], payload["train"]
         new, n, passes = None, 0, 0
         report = evaluate(head, np.zeros((0, 1)), np.zeros(0))
+        if a.privacy.dp and not adm.eligible:  # under DP it still adds its noise share
+            return self._head_upload(zero_blocks(head, train), train, client, payload, passes)
         if adm.eligible:  # as in the statistics round, a client too small to admit contributes nothing
             kept, y = idx[adm.keep], labels[adm.keep]
             cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
@@ -227,6 +230,9 @@ class StatisticsRuntime:
                 f = np.concatenate(list(enc.features(self.data.texts(kept), a.batch_size, a.max_seq_len)))
                 passes = len(kept)
                 self.cache.put(cache_key, f)
+            if a.privacy.dp:  # the DP rule (head_dp): clipped rows, a gradient sum or the report, noised
+                blocks = client_blocks(head, f, y, kept, spec, a.privacy, a.seed, client, train, payload.get("centre"))
+                return self._head_upload(blocks, train, client, payload, passes)
             f = centred(f, payload.get("centre"))
             new, n, report = client_round(head, f, y, split_rows(kept, spec.val_fraction, a.seed, client), spec,
                                           a.seed, payload["round"], client, train)
@@ -235,6 +241,17 @@ class StatisticsRuntime:
                                    a.privacy.frac_bits, payload["mask_seed"])
             return {"upload": upload, "forward_passes": passes}
         return {"head": new, "n": n, "report": report, "forward_passes": passes}
+
+    def _head_upload(self, blocks: dict[str, np.ndarray], train: bool, client: int, payload: dict[str, Any],
+                     passes: int) -> dict[str, Any]:
+        """A DP head round's upload: the blocks plus this client's noise share, masked with ``secure_agg``."""
+        a = self.args
+        stds = head_noise_stds(a.privacy, len(payload["cohort"]), a.releases, train)
+        blocks = noised(blocks, stds, payload["noise_seed"])
+        if a.privacy.secure_agg:
+            return {"upload": masked_blocks(blocks, client, payload["cohort"], a.privacy.frac_bits,
+                                            payload["mask_seed"]), "forward_passes": passes}
+        return {"blocks": blocks, "forward_passes": passes}
 
     def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
         """A capped client's features sliced from a kept store entry of all its texts, or None.

@@ -123,6 +123,9 @@ class SelectionSpec:
     head_rounds: int = 6
     head_lr: float | None = None
     head_val_fraction: float = 0.2
+    # under DP the probe trains by DP-FedSGD (vista.selection.head_dp): the server's Adam at this rate,
+    # one step a round on the noisy mean gradient of the clients' clipped rows (design note 97)
+    head_dp_lr: float = 0.03
     # the probe on features less their pooled mean, which the statistics round's summed moments give the
     # server (sent down with the layer: D floats a candidate; a run of head scores alone then uploads
     # moments); not with project_dim, whose statistics hold the projected mean only (design note 93)
@@ -200,13 +203,7 @@ class SelectionSpec:
         if self.head_lr is not None:
             check_range("SelectionSpec", "head_lr", self.head_lr, 0.0, None, lo_open=True)
         check_range("SelectionSpec", "head_val_fraction", self.head_val_fraction, 0.0, 1.0, lo_open=True)
-        if self.head_scores() and self.privacy.dp:
-            raise FieldError(self._field_bringing(self.head_scores()),
-                             f"{', '.join(self.head_scores())} "
-                             f"{'train heads' if len(self.head_scores()) > 1 else 'trains a head'} on the clients' "
-                             "features and sums their layers without DP noise, which the DP guard does not cover: "
-                             "under DP use selection=gbc_prior (auto's frozen-feature rule), or set "
-                             "selection.privacy.dp_epsilon=null", "selection")
+        check_range("SelectionSpec", "head_dp_lr", self.head_dp_lr, 0.0, None, lo_open=True)
         fixed = tuple(s for s in self.head_scores() if registry.SCORES[s].centre)
         if self.head_centre and fixed and len(self.head_scores()) > len(fixed):
             raise FieldError("head_centre", f"would centre both probes that selection.{self._field_bringing(fixed)} "
@@ -313,7 +310,7 @@ class SelectionSpec:
         local epochs and weight decay (the fine-tune's own)."""
         return HeadSpec(rounds=self.head_rounds, lr=self.head_lr if self.head_lr is not None else fl.lr,
                         local_epochs=fl.local_epochs, batch_size=fl.batch_size, weight_decay=fl.weight_decay,
-                        val_fraction=self.head_val_fraction, centre=self.head_centre)
+                        val_fraction=self.head_val_fraction, centre=self.head_centre, dp_lr=self.head_dp_lr)
 
     @property
     def reuses_features(self) -> bool:

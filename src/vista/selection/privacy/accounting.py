@@ -10,6 +10,8 @@ of them (its features go through every candidate), so they compose:
   ``dp.guard_client_score``).
 * ``client_weights``: once, the voting clients' noisy example counts (the same noise for
   every candidate, so releasing it M times reveals it once).
+* ``head``: the head probe's noisy sums under DP (:mod:`vista.selection.head_dp`): per candidate
+  and probe, one gradient sum a training round and the held-out report.
 
 :func:`plan` counts them. The budget is split equally: every release gets the multiplier
 ``z_1 sqrt(R)`` (``dp.release_multiplier``), which composes back to exactly
@@ -41,6 +43,7 @@ class Releases:
     statistics: int = 1
     client_scores: int = 0
     client_weights: int = 0
+    head: int = 0
 
     def __post_init__(self) -> None:
         for name, v in asdict(self).items():
@@ -51,16 +54,17 @@ class Releases:
 
     @property
     def total(self) -> int:
-        return self.statistics + self.client_scores + self.client_weights
+        return self.statistics + self.client_scores + self.client_weights + self.head
 
 
-def plan(candidates: int, rounds: int, client_scores: bool) -> Releases:
+def plan(candidates: int, rounds: int, client_scores: bool, head: int = 0) -> Releases:
     """What a statistics round of ``candidates`` models releases: a sum per candidate and
-    round; with client scores, a score vector per candidate and the weights once."""
+    round; with client scores, a score vector per candidate and the weights once; ``head``:
+    the head probe's releases (``head_dp.releases_per_probe`` per candidate and probe)."""
     for name, v in (("candidates", candidates), ("rounds", rounds)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return Releases(candidates * rounds, candidates if client_scores else 0, 1 if client_scores else 0)
+    return Releases(candidates * rounds, candidates if client_scores else 0, 1 if client_scores else 0, head)
 
 
 def composed_epsilon(multipliers: Sequence[tuple[float, int]], delta: float) -> float:
@@ -97,16 +101,17 @@ def privacy_report(
     (default: one statistics release) over a cohort of ``cohort_size``.
 
     ``epsilon``: of everything released, composed (``budget``: ``dp_epsilon``; larger only
-    when ``missing_shares``, the number of dropped clients of each statistics sum that lost
-    any, is non-empty). ``local_epsilon``: of one client's uploads on their own (what the
+    when ``missing_shares``, the number of dropped clients of each noisy sum, statistics or
+    head probe, that lost any, is non-empty). ``local_epsilon``: of one client's uploads on their own (what the
     server learns without secure aggregation, or with all other clients colluding).
     ``client_scores``: how the clients' own scores leave them (``None``: not sent).
     """
     m = _check_cohort_size(cohort_size)
     rel = releases or Releases()
     missing = [int(d) for d in missing_shares]
-    if len(missing) > rel.statistics or any(not 0 < d < m for d in missing):
-        raise ValueError(f"missing_shares must hold at most {rel.statistics} counts in [1, {m}), got {missing}")
+    sums = rel.statistics + rel.head  # the noisy sums every cohort member adds a share to
+    if len(missing) > sums or any(not 0 < d < m for d in missing):
+        raise ValueError(f"missing_shares must hold at most {sums} counts in [1, {m}), got {missing}")
     rep: dict = {
         "secure_agg": bool(spec.secure_agg),
         "frac_bits": int(spec.frac_bits) if spec.secure_agg else None,
@@ -133,13 +138,13 @@ def privacy_report(
     z_eff = release_multiplier(spec, rel.total)
     z = z_eff * math.sqrt(len(sens))
     delta = float(spec.dp_delta)
-    stats_z = [(z_eff, rel.statistics - len(missing))]
+    stats_z = [(z_eff, sums - len(missing))]
     stats_z += [(z_eff * math.sqrt((m - d) / m), 1) for d in missing]
     clients_z = (z_eff, rel.client_scores + rel.client_weights)
     rep.update(
         epsilon=composed_epsilon([*stats_z, clients_z], delta),
         budget=float(spec.dp_epsilon),
-        local_epsilon=composed_epsilon([(z_eff / math.sqrt(m), rel.statistics), clients_z], delta),
+        local_epsilon=composed_epsilon([(z_eff / math.sqrt(m), sums), clients_z], delta),
         delta=delta,
         noise_multiplier=z,
         effective_noise_multiplier=z_eff,
