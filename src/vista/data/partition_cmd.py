@@ -54,6 +54,7 @@ from vista.data.partition import (
     uniform_partition,
 )
 
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "partition",

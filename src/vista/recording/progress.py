@@ -9,7 +9,6 @@ rounds and job counts at most every ``interval`` seconds.
 from __future__ import annotations
 
 import math
-
 import sys
 import time
 from typing import Any, Callable

@@ -30,7 +30,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from vista.pipeline.executor import Placement, no_callback
 from vista.pipeline.protocol import (
@@ -57,6 +57,9 @@ from vista.scheduler.pool import (
     WorkerPool,
 )
 from vista.scheduler.warm_start import worker_context
+
+if TYPE_CHECKING:  # the annotation only: the spec module needs nothing from here
+    from vista.scheduler.spec import SchedulerSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from vista.fl.aggregation.base import (ClientUpdate, Contribution, State, Stateless, cast_like, contributions,
-                                      mean64)
+from vista.fl.aggregation.base import ClientUpdate, Contribution, State, Stateless, cast_like, contributions, mean64
 from vista.fl.lora_math import as_matrix, lora_pairs, rank_of
 
 RESIDUAL_PREFIX = "residual:"
