@@ -28,6 +28,7 @@ from vista.drivers.study import _run_or_reuse as run_or_reuse
 from vista.drivers.study_budget import BUDGET_FIELDS, UNSAID
 from vista.drivers.study_head import HEAD_SHIPPED
 from vista.selection.head_scores import head_gbc_rule
+from vista.selection.privacy import PrivacySpec
 from vista.selection.spec import SelectionSpec
 
 from table import load
@@ -44,18 +45,22 @@ def probe_curves(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds:
 
 
 def probe_run(result: dict, cfg: StudyConfig, data: Path, work: Path, rounds: int, keep_features: bool = False,
-              centre: bool = False, name: str = "head_probe") -> dict:
+              centre: bool = False, name: str = "head_probe", privacy: PrivacySpec | None = None,
+              seed: int | None = None, tag: str | None = None) -> dict:
     """:func:`probe_curves`'s run, its whole ``selection`` record; ``name``: the selection method run
-    (``head_pair``: both probes, into ``head_<rounds>_pair``)."""
+    (``head_pair``: both probes, into ``head_<rounds>_pair``); ``privacy`` (default the study's guard),
+    ``seed`` (default the run's: its text sample, probe and noise draws) and ``tag`` (the run's folder
+    under ``WORK/<run>``) for a DP re-run (``privacy_head.py``)."""
     budget = {k: result["budget"].get(k, UNSAID.get(k)) for k in BUDGET_FIELDS}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None})
     out = work / run_name(result)
     parts = setting_parts(cfg, data / f"{result['data']}_data.h5", result["partition"], result["seed"], out)
-    spec = SelectionSpec(name=name, candidates=cfg.candidates, privacy=cfg.privacy, head_rounds=rounds,
+    spec = SelectionSpec(name=name, candidates=cfg.candidates, privacy=privacy or cfg.privacy, head_rounds=rounds,
                          head_centre=centre, feature_store=str(out / "features") if keep_features else None,
                          **SHIPPED_AUTO)
-    tag = f"head_{rounds}" + ("_centred" if centre else "") + ("" if name == "head_probe" else f"_{name[5:]}")
-    return run_or_reuse(dataclasses.replace(parts, selection=spec), out / tag)
+    tag = tag or f"head_{rounds}" + ("_centred" if centre else "") + ("" if name == "head_probe" else f"_{name[5:]}")
+    return run_or_reuse(dataclasses.replace(parts, selection=spec, seed=result["seed"] if seed is None else seed),
+                        out / tag)
 
 
 def judged(result: dict, method: str, scores: dict, base: dict) -> list[dict]:
