@@ -4,9 +4,11 @@
 
 For each named study run under RUNS whose sampled features are kept in ``WORK/<run>/features``, runs
 ``selection=auto`` (head_pair) live on auto's shipped sampling, without DP and at each total
-``selection.privacy.dp_epsilon`` E, ``--draws`` times: draw ``d`` at run seed ``seed + 1000 (d + 1)``
-(a new text sample, probe split and noise; the clients and partition stay the run's), the no-DP run
-at the same seeds, so DP's cost is measured on the same texts. Under DP the probe trains by
+``selection.privacy.dp_epsilon`` E, ``--draws`` times: draw ``d`` of the ``k``-th run named at run seed
+``seed + 1000 (d + 1) + 100 k`` (a new text sample, probe split and noise, another for every run: the
+study's runs share seeds, and noise seeded alike would point the same way in all of them; the clients
+and partition stay the run's), the no-DP run at the same seeds, so DP's cost is measured on the same
+texts. One draw's seed is the same at every epsilon: its noise points the same way, only its size changes. Under DP the probe trains by
 ``head_dp``'s rule (noisy gradient sums, the server's Adam, one noisy report), its releases sharing
 the budget with the statistics round's. Judges, from each run: auto (head_pair), both probes alone,
 gbc_prior (the same run's noisy GBC and the size prior) and param_prior, against the run's setting's
@@ -28,7 +30,7 @@ from vista.selection.combine import gbc_prior
 from head_rounds import TIE_TOL, probe_config, probe_parser, probe_run
 from table import load
 
-DRAW_SEED = 1000
+DRAW_SEED, RUN_STRIDE = 1000, 100  # draw d of the k-th run: seed + DRAW_SEED (d + 1) + RUN_STRIDE k
 METHODS = ("auto", "head_probe", "head_probe_centred", "gbc_prior", "param_prior")
 
 
@@ -40,19 +42,26 @@ def scored(live: dict) -> dict[str, dict]:
             "param_prior": s["param_prior"]}
 
 
-def run_rows(result: dict, cfg, data: Path, work: Path, epsilons: list[float | None], draws: int) -> list[dict]:
+def live_seed(result: dict, d: int, k: int) -> int:
+    """The run seed of draw ``d`` of the ``k``-th run named (module doc)."""
+    return result["seed"] + DRAW_SEED * (d + 1) + RUN_STRIDE * k
+
+
+def run_rows(result: dict, cfg, data: Path, work: Path, epsilons: list[float | None], draws: int,
+             k: int = 0) -> list[dict]:
     rounds = int(result["methods"][HEAD_SHIPPED]["head"]["rounds"])
     rows = []
     for eps in epsilons:
         for d in range(draws):
             privacy = dataclasses.replace(cfg.privacy, dp_epsilon=eps)
-            tag = f"dp_{'none' if eps is None else f'eps{eps:g}'}_draw{d}"
+            tag = f"dp_{'none' if eps is None else f'eps{eps:g}'}_seed{live_seed(result, d, k)}"
             live = probe_run(result, cfg, data, work, rounds, keep_features=True, name="head_pair", privacy=privacy,
-                             seed=result["seed"] + DRAW_SEED * (d + 1), tag=tag)
+                             seed=live_seed(result, d, k), tag=tag)
             rep = live["privacy"]
             for method, scores in scored(live).items():
                 q = method_quality(method, result["truth_mean"], scores, TIE_TOL)
-                rows.append({"run": run_name(result), "epsilon": eps, "draw": d, "method": method, "scores": scores,
+                rows.append({"run": run_name(result), "epsilon": eps, "draw": d, "seed": live_seed(result, d, k),
+                         "method": method, "scores": scores,
                              "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
                              "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
                              "spent_epsilon": rep["epsilon"], "releases": rep["composition"]["releases"],
@@ -75,7 +84,7 @@ def markdown(rows: list[dict], epsilons: list[float | None]) -> str:
     eps_names = ["no DP" if e is None else f"epsilon {e:g}" for e in epsilons]
     lines = ["# What DP costs auto (head_pair)", "",
              f"Live `selection=auto` on auto's shipped sampling, {len(runs)} runs ({', '.join(runs)}) x {draws} draws "
-             "(a new text sample, probe split and noise each; the no-DP column at the same seeds). Epsilon is the "
+             "(a new text sample, probe split and noise each, every run's its own; the no-DP column at the same seeds; a draw's noise points the same way at every epsilon). Epsilon is the "
              "whole run's budget (delta 1e-5), split equally over every release: the statistics round's sums and, "
              "per candidate and probe, the DP probe's gradient sums and its report. Per cell: mean Kendall tau-b "
              "+- its sd over runs and draws, mean top-1 regret, share of draws that picked the best, against each "
@@ -110,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in a.only if n not in results or not (a.work / n / "features").is_dir()]
     if missing:
         raise SystemExit(f"no result.json under {a.runs} or no kept features in {a.work} for: {missing}")
-    rows = [row for n in a.only for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws)]
+    if a.draws > RUN_STRIDE // 10 or len(a.only) * RUN_STRIDE >= DRAW_SEED:
+        raise SystemExit(f"at most {RUN_STRIDE // 10} draws and {DRAW_SEED // RUN_STRIDE - 1} runs keep the seeds apart")
+    rows = [row for k, n in enumerate(a.only) for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws, k)]
     out = a.out or a.work / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "privacy_head.json").write_text(json.dumps({"rows": rows}, indent=1))

@@ -326,6 +326,20 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert len(got["rows"]) == 2 and len(got["skipped"]) == 3 and all(all(r["equal"].values()) for r in got["rows"])
     assert got["rows"][0]["gap"] == {"gbc_prior": 0.0, "head_pair": 0.0}  # recorded by today's code: no gap
     assert got["rows"][0]["scores"] == pair["scores"]
+    # privacy_head.py: auto live under DP on the kept features (design note 97), beside a no-DP run at the
+    # same seed; its releases (the statistics' and both probes' 7 sums per candidate) make up the budget
+    ph = _script("privacy_head")
+    assert ph.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--only", "tiny/iid/seed0", "--epsilons", "8",
+                    "--draws", "1", "--out", str(tmp_path / "ph")]) == 0
+    dp_rows = json.loads((tmp_path / "ph" / "privacy_head.json").read_text())["rows"]
+    assert {(r["epsilon"], r["method"]) for r in dp_rows} == {(e, m) for e in (None, 8.0) for m in ph.METHODS}
+    assert {r["seed"] for r in dp_rows} == {ph.live_seed(now, 0, 0)} != {ph.live_seed(now, 0, 1)}
+    noisy = [r for r in dp_rows if r["epsilon"] == 8.0]
+    assert all(r["spent_epsilon"] == pytest.approx(8.0, rel=1e-3) for r in noisy)
+    assert noisy[0]["releases"]["head"] == len(names) * 2 * 7 and noisy[0]["release_noise_multiplier"] > 1
+    assert all(r["spent_epsilon"] is None for r in dp_rows if r["epsilon"] is None)
+    assert "| auto | " in (tmp_path / "ph" / "privacy_head.md").read_text()
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):

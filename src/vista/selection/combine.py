@@ -22,8 +22,8 @@ held out and registered beforehand decided against that: on rotten_tomatoes it p
 (regret 0.285) where the classifiers' pooling picked SmolLM2 (0.042), and on r52 both picked
 the best but the classifiers' pooling ranked at the tie cap (tau-b 0.95 against 0.74). The
 mean-pooled rule stays registered as ``gbc_prior_mean`` so that the study keeps reporting it.
-``selection.json`` records what ``auto`` resolved to and the pooling the run used. Under DP,
-which the head probe refuses, ``selection=gbc_prior`` is the rule auto was.
+``selection.json`` records what ``auto`` resolved to and the pooling the run used.
+``selection=gbc_prior`` is the rule auto was (design notes 54 to 89).
 """
 
 from __future__ import annotations

@@ -63,4 +63,4 @@ def head_pair(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, floa
 alias("auto", "head_pair", "the recommended method (design notes 88, 89, 96): z(z(head_probe) + "
       "z(head_probe_centred)) + 0.5 z(gbc_prior), the federated head probe on the features as they are and less "
       "their pooled mean, beside z(GBC) + 0.5 z(log10 parameters), on the features each candidate's classifier "
-      "reads; under DP selection=gbc_prior", pooling=AUTO_POOLING)
+      "reads; under DP the probes train by DP-FedSGD (design note 97)", pooling=AUTO_POOLING)
