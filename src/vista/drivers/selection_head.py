@@ -136,8 +136,7 @@ def run_head_probe(ctx: FLContext, names: list[str], wanted: tuple[str, ...], he
     centrings = tuple(sorted(set(reads.values())))
     # centred: on the pooled mean of the statistics round's sums, what GBC's PCA round centres on
     centres = {n: ctx["merged"][n].mean() for n in names} if any(centrings) else None
-    if privacy.dp:
-        head_dp.check_budget(privacy, len(ctx["cohort"]), releases)
+    if privacy.dp:  # the fixed point's check ran before the statistics round (run_statistics)
         m = len(ctx["cohort"])  # the noise std each noisy sum carries, per block (selection.json's privacy)
         ctx["head_sigma"] = {b: s * math.sqrt(m) for t in (True, False)
                              for b, s in head_dp.head_noise_stds(privacy, m, releases, t).items()}

@@ -23,6 +23,7 @@ from vista.parts import ExperimentParts
 from vista.pipeline import EventManager, FLContext, JobResult, Jobs, JobSpec, Pipeline, Task, payload_nbytes
 from vista.selection import metrics as score_fns
 from vista.selection import scores as registry
+from vista.selection.head_dp import check_budget as check_head_budget
 from vista.selection.privacy import Releases, check_budget, merge_uploads, plan, require_admitted
 from vista.selection.runtime import StatisticsRuntime, StatsArgs
 from vista.selection.sampling import cohort as sample_cohort
@@ -195,6 +196,8 @@ def run_statistics(parts: ExperimentParts, spec: SelectionSpec, fed: FederatedDa
     cohort = sample_cohort(list(fed.client_ids), spec.cohort_size(len(fed.client_ids)), parts.seed)
     releases = statistics_releases(spec)
     check_budget(spec.privacy, spec.per_class or spec.rounds == 2, len(cohort), releases.total)
+    if spec.head_scores():  # the head probe's noise too, before any client works (design note 97)
+        check_head_budget(spec.privacy, len(cohort), releases.total)
     if spec.client_logme and spec.privacy.secure_agg and not spec.privacy.dp:
         log.warning("selection: the clients' own LogME (%s) leaves them unmasked and un-noised; "
                     "set selection.privacy.dp_epsilon to noise it", ", ".join(

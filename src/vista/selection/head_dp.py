@@ -61,9 +61,9 @@ def head_noise_stds(privacy: PrivacySpec, cohort_size: int, releases: int, train
 
 
 def check_budget(privacy: PrivacySpec, cohort_size: int, releases: int) -> None:
-    """Fail before the probe's rounds when a share of its noise would pass secure aggregation's fixed
-    point (a 10-sigma share past ``2^62 / m``), as :func:`vista.selection.privacy.check_budget` does
-    for the statistics."""
+    """Fail before any client works when a share of the probe's noise would pass secure aggregation's
+    fixed point (a 10-sigma share past ``2^62 / m``), as :func:`vista.selection.privacy.check_budget`
+    does for the statistics."""
     if not (privacy.dp and privacy.secure_agg):
         return
     worst = max(max(head_noise_stds(privacy, cohort_size, releases, t).values()) for t in (True, False))
