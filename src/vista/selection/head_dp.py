@@ -30,7 +30,7 @@ import numpy as np
 from vista.selection.head_probe import Head, HeadSpec, init_head, pooled_mean
 from vista.selection.privacy.admission import clip_rows
 from vista.selection.privacy.block_sum import exact_total
-from vista.selection.privacy.dp import release_multiplier
+from vista.selection.privacy.dp import check_fixed_point, share_stds
 from vista.selection.privacy.spec import PrivacySpec
 from vista.selection.sampling import derived_seed
 
@@ -54,24 +54,17 @@ def sensitivities(clip_norm: float, train: bool) -> dict[str, float]:
 
 def head_noise_stds(privacy: PrivacySpec, cohort_size: int, releases: int, train: bool) -> dict[str, float]:
     """The std of each cohort member's noise share per block: the blocks of one release compose to its
-    multiplier (``z_r sqrt(k)`` each, as the statistics' blocks), split over ``cohort_size`` shares."""
-    sens = sensitivities(privacy.clip_norm, train)
-    z = release_multiplier(privacy, releases) * math.sqrt(len(sens))
-    return {b: z * s / math.sqrt(cohort_size) for b, s in sens.items()}
+    multiplier, as the statistics' blocks do (:func:`~vista.selection.privacy.dp.share_stds`)."""
+    return share_stds(privacy, sensitivities(privacy.clip_norm, train), cohort_size, releases)
 
 
 def check_budget(privacy: PrivacySpec, cohort_size: int, releases: int) -> None:
     """Fail before any client works when a share of the probe's noise would pass secure aggregation's
-    fixed point (a 10-sigma share past ``2^62 / m``), as :func:`vista.selection.privacy.check_budget`
-    does for the statistics."""
+    fixed point, as :func:`vista.selection.privacy.check_budget` does for the statistics."""
     if not (privacy.dp and privacy.secure_agg):
         return
     worst = max(max(head_noise_stds(privacy, cohort_size, releases, t).values()) for t in (True, False))
-    limit = 2.0 ** (62 - privacy.frac_bits) / cohort_size
-    if not 10 * worst <= limit:
-        raise ValueError(f"dp_epsilon={privacy.dp_epsilon:g} split over {releases} releases needs head probe noise of "
-                         f"std {worst:.3g} per upload, past secure aggregation's fixed point ({limit / 10:.3g} at "
-                         f"frac_bits={privacy.frac_bits}): raise dp_epsilon, lower frac_bits or selection.head_rounds")
+    check_fixed_point(privacy, worst, cohort_size, releases, "head probe noise", "lower selection.head_rounds")
 
 
 def dp_split(indices: np.ndarray, fraction: float, seed: int, client: int) -> tuple[np.ndarray, np.ndarray]:

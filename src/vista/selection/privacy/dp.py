@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from vista.selection.stats import from_triu
 
 __all__ = [
     "check_budget",
+    "check_fixed_point",
     "epsilon_for",
     "guard_client_score",
     "noise_multiplier_for",
@@ -42,6 +44,7 @@ __all__ = [
     "release_multiplier",
     "repair",
     "sensitivities",
+    "share_stds",
 ]
 
 
@@ -149,34 +152,51 @@ def _block_multiplier(spec: PrivacySpec, num_blocks: int, releases: int = 1) -> 
     return release_multiplier(spec, releases) * math.sqrt(num_blocks)
 
 
-def noise_stds(
-    spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1
+def share_stds(
+    spec: PrivacySpec, sens: Mapping[str, float], cohort_size: int, releases: int = 1
 ) -> dict[str, float]:
-    """Std of the noise each of ``cohort_size`` clients adds to each block (sum: x sqrt(m)),
-    for one of ``releases`` releases sharing the budget."""
+    """Std of the noise each of ``cohort_size`` clients adds to each block of one release whose
+    blocks have L2 sensitivities ``sens`` (the sum: x sqrt(m)), one of ``releases`` releases
+    sharing the budget. The statistics' blocks (:func:`noise_stds`) and the head probe's
+    (``head_dp``) are both calibrated here."""
     if not spec.dp:
         raise ValueError("noise_stds needs a spec with dp_epsilon set")
     m = _check_cohort_size(cohort_size)
-    sens = sensitivities(spec.clip_norm, per_class)
     z = _block_multiplier(spec, len(sens), releases)
     return {b: z * v / math.sqrt(m) for b, v in sens.items()}
 
 
-def check_budget(spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1) -> None:
-    """Fail before any client work when the budget, split over ``releases``, asks for noise
-    that secure aggregation's fixed point cannot carry (a 10-sigma share past ``2^62 / m``)."""
+def noise_stds(
+    spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1
+) -> dict[str, float]:
+    """Std of the noise each of ``cohort_size`` clients adds to each statistics block (sum:
+    x sqrt(m)), for one of ``releases`` releases sharing the budget."""
+    return share_stds(spec, sensitivities(spec.clip_norm, per_class), cohort_size, releases)
+
+
+def check_fixed_point(spec: PrivacySpec, worst: float, cohort_size: int, releases: int, what: str,
+                      remedy: str) -> None:
+    """Fail when a noise share of std ``worst`` would pass secure aggregation's fixed point (a
+    10-sigma share past ``2^62 / m``); ``what`` names the noise, ``remedy`` what else to lower."""
     if not (spec.dp and spec.secure_agg):
         return
     m = _check_cohort_size(cohort_size)
-    worst = max(noise_stds(spec, per_class, m, releases).values())
     limit = 2.0 ** (62 - spec.frac_bits) / m
     if not 10 * worst <= limit:
         raise ValueError(
-            f"dp_epsilon={spec.dp_epsilon:g} split over {releases} releases needs noise of std {worst:.3g} "
-            f"per upload, past the fixed-point range of secure aggregation ({limit / 10:.3g} at "
-            f"frac_bits={spec.frac_bits}, {m} clients): raise dp_epsilon, lower frac_bits, or score "
-            "fewer candidates"
+            f"dp_epsilon={spec.dp_epsilon:g} split over {releases} releases needs {what} of std {worst:.3g} "
+            f"per upload, past secure aggregation's fixed point (its range {limit / 10:.3g} at "
+            f"frac_bits={spec.frac_bits}, {m} clients): raise dp_epsilon, lower frac_bits, or {remedy}"
         )
+
+
+def check_budget(spec: PrivacySpec, per_class: bool, cohort_size: int, releases: int = 1) -> None:
+    """Fail before any client work when the budget, split over ``releases``, asks for noise
+    that secure aggregation's fixed point cannot carry (:func:`check_fixed_point`)."""
+    if not (spec.dp and spec.secure_agg):
+        return
+    worst = max(noise_stds(spec, per_class, cohort_size, releases).values())
+    check_fixed_point(spec, worst, cohort_size, releases, "noise", "score fewer candidates")
 
 
 def guard_client_score(
