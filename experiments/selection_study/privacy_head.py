@@ -48,20 +48,23 @@ def live_seed(result: dict, d: int, k: int) -> int:
 
 
 def run_rows(result: dict, cfg, data: Path, work: Path, epsilons: list[float | None], draws: int,
-             k: int = 0) -> list[dict]:
-    rounds = int(result["methods"][HEAD_SHIPPED]["head"]["rounds"])
+             k: int = 0, head_rounds: int | None = None) -> list[dict]:
+    """``head_rounds``: the probes' rounds (default the run's recorded ones); fewer rounds, fewer releases."""
+    recorded = int(result["methods"][HEAD_SHIPPED]["head"]["rounds"])
+    rounds = recorded if head_rounds is None else head_rounds
+    suffix = "" if rounds == recorded else f"_r{rounds}"
     rows = []
     for eps in epsilons:
         for d in range(draws):
             privacy = dataclasses.replace(cfg.privacy, dp_epsilon=eps)
-            tag = f"dp_{'none' if eps is None else f'eps{eps:g}'}_seed{live_seed(result, d, k)}"
+            tag = f"dp_{'none' if eps is None else f'eps{eps:g}'}_seed{live_seed(result, d, k)}{suffix}"
             live = probe_run(result, cfg, data, work, rounds, keep_features=True, name="head_pair", privacy=privacy,
                              seed=live_seed(result, d, k), tag=tag)
             rep = live["privacy"]
             for method, scores in scored(live).items():
                 q = method_quality(method, result["truth_mean"], scores, TIE_TOL)
                 rows.append({"run": run_name(result), "epsilon": eps, "draw": d, "seed": live_seed(result, d, k),
-                         "method": method, "scores": scores,
+                             "head_rounds": rounds, "method": method, "scores": scores,
                              "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
                              "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
                              "spent_epsilon": rep["epsilon"], "releases": rep["composition"]["releases"],
@@ -83,7 +86,8 @@ def markdown(rows: list[dict], epsilons: list[float | None]) -> str:
     draws = max(r["draw"] for r in rows) + 1
     eps_names = ["no DP" if e is None else f"epsilon {e:g}" for e in epsilons]
     lines = ["# What DP costs auto (head_pair)", "",
-             f"Live `selection=auto` on auto's shipped sampling, {len(runs)} runs ({', '.join(runs)}) x {draws} draws "
+             f"Live `selection=auto` on auto's shipped sampling, the probes at {rows[0].get('head_rounds', 6)} rounds, "
+             f"{len(runs)} runs ({', '.join(runs)}) x {draws} draws "
              "(a new text sample, probe split and noise each, every run's its own; the no-DP column at the same seeds; a draw's noise points the same way at every epsilon). Epsilon is the "
              "whole run's budget (delta 1e-5), split equally over every release: the statistics round's sums and, "
              "per candidate and probe, the DP probe's gradient sums and its report. Per cell: mean Kendall tau-b "
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", required=True, help="the runs to re-run, as corpus/partition/seedN")
     p.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 4.0, 1.0])
     p.add_argument("--draws", type=int, default=2)
+    p.add_argument("--head-rounds", type=int, default=None,
+                   help="the probes' rounds (selection.head_rounds; default each run's recorded 6): fewer releases")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     cfg = probe_config(a)
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no result.json under {a.runs} or no kept features in {a.work} for: {missing}")
     if a.draws > RUN_STRIDE // 10 or len(a.only) * RUN_STRIDE >= DRAW_SEED:
         raise SystemExit(f"at most {RUN_STRIDE // 10} draws and {DRAW_SEED // RUN_STRIDE - 1} runs keep the seeds apart")
-    rows = [row for k, n in enumerate(a.only) for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws, k)]
+    rows = [row for k, n in enumerate(a.only)
+            for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws, k, a.head_rounds)]
     out = a.out or a.work / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "privacy_head.json").write_text(json.dumps({"rows": rows}, indent=1))

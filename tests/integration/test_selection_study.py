@@ -340,6 +340,24 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert noisy[0]["releases"]["head"] == len(names) * 2 * 7 and noisy[0]["release_noise_multiplier"] > 1
     assert all(r["spent_epsilon"] is None for r in dp_rows if r["epsilon"] is None)
     assert "| auto | " in (tmp_path / "ph" / "privacy_head.md").read_text()
+    # --head-rounds: the probes at fewer rounds spend fewer releases (2 probes x (rounds + 1) per candidate)
+    assert ph.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--only", "tiny/iid/seed0", "--epsilons", "8",
+                    "--draws", "1", "--head-rounds", "2", "--out", str(tmp_path / "ph2")]) == 0
+    few = json.loads((tmp_path / "ph2" / "privacy_head.json").read_text())["rows"]
+    assert {r["head_rounds"] for r in few} == {2}
+    assert [r for r in few if r["epsilon"] == 8.0][0]["releases"]["head"] == len(names) * 2 * 3
+    assert [r for r in few if r["epsilon"] == 8.0][0]["release_noise_multiplier"] < noisy[0]["release_noise_multiplier"]
+    # hscore_pair.py: H-score on auto's sample, live from the kept features, beside the pair; w = 0 is the pair
+    hp = _script("hscore_pair")
+    assert hp.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--out", str(tmp_path / "hp")]) == 0
+    hj = json.loads((tmp_path / "hp" / "hscore_pair.json").read_text())
+    assert list(hj["sampled"]) == ["tiny/iid/seed0"] and hj["skipped"] == got["skipped"]  # as pair_live.py
+    assert all(v is not None and 0 <= v for h in hj["sampled"].values() for v in h.values())
+    at_zero = [r for r in hj["rows"] if r["w"] == 0]
+    assert len(at_zero) == 2 and at_zero[0]["per_setting"] == at_zero[1]["per_setting"]
+    assert {r["hscore"] for r in hj["rows"]} == {"hscore", "hscore_sampled"}
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):
