@@ -13,6 +13,8 @@ texts. One draw's seed is the same at every epsilon: its noise points the same w
 the budget with the statistics round's. Judges, from each run: auto (head_pair), both probes alone,
 gbc_prior (the same run's noisy GBC and the size prior) and param_prior, against the run's setting's
 truth (its seeds' mean, ties within 0.01). Writes ``privacy_head.md`` and ``privacy_head.json``.
+Fewer releases, each less noisy: ``--head-rounds N`` trains the probes N rounds instead of the run's 6
+(N + 1 releases a probe); ``--method head_gbc`` runs one uncentred probe instead of the pair.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ from table import load
 
 DRAW_SEED, RUN_STRIDE = 1000, 100  # draw d of the k-th run: seed + DRAW_SEED (d + 1) + RUN_STRIDE k
 METHODS = ("auto", "head_probe", "head_probe_centred", "gbc_prior", "param_prior")
+LIVE = ("head_pair", "head_gbc")  # what --method may run: auto's pair, or one uncentred probe (half the releases)
 
 
-def scored(live: dict) -> dict[str, dict]:
-    """Each judged method's scores from one live run."""
+def scored(live: dict, method: str = "head_pair") -> dict[str, dict]:
+    """Each judged method's scores from one live run of ``method`` (judged as ``auto`` when it is auto's
+    head_pair; a probe the run did not train is left out)."""
     s = live["scores"]
-    return {"auto": s["head_pair"], "head_probe": s["head_probe"], "head_probe_centred": s["head_probe_centred"],
-            "gbc_prior": gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}),
+    out = {"auto" if method == "head_pair" else method: s[method], "head_probe": s["head_probe"]}
+    if "head_probe_centred" in s:
+        out["head_probe_centred"] = s["head_probe_centred"]
+    return {**out, "gbc_prior": gbc_prior({"gbc": s["gbc"], "param_prior": s["param_prior"]}),
             "param_prior": s["param_prior"]}
 
 
@@ -48,29 +54,32 @@ def live_seed(result: dict, d: int, k: int) -> int:
 
 
 def run_rows(result: dict, cfg, data: Path, work: Path, epsilons: list[float | None], draws: int,
-             k: int = 0, head_rounds: int | None = None) -> list[dict]:
-    """``head_rounds``: the probes' rounds (default the run's recorded ones); fewer rounds, fewer releases."""
+             k: int = 0, head_rounds: int | None = None, method: str = "head_pair") -> list[dict]:
+    """``head_rounds``: the probes' rounds (default the run's recorded ones); ``method``: the live selection
+    (:data:`LIVE`). Fewer rounds or one probe: fewer releases."""
     recorded = int(result["methods"][HEAD_SHIPPED]["head"]["rounds"])
     rounds = recorded if head_rounds is None else head_rounds
-    suffix = "" if rounds == recorded else f"_r{rounds}"
+    suffix = ("" if rounds == recorded else f"_r{rounds}") + ("" if method == "head_pair" else f"_{method}")
     rows = []
     for eps in epsilons:
         for d in range(draws):
             privacy = dataclasses.replace(cfg.privacy, dp_epsilon=eps)
             tag = f"dp_{'none' if eps is None else f'eps{eps:g}'}_seed{live_seed(result, d, k)}{suffix}"
-            live = probe_run(result, cfg, data, work, rounds, keep_features=True, name="head_pair", privacy=privacy,
+            live = probe_run(result, cfg, data, work, rounds, keep_features=True, name=method, privacy=privacy,
                              seed=live_seed(result, d, k), tag=tag)
             rep = live["privacy"]
-            for method, scores in scored(live).items():
-                q = method_quality(method, result["truth_mean"], scores, TIE_TOL)
+            judged = scored(live, method)
+            for name, scores in judged.items():
+                q = method_quality(name, result["truth_mean"], scores, TIE_TOL)
                 rows.append({"run": run_name(result), "epsilon": eps, "draw": d, "seed": live_seed(result, d, k),
-                             "head_rounds": rounds, "method": method, "scores": scores,
+                             "head_rounds": rounds, "method": name, "scores": scores,
                              "kendall_tau": q["kendall_tau"], "kendall_tau_max": q["kendall_tau_max"],
                              "top1_regret": q["top1_regret"], "chosen": q["chosen"], "best": q["best"],
                              "spent_epsilon": rep["epsilon"], "releases": rep["composition"]["releases"],
                              "release_noise_multiplier": rep["composition"]["release_noise_multiplier"]})
-            print(f"{run_name(result)} eps={eps} draw {d}: auto picks {rows[-5]['chosen']}, tau-b "
-                  f"{rows[-5]['kendall_tau']:.2f}", flush=True)
+            first = rows[-len(judged)]
+            print(f"{run_name(result)} eps={eps} draw {d}: {first['method']} picks {first['chosen']}, tau-b "
+                  f"{first['kendall_tau']:.2f}", flush=True)
     return rows
 
 
@@ -85,8 +94,11 @@ def markdown(rows: list[dict], epsilons: list[float | None]) -> str:
     runs = sorted({r["run"] for r in rows})
     draws = max(r["draw"] for r in rows) + 1
     eps_names = ["no DP" if e is None else f"epsilon {e:g}" for e in epsilons]
-    lines = ["# What DP costs auto (head_pair)", "",
-             f"Live `selection=auto` on auto's shipped sampling, the probes at {rows[0].get('head_rounds', 6)} rounds, "
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # the live method's row first
+    live = "auto" if methods[0] == "auto" else methods[0]
+    title = "auto (head_pair)" if live == "auto" else live
+    lines = [f"# What DP costs {title}", "",
+             f"Live `selection={live}` on auto's shipped sampling, the probes at {rows[0].get('head_rounds', 6)} rounds, "
              f"{len(runs)} runs ({', '.join(runs)}) x {draws} draws "
              "(a new text sample, probe split and noise each, every run's its own; the no-DP column at the same seeds; a draw's noise points the same way at every epsilon). Epsilon is the "
              "whole run's budget (delta 1e-5), split equally over every release: the statistics round's sums and, "
@@ -94,13 +106,13 @@ def markdown(rows: list[dict], epsilons: list[float | None]) -> str:
              "+- its sd over runs and draws, mean top-1 regret, share of draws that picked the best, against each "
              "setting's truth (its seeds' mean, ties within 0.01). Made by `privacy_head.py`.", "",
              "| method | " + " | ".join(eps_names) + " |", "|---|" + "---|" * len(epsilons)]
-    for m in METHODS:
+    for m in methods:
         cells = [_cell([r for r in rows if r["method"] == m and r["epsilon"] == e]) for e in epsilons]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "| run | epsilon | draw | auto's pick | best | regret | tau-b | releases (statistics + head) | "
+    lines += ["", f"| run | epsilon | draw | {live}'s pick | best | regret | tau-b | releases (statistics + head) | "
               "noise multiplier a release |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["method"] == "auto":
+        if r["method"] == live:
             rel = r["releases"]
             z = r["release_noise_multiplier"]
             eps = "none" if r["epsilon"] is None else f"{r['epsilon']:g}"
@@ -117,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=2)
     p.add_argument("--head-rounds", type=int, default=None,
                    help="the probes' rounds (selection.head_rounds; default each run's recorded 6): fewer releases")
+    p.add_argument("--method", default="head_pair", choices=LIVE,
+                   help="the live selection: auto's head_pair (default), or head_gbc (one uncentred probe)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     cfg = probe_config(a)
@@ -128,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.draws > RUN_STRIDE // 10 or len(a.only) * RUN_STRIDE >= DRAW_SEED:
         raise SystemExit(f"at most {RUN_STRIDE // 10} draws and {DRAW_SEED // RUN_STRIDE - 1} runs keep the seeds apart")
     rows = [row for k, n in enumerate(a.only)
-            for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws, k, a.head_rounds)]
+            for row in run_rows(results[n], cfg, a.data, a.work, epsilons, a.draws, k, a.head_rounds, a.method)]
     out = a.out or a.work / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "privacy_head.json").write_text(json.dumps({"rows": rows}, indent=1))

@@ -348,6 +348,14 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert {r["head_rounds"] for r in few} == {2}
     assert [r for r in few if r["epsilon"] == 8.0][0]["releases"]["head"] == len(names) * 2 * 3
     assert [r for r in few if r["epsilon"] == 8.0][0]["release_noise_multiplier"] < noisy[0]["release_noise_multiplier"]
+    # --method head_gbc: one uncentred probe, half the probe releases; its rows judged under its own name
+    assert ph.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
+                    *names, "--work", str(tmp_path / "rh"), "--only", "tiny/iid/seed0", "--epsilons", "8",
+                    "--draws", "1", "--method", "head_gbc", "--out", str(tmp_path / "ph3")]) == 0
+    one = json.loads((tmp_path / "ph3" / "privacy_head.json").read_text())["rows"]
+    assert {r["method"] for r in one} == {"head_gbc", "head_probe", "gbc_prior", "param_prior"}
+    assert [r for r in one if r["epsilon"] == 8.0][0]["releases"]["head"] == len(names) * 7
+    assert "| head_gbc | " in (tmp_path / "ph3" / "privacy_head.md").read_text()
     # hscore_pair.py: H-score on auto's sample, live from the kept features, beside the pair; w = 0 is the pair
     hp = _script("hscore_pair")
     assert hp.main([str(tmp_path / "runs"), "--data", str(data.parent), "--hub", str(arch_hub), "--candidates",
