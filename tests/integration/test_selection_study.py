@@ -366,6 +366,19 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     at_zero = [r for r in hj["rows"] if r["w"] == 0]
     assert len(at_zero) == 2 and at_zero[0]["per_setting"] == at_zero[1]["per_setting"]
     assert {r["hscore"] for r in hj["rows"]} == {"hscore", "hscore_sampled"}
+    # privacy_scale.py: auto live at two text caps, paired draws; a DP ranking judged against the no-DP one
+    psc = _script("privacy_scale")
+    assert psc.main(["--src", str(data.parent), "--corpus", "tiny", "--train", "64", "--hub", str(arch_hub),
+                     "--candidates", *names, "--work", str(tmp_path / "ps"), "--caps", "8", "16", "--floor", "0", "--clients", "4",
+                     "--epsilons", "8", "--draws", "1", "--workers", "0", "--runs", str(tmp_path / "runs")]) == 0
+    ps = json.loads((tmp_path / "ps" / "out" / "privacy_scale.json").read_text())
+    assert [(r["cap"], r["epsilon"]) for r in ps["rows"]] == [(8, None), (8, 8.0), (16, None), (16, 8.0)]
+    clear = [r for r in ps["rows"] if r["epsilon"] is None]
+    assert all(r["tau_vs_clear"] == pytest.approx(1.0) and r["same_pick"] for r in clear)  # no DP: itself
+    assert clear[0]["clear"] != clear[1]["clear"]  # another cap, other texts
+    noisy = [r for r in ps["rows"] if r["epsilon"] == 8.0]
+    assert noisy[0]["noise_multiplier"] == noisy[1]["noise_multiplier"] > 1 and "top1_regret" in noisy[0]
+    assert len(list((tmp_path / "ps").glob("cap*_seed*"))) == 5  # the uncapped run, then 2 caps x (clear, DP)
     new = json.loads(kept_path.read_text())["methods"]
 
     def _no_seconds(c):
