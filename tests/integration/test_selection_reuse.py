@@ -72,6 +72,29 @@ def test_every_score_and_round_share_one_encode(tiny_hub, tiny_data, candidates,
         assert plain["scores"][s] == pytest.approx(sel["scores"][s], rel=1e-12, abs=0), s
 
 
+def test_a_capped_head_probe_reads_its_rows_from_the_uncapped_store(tiny_hub, tiny_data, candidates, tmp_path,
+                                                                     encoded, one_torch_thread):
+    """auto (both head probes) re-scored at a text cap from a store of all the texts (privacy_scale.py):
+    the probes read the capped rows the statistics round read, sliced from the uncapped entries, and
+    encode nothing (they encoded every capped text again before: the capped key is never written)."""
+    store = tmp_path / "store"
+    _run(tiny_hub, tiny_data, tmp_path / "all", candidates, name="auto", feature_store=str(store))
+    kept = sorted(p.name for p in store.glob("*.npy"))
+    encoded.clear()
+    sliced = _run(tiny_hub, tiny_data, tmp_path / "sliced", candidates, name="auto", feature_store=str(store),
+                  max_texts_per_client=8)
+    assert not encoded and sliced["cost"]["forward_passes"] == 0
+    assert sorted(p.name for p in store.glob("*.npy")) == kept  # read, never written
+    plain = _run(tiny_hub, tiny_data, tmp_path / "plain", candidates, name="auto", max_texts_per_client=8)
+    assert plain["cost"]["forward_passes"] > 0
+    # the same capped texts: the same order, curves within the store's float32 rounding of other batches
+    assert sliced["ranking"] == plain["ranking"]
+    for probe in ("head_curves", "head_curves_centred"):
+        for n in NAMES:
+            got = [p["val_accuracy"] for p in sliced[probe][n]]
+            assert got == pytest.approx([p["val_accuracy"] for p in plain[probe][n]], abs=1e-6), (probe, n)
+
+
 def test_auto_on_a_sample_of_clients_and_texts(tiny_hub, tiny_data, candidates, tmp_path, one_torch_thread):
     sel = _run(tiny_hub, tiny_data, tmp_path, candidates, name="auto", client_fraction=0.5, max_texts_per_client=8,
                max_seq_len=16)

@@ -214,7 +214,7 @@ class StatisticsRuntime:
         a, spec = self.args, self.args.head
         if spec is None:
             raise ValueError("head_train needs StatsArgs.head (a head score wanted)")
-        _, idx, labels, adm = self._sample(client)
+        every, idx, labels, adm = self._sample(client)
         head, train = payload["head"], payload["train"]
         new, n, passes = None, 0, 0
         report = evaluate(head, np.zeros((0, 1)), np.zeros(0))
@@ -224,6 +224,8 @@ class StatisticsRuntime:
             kept, y = idx[adm.keep], labels[adm.keep]
             cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
             f = self.cache.get(cache_key)
+            if f is None and a.keep_features and len(idx) < len(every):  # a capped re-score, as the statistics read it
+                f = self._rows_of_uncapped(candidate, client, every, kept)
             if f is None:  # not cached (no cache, or another host): encode again, and keep it for the next round
                 # the model's own features, as the cache keeps them: the probe reads what the classifier reads
                 enc = self.encoder(candidate)
