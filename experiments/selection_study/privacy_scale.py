@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from statistics import mean
 
-from scipy.stats import kendalltau
-
 from vista.build import candidate_spec
 from vista.drivers.study import StudyConfig, _run_or_reuse, method_quality, setting_parts
+from vista.selection.ranking import kendall_tau, missing_last, rank_by
 from vista.selection.spec import SelectionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
@@ -55,13 +53,9 @@ def live(cfg: StudyConfig, data_file: Path, work: Path, cap: int | None, epsilon
 
 
 def agreement(noisy: dict, clear: dict) -> float:
-    """Kendall tau-b between two score tables over the candidates (a missing score ranks last)."""
-    names = sorted(clear)
-    low = -math.inf
-
-    def values(s: dict) -> list[float]:
-        return [low if s[c] is None or math.isnan(s[c]) else s[c] for c in names]
-    return float(kendalltau(values(noisy), values(clear)).statistic)
+    """Kendall tau-b between two score tables over the candidates (a missing score ranks last, as a live
+    run ranks it)."""
+    return kendall_tau(missing_last(clear), missing_last(noisy))
 
 
 def rows_for(cfg: StudyConfig, data_file: Path, work: Path, caps: list[int], epsilons: list[float | None],
@@ -76,8 +70,7 @@ def rows_for(cfg: StudyConfig, data_file: Path, work: Path, caps: list[int], eps
                 sel = live(cfg, data_file, work, cap, eps, seed, floor)
                 s = sel["scores"]["head_pair"]
                 row = {"cap": cap, "epsilon": eps, "draw": d, "seed": seed, "scores": s, "clear": clear,
-                       "tau_vs_clear": agreement(s, clear), "same_pick": max(s, key=lambda c: s[c] or -math.inf)
-                       == max(clear, key=lambda c: clear[c] or -math.inf),
+                       "tau_vs_clear": agreement(s, clear), "same_pick": rank_by(s)[0] == rank_by(clear)[0],
                        "noise_multiplier": sel["privacy"]["composition"]["release_noise_multiplier"]
                        if eps is not None else None}
                 if truth is not None:

@@ -149,9 +149,9 @@ class StatisticsRuntime:
         every, idx, labels, adm = self._sample(client)
         kept = idx[adm.keep]  # what client_statistics encodes
         cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
-        cached = self.cache.get(cache_key) if (second or a.keep_features) and adm.eligible else None
-        if cached is None and a.keep_features and adm.eligible and len(idx) < len(every):
-            cached = self._rows_of_uncapped(candidate, client, every, kept)
+        # round 1 encodes unless a feature store keeps what an earlier run encoded
+        cached = (self._stored_rows(cache_key, candidate, client, every, idx, kept)
+                  if (second or a.keep_features) and adm.eligible else None)
         enc: Any = CachedEncoder(cached) if cached is not None else None  # a hit loads no model
         if enc is None and (adm.eligible or not second):
             enc = self.encoder(candidate)
@@ -223,9 +223,7 @@ class StatisticsRuntime:
         if adm.eligible:  # as in the statistics round, a client too small to admit contributes nothing
             kept, y = idx[adm.keep], labels[adm.keep]
             cache_key = feature_key(a.candidates[candidate].name, client, a.pooling, a.max_seq_len, kept)
-            f = self.cache.get(cache_key)
-            if f is None and a.keep_features and len(idx) < len(every):  # a capped re-score, as the statistics read it
-                f = self._rows_of_uncapped(candidate, client, every, kept)
+            f = self._stored_rows(cache_key, candidate, client, every, idx, kept)
             if f is None:  # not cached (no cache, or another host): encode again, and keep it for the next round
                 # the model's own features, as the cache keeps them: the probe reads what the classifier reads
                 enc = self.encoder(candidate)
@@ -254,6 +252,17 @@ class StatisticsRuntime:
             return {"upload": masked_blocks(blocks, client, payload["cohort"], a.privacy.frac_bits,
                                             payload["mask_seed"]), "forward_passes": passes}
         return {"blocks": blocks, "forward_passes": passes}
+
+    def _stored_rows(self, key: str, candidate: int, client: int, every: np.ndarray, idx: np.ndarray,
+                     kept: np.ndarray) -> np.ndarray | None:
+        """A client's kept rows from the cache under ``key``, or, a feature store's capped re-score
+        (``idx`` a sample of ``every``), sliced out of its uncapped entry (:meth:`_rows_of_uncapped`);
+        None when neither has them. Every reader of a round's features (the statistics' rounds, the
+        head probe) looks them up here."""
+        rows = self.cache.get(key)
+        if rows is None and self.args.keep_features and len(idx) < len(every):
+            rows = self._rows_of_uncapped(candidate, client, every, kept)
+        return rows
 
     def _rows_of_uncapped(self, candidate: int, client: int, every: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
         """A capped client's features sliced from a kept store entry of all its texts, or None.
