@@ -225,7 +225,7 @@ def test_progress_follows_the_jobs_of_a_parallel_task():
     now = [0.0]
     out = io.StringIO()
     events = EventManager()
-    p = RoundProgress(1, out, interval=5.0, clock=lambda: now[0]).attach(events)
+    RoundProgress(1, out, interval=5.0, clock=lambda: now[0]).attach(events)
     group = events.monitor.open_group("client_train", 1)
     reqs = [events.monitor.add(group, JobSpec("train", c)) for c in range(4)]
     for i, q in enumerate(reqs):
