@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import resources
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from hydra import compose, initialize_config_module
 

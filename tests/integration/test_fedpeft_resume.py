@@ -7,8 +7,8 @@ import dataclasses
 import json
 
 import torch
-
 from support.experiments import tiny_parts
+
 from vista.drivers.fedpeft import run_fedpeft_session
 
 

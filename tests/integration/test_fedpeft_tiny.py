@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from support.tiny import write_fednlp_pair
+
 from vista.data.fednlp import FederatedDataSpec
 from vista.drivers.fedpeft import run_fedpeft
-from vista.parts import ExperimentParts
-from vista.fl.spec import FLSpec
 from vista.fl.aggregators import FedAvg
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.sampling import client_seed
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.pipeline.protocol import WorkerEnv
 from vista.recording.spec import RecorderSpec

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from vista.data.fednlp import FederatedDataSpec
 from vista.drivers.fedpeft import run_fedpeft
-from vista.parts import ExperimentParts
 from vista.fl.aggregators import FedAvg
 from vista.fl.runtime import FedPEFTRuntime, RuntimeArgs
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
 from vista.peft import METHODS
 from vista.pipeline.protocol import WorkerEnv
 from vista.recording.spec import RecorderSpec

@@ -10,13 +10,13 @@ import pytest
 
 from vista.config.resolvers import asset_path
 from vista.data.fednlp import FederatedDataSpec
-from vista.parts import ExperimentParts
 from vista.drivers.selection import run_selection
 from vista.fl.aggregators import FedAvg
 from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
 from vista.models.hub_add import add
 from vista.models.sources import AddOptions
+from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec

@@ -8,15 +8,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from support.tiny import write_fednlp_pair
+
 from vista.data.fednlp import (
     DataFileError,
+    FederatedData,
+    FederatedDataSpec,
     FedNLPData,
     FedNLPFilePartitionSpec,
     FedNLPPartition,
-    FederatedData,
-    FederatedDataSpec,
     canonical_method,
     method_from_parts,
 )

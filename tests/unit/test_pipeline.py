@@ -11,7 +11,7 @@ import torch
 from vista.pipeline.context import FLContext
 from vista.pipeline.event_pipeline import IMPLICIT, TASK
 from vista.pipeline.events import EventManager
-from vista.pipeline.pipeline import Jobs, JobFailedError, Pipeline, Task, payload_nbytes
+from vista.pipeline.pipeline import JobFailedError, Jobs, Pipeline, Task, payload_nbytes
 from vista.pipeline.protocol import JobResult, JobSpec, JobState, WorkerEnv
 from vista.scheduler.inline import InlineExecutor
 

@@ -90,8 +90,8 @@ def test_two_workers_on_one_host_share_one_copy_of_minilm(tiny_data, tmp_path):
     from support.runtimes import make_memory_probe
 
     from vista.data.fednlp import FederatedDataSpec
-    from vista.fl.spec import FLSpec
     from vista.fl.runtime import RuntimeArgs
+    from vista.fl.spec import FLSpec
     from vista.models.hub import ModelSpec
     from vista.peft.lora import LoraSpec
     from vista.pipeline.protocol import JobRequest
