@@ -31,7 +31,8 @@ from vista.selection.combine import weighted_z
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
 from head_rounds import TIE_TOL, probe_config, probe_parser, probe_run  # noqa: E402
 from pool_ablation import sub_scores  # noqa: E402
-from table import load, settings  # noqa: E402
+import table  # noqa: E402
+from table import load  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5)
 SAMPLED = "hscore_sampled"
@@ -61,14 +62,7 @@ def at_ceiling(h: dict) -> dict[str, bool]:
 
 def full_pool(results: list[dict], w: float, h: str) -> dict:
     """Per setting: mean tau-b over its seeds against its truth, the cap, the worst regret, picks of the best."""
-    out = {}
-    for (data, part), group in settings(results).items():
-        qs = [method_quality("rule", r["truth_mean"], rule(r, list(r["truth"]), w, h), TIE_TOL)
-              for r in group]
-        out[f"{data} {part}"] = {"kendall_tau": mean(q["kendall_tau"] for q in qs), "cap": qs[0]["kendall_tau_max"],
-                                 "worst_regret": max(q["top1_regret"] for q in qs),
-                                 "best": sum(q["top1_regret"] == 0 for q in qs), "runs": len(qs)}
-    return out
+    return table.full_pool(results, lambda r: rule(r, list(r["truth"]), w, h))
 
 
 def leave_one_out(results: list[dict], w: float, h: str) -> dict:

@@ -21,15 +21,14 @@ from pathlib import Path
 from statistics import mean
 
 from vista.drivers.study_head import HEAD_PAIR
-from vista.drivers.study_quality import quality_of
-from vista.selection.combine import weighted_z
+from vista.selection.head_scores import HEAD_WEIGHT_OF_AUTO, head_pair_rule
 from vista.selection.ranking import rank_by
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from table import TIE_TOL, load, seed_truth, settings  # noqa: E402
+from table import TIE_TOL, full_pool, load  # noqa: E402
 
-SHIPPED = (1.0, 0.5)
-WEIGHTS = ((1.0, 0.5), (0.75, 0.5), (0.5, 0.5), (0.25, 0.5), (0.0, 0.5), (1.0, 0.25), (0.5, 0.25), (1.0, 0.0),
+SHIPPED = (1.0, HEAD_WEIGHT_OF_AUTO)
+WEIGHTS = (SHIPPED, (0.75, 0.5), (0.5, 0.5), (0.25, 0.5), (0.0, 0.5), (1.0, 0.25), (0.5, 0.25), (1.0, 0.0),
            (1.0, 1.0))
 NEAR = 0.05  # 16.5's target: within this of the best tau-b reachable given ties
 
@@ -37,10 +36,8 @@ NEAR = 0.05  # 16.5's target: within this of the best tau-b reachable given ties
 def pair(result: dict, wc: float, wg: float) -> dict[str, float | None]:
     """The pair at centred weight ``wc`` and gbc_prior weight ``wg`` from one run's recorded values."""
     m = result["methods"]
-    both = weighted_z({"head": m["head_shipped"]["scores"], "centred": m["head_centred_shipped"]["scores"]},
-                      {"head": 1.0, "centred": wc}, required=("head",))
-    return weighted_z({"both": both, "gbc_prior": m["auto_shipped"]["scores"]}, {"both": 1.0, "gbc_prior": wg},
-                      required=("both",))
+    return head_pair_rule(m["head_shipped"]["scores"], m["head_centred_shipped"]["scores"],
+                          m["auto_shipped"]["scores"], centred_weight=wc, auto_weight=wg)
 
 
 def check_shipped(result: dict) -> None:
@@ -55,17 +52,13 @@ def check_shipped(result: dict) -> None:
 def judge(results: list[dict], wc: float, wg: float) -> dict:
     """Mean tau-b over settings (each setting's seeds against its truth), settings within NEAR of the cap,
     settings with mean regret <= 0.01, runs whose pick is the setting's best."""
-    per = []
-    for (data, part), group in sorted(settings(results).items()):
-        truth = seed_truth(group)[0]
-        qs = [quality_of(truth, pair(r, wc, wg), TIE_TOL) for r in group]
-        per.append({"setting": f"{data} {part}", "runs": len(qs), "tau_b": mean(q["kendall_tau"] for q in qs),
-                    "cap": qs[0]["kendall_tau_max"], "regret": mean(q["top1_regret"] for q in qs),
-                    "best": sum(q["top1_regret"] == 0 for q in qs)})
-    return {"wc": wc, "wg": wg, "tau_b": mean(s["tau_b"] for s in per), "cap": mean(s["cap"] for s in per),
-            "near_cap": sum(s["tau_b"] >= s["cap"] - NEAR - 1e-9 for s in per),
-            "regret_ok": sum(s["regret"] <= 0.01 for s in per), "best": sum(s["best"] for s in per),
-            "runs": sum(s["runs"] for s in per), "settings": per}
+    per = full_pool(results, lambda r: pair(r, wc, wg))
+    return {"wc": wc, "wg": wg, "tau_b": mean(s["kendall_tau"] for s in per.values()),
+            "cap": mean(s["cap"] for s in per.values()),
+            "near_cap": sum(s["kendall_tau"] >= s["cap"] - NEAR - 1e-9 for s in per.values()),
+            "regret_ok": sum(s["mean_regret"] <= 0.01 for s in per.values()),
+            "best": sum(s["best"] for s in per.values()), "runs": sum(s["runs"] for s in per.values()),
+            "settings": per}
 
 
 def markdown(rows: list[dict]) -> str:

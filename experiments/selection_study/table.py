@@ -26,6 +26,7 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -88,6 +89,20 @@ def requalify(results: list[dict], tie_tol: float = TIE_TOL) -> list[dict]:
                         e.pop(q, None)
                     e.update(method_quality(name, truth, e["scores"], tie_tol))
     return results
+
+
+def full_pool(results: list[dict], scores_of: Callable[[dict], dict]) -> dict[str, dict]:
+    """A rule the study recombines (``scores_of(result)``: its scores on that run) judged the table's
+    way, per setting: mean tau-b over its seeds against the setting's truth (``truth_mean``, from
+    :func:`requalify`), the cap, mean and worst regret, runs that picked the best."""
+    out = {}
+    for (data, part), group in settings(results).items():
+        qs = [method_quality("rule", r["truth_mean"], scores_of(r), r["tie_tol"]) for r in group]
+        out[f"{data} {part}"] = {"kendall_tau": mean(q["kendall_tau"] for q in qs), "cap": qs[0]["kendall_tau_max"],
+                                 "mean_regret": mean(q["top1_regret"] for q in qs),
+                                 "worst_regret": max(q["top1_regret"] for q in qs),
+                                 "best": sum(q["top1_regret"] == 0 for q in qs), "runs": len(qs)}
+    return out
 
 
 def searched_on_test(result: dict) -> bool:

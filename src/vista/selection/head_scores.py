@@ -28,11 +28,12 @@ def head_probe_centred(curve: Sequence[dict[str, Any]]) -> float:
     return head_probe(curve)
 
 
-def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | None]) -> dict[str, float | None]:
+def head_gbc_rule(head: Mapping[str, float | None], auto: Mapping[str, float | None],
+                  auto_weight: float = HEAD_WEIGHT_OF_AUTO) -> dict[str, float | None]:
     """``z(head_probe) + 0.5 z(gbc_prior)``: the probe leads, auto's rule orders what it barely
     separates (several candidates at the majority rate). The study applies it to the values a run
-    recorded; ``head_gbc`` to a run's own."""
-    return weighted_z({"head_probe": head, "gbc_prior": auto}, {"head_probe": 1.0, "gbc_prior": HEAD_WEIGHT_OF_AUTO},
+    recorded; ``head_gbc`` to a run's own. ``auto_weight``: gbc_prior's weight (the study varies it)."""
+    return weighted_z({"head_probe": head, "gbc_prior": auto}, {"head_probe": 1.0, "gbc_prior": auto_weight},
                       required=("head_probe",))
 
 
@@ -43,14 +44,17 @@ def head_gbc(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float
 
 
 def head_pair_rule(head: Mapping[str, float | None], centred: Mapping[str, float | None],
-                   auto: Mapping[str, float | None]) -> dict[str, float | None]:
+                   auto: Mapping[str, float | None], centred_weight: float = 1.0,
+                   auto_weight: float = HEAD_WEIGHT_OF_AUTO) -> dict[str, float | None]:
     """:func:`head_gbc_rule` with the probe's place taken by ``z(head_probe) + z(head_probe_centred)``:
     the two probes have an equal say (centring lifts an encoder whose features share a large offset;
     uncentred, the probe orders the others closer to their fine-tunes), their sum standardised again so
-    that auto's rule keeps its half weight beside it and orders what both barely separate."""
-    both = weighted_z({"head_probe": head, "head_probe_centred": centred}, {"head_probe": 1.0, "head_probe_centred": 1.0},
+    that auto's rule keeps its half weight beside it and orders what both barely separate. The weights
+    default to the shipped ones; the study varies them (``pair_weights.py``)."""
+    both = weighted_z({"head_probe": head, "head_probe_centred": centred},
+                      {"head_probe": 1.0, "head_probe_centred": centred_weight},
                       required=("head_probe", "head_probe_centred"))
-    return head_gbc_rule(both, auto)
+    return head_gbc_rule(both, auto, auto_weight)
 
 
 @score("head_pair", kind=COMBINED, uses=("head_probe", "head_probe_centred", "gbc", "param_prior"))
