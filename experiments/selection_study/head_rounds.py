@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
@@ -31,7 +32,8 @@ from vista.selection.head_scores import head_gbc_rule
 from vista.selection.privacy import PrivacySpec
 from vista.selection.spec import SelectionSpec
 
-from table import load
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from table import load  # noqa: E402
 
 TIE_TOL = 0.01
 
@@ -84,25 +86,44 @@ def judged_line(r: dict, equal: str) -> str:
 def live_runs(argv: list[str] | None, doc: str, entry: str,
               run_rows: Callable[[dict, StudyConfig, Path, Path], list[dict]]) -> tuple[list[dict], list[str], Path]:
     """A live-check script's loop (``centred_live.py``, ``pair_live.py``): its arguments parsed
-    (:func:`probe_parser` and ``--out``), ``run_rows`` on every run under RUNS that holds ``entry`` and
-    kept sampled features in ``WORK/<run>/features``; the rows, the runs skipped, and the output folder
-    (``--out``, default WORK/out, made)."""
+    (:func:`probe_parser`, ``--out`` and ``--earlier``), ``run_rows`` on every run under RUNS that holds
+    ``entry`` and kept sampled features in ``WORK/<run>/features``; the rows, the runs skipped, and the
+    output folder (``--out``, default WORK/out, made). ``--earlier JSON``: an earlier output of the same
+    script, whose rows stand in for the runs without kept features here (a fresh machine keeps only the
+    features of the runs made on it): their live scores and checks kept, judged again against today's
+    truths, since a new seed moves its setting's truth (:func:`rejudged`)."""
     p = probe_parser(doc)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--earlier", type=Path, default=None,
+                   help="an earlier json of this script: its rows for runs without kept features here")
     a = p.parse_args(argv)
     cfg = probe_config(a)
+    earlier = json.loads(a.earlier.read_text())["rows"] if a.earlier else []
     rows, skipped = [], []
     for result in load(a.runs, TIE_TOL):
-        if entry not in result["methods"] or not (a.work / run_name(result) / "features").is_dir():
+        if entry in result["methods"] and (a.work / run_name(result) / "features").is_dir():
+            rows += run_rows(result, cfg, a.data, a.work)
+            print(f"{run_name(result)}: done", flush=True)
+        elif entry in result["methods"] and (kept := rejudged(result, earlier)):
+            rows += kept
+            print(f"{run_name(result)}: the earlier rows, judged again", flush=True)
+        else:
             skipped.append(run_name(result))
-            continue
-        rows += run_rows(result, cfg, a.data, a.work)
-        print(f"{run_name(result)}: done", flush=True)
     if not rows:
         raise SystemExit(f"no run under {a.runs} has {entry} and kept sampled features in {a.work}")
     out = a.out or a.work / "out"
     out.mkdir(parents=True, exist_ok=True)
     return rows, skipped, out
+
+
+def rejudged(result: dict, earlier: list[dict]) -> list[dict]:
+    """The run's rows of an earlier live check, each method's live scores judged again by :func:`judged`
+    against the run's truths as they stand (the base fields kept); none when the earlier check lacks the run."""
+    mine = [r for r in earlier if (r["data"], r["partition"], r["seed"]) ==
+            (result["data"], result["partition"], result["seed"]) and r["truth"] == "run"]
+    judged_keys = {"method", "truth", "scores", "chosen", "best", "kendall_tau", "kendall_tau_max", "top1_regret"}
+    return [row for r in mine for row in judged(result, r["method"], r["scores"],
+                                                {k: v for k, v in r.items() if k not in judged_keys})]
 
 
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from vista.drivers.study import SHIPPED
@@ -26,7 +27,8 @@ from vista.drivers.study_head import HEAD_CENTRED, HEAD_PAIR, HEAD_SHIPPED
 from vista.selection.combine import gbc_prior
 from vista.selection.ranking import rank_by
 
-from head_rounds import judged, judged_line, live_runs, probe_run
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+from head_rounds import judged, judged_line, live_runs, probe_run  # noqa: E402
 
 
 def run_rows(result: dict, cfg, data: Path, work: Path) -> list[dict]:
