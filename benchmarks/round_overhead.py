@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from vista.config.resolvers import asset_path
-from vista.data.fednlp import FedNLPData, FedNLPPartition, FederatedDataSpec
+from vista.data.fednlp import FederatedDataSpec, FedNLPData, FedNLPPartition
 from vista.drivers.fedpeft import run_fedpeft
-from vista.parts import ExperimentParts
-from vista.fl.spec import FLSpec
 from vista.fl.aggregators import FedAvg
 from vista.fl.sampling import sample_clients
+from vista.fl.spec import FLSpec
 from vista.models.hub import ModelSpec
+from vista.parts import ExperimentParts
 from vista.peft.lora import LoraSpec
 from vista.recording.spec import RecorderSpec
 from vista.scheduler import SchedulerSpec

@@ -29,9 +29,9 @@ from vista.drivers.study_head import HEAD_PAIR
 from vista.selection.combine import weighted_z
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
+import table  # noqa: E402
 from head_rounds import TIE_TOL, probe_config, probe_parser, probe_run  # noqa: E402
 from pool_ablation import sub_scores  # noqa: E402
-import table  # noqa: E402
 from table import load  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5)

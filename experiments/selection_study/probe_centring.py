@@ -22,6 +22,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from vista.data.fednlp import FedNLPData, FedNLPPartition
 from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import HeadSpec, centred, pooled_mean, simulate
