@@ -4,6 +4,7 @@ test calls their functions and ``main`` without a subprocess."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,3 +18,13 @@ def study_script(name: str) -> ModuleType:
     sys.modules[name] = mod  # a dataclass looks its module up there
     spec.loader.exec_module(mod)
     return mod
+
+
+def write_runs(root: Path, results: list[dict]) -> Path:
+    """Study results written as a runs folder (``root/runs/<data>/<partition>/seed<N>/result.json``,
+    the layout the scripts read); the folder."""
+    for r in results:
+        d = root / "runs" / r["data"] / r["partition"] / f"seed{r['seed']}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+    return root / "runs"

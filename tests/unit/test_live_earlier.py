@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.study_scripts import study_script
+from support.study_scripts import study_script, write_runs
 
 from vista.drivers.study_head import HEAD_PAIR
 
@@ -16,14 +16,6 @@ PAIR = {"big": 2.0, "mid": 0.1, "small": 0.4, "tiny": -1.5}  # small above mid
 def _result(seed: int, truth: dict) -> dict:
     return {"data": "toy", "partition": "iid", "seed": seed, "truth": truth, "tie_tol": 0.01,
             "methods": {HEAD_PAIR: {"scores": PAIR}}}
-
-
-def _write(tmp_path, results: list[dict]):
-    for r in results:
-        d = tmp_path / "runs" / r["data"] / r["partition"] / f"seed{r['seed']}"
-        d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps(r))
-    return tmp_path / "runs"
 
 
 def _main(tmp_path, runs, earlier, out: str):
@@ -36,7 +28,7 @@ def _main(tmp_path, runs, earlier, out: str):
 
 def test_earlier_rows_are_judged_again_against_the_setting_truth_a_new_seed_moves(tmp_path):
     seed0 = {"big": 0.95, "mid": 0.50, "small": 0.60, "tiny": 0.20}  # small above mid: the pair at the cap
-    runs = _write(tmp_path, [_result(0, seed0)])
+    runs = write_runs(tmp_path, [_result(0, seed0)])
     earlier_row = {"data": "toy", "partition": "iid", "seed": 0, "equal": {"pair's order": True},
                    "gap": {"gbc_prior": 0.0, "head_pair": 0.0}, "head_cost": {"x": 1}, "method": "head_pair",
                    "truth": "run", "scores": PAIR, "chosen": "big", "best": "big", "kendall_tau": 1.0,
@@ -48,7 +40,7 @@ def test_earlier_rows_are_judged_again_against_the_setting_truth_a_new_seed_move
     assert first["rows"][0]["head_cost"] == {"x": 1}  # the live run's own fields kept
 
     # a second seed on which mid beats small by far: the setting's truth flips the pair, its run row does not
-    _write(tmp_path, [_result(1, {"big": 0.95, "mid": 0.90, "small": 0.55, "tiny": 0.20})])
+    write_runs(tmp_path, [_result(1, {"big": 0.95, "mid": 0.90, "small": 0.55, "tiny": 0.20})])
     rc, second = _main(tmp_path, runs, tmp_path / "out1" / "pair_live.json", "out2")
     seed0_rows = {r["truth"]: r for r in second["rows"] if r["seed"] == 0}
     assert seed0_rows["run"]["kendall_tau"] == pytest.approx(1.0)
@@ -57,6 +49,6 @@ def test_earlier_rows_are_judged_again_against_the_setting_truth_a_new_seed_move
 
 
 def test_without_earlier_rows_or_features_nothing_is_judged(tmp_path):
-    runs = _write(tmp_path, [_result(0, {"big": 0.9, "mid": 0.5, "small": 0.6, "tiny": 0.2})])
+    runs = write_runs(tmp_path, [_result(0, {"big": 0.9, "mid": 0.5, "small": 0.6, "tiny": 0.2})])
     with pytest.raises(SystemExit, match="kept sampled features"):
         _main(tmp_path, runs, None, "out")

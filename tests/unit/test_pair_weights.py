@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.study_scripts import study_script
+from support.study_scripts import study_script, write_runs
 
 from vista.drivers.study_head import HEAD_PAIR
 from vista.selection.head_scores import head_pair_rule
@@ -25,19 +25,11 @@ def _run(seed: int, centred: dict) -> dict:
     return {"data": "toy", "partition": "iid", "seed": seed, "truth": truth, "tie_tol": 0.01, "methods": m}
 
 
-def _write(tmp_path, runs: list[dict]):
-    for r in runs:
-        d = tmp_path / "runs" / r["data"] / r["partition"] / f"seed{r['seed']}"
-        d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps(r))
-    return tmp_path / "runs"
-
-
 def test_the_shipped_weights_give_back_the_recorded_pair_and_the_uncentred_probe_alone_is_judged_right(tmp_path):
     pw = study_script("pair_weights")
     lifts_small = {"big": 0.9, "mid": 0.55, "small": 0.85, "tiny": 0.3}  # centring lifts small above mid
     runs = [_run(0, lifts_small), _run(1, {"big": 0.9, "mid": 0.6, "small": 0.5, "tiny": 0.3})]
-    rows = pw.main([str(_write(tmp_path, runs)), "--out", str(tmp_path / "out")])
+    rows = pw.main([str(write_runs(tmp_path, runs)), "--out", str(tmp_path / "out")])
     by = {(r["wc"], r["wg"]): r for r in rows}
     for r in runs:  # the recombination at the shipped weights is the recorded score, value for value
         assert pw.pair(r, *pw.SHIPPED) == pytest.approx(r["methods"][HEAD_PAIR]["scores"], abs=1e-12)
@@ -56,4 +48,4 @@ def test_a_recorded_pair_the_shipped_weights_do_not_give_stops_the_script(tmp_pa
     run = _run(0, {"big": 0.9, "mid": 0.6, "small": 0.5, "tiny": 0.3})
     run["methods"][HEAD_PAIR]["scores"] = {"big": 0.0, "mid": 1.0, "small": 2.0, "tiny": 3.0}
     with pytest.raises(SystemExit, match="the shipped weights give"):
-        pw.main([str(_write(tmp_path, [run])), "--out", str(tmp_path / "out")])
+        pw.main([str(write_runs(tmp_path, [run])), "--out", str(tmp_path / "out")])
