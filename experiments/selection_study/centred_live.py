@@ -1,5 +1,6 @@
 """The centred head probe as a live selection run (``selection.head_centre``, design note 93):
-``python experiments/selection_study/centred_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]``.
+``python experiments/selection_study/centred_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]
+[--earlier JSON]`` (``--earlier``: an earlier output's rows for the runs without kept features here).
 
 For every study run under RUNS with ``head_shipped`` whose clients' sampled features are kept in
 ``WORK/<run>/features`` (a grid run's own directory, or ``refresh_head.py --keep-features``'s),

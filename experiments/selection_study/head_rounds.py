@@ -110,7 +110,8 @@ def live_runs(argv: list[str] | None, doc: str, entry: str,
         else:
             skipped.append(run_name(result))
     if not rows:
-        raise SystemExit(f"no run under {a.runs} has {entry} and kept sampled features in {a.work}")
+        raise SystemExit(f"no run under {a.runs} has {entry} and kept sampled features in {a.work}"
+                         + (f" or rows in {a.earlier}" if a.earlier else ""))
     out = a.out or a.work / "out"
     out.mkdir(parents=True, exist_ok=True)
     return rows, skipped, out

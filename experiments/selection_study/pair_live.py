@@ -1,5 +1,6 @@
 """``selection=head_pair`` as a live selection run on the study's runs (design note 95):
-``python experiments/selection_study/pair_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]``.
+``python experiments/selection_study/pair_live.py RUNS --data DATA --hub HUB --work WORK [--out DIR]
+[--earlier JSON]`` (``--earlier``: an earlier output's rows for the runs without kept features here).
 
 For every study run under RUNS with ``head_pair_shipped`` whose clients' sampled features are kept in
 ``WORK/<run>/features`` (a grid run's own directory, or ``refresh_head.py --keep-features``'s), runs
