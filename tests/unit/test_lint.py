@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,3 +27,11 @@ def test_ruff_reads_the_projects_rules():
                            "--stdin-filename", "src/vista/x.py", "-"], cwd=ROOT, input=bad,
                           capture_output=True, text=True)
     assert done.returncode == 1 and "I001" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_study_scripts_are_ruffs_local_import_group():
+    """A study script another one imports is sorted as a local import only if pyproject.toml names it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    local = set(cfg["tool"]["ruff"]["lint"]["isort"]["known-local-folder"])
+    assert local == {p.stem for p in (ROOT / "experiments" / "selection_study").glob("*.py")}
