@@ -119,12 +119,11 @@ def live_runs(argv: list[str] | None, doc: str, entry: str,
 
 def rejudged(result: dict, earlier: list[dict]) -> list[dict]:
     """The run's rows of an earlier live check, each method's live scores judged again by :func:`judged`
-    against the run's truths as they stand (the base fields kept); none when the earlier check lacks the run."""
+    against the run's truths as they stand (the old row as the base: judged's fields replace its verdict,
+    the rest is kept); none when the earlier check lacks the run."""
     mine = [r for r in earlier if (r["data"], r["partition"], r["seed"]) ==
             (result["data"], result["partition"], result["seed"]) and r["truth"] == "run"]
-    judged_keys = {"method", "truth", "scores", "chosen", "best", "kendall_tau", "kendall_tau_max", "top1_regret"}
-    return [row for r in mine for row in judged(result, r["method"], r["scores"],
-                                                {k: v for k, v in r.items() if k not in judged_keys})]
+    return [row for r in mine for row in judged(result, r["method"], r["scores"], r)]
 
 
 def check_prefix(result: dict, curves: dict[str, list[dict]]) -> None:
