@@ -16,7 +16,7 @@ MiniLM (which label skew reorders)? Nothing is re-trained or re-encoded:
   mean-pooled GBC is not kept on its own; ``head_gbc_shipped`` (auto as shipped since design note
   89) as the server combines it, from ``head_shipped``'s values (the probe's held-out accuracy, one
   candidate at a time) and auto_shipped's recombined on the sub-pool, the centred variant and
-  ``head_pair_shipped`` (both probes, design note 95) likewise; the full pool recombined must
+  ``head_pair_shipped`` (both probes, design note 95) and ``head_pair_min_shipped`` (note 103) likewise; the full pool recombined must
   give the kept values (checked: the script stops otherwise);
 * ``borda`` needs the clients' own rankings, which are not kept: left out;
 * ``random`` is its expectation over the sub-pool;
@@ -40,7 +40,7 @@ from statistics import mean
 
 from vista.drivers.study import SHIPPED, StudyConfig, method_quality, run_name
 from vista.drivers.study_compute import rounds_compute, selection_compute
-from vista.drivers.study_head import HEAD_CENTRED, HEAD_GBC_SHIPPED, HEAD_PAIR, HEAD_SHIPPED, HEAD_VARIANTS
+from vista.drivers.study_head import HEAD_CENTRED, HEAD_GBC_SHIPPED, HEAD_SHIPPED, HEAD_VARIANTS, PAIR_RULES
 from vista.selection.combine import (
     NEAR_TIE,
     PRIOR_WEIGHT,
@@ -48,7 +48,7 @@ from vista.selection.combine import (
     weighted_z,
     zscores,
 )
-from vista.selection.head_scores import head_gbc_rule, head_pair_rule
+from vista.selection.head_scores import head_gbc_rule
 from vista.selection.search import ReplayOracle, hybrid, successive_halving
 
 DEFAULT = StudyConfig(candidates=())
@@ -89,8 +89,9 @@ def sub_scores(result: dict, pool: list[str]) -> dict[str, dict]:
             out[probe] = _only(m[probe]["scores"], pool)
             if both in m:
                 out[both] = head_gbc_rule(out[probe], out[SHIPPED])
-    if HEAD_PAIR in m:
-        out[HEAD_PAIR] = head_pair_rule(out[HEAD_SHIPPED], out[HEAD_CENTRED], out[SHIPPED])
+    for entry, rule in PAIR_RULES.items():  # head_pair and head_pair_min: both probes beside auto_shipped
+        if entry in m:
+            out[entry] = rule(out[HEAD_SHIPPED], out[HEAD_CENTRED], out[SHIPPED])
     out["random"] = dict.fromkeys(pool, 0.0)  # judged as its expectation
     return out
 
@@ -100,7 +101,7 @@ def check_recombination(result: dict) -> None:
     what the kept values were made of."""
     pool = list(result["truth"])
     mine = sub_scores(result, pool)
-    for s in (*GBC_PRIOR, "logme_gbc", *(both for _, both, _ in HEAD_VARIANTS), HEAD_PAIR):
+    for s in (*GBC_PRIOR, "logme_gbc", *(both for _, both, _ in HEAD_VARIANTS), *PAIR_RULES):
         kept = result["methods"].get(s, {}).get("scores")
         if kept is None:
             continue

@@ -10,7 +10,8 @@ and re-scores ``head_gbc_shipped`` from them (its cost: auto_shipped's plus ``he
 The scores cannot change (the curves are checked); only the costs do (the probe's sums are masked
 under the study's guard since design note 90, two 8-byte limbs an entry). ``--centred`` also adds
 the centred probe's entries where missing (:func:`add_centred`, design note 93); ``--pair`` adds
-``head_pair_shipped`` to every run that holds both probes (:func:`add_pair`, design note 95: no client work).
+``head_pair_shipped`` and ``head_pair_min_shipped`` to every run that holds both probes (:func:`add_pair`,
+design notes 95 and 103: no client work).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def add_centred(path: Path, cfg: StudyConfig, data: Path, work: Path) -> bool:
 
 
 def add_pair(path: Path, cfg: StudyConfig) -> bool:
-    """``head_pair_shipped`` recombined into one run from its two probes' recorded values and
-    auto_shipped's (:func:`~vista.drivers.study_head.rescore_pair`); True if the file changed."""
+    """``head_pair_shipped`` and ``head_pair_min_shipped`` recombined into one run from its two probes'
+    recorded values and auto_shipped's (:func:`~vista.drivers.study_head.rescore_pair`); True if the file changed."""
     result = json.loads(path.read_text())
     if not rescore_pair(result["methods"], result["truth"], result.get("tie_tol", cfg.tie_tol), SHIPPED):
         return False
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--centred", action="store_true",
                    help="also add head_centred_shipped and head_gbc_centred_shipped where missing (selection.head_centre)")
     p.add_argument("--pair", action="store_true",
-                   help="also add head_pair_shipped where both probes are held (selection=head_pair)")
+                   help="also add head_pair_shipped and head_pair_min_shipped where both probes are held")
     a = p.parse_args(argv)
     cfg = probe_config(a)
     paths = sorted(a.runs.rglob("result.json"))
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "head_shipped or no kept features in --work)")
     if a.pair:
         paired = [p for p in paths if add_pair(p, cfg)]
-        print(f"added or updated head_pair_shipped in {len(paired)} of {len(paths)} runs (the others hold it as it "
+        print(f"added or updated the pair's entries in {len(paired)} of {len(paths)} runs (the others hold it as it "
               "is, or lack a probe)")
     return 0
 

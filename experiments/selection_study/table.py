@@ -39,7 +39,7 @@ from vista.drivers.study import (
     method_quality,
 )
 from vista.drivers.study_compute import selection_compute
-from vista.drivers.study_head import HEAD_CENTRED, HEAD_GBC_CENTRED, HEAD_PAIR
+from vista.drivers.study_head import HEAD_CENTRED, HEAD_GBC_CENTRED, HEAD_PAIR, HEAD_PAIR_MIN
 from vista.selection.ranking import (
     RANDOM_DRAWS,
     RANDOM_SEED,
@@ -52,7 +52,7 @@ from vista.selection.spec import SEARCH_METHODS
 # every registered score, auto, the head probe and the two together as shipped (a sample of the texts,
 # study.score_shipped_auto and score_shipped_head) and centred (selection.head_centre), the searches
 METHODS = (*score_names(), SHIPPED, HEAD_SHIPPED, HEAD_GBC_SHIPPED, HEAD_CENTRED, HEAD_GBC_CENTRED, HEAD_PAIR,
-           *SEARCH_METHODS)
+           HEAD_PAIR_MIN, *SEARCH_METHODS)
 QUALITY = ("kendall_tau", "kendall_tau_max", "weighted_tau", "spearman", "top1_regret")
 
 

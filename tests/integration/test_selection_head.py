@@ -17,7 +17,7 @@ from vista.models.hub import ModelSpec
 from vista.selection.combine import gbc_prior
 from vista.selection.feature_cache import FeatureCache, feature_key
 from vista.selection.head_probe import simulate
-from vista.selection.head_scores import head_gbc_rule, head_pair_rule, head_probe
+from vista.selection.head_scores import head_gbc_rule, head_pair_min_rule, head_pair_rule, head_probe
 from vista.selection.privacy import GUARDED, PrivacySpec, admit
 from vista.selection.runtime import StatisticsRuntime
 from vista.selection.spec import SelectionSpec
@@ -188,6 +188,12 @@ def test_head_pair_trains_both_probes_side_by_side_as_two_runs_would(tiny_hub, t
     assert pair["cost"]["rounds"] == raw["cost"]["rounds"] and pair["cost"]["forward_passes"] == raw["cost"]["forward_passes"]
     for key in ("bytes_up", "bytes_down"):
         assert pair["head_cost"][key] == raw["head_cost"][key] + cen["head_cost"][key]
+    # head_pair_min (design note 103): the same two probes, rounds and bytes; only the server's rule differs
+    low, _ = _run(tiny_hub, tiny_data, candidates, tmp_path / "min", name_="head_pair_min")
+    assert low["head_curves"] == pair["head_curves"] and low["head_curves_centred"] == pair["head_curves_centred"]
+    assert low["scores"]["head_pair_min"] == head_pair_min_rule(s["head_probe"], s["head_probe_centred"], auto)
+    for key in ("cost", "head_cost"):  # all but the wall clock
+        assert {k: v for k, v in low[key].items() if k != "seconds"} == {k: v for k, v in pair[key].items() if k != "seconds"}
 
 
 def test_head_pair_refuses_the_flag_and_a_projection(candidates):

@@ -30,7 +30,7 @@ from vista.drivers.study import (
 )
 from vista.drivers.study_compute import corpus_token_counts, selection_compute
 from vista.models.hub import ModelSpec
-from vista.selection.head_scores import head_gbc_rule, head_pair_rule
+from vista.selection.head_scores import head_gbc_rule, head_pair_min_rule, head_pair_rule
 from vista.selection.ranking import rank_by
 from vista.selection.sampling import token_share
 from vista.selection.search import Cost
@@ -60,7 +60,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
         assert set(m) == {"logme", "hscore", "reg_hscore", "transrate", "gbc", "avg_logme", "borda", "param_prior",
                           "random", "gbc_prior", "logme_gbc", "gbc_prior_mean", "auto_shipped",
                           "head_shipped", "head_gbc_shipped", "head_centred_shipped", "head_gbc_centred_shipped",
-                          "head_pair_shipped",
+                          "head_pair_shipped", "head_pair_min_shipped",
                           "successive_halving", "hybrid", "brute_force"}
         # auto as shipped (48 texts per client, 384 a round, 32 tokens): these clients hold fewer, so every
         # text, at the study's own length here; the round's directory is named by its sampling
@@ -226,7 +226,7 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     assert "| auto_shipped |" in md and "(max_texts_per_client 48, min_texts_per_round 384, max_seq_len 32)" in md
     assert "in 4 of 4 runs" in md and "Its compute counts tokens" in md and "1.00 to 1.00" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 4 * 21  # 16 methods (auto is studied as head_gbc_shipped), the head probe's 5 entries
+    assert len(rows) == 4 * 22  # 16 methods (auto is studied as head_pair_shipped), the head probe's 6 entries
 
     # head_rounds.py: one longer probe per run gives every shorter one; its first 6 rounds are head_shipped's
     hr = _script("head_rounds")
@@ -311,11 +311,17 @@ def test_study_small_on_tiny_models(arch_hub, tiny_data, tmp_path, one_torch_thr
     raw_c, cen_c = m["head_shipped"]["head_cost"], m["head_centred_shipped"]["head_cost"]
     assert pair["cost"]["bytes_up"] == m["auto_shipped"]["cost"]["bytes_up"] + raw_c["bytes_up"] + cen_c["bytes_up"]
     assert pair["cost"]["rounds"] == m["auto_shipped"]["cost"]["rounds"] + raw_c["rounds"]
+    # head_pair_min_shipped (design note 103): the same values joined by their minimum, at the same cost
+    low = m["head_pair_min_shipped"]
+    assert low["scores"] == head_pair_min_rule(m["head_shipped"]["scores"], m["head_centred_shipped"]["scores"],
+                                               m["auto_shipped"]["scores"])
+    assert low["cost"] == pair["cost"] and low["uses"] == pair["uses"]
     unpaired = json.loads(json.dumps(now))
-    del unpaired["methods"]["head_pair_shipped"]
+    del unpaired["methods"]["head_pair_shipped"], unpaired["methods"]["head_pair_min_shipped"]
     kept_path.write_text(json.dumps(unpaired))
     assert rh.main([*args, "--pair"]) == 0
-    assert json.loads(kept_path.read_text())["methods"]["head_pair_shipped"] == pair
+    readded = json.loads(kept_path.read_text())["methods"]
+    assert readded["head_pair_shipped"] == pair and readded["head_pair_min_shipped"] == low
     kept_path.write_text(json.dumps(now))
     # pair_live.py: selection=head_pair live on the kept features gives the recorded probes, gbc_prior and
     # pair float for float (both probes at once against three recorded runs); runs without features skipped

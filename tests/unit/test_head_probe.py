@@ -18,8 +18,9 @@ from vista.selection.head_probe import (
     simulate,
     split_rows,
 )
-from vista.selection.head_scores import head_gbc_rule, head_pair_rule, head_probe
+from vista.selection.head_scores import head_gbc_rule, head_pair_min_rule, head_pair_rule, head_probe
 from vista.selection.privacy import exact_total, masked_blocks, unmasked_total
+from vista.selection.ranking import rank_by
 
 
 def _clients(scale: float, skew: bool, seed: int = 0, n: int = 40, dim: int = 8, shift: float = 2.0):
@@ -175,6 +176,25 @@ def test_head_pair_gives_each_probe_a_say_and_needs_both():
     assert agree == pytest.approx(head_gbc_rule(raw, {"a": 0.0, "b": 0.0, "c": 1.0}))
     missing = head_pair_rule(raw, {**cen, "c": None}, {"a": 0.0, "b": 0.0, "c": 9.0})
     assert missing["c"] is None  # either probe missing: ranks last
+
+
+def test_head_pair_min_holds_a_candidate_to_its_weaker_probe():
+    """head_pair_min (design note 103): the lower of the two probes' z-scores, standardised again, beside
+    auto's rule. ``a`` is first by the centred probe alone and last by the uncentred one: the pair's sum
+    sets it in the middle, the minimum holds it at its worse and lets gbc_prior order it against ``c``."""
+    raw = {"a": 0.40, "b": 0.80, "c": 0.60}
+    cen = {"a": 0.90, "b": 0.70, "c": 0.50}
+    auto = {"a": 0.0, "b": 0.0, "c": 1.0}
+    got = head_pair_min_rule(raw, cen, auto)
+    # z: raw -1.22, 1.22, 0; centred 1.22, 0, -1.22; their minimum -1.22, 0, -1.22, standardised -0.71,
+    # 1.41, -0.71; auto -0.71, -0.71, 1.41 at half weight
+    assert got == pytest.approx({"a": -1.0607, "b": 1.0607, "c": 0.0}, abs=1e-4)
+    assert rank_by(got) == ["b", "c", "a"] and rank_by(head_pair_rule(raw, cen, auto)) == ["b", "a", "c"]
+    # probes that agree: the minimum is either one, and the rule is head_gbc's
+    assert head_pair_min_rule(raw, raw, auto) == pytest.approx(head_gbc_rule(raw, auto))
+    missing = head_pair_min_rule(raw, {**cen, "c": None}, {"a": 0.0, "b": 0.0, "c": 9.0})
+    assert missing["c"] is None  # either probe missing: ranks last
+    assert missing["a"] is not None and missing["b"] is not None
 
 
 def test_only_a_head_score_says_which_probe_it_reads():

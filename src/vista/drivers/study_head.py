@@ -2,7 +2,8 @@
 shipped sample) and ``head_gbc_shipped`` (``selection=head_gbc`` on it: the probe beside auto's rule,
 from the two runs' recorded values, as a live run's server combines them), and the same two with
 ``selection.head_centre`` (``head_centred_shipped``, ``head_gbc_centred_shipped``; design note 93),
-and ``head_pair_shipped`` (``selection=head_pair``: both probes beside auto_shipped; design note 95),
+``head_pair_shipped`` (``selection=head_pair``: both probes beside auto_shipped; design note 95) and
+``head_pair_min_shipped`` (``selection=head_pair_min``: the same values joined by their minimum; note 103),
 re-scored from the probes' kept curves whenever the registry's rule changes, so no client work is
 repeated."""
 
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from vista.drivers.study_quality import method_quality
-from vista.selection.head_scores import head_gbc_rule, head_pair_rule
+from vista.selection.head_scores import head_gbc_rule, head_pair_min_rule, head_pair_rule
 from vista.selection.scores import SCORES, safe_value
 from vista.selection.search import Cost
 
@@ -22,6 +23,8 @@ HEAD_CENTRED, HEAD_GBC_CENTRED = "head_centred_shipped", "head_gbc_centred_shipp
 # (the probe's entry, the probe beside auto_shipped, selection.head_centre): as shipped, and centred (note 93)
 HEAD_VARIANTS = ((HEAD_SHIPPED, HEAD_GBC_SHIPPED, False), (HEAD_CENTRED, HEAD_GBC_CENTRED, True))
 HEAD_PAIR = "head_pair_shipped"  # both probes' recorded values beside auto_shipped, as head_pair's server combines them
+HEAD_PAIR_MIN = "head_pair_min_shipped"  # the same values as head_pair_min's server combines them (note 103)
+PAIR_RULES = {HEAD_PAIR: head_pair_rule, HEAD_PAIR_MIN: head_pair_min_rule}  # entry -> the server's rule
 KEPT = ("sampling", "token_share", "head", "curves", "head_cost")  # what a head_shipped entry keeps of its run
 
 
@@ -48,23 +51,25 @@ def _probe_cost(entry: dict[str, Any]) -> Cost:
 
 
 def rescore_pair(methods: dict[str, Any], truth: dict[str, float], tie_tol: float, shipped: str) -> bool:
-    """:data:`HEAD_PAIR` from the uncentred and centred probes' scores and ``shipped``'s by
-    :func:`~vista.selection.head_scores.head_pair_rule`, when ``methods`` holds all three; True if it
-    changed. Its cost is what a live ``head_pair`` run spends: auto_shipped's, both probes' bytes, and the
-    probe's rounds once (the two train side by side on one encode)."""
+    """Each entry of :data:`PAIR_RULES` from the uncentred and centred probes' scores and ``shipped``'s
+    by its rule (:func:`~vista.selection.head_scores.head_pair_rule`, ``head_pair_min_rule``), when
+    ``methods`` holds all three; True if one changed. Their cost is what a live ``head_pair`` run spends:
+    auto_shipped's, both probes' bytes, and the probe's rounds once (the two train side by side on one
+    encode); the rules differ only in the server's arithmetic."""
     probes = [methods.get(HEAD_SHIPPED), methods.get(HEAD_CENTRED)]
     auto = methods.get(shipped)
     if auto is None or None in probes:
         return False
-    before = json.dumps(methods.get(HEAD_PAIR), sort_keys=True)
+    before = json.dumps([methods.get(e) for e in PAIR_RULES], sort_keys=True)
     raw, cen = probes
     second = dataclasses.replace(_probe_cost(cen), forward_passes=0, rounds=0)
     cost = Cost(**auto["cost"]) + _probe_cost(raw) + second
-    pair = head_pair_rule(raw["scores"], cen["scores"], auto["scores"])
-    methods[HEAD_PAIR] = {**method_quality(HEAD_PAIR, truth, pair, tie_tol), "scores": pair, "cost": cost.to_dict(),
+    for entry, rule in PAIR_RULES.items():
+        pair = rule(raw["scores"], cen["scores"], auto["scores"])
+        methods[entry] = {**method_quality(entry, truth, pair, tie_tol), "scores": pair, "cost": cost.to_dict(),
                           "sampling": raw["sampling"], "token_share": raw["token_share"],
                           "uses": [HEAD_SHIPPED, HEAD_CENTRED, shipped]}
-    return json.dumps(methods[HEAD_PAIR], sort_keys=True) != before
+    return json.dumps([methods.get(e) for e in PAIR_RULES], sort_keys=True) != before
 
 
 def rescore_head(methods: dict[str, Any], truth: dict[str, float], tie_tol: float, shipped: str,

@@ -2,7 +2,8 @@
 candidate's curve, the global layer's held-out accuracy and loss after each round, and
 ``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
 ``head_pair``, the probe both as the flag leaves it and centred, beside the same rule (design note
-95); ``auto`` is an alias, of ``head_gbc`` from design note 89 and of ``head_pair`` since note 96
+95); ``head_pair_min``, the two probes joined by the lower of their z-scores instead (design note 103, a
+candidate registered before held-out runs judge it); ``auto`` is an alias, of ``head_gbc`` from design note 89 and of ``head_pair`` since note 96
 (registered here, after both)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vista.selection.combine import AUTO_POOLING, gbc_prior, weighted_z
+from vista.selection.combine import AUTO_POOLING, gbc_prior, weighted_z, zscores
 from vista.selection.scores import COMBINED, HEAD, alias, score
 
 HEAD_WEIGHT_OF_AUTO = 0.5  # auto's (gbc_prior's) weight beside the probe's, in z units (design note 88)
@@ -62,6 +63,26 @@ def head_pair(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, floa
     """z(z(head_probe) + z(head_probe_centred)) + 0.5 z(gbc_prior): the probe uncentred and centred, then gbc_prior."""
     return head_pair_rule(table["head_probe"], table["head_probe_centred"],
                           gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
+
+
+def head_pair_min_rule(head: Mapping[str, float | None], centred: Mapping[str, float | None],
+                       auto: Mapping[str, float | None],
+                       auto_weight: float = HEAD_WEIGHT_OF_AUTO) -> dict[str, float | None]:
+    """:func:`head_gbc_rule` with the probe's place taken by ``min(z(head_probe), z(head_probe_centred))``:
+    a fine-tune needs both what the uncentred probe sees (FedAvg moving a classifier on the features as
+    the model emits them, its first step) and what the centred one sees (classes that separate once the
+    shared offset is gone), so the weaker of the two bounds a candidate, where :func:`head_pair_rule`'s
+    sum lets one outvote the other. A candidate missing either probe's value ranks last."""
+    zh, zc = zscores(head), zscores(centred)
+    lower = {n: None if zh[n] is None or zc.get(n) is None else min(zh[n], zc[n]) for n in zh}
+    return head_gbc_rule(lower, auto, auto_weight)
+
+
+@score("head_pair_min", kind=COMBINED, uses=("head_probe", "head_probe_centred", "gbc", "param_prior"))
+def head_pair_min(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
+    """z(min(z(head_probe), z(head_probe_centred))) + 0.5 z(gbc_prior): the pair's probes by their lower z."""
+    return head_pair_min_rule(table["head_probe"], table["head_probe_centred"],
+                              gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
 
 
 alias("auto", "head_pair", "the recommended method (design notes 88, 89, 96): z(z(head_probe) + "
