@@ -73,7 +73,9 @@ def child(batch: int, ckpt: bool, steps: int) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(str(where), num_labels=5)
     model = get_peft_model(model, LoraConfig(r=8, target_modules=["query", "value"], task_type="SEQ_CLS"))
     if ckpt:
-        model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from vista.fl.runtime import checkpoint_activations  # the call as the installed transformers names it
+
+        checkpoint_activations(model.base_model.model)
     model.train()
     frozen = {p.untyped_storage().data_ptr() for p in model.parameters() if not p.requires_grad}
     saved: dict[int, int] = {}

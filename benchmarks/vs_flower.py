@@ -116,7 +116,9 @@ def build(w: dict):
                                                                local_files_only=True)
     model.config.pad_token_id = tok.pad_token_id
     if w.get("checkpointing"):  # --checkpointing: every runner recomputes activations in backward
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from vista.fl.runtime import checkpoint_activations  # the call as the installed transformers names it
+
+        checkpoint_activations(model)
     cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.05, target_modules=w["targets"])
     return tok, get_peft_model(model, cfg)
 

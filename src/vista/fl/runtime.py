@@ -93,7 +93,7 @@ class FedPEFTRuntime:
                 torch.cuda.empty_cache()  # the check's transient copies (one tensor at a time; 0.4 GB at 1B)
         self.model = model.to(self.device)
         if args.train.gradient_checkpointing:  # keep each layer's input only; recompute the rest in backward
-            _checkpoint_activations(self.model)
+            checkpoint_activations(self.model)
         self.params = trainable_parameters(self.model)
         self.residuals = ResidualFolder(self.model)
         self.data = FedNLPData(args.data.data_file)
@@ -231,7 +231,7 @@ class FedPEFTRuntime:
         self.data.close()
 
 
-def _checkpoint_activations(model: Any) -> None:
+def checkpoint_activations(model: Any) -> None:
     """Activation (gradient) checkpointing, non-reentrant: transformers 5 renamed the call and deprecates
     the old name (gone in v6); older releases have only the old one."""
     if hasattr(model, "activation_checkpointing_enable"):
