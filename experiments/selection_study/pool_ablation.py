@@ -15,9 +15,9 @@ MiniLM (which label skew reorders)? Nothing is re-trained or re-encoded:
   map of GBC, so its standardisation over any sub-pool is GBC's) although the sampled or
   mean-pooled GBC is not kept on its own; ``head_gbc_shipped`` (auto as shipped since design note
   89) as the server combines it, from ``head_shipped``'s values (the probe's held-out accuracy, one
-  candidate at a time) and auto_shipped's recombined on the sub-pool, the centred variant and
-  ``head_pair_shipped`` (both probes, design note 95) and ``head_pair_min_shipped`` (note 103) likewise; the full pool recombined must
-  give the kept values (checked: the script stops otherwise);
+  candidate at a time) and auto_shipped's recombined on the sub-pool, the centred variant,
+  ``head_pair_shipped`` (both probes, design note 95) and ``head_pair_min_shipped`` (note 103)
+  likewise; the full pool recombined must give the kept values (checked: the script stops otherwise);
 * ``borda`` needs the clients' own rankings, which are not kept: left out;
 * ``random`` is its expectation over the sub-pool;
 * successive halving and hybrid (the study's, LogME top ``--top-k``; what ``selection=hybrid``
