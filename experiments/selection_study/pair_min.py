@@ -28,7 +28,7 @@ from vista.drivers.study import method_quality, run_name
 from vista.drivers.study_head import HEAD_PAIR, HEAD_PAIR_MIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from table import TIE_TOL, full_pool, load, requalify  # noqa: E402
+from table import TIE_TOL, full_pool, load, requalify, rule_summary  # noqa: E402
 
 RULE_COMMIT = "9dffa89"  # the registration of head_pair_min (study README, twenty-ninth sitting)
 # each held-out run -> its registration (study README), after RULE_COMMIT's, or, for a run already going
@@ -38,7 +38,6 @@ HELD_OUT = {"bbc/iid/seed1": "2026-12-07 19:50 UTC (e654a71)", "bbc/iid/seed2": 
 DIFFERING = ("20news5/", "rotten_tomatoes/", "r8/alpha=0.1/", "r52/alpha=0.1/")  # run-name prefixes
 MIN_RUNS, MIN_DIFFERING = 6, 3
 RULES = {"head_pair (auto)": HEAD_PAIR, "head_pair_min": HEAD_PAIR_MIN}
-NEAR = 0.05  # 16.5's target: within this of the best tau-b reachable given ties
 REGRET_OK = 0.01
 
 
@@ -50,11 +49,7 @@ def development(results: list[dict]) -> dict[str, dict]:
     out = {}
     for label, entry in RULES.items():
         per = full_pool(runs, lambda r, e=entry: r["methods"][e]["scores"])
-        out[label] = {"tau_b": mean(s["kendall_tau"] for s in per.values()),
-                      "cap": mean(s["cap"] for s in per.values()),
-                      "near_cap": sum(s["kendall_tau"] >= s["cap"] - NEAR - 1e-9 for s in per.values()),
-                      "regret_ok": sum(s["mean_regret"] <= REGRET_OK for s in per.values()),
-                      "best": sum(s["best"] for s in per.values()), "runs": len(runs), "settings": len(per)}
+        out[label] = {**rule_summary(per), "settings": len(per)}
     return out
 
 

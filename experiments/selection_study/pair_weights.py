@@ -18,19 +18,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from statistics import mean
 
 from vista.drivers.study_head import HEAD_PAIR
 from vista.selection.head_scores import HEAD_WEIGHT_OF_AUTO, head_pair_rule
 from vista.selection.ranking import rank_by
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from table import TIE_TOL, full_pool, load  # noqa: E402
+from table import TIE_TOL, full_pool, load, rule_summary  # noqa: E402
 
 SHIPPED = (1.0, HEAD_WEIGHT_OF_AUTO)
 WEIGHTS = (SHIPPED, (0.75, 0.5), (0.5, 0.5), (0.25, 0.5), (0.0, 0.5), (1.0, 0.25), (0.5, 0.25), (1.0, 0.0),
            (1.0, 1.0))
-NEAR = 0.05  # 16.5's target: within this of the best tau-b reachable given ties
 
 
 def pair(result: dict, wc: float, wg: float) -> dict[str, float | None]:
@@ -53,12 +51,7 @@ def judge(results: list[dict], wc: float, wg: float) -> dict:
     """Mean tau-b over settings (each setting's seeds against its truth), settings within NEAR of the cap,
     settings with mean regret <= 0.01, runs whose pick is the setting's best."""
     per = full_pool(results, lambda r: pair(r, wc, wg))
-    return {"wc": wc, "wg": wg, "tau_b": mean(s["kendall_tau"] for s in per.values()),
-            "cap": mean(s["cap"] for s in per.values()),
-            "near_cap": sum(s["kendall_tau"] >= s["cap"] - NEAR - 1e-9 for s in per.values()),
-            "regret_ok": sum(s["mean_regret"] <= 0.01 for s in per.values()),
-            "best": sum(s["best"] for s in per.values()), "runs": sum(s["runs"] for s in per.values()),
-            "settings": per}
+    return {"wc": wc, "wg": wg, **rule_summary(per), "settings": per}
 
 
 def markdown(rows: list[dict]) -> str:
