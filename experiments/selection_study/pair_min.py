@@ -69,7 +69,7 @@ def held_out_rows(results: list[dict]) -> list[dict]:
 
 def decision(rows: list[dict]) -> dict:
     """The registered rule's state: enough held-out runs, regret on every one, and the mean tau-b."""
-    pair, low = (list(RULES)[i] for i in (0, 1))
+    pair, low = RULES  # the shipped pair's label, then the candidate's
     n, n_diff = len(rows), sum(r["differing"] for r in rows)
     regret_ok = all(r[low]["top1_regret"] <= REGRET_OK for r in rows)
     taus = {lab: mean(r[lab]["kendall_tau"] for r in rows) if rows else float("nan") for lab in RULES}

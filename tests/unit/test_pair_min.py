@@ -18,7 +18,8 @@ LIFTS_SMALL = {"big": 0.9, "mid": 0.55, "small": 0.85, "tiny": 0.3}  # centring 
 
 
 def _run(data: str, seed: int, centred: dict) -> dict:
-    m = {"head_shipped": {"scores": HEAD}, "head_centred_shipped": {"scores": centred}, "auto_shipped": {"scores": AUTO},
+    m = {"head_shipped": {"scores": HEAD}, "head_centred_shipped": {"scores": centred},
+         "auto_shipped": {"scores": AUTO},
          HEAD_PAIR: {"scores": head_pair_rule(HEAD, centred, AUTO)},
          HEAD_PAIR_MIN: {"scores": head_pair_min_rule(HEAD, centred, AUTO)}}
     return {"data": data, "partition": "iid", "seed": seed, "truth": TRUTH, "tie_tol": 0.01, "methods": m}

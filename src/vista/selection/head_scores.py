@@ -3,8 +3,8 @@ candidate's curve, the global layer's held-out accuracy and loss after each roun
 ``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
 ``head_pair``, the probe both as the flag leaves it and centred, beside the same rule (design note
 95); ``head_pair_min``, the two probes joined by the lower of their z-scores instead (design note 103, a
-candidate registered before held-out runs judge it); ``auto`` is an alias, of ``head_gbc`` from design note 89 and of ``head_pair`` since note 96
-(registered here, after both)."""
+candidate registered before held-out runs judge it); ``auto`` is an alias, of ``head_gbc`` from design
+note 89 and of ``head_pair`` since note 96 (registered here, after both)."""
 
 from __future__ import annotations
 
