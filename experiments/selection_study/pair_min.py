@@ -35,7 +35,7 @@ RULE_COMMIT = "9dffa89"  # the registration of head_pair_min (study README, twen
 # then, one whose result did not yet exist when the rule was registered
 HELD_OUT = {"bbc/iid/seed1": "2026-12-07 19:50 UTC (e654a71)", "bbc/iid/seed2": "2026-12-07 20:46 UTC",
             "rotten_tomatoes/alpha=1/seed3": "2026-12-07 21:33 UTC", "bbc/alpha=0.1/seed1": "2026-12-07 23:00 UTC",
-            "bbc/alpha=0.1/seed2": "2026-12-07 23:00 UTC"}
+            "bbc/alpha=0.1/seed2": "2026-12-07 23:00 UTC", "rotten_tomatoes/alpha=0.1/seed3": "2026-12-07 23:02 UTC"}
 DIFFERING = ("20news5/", "rotten_tomatoes/", "r8/alpha=0.1/", "r52/alpha=0.1/")  # run-name prefixes
 MIN_RUNS, MIN_DIFFERING = 6, 3
 RULES = {"head_pair (auto)": HEAD_PAIR, "head_pair_min": HEAD_PAIR_MIN}
