@@ -44,6 +44,7 @@ def test_development_and_held_out_are_judged_apart_and_the_decision_needs_enough
     assert rows["bbc/iid/seed5"]["head_pair_min"]["kendall_tau"] == pytest.approx(1.0) == rows["bbc/iid/seed5"]["cap"]
     verdict = got["decision"]
     assert (verdict["runs"], verdict["differing"], verdict["enough"], verdict["adopt"]) == (2, 1, False, False)
+    assert not verdict["rejected"] and verdict["regret_misses"] == []
     assert verdict["mean_tau_b"]["head_pair_min"] > verdict["mean_tau_b"]["head_pair (auto)"]
     assert "not enough held-out runs yet" in (tmp_path / "out" / "pair_min.md").read_text()
     assert json.loads((tmp_path / "out" / "pair_min.json").read_text())["decision"] == verdict
@@ -53,7 +54,14 @@ def test_development_and_held_out_are_judged_apart_and_the_decision_needs_enough
     assert pm.decision(got["held_out"])["adopt"]
     worse = json.loads(json.dumps(got["held_out"]))
     worse[1]["head_pair_min"]["top1_regret"] = 0.02
-    assert not pm.decision(worse)["adopt"]
+    refused = pm.decision(worse)
+    assert not refused["adopt"] and refused["rejected"] and refused["regret_misses"] == [worse[1]["run"]]
+    # a regret miss rejects the rule for good, before the thresholds are met, and the report says so
+    monkeypatch.setattr(pm, "MIN_RUNS", 6)
+    early = pm.decision(worse)
+    assert early["rejected"] and not early["enough"] and not early["adopt"]
+    text = pm.markdown(got["development"], worse, early)
+    assert "head_pair_min is rejected" in text and worse[1]["run"] in text and "not enough" not in text
 
 
 def test_runs_without_the_rule_recorded_are_refused_with_what_to_do(tmp_path):
