@@ -3,8 +3,8 @@ candidate's curve, the global layer's held-out accuracy and loss after each roun
 ``head_gbc``, the probe beside the frozen-feature rule auto was, ``gbc_prior`` (design note 88);
 ``head_pair``, the probe both as the flag leaves it and centred, beside the same rule (design note
 95); ``head_pair_min``, the two probes joined by the lower of their z-scores instead (design note 103, a
-candidate registered before held-out runs judge it); ``auto`` is an alias, of ``head_gbc`` from design
-note 89 and of ``head_pair`` since note 96 (registered here, after both)."""
+candidate registered before held-out runs judged it, rejected on one: note 105); ``auto`` is an alias, of
+``head_gbc`` from design note 89 and of ``head_pair`` since note 96 (registered here, after both)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ def head_pair_min_rule(head: Mapping[str, float | None], centred: Mapping[str, f
 
 @score("head_pair_min", kind=COMBINED, uses=("head_probe", "head_probe_centred", "gbc", "param_prior"))
 def head_pair_min(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
-    """z(min(z(head_probe), z(head_probe_centred))) + 0.5 z(gbc_prior): the pair's probes by their lower z."""
+    """z(min(z(head_probe), z(head_probe_centred))) + 0.5 z(gbc_prior): the pair's probes by their lower z.
+
+    Rejected as auto (design note 105): a probe that ties every candidate gives each z = 0, so the minimum
+    drops the other probe's lead and gbc_prior alone picks among the candidates it holds at 0."""
     return head_pair_min_rule(table["head_probe"], table["head_probe_centred"],
                               gbc_prior({"gbc": table["gbc"], "param_prior": table["param_prior"]}))
 
