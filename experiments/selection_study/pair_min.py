@@ -28,7 +28,7 @@ from vista.drivers.study import method_quality, run_name
 from vista.drivers.study_head import HEAD_PAIR, HEAD_PAIR_MIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's scripts, run or imported from anywhere
-from table import TIE_TOL, full_pool, load, requalify, rule_summary  # noqa: E402
+from table import REGRET_OK, TIE_TOL, full_pool, load, requalify, rule_summary  # noqa: E402
 
 RULE_COMMIT = "9dffa89"  # the registration of head_pair_min (study README, twenty-ninth sitting)
 # each held-out run -> its registration (study README), after RULE_COMMIT's, or, for a run already going
@@ -40,7 +40,6 @@ HELD_OUT = {"bbc/iid/seed1": "2026-12-07 19:50 UTC (e654a71)", "bbc/iid/seed2": 
 DIFFERING = ("20news5/", "rotten_tomatoes/", "r8/alpha=0.1/", "r52/alpha=0.1/")  # run-name prefixes
 MIN_RUNS, MIN_DIFFERING = 6, 3
 RULES = {"head_pair (auto)": HEAD_PAIR, "head_pair_min": HEAD_PAIR_MIN}
-REGRET_OK = 0.01
 
 
 def development(results: list[dict]) -> dict[str, dict]:
