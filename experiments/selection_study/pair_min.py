@@ -103,12 +103,18 @@ def markdown(dev: dict, rows: list[dict], verdict: dict) -> str:
     taus = ", ".join(f"{lab} {t:.3f}" for lab, t in verdict["mean_tau_b"].items())
     out += ["", f"**Decision (registered):** {verdict['runs']} held-out runs, {verdict['differing']} in the settings "
             f"where the rules differ (needs {MIN_RUNS} and {MIN_DIFFERING}); regret <= {REGRET_OK} on every one: "
-            f"{'yes' if verdict['regret_ok'] else 'no'}; mean tau-b: {taus}. "
-            + ("**head_pair_min would replace auto's rule.**" if verdict["adopt"] else
-               f"**head_pair_min is rejected:** regret above {REGRET_OK} on {', '.join(verdict['regret_misses'])}, "
-               "which no later run can undo; auto stays head_pair." if verdict["rejected"] else
-               "auto stays head_pair" + ("." if verdict["enough"] else " (not enough held-out runs yet)."))]
+            f"{'yes' if verdict['regret_ok'] else 'no'}; mean tau-b: {taus}. " + outcome(verdict)]
     return "\n".join(out) + "\n"
+
+
+def outcome(verdict: dict) -> str:
+    """The decision's sentence: adopted, rejected for good, or auto kept (and why)."""
+    if verdict["adopt"]:
+        return "**head_pair_min would replace auto's rule.**"
+    if verdict["rejected"]:
+        return (f"**head_pair_min is rejected:** regret above {REGRET_OK} on {', '.join(verdict['regret_misses'])}, "
+                "which no later run can undo; auto stays head_pair.")
+    return "auto stays head_pair" + ("." if verdict["enough"] else " (not enough held-out runs yet).")
 
 
 def main(argv: list[str] | None = None) -> dict:
